@@ -1,0 +1,9 @@
+"""Hand-written Keras 3 implementations (functional API, keras.layers / keras.ops only).
+
+Each weighted layer's name is its torch module path, so weights move by name.
+"""
+from .resnet import (
+    resnet18, resnet34, resnet50, resnet101, resnet152,
+    resnext50_32x4d, resnext101_32x8d, resnext101_64x4d,
+    wide_resnet50_2, wide_resnet101_2,
+)

@@ -1,0 +1,67 @@
+"""Building blocks shared by the keras_impl architectures.
+
+Every spatial padding is explicit and symmetric, followed by a VALID op: Keras'
+padding="same" pads bottom/right more than top/left when the stride is 2.
+"""
+import keras
+from keras import layers, ops
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+@keras.saving.register_keras_serializable(package="cnn_parity")
+class NegInfPadding2D(layers.Layer):
+    """Pads H and W with -inf, so a following max-pool ignores the padding (torch semantics)."""
+
+    def __init__(self, padding, **kwargs):
+        super().__init__(**kwargs)
+        (self.top, self.bottom), (self.left, self.right) = padding
+
+    def call(self, x):
+        pads = [[0, 0], [self.top, self.bottom], [self.left, self.right], [0, 0]]
+        return ops.pad(x, pads, constant_values=float("-inf"))
+
+    def compute_output_shape(self, shape):
+        grow = lambda n, a, b: None if n is None else n + a + b  # noqa: E731
+        return (shape[0], grow(shape[1], self.top, self.bottom), grow(shape[2], self.left, self.right), shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "padding": ((self.top, self.bottom), (self.left, self.right))}
+
+
+def conv2d(x, filters, kernel_size, *, name, stride=1, padding=0, dilation=1, groups=1, bias=True):
+    """torch.nn.Conv2d: symmetric zero padding, then a VALID convolution."""
+    if any(_pair(padding)):
+        x = layers.ZeroPadding2D(_pair(padding), name=f"{name}_pad")(x)
+    return layers.Conv2D(filters, kernel_size, strides=stride, padding="valid", dilation_rate=dilation,
+                         groups=groups, use_bias=bias, name=name)(x)
+
+
+def batch_norm(x, *, name, eps=1e-5):
+    # torch's momentum 0.1 is Keras' 0.9; Keras' default epsilon is 1e-3, torch's 1e-5.
+    return layers.BatchNormalization(axis=-1, epsilon=eps, momentum=0.9, name=name)(x)
+
+
+def max_pool(x, kernel_size, stride=None, padding=0, *, name, ceil_mode=False):
+    """torch.nn.MaxPool2d: -inf padding; ceil_mode adds -inf rows at the bottom/right."""
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(stride or kernel_size), _pair(padding)
+    extra_h = _ceil_extra(x.shape[1], kh, sh, ph) if ceil_mode else 0
+    extra_w = _ceil_extra(x.shape[2], kw, sw, pw) if ceil_mode else 0
+    if ph or pw or extra_h or extra_w:
+        x = NegInfPadding2D(((ph, ph + extra_h), (pw, pw + extra_w)), name=f"{name}_pad")(x)
+    return layers.MaxPooling2D((kh, kw), (sh, sw), padding="valid", name=name)(x)
+
+
+def _ceil_extra(size, k, s, p):
+    if size is None:
+        raise ValueError("ceil_mode pooling needs a static input size; build the model with input_shape=(H, W, C)")
+    out = -(-(size + 2 * p - k) // s) + 1
+    if (out - 1) * s >= size + p:  # torch drops a last window that would start in the padding
+        out -= 1
+    return max((out - 1) * s + k - (size + 2 * p), 0)
+
+
+def relu(x, name=None):
+    return layers.ReLU(name=name)(x)

@@ -1,0 +1,118 @@
+"""ResNet v1, ResNeXt and Wide ResNet (torchvision layout: layer names are the weight keys).
+
+Stride sits on the 3x3 conv of the bottleneck ("v1.5"), as in torchvision.
+"""
+from typing import NamedTuple
+
+import keras
+from keras import layers
+
+from .layers import batch_norm, conv2d, max_pool, relu
+
+
+class Stage(NamedTuple):
+    planes: int
+    blocks: int
+    stride: int
+
+
+def basic_block(x, planes, stride, *, name, downsample, groups=1, base_width=64, dilation=1):
+    if groups != 1 or base_width != 64 or dilation != 1:
+        raise ValueError("BasicBlock supports only groups=1, base_width=64 and dilation=1")
+    shortcut = _downsample(x, planes, stride, name) if downsample else x
+    y = relu(batch_norm(conv2d(x, planes, 3, stride=stride, padding=1, bias=False, name=f"{name}.conv1"),
+                        name=f"{name}.bn1"))
+    y = batch_norm(conv2d(y, planes, 3, padding=1, bias=False, name=f"{name}.conv2"), name=f"{name}.bn2")
+    return relu(layers.Add(name=f"{name}.add")([y, shortcut]))
+
+
+def bottleneck(x, planes, stride, *, name, downsample, groups=1, base_width=64, dilation=1):
+    width = int(planes * base_width / 64) * groups
+    shortcut = _downsample(x, planes * 4, stride, name) if downsample else x
+    y = relu(batch_norm(conv2d(x, width, 1, bias=False, name=f"{name}.conv1"), name=f"{name}.bn1"))
+    y = conv2d(y, width, 3, stride=stride, padding=dilation, dilation=dilation, groups=groups, bias=False,
+               name=f"{name}.conv2")
+    y = relu(batch_norm(y, name=f"{name}.bn2"))
+    y = batch_norm(conv2d(y, planes * 4, 1, bias=False, name=f"{name}.conv3"), name=f"{name}.bn3")
+    return relu(layers.Add(name=f"{name}.add")([y, shortcut]))
+
+
+def _downsample(x, channels, stride, name):
+    x = conv2d(x, channels, 1, stride=stride, bias=False, name=f"{name}.downsample.0")
+    return batch_norm(x, name=f"{name}.downsample.1")
+
+
+def make_layer(x, block, stage, *, name, inplanes, dilation, dilate, groups, base_width):
+    """One stage of units; returns (output, output channels, dilation after this stage)."""
+    expansion = 4 if block is bottleneck else 1
+    stride, previous_dilation = stage.stride, dilation
+    if dilate:
+        dilation, stride = dilation * stride, 1
+    downsample = stride != 1 or inplanes != stage.planes * expansion
+    x = block(x, stage.planes, stride, name=f"{name}.0", downsample=downsample, groups=groups,
+              base_width=base_width, dilation=previous_dilation)
+    for i in range(1, stage.blocks):
+        x = block(x, stage.planes, 1, name=f"{name}.{i}", downsample=False, groups=groups,
+                  base_width=base_width, dilation=dilation)
+    return x, stage.planes * expansion, dilation
+
+
+def resnet(name, block, depths, *, num_classes=1000, include_top=True, groups=1, width_per_group=64,
+           replace_stride_with_dilation=None, input_shape=None):
+    dilate = replace_stride_with_dilation or (False, False, False)
+    if len(dilate) != 3:
+        raise ValueError(f"{name}: replace_stride_with_dilation needs 3 booleans; got {dilate!r}")
+    stages = [Stage(64 * 2 ** i, n, 1 if i == 0 else 2) for i, n in enumerate(depths)]
+
+    inputs = keras.Input(shape=input_shape or (None, None, 3), name="input")
+    x = relu(batch_norm(conv2d(inputs, 64, 7, stride=2, padding=3, bias=False, name="conv1"), name="bn1"))
+    x = max_pool(x, 3, 2, padding=1, name="maxpool")
+    channels, dilation = 64, 1
+    for i, stage in enumerate(stages):
+        x, channels, dilation = make_layer(x, block, stage, name=f"layer{i + 1}", inplanes=channels,
+                                           dilation=dilation, dilate=i > 0 and dilate[i - 1],
+                                           groups=groups, base_width=width_per_group)
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avgpool")(x)
+        x = layers.Dense(num_classes, name="fc")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def resnet18(**kwargs):
+    return resnet("resnet18", basic_block, [2, 2, 2, 2], **kwargs)
+
+
+def resnet34(**kwargs):
+    return resnet("resnet34", basic_block, [3, 4, 6, 3], **kwargs)
+
+
+def resnet50(**kwargs):
+    return resnet("resnet50", bottleneck, [3, 4, 6, 3], **kwargs)
+
+
+def resnet101(**kwargs):
+    return resnet("resnet101", bottleneck, [3, 4, 23, 3], **kwargs)
+
+
+def resnet152(**kwargs):
+    return resnet("resnet152", bottleneck, [3, 8, 36, 3], **kwargs)
+
+
+def resnext50_32x4d(**kwargs):
+    return resnet("resnext50_32x4d", bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4, **kwargs)
+
+
+def resnext101_32x8d(**kwargs):
+    return resnet("resnext101_32x8d", bottleneck, [3, 4, 23, 3], groups=32, width_per_group=8, **kwargs)
+
+
+def resnext101_64x4d(**kwargs):
+    return resnet("resnext101_64x4d", bottleneck, [3, 4, 23, 3], groups=64, width_per_group=4, **kwargs)
+
+
+def wide_resnet50_2(**kwargs):
+    return resnet("wide_resnet50_2", bottleneck, [3, 4, 6, 3], width_per_group=128, **kwargs)
+
+
+def wide_resnet101_2(**kwargs):
+    return resnet("wide_resnet101_2", bottleneck, [3, 4, 23, 3], width_per_group=128, **kwargs)

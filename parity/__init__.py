@@ -1,0 +1,59 @@
+"""cnn-parity: one network, three frameworks, proven equal number by number.
+
+    import parity
+    model = parity.build("resnet50", framework="keras")
+    parity.load_state_dict(model, parity.state_dict(parity.build("resnet50")))
+    report = parity.check("resnet50")
+
+No framework is imported until a model of that framework is built or handed in.
+"""
+from . import registry
+from .errors import InputError, ParityError, StateDictError, WeightFileError
+from .io import load_state, save_state
+
+__version__ = "0.1.0"
+__all__ = ["build", "state_dict", "load_state_dict", "check", "run", "export_onnx", "save_state",
+           "load_state", "list_models", "registry", "ParityError", "StateDictError", "WeightFileError",
+           "InputError"]
+
+
+def build(name: str, framework: str = "torch", **kwargs):
+    """A catalogue model in one framework: torch nn.Module, keras.Model or tf.Module."""
+    from .adapters import adapter
+    return adapter(framework).build(name, **kwargs)
+
+
+def state_dict(model) -> dict:
+    """Canonical state: {torch-style key: numpy array in PyTorch layout}, for any framework's model."""
+    from .adapters import adapter_for
+    return adapter_for(model).state_dict(model)
+
+
+def load_state_dict(model, state: dict, strict: bool = True) -> None:
+    """Load canonical state into a model of any framework; raises StateDictError listing bad keys."""
+    from .adapters import adapter_for
+    adapter_for(model).load_state_dict(model, state, strict=strict)
+
+
+def run(model, x_nchw):
+    """Run a model of any framework on an NCHW float32 numpy batch; returns a list of outputs."""
+    from .adapters import adapter_for
+    return adapter_for(model).run(model, x_nchw)
+
+
+def export_onnx(model, path, input_shape) -> None:
+    """Export to ONNX: input `input` (N, C, H, W) with dynamic N, outputs named as catalogued."""
+    from .adapters import adapter_for
+    a = adapter_for(model)
+    spec = a.spec(model)
+    a.export_onnx(model, path, tuple(input_shape), spec.outputs if spec else ("logits",))
+
+
+def check(name: str, **kwargs):
+    """Compare every target against the torch_impl reference; see parity.check.check."""
+    from .checker import check as _check
+    return _check(name, **kwargs)
+
+
+def list_models(family: str | None = None) -> list[str]:
+    return registry.names(family)

@@ -1,0 +1,106 @@
+"""The one small interface every framework adapter implements.
+
+An adapter sees a model as a set of named slots: canonical key -> (canonical shape,
+read, write). State transfer, strict checking and lossless round trips are written once,
+here; the adapters only say where each weight lives and in which layout.
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .. import registry
+from ..errors import InputError, StateDictError
+
+
+@dataclass
+class Slot:
+    shape: tuple
+    read: Callable[[], np.ndarray]  # -> canonical array
+    write: Callable[[np.ndarray], None]  # canonical array ->
+
+
+class Adapter:
+    framework: str = ""
+
+    # --- what each framework provides -------------------------------------------------
+    def owns(self, model) -> bool:
+        raise NotImplementedError
+
+    def model_name(self, model) -> str:
+        raise NotImplementedError
+
+    def slots(self, model) -> dict[str, Slot]:
+        raise NotImplementedError
+
+    def run(self, model, x_nchw: np.ndarray) -> list[np.ndarray]:
+        """Outputs in the catalogue's output order, NCHW for feature maps."""
+        raise NotImplementedError
+
+    def export_onnx(self, model, path, input_shape) -> None:
+        """ONNX with input `input` (N, C, H, W), dynamic N, outputs named as in the catalogue."""
+        raise NotImplementedError
+
+    def save_native(self, model, path) -> None:
+        raise NotImplementedError
+
+    def load_native(self, model, path) -> None:
+        raise NotImplementedError
+
+    # --- written once ---------------------------------------------------------------
+    def build(self, name: str, input_size=None, **kwargs):
+        """`input_size` (C, H, W) matters only where a graph needs static sizes (Keras)."""
+        spec = registry.get(name)
+        return registry.builder(spec, self.framework)(**{**spec.kwargs, **kwargs})
+
+    def spec(self, model):
+        return registry.find(self.model_name(model))
+
+    def state_dict(self, model) -> dict[str, np.ndarray]:
+        return {key: slot.read() for key, slot in self.slots(model).items()}
+
+    def load_state_dict(self, model, state: dict, strict: bool = True) -> None:
+        slots = self.slots(model)
+        state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+        mismatched = [(k, slots[k].shape, np.shape(v)) for k, v in state.items()
+                      if k in slots and tuple(slots[k].shape) != tuple(np.shape(v))]
+        missing = [k for k in slots if k not in state]
+        unexpected = [k for k in state if k not in slots]
+        if mismatched or (strict and (missing or unexpected)):
+            raise StateDictError(self.model_name(model), missing if strict else (),
+                                 unexpected if strict else (), mismatched)
+        for key, value in state.items():
+            if key in slots:
+                slots[key].write(np.asarray(value, dtype=np.float32))
+
+    def check_input(self, model, x: np.ndarray) -> None:
+        """The same clear error in every framework for an input the model cannot take."""
+        name = self.model_name(model)
+        spec = registry.find(name)
+        channels = spec.input_size[0] if spec else None
+        if not isinstance(x, np.ndarray):
+            raise InputError(f"{name}: expected a numpy array in NCHW layout; got {type(x).__name__}")
+        if x.ndim != 4 or (channels is not None and x.shape[1] != channels):
+            want = f"(N, {channels if channels is not None else 'C'}, H, W)"
+            raise InputError(f"{name}: expected input {want} (NCHW); got shape {x.shape}")
+        if x.shape[0] == 0:
+            raise InputError(f"{name}: got an empty batch, shape {x.shape}")
+        if x.dtype != np.float32:
+            raise InputError(f"{name}: expected float32 input; got {x.dtype} (cast with x.astype(np.float32))")
+        if spec and min(x.shape[2:]) < spec.min_size:
+            raise InputError(f"{name}: input {x.shape[2]}x{x.shape[3]} is smaller than the "
+                             f"architecture's minimum {spec.min_size}x{spec.min_size}")
+        if not np.isfinite(x).all():
+            raise InputError(f"{name}: input holds NaN or Inf values")
+
+
+def to_nhwc(x):
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def to_nchw_outputs(outputs) -> list[np.ndarray]:
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    if not isinstance(outputs, (list, tuple)):
+        outputs = [outputs]
+    return [np.ascontiguousarray(o.transpose(0, 3, 1, 2)) if o.ndim == 4 else o for o in outputs]

@@ -1,0 +1,93 @@
+import numpy as np
+
+from .. import layouts
+from .base import Adapter, Slot, to_nchw_outputs, to_nhwc
+
+# Keras variable name -> torch parameter name
+_TORCH_NAME = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
+               "moving_mean": "running_mean", "moving_variance": "running_var"}
+
+
+class KerasAdapter(Adapter):
+    framework = "keras"
+
+    def owns(self, model):
+        import sys
+        keras = sys.modules.get("keras")
+        return keras is not None and isinstance(model, keras.Model)
+
+    def model_name(self, model):
+        return model.name
+
+    def build(self, name, input_size=None, **kwargs):
+        from .. import registry
+        spec = registry.get(name)
+        if spec.fixed_size and "input_shape" not in kwargs:
+            c, h, w = input_size or spec.input_size
+            kwargs["input_shape"] = (h, w, c)
+        return super().build(name, **kwargs)
+
+    def slots(self, model):
+        from keras import layers
+        spec = self.spec(model)
+        flatten = spec.flatten_linear if spec else {}
+        slots = {}
+        for layer in model.layers:
+            kind = ("conv_transpose" if isinstance(layer, layers.Conv2DTranspose)
+                    else "conv" if isinstance(layer, layers.Conv2D)
+                    else "linear" if isinstance(layer, layers.Dense) else "identity")
+            for var in layer.weights:
+                key = f"{layer.name}.{_TORCH_NAME.get(var.name, var.name)}"
+                weight_kind = kind if var.name == "kernel" else "identity"
+                if weight_kind == "linear" and layer.name in flatten:
+                    slots[key] = _flatten_slot(var, flatten[layer.name])
+                else:
+                    slots[key] = _slot(var, weight_kind)
+        return slots
+
+    def run(self, model, x_nchw):
+        from keras import ops
+
+        self.check_input(model, x_nchw)
+        out = model(to_nhwc(x_nchw), training=False)
+        out = [ops.convert_to_numpy(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
+        return to_nchw_outputs(out)
+
+    def export_onnx(self, model, path, input_shape, output_names=("logits",)):
+        import keras
+        if keras.backend.backend() != "tensorflow":
+            raise RuntimeError(f"ONNX export of keras_impl models needs the tensorflow backend; "
+                               f"KERAS_BACKEND is {keras.backend.backend()!r}")
+        from ..onnx_utils import export_tf_callable
+        export_tf_callable(lambda x: model(x, training=False), path, input_shape, output_names)
+
+    def save_native(self, model, path):
+        from ..io import atomic_path
+        if not str(path).endswith(".weights.h5"):
+            raise ValueError(f"{path}: Keras weight files must end in .weights.h5")
+        with atomic_path(path) as tmp:
+            model.save_weights(tmp)
+
+    def load_native(self, model, path):
+        from ..errors import WeightFileError
+        try:
+            model.load_weights(path)
+        except Exception as exc:  # h5py and Keras raise many types for a bad file
+            raise WeightFileError(f"{path}: cannot load Keras weights into {model.name}: {exc}") from None
+
+
+def _slot(var, kind):
+    from keras import ops
+    native_shape = tuple(var.shape)
+    canonical_shape = layouts.to_canonical(kind, np.empty(native_shape, np.float32)).shape
+    return Slot(canonical_shape,
+                lambda: layouts.to_canonical(kind, ops.convert_to_numpy(var)),
+                lambda value: var.assign(layouts.from_canonical(kind, value)))
+
+
+def _flatten_slot(var, chw):
+    from keras import ops
+    n_in, n_out = var.shape
+    return Slot((n_out, n_in),
+                lambda: layouts.flatten_linear_to_canonical(ops.convert_to_numpy(var), chw),
+                lambda value: var.assign(layouts.flatten_linear_from_canonical(value, chw)))

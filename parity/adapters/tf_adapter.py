@@ -1,0 +1,92 @@
+import numpy as np
+
+from .. import layouts
+from .base import Adapter, Slot, to_nchw_outputs, to_nhwc
+
+_PARAMS = ("weight", "bias", "running_mean", "running_var")
+
+
+class TFAdapter(Adapter):
+    framework = "tf"
+
+    def owns(self, model):
+        import sys
+        tf = sys.modules.get("tensorflow")
+        keras = sys.modules.get("keras")
+        return (tf is not None and isinstance(model, tf.Module)
+                and not (keras is not None and isinstance(model, keras.Model)))
+
+    def model_name(self, model):
+        return getattr(model, "arch", model.name)
+
+    def slots(self, model):
+        from tf_impl.layers import named_layers
+        spec = self.spec(model)
+        flatten = spec.flatten_linear if spec else {}
+        slots = {}
+        for path, layer in named_layers(model):
+            for param in _PARAMS:
+                var = getattr(layer, param, None)
+                if var is None:
+                    continue
+                kind = getattr(layer, "layout", {}).get(param, "identity")
+                if kind == "linear" and path in flatten:
+                    slots[f"{path}.{param}"] = _flatten_slot(var, flatten[path])
+                else:
+                    slots[f"{path}.{param}"] = _slot(var, kind)
+        return slots
+
+    def run(self, model, x_nchw):
+        self.check_input(model, x_nchw)
+        return to_nchw_outputs(_numpy(_inference_fn(model)(to_nhwc(x_nchw))))
+
+    def export_onnx(self, model, path, input_shape, output_names=("logits",)):
+        from ..onnx_utils import export_tf_callable
+        export_tf_callable(lambda x: model(x, training=False), path, input_shape, output_names)
+
+    def save_native(self, model, path):
+        import tensorflow as tf
+
+        from ..io import atomic_path
+        with atomic_path(path, directory=True) as tmp:
+            tf.train.Checkpoint(model=model).write(str(tmp / "ckpt"))
+
+    def load_native(self, model, path):
+        import tensorflow as tf
+
+        from ..errors import WeightFileError
+        try:
+            tf.train.Checkpoint(model=model).read(str(path) + "/ckpt").assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as exc:
+            raise WeightFileError(f"{path}: cannot load a tf_impl checkpoint into {self.model_name(model)}: "
+                                  f"{str(exc).splitlines()[0]}") from None
+
+
+def _inference_fn(model):
+    """A tf.function of the inference call, cached on the model (outside tf.Module tracking)."""
+    import tensorflow as tf
+    fn = model.__dict__.get("_parity_inference_fn")
+    if fn is None:
+        fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        object.__setattr__(model, "_parity_inference_fn", fn)
+    return fn
+
+
+def _numpy(out):
+    if isinstance(out, dict):
+        out = list(out.values())
+    return [o.numpy() for o in out] if isinstance(out, (list, tuple)) else out.numpy()
+
+
+def _slot(var, kind):
+    canonical_shape = layouts.to_canonical(kind, np.empty(tuple(var.shape), np.float32)).shape
+    return Slot(canonical_shape,
+                lambda: layouts.to_canonical(kind, var.numpy()),
+                lambda value: var.assign(layouts.from_canonical(kind, value)))
+
+
+def _flatten_slot(var, chw):
+    n_in, n_out = var.shape
+    return Slot((n_out, n_in),
+                lambda: layouts.flatten_linear_to_canonical(var.numpy(), chw),
+                lambda value: var.assign(layouts.flatten_linear_from_canonical(value, chw)))

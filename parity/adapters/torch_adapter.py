@@ -1,0 +1,68 @@
+import numpy as np
+
+from .base import Adapter, Slot
+
+
+class TorchAdapter(Adapter):
+    framework = "torch"
+
+    def owns(self, model):
+        import sys
+        torch = sys.modules.get("torch")
+        return torch is not None and isinstance(model, torch.nn.Module) and not _is_keras(model)
+
+    def model_name(self, model):
+        return getattr(model, "arch", type(model).__name__)
+
+    def slots(self, model):
+        import torch
+
+        def slot(tensor):
+            def write(value):
+                with torch.no_grad():
+                    tensor.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+            return Slot(tuple(tensor.shape), lambda: tensor.detach().cpu().numpy().copy(), write)
+
+        return {k: slot(t) for k, t in model.state_dict(keep_vars=True).items()
+                if not k.endswith("num_batches_tracked")}
+
+    def run(self, model, x_nchw, device="cpu"):
+        import torch
+
+        self.check_input(model, x_nchw)
+        model.eval()
+        with torch.inference_mode():
+            out = model(torch.from_numpy(x_nchw).to(device))
+        if isinstance(out, dict):
+            out = list(out.values())
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return [o.detach().float().cpu().numpy() for o in out]
+
+    def export_onnx(self, model, path, input_shape, output_names=("logits",)):
+        import torch
+
+        from ..onnx_utils import finalize
+
+        model.eval()
+        sample = torch.zeros((2, *input_shape[1:]), dtype=torch.float32)  # batch 1 would be specialised
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        program = torch.onnx.export(model, (sample,), input_names=["input"], output_names=list(output_names),
+                                    dynamic_shapes=({0: batch},), dynamo=True, verbose=False)
+        finalize(program.model_proto, path, output_names)
+
+    def save_native(self, model, path):
+        import torch
+
+        from ..io import atomic_path
+        with atomic_path(path) as tmp:
+            torch.save(model.state_dict(), tmp)
+
+    def load_native(self, model, path):
+        from ..io import load_state
+        self.load_state_dict(model, load_state(path))
+
+
+def _is_keras(model):
+    import sys
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(model, keras.Model)

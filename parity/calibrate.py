@@ -1,0 +1,37 @@
+"""Seeded, BatchNorm-calibrated weights, so deep random networks give well-scaled outputs."""
+import numpy as np
+
+
+def calibrated_torch_model(name: str, *, seed: int = 0, input_size=None, batch: int = 4, passes: int = 2,
+                           **kwargs):
+    """A torch_impl model with seeded weights, non-trivial BN affine parameters and running
+    statistics measured in a few train-mode passes over seeded random inputs."""
+    import torch
+    from torch import nn
+
+    from . import registry
+    from .adapters import adapter
+
+    spec = registry.get(name)
+    c, h, w = input_size or spec.input_size
+    torch.manual_seed(seed)
+    model = adapter("torch").build(name, **kwargs)
+    gen = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        for bn in norms:
+            if bn.affine:
+                bn.weight.uniform_(0.5, 1.5, generator=gen)
+                bn.bias.normal_(0.0, 0.2, generator=gen)
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the calibration passes
+        model.train()
+        for _ in range(passes if norms else 0):
+            model(torch.randn(batch, c, h, w, generator=gen))
+    for bn in norms:
+        bn.momentum = 0.1
+    return model.eval()
+
+
+def seeded_input(shape, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)

@@ -1,0 +1,120 @@
+"""`parity check`: one catalogue model, the torch_impl reference against every target."""
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import registry, tolerance
+from .adapters import adapter
+from .calibrate import calibrated_torch_model, seeded_input
+
+NATIVE_TARGETS = ("keras", "tf")
+ONNX_SOURCES = ("torch", "keras", "tf")
+
+
+@dataclass
+class TargetResult:
+    target: str  # keras | tf | onnx:torch | onnx:keras | onnx:tf
+    output: str
+    max_abs: float
+    normalized_error: float
+    tolerance: float
+    passed: bool
+    headroom: float  # error / tolerance; 1.0 is the limit
+    top1_agreement: float | None = None
+    seconds: float = 0.0
+    error: str | None = None  # a target that could not run at all
+
+
+@dataclass
+class ModelReport:
+    model: str
+    input_shape: list
+    device: str
+    dtype: str = "fp32"
+    tf32: bool = False
+    seed: int = 0
+    passed: bool = True
+    results: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def targets(frameworks=NATIVE_TARGETS, onnx=True):
+    native = [f for f in frameworks if f != "torch"]
+    sources = [f for f in ("torch", *native) if f in ONNX_SOURCES] if onnx else []
+    return native + [f"onnx:{f}" for f in sources]
+
+
+def check(name: str, *, frameworks=NATIVE_TARGETS, onnx: bool = True, batch: int = 1, size=None,
+          device: str = "cpu", seed: int = 0, weights=None, workdir=None, on_target=None) -> ModelReport:
+    spec = registry.get(name)
+    c, h, w = spec.input_size
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else size
+    shape = (batch, c, h, w)
+    tol = tolerance.threshold("fp32", device)
+    report = ModelReport(name, list(shape), device, seed=seed)
+
+    torch_model = _reference_model(name, weights, seed, (c, h, w))
+    state = adapter("torch").state_dict(torch_model)
+    x = seeded_input(shape, seed + 1)
+    reference = adapter("torch").run(torch_model, x)
+    if not all(np.isfinite(r).all() and np.abs(r).max() > 1e-6 for r in reference):
+        report.notes.append("reference output is degenerate (all-zero or non-finite)")
+        report.passed = False
+
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for target in targets(frameworks, onnx):
+            started = time.perf_counter()
+            try:
+                outputs = _run_target(target, name, torch_model, state, x, Path(tmp), shape, spec, device)
+                _record(report, target, spec, outputs, reference, tol, time.perf_counter() - started)
+            except Exception as exc:  # a target that breaks is a failed target, not a crash
+                report.results.append(TargetResult(target, "-", float("nan"), float("inf"), tol, False,
+                                                   float("inf"), error=f"{type(exc).__name__}: {exc}"))
+            if on_target:
+                on_target(target)
+    report.passed = report.passed and all(r.passed for r in report.results)
+    return report
+
+
+def _reference_model(name, weights, seed, input_size):
+    if weights is None:
+        return calibrated_torch_model(name, seed=seed, input_size=input_size)
+    from .io import load_state
+    model = adapter("torch").build(name)
+    adapter("torch").load_state_dict(model, load_state(weights))
+    return model.eval()
+
+
+def _run_target(target, name, torch_model, state, x, tmp, shape, spec, device):
+    kind, _, source = target.partition(":")
+    if kind != "onnx":
+        model = adapter(kind).build(name, input_size=shape[1:])
+        adapter(kind).load_state_dict(model, state)
+        return adapter(kind).run(model, x)
+    from . import onnx_utils
+    src = adapter(source)
+    if source == "torch":
+        model = torch_model
+    else:
+        model = src.build(name, input_size=shape[1:])
+        src.load_state_dict(model, state)
+    path = tmp / f"{name}.{source}.onnx"
+    src.export_onnx(model, path, shape, spec.outputs)
+    return onnx_utils.run(onnx_utils.session(path, device), x)
+
+
+def _record(report, target, spec, outputs, reference, tol, seconds):
+    if len(outputs) != len(reference):
+        raise ValueError(f"{target} returned {len(outputs)} outputs, the reference {len(reference)}")
+    for out_name, y, ref in zip(spec.outputs, outputs, reference):
+        err = tolerance.measure(y, ref, classifier=spec.classifier)
+        report.results.append(TargetResult(
+            target, out_name, err.max_abs, err.normalized, tol, bool(err.normalized <= tol),
+            err.normalized / tol, err.top1_agreement, round(seconds, 3)))

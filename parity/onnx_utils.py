@@ -1,0 +1,81 @@
+"""ONNX plumbing shared by the adapters: TF tracing, naming, checking, onnxruntime.
+
+Every export has one input `input` in NCHW with a dynamic batch axis and outputs named
+as in the catalogue (`logits` for classifiers), so the three exports are interchangeable.
+"""
+from pathlib import Path
+
+import numpy as np
+
+OPSET = 18  # the newest opset tf2onnx 1.17 writes; torch exports use the same
+
+
+def export_tf_callable(fn, path, input_shape, output_names):
+    """tf2onnx from a tf.function taking NHWC; the graph's input and outputs become NCHW."""
+    import tensorflow as tf
+    import tf2onnx
+
+    _, c, h, w = input_shape
+    signature = (tf.TensorSpec([None, h, w, c], tf.float32, name="input"),)
+    function = tf.function(fn, input_signature=signature)
+    concrete = function.get_concrete_function()
+    feature_maps = [t.name for t in concrete.outputs if t.shape.rank == 4]
+    # inputs_as_nchw/outputs_as_nchw add transposes that tf2onnx's optimizer then cancels
+    # against the ones it put around every NHWC conv: no layout transposes remain.
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=OPSET,
+                                             inputs_as_nchw=["input"], outputs_as_nchw=feature_maps)
+    finalize(proto, path, output_names)
+
+
+def finalize(proto, path, output_names):
+    """Name the input and outputs, mark the batch axis dynamic, check fully, write atomically."""
+    import onnx
+
+    from .io import atomic_path
+
+    graph = proto.graph
+    if len(graph.output) != len(output_names):
+        raise ValueError(f"export produced {len(graph.output)} outputs, the catalogue names {len(output_names)}")
+    _rename(graph, graph.input[0].name, "input")
+    for out, name in zip(list(graph.output), output_names):
+        _rename(graph, out.name, name)
+    for value in (*graph.input[:1], *graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
+
+
+def _rename(graph, old, new):
+    if old == new:
+        return
+    for node in graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.name == old:
+            value.name = new
+
+
+def session(path, device="cpu", tf32=False):
+    """An onnxruntime session on the asked device; never a silent fallback to the CPU."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeError("onnxruntime: this build has no CUDAExecutionProvider "
+                               "(install onnxruntime-gpu); refusing to fall back to the CPU")
+        providers = [("CUDAExecutionProvider", {"use_tf32": int(tf32)})]
+    else:
+        providers = ["CPUExecutionProvider"]
+    sess = ort.InferenceSession(str(Path(path)), options, providers=providers)
+    if device == "cuda" and sess.get_providers()[0] != "CUDAExecutionProvider":
+        raise RuntimeError(f"onnxruntime could not place {path} on CUDA (providers: {sess.get_providers()})")
+    return sess
+
+
+def run(sess, x: np.ndarray) -> list[np.ndarray]:
+    return sess.run(None, {"input": x})

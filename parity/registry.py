@@ -1,0 +1,76 @@
+"""The catalogue: every model, its builders, default input and what a transfer needs to know.
+
+Each family registers its entries in parity/catalogue/<family>.py; nothing here imports
+a framework. Builders are found by name: `<framework>_impl.<module>.<builder>`.
+"""
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+
+FRAMEWORKS = ("torch", "keras", "tf")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str
+    module: str  # file name shared by torch_impl/, keras_impl/ and tf_impl/
+    input_size: tuple[int, int, int] = (3, 224, 224)  # (C, H, W) used by `parity check`
+    test_sizes: tuple[int, int] = (64, 57)  # a small even and a small odd size for the tests
+    min_size: int = 1  # smallest H and W the architecture accepts
+    published_params: int | None = None
+    builder: str | None = None  # defaults to `name`
+    kwargs: dict = field(default_factory=dict)
+    outputs: tuple[str, ...] = ("logits",)
+    classifier: bool = True
+    fixed_size: bool = False  # Keras/TF graphs need a static H, W (flatten, adaptive pooling)
+    # Linear layers fed by a spatial flatten: {path: (C, H, W)}; native frameworks flatten
+    # in (H, W, C) order, so these weights are permuted in transfer.
+    flatten_linear: dict = field(default_factory=dict)
+
+    @property
+    def builder_name(self) -> str:
+        return self.builder or self.name
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load_catalogue() -> None:
+    if _REGISTRY:
+        return
+    from . import catalogue
+    for info in pkgutil.iter_modules(catalogue.__path__):
+        importlib.import_module(f"{catalogue.__name__}.{info.name}")
+
+
+def get(name: str) -> ModelSpec:
+    _load_catalogue()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; `parity list` shows the catalogue") from None
+
+
+def find(name: str) -> ModelSpec | None:
+    _load_catalogue()
+    return _REGISTRY.get(name)
+
+
+def names(family: str | None = None) -> list[str]:
+    _load_catalogue()
+    return [n for n, s in _REGISTRY.items() if family is None or s.family == family]
+
+
+def builder(spec: ModelSpec, framework: str):
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"unknown framework {framework!r}; choose one of {', '.join(FRAMEWORKS)}")
+    module = importlib.import_module(f"{framework}_impl.{spec.module}")
+    return getattr(module, spec.builder_name)

@@ -1,0 +1,9 @@
+"""Hand-written plain TensorFlow 2 implementations (tf.Module + tf.nn, no Keras).
+
+Attribute paths mirror the torch module paths; variables keep torch names and TF layouts.
+"""
+from .resnet import (
+    resnet18, resnet34, resnet50, resnet101, resnet152,
+    resnext50_32x4d, resnext101_32x8d, resnext101_64x4d,
+    wide_resnet50_2, wide_resnet101_2,
+)

@@ -1,0 +1,182 @@
+"""Layers as small tf.Modules with torch-named variables in TF layouts.
+
+Conv2d.weight is (kH, kW, I/g, O); Linear.weight is (in, out); ConvTranspose2d.weight is
+(kH, kW, O/g, I). Every spatial padding is explicit and symmetric, as torch pads.
+"""
+import math
+
+import numpy as np
+import tensorflow as tf
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _he_normal(shape, fan_in):
+    return tf.random.normal(shape, stddev=math.sqrt(2.0 / max(fan_in, 1)))
+
+
+def _nhwc_pads(ph, pw):
+    return [[0, 0], [ph, ph], [pw, pw], [0, 0]]
+
+
+class Conv2d(tf.Module):
+    layout = {"weight": "conv"}
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True):
+        super().__init__()
+        kh, kw = _pair(kernel_size)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"Conv2d: channels {in_channels}->{out_channels} not divisible by groups={groups}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
+        fan_in = kh * kw * in_channels // groups
+        self.weight = tf.Variable(_he_normal([kh, kw, in_channels // groups, out_channels], fan_in), name="weight")
+        self.bias = tf.Variable(tf.zeros([out_channels]), name="bias") if bias else None
+
+    def __call__(self, x):
+        pads = _nhwc_pads(*self.padding) if any(self.padding) else "VALID"
+        y = tf.nn.conv2d(x, self.weight, strides=self.stride, padding=pads, dilations=self.dilation)
+        return y if self.bias is None else tf.nn.bias_add(y, self.bias)
+
+
+class ConvTranspose2d(tf.Module):
+    layout = {"weight": "conv_transpose"}
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, bias=True):
+        super().__init__()
+        kh, kw = _pair(kernel_size)
+        self.out_channels = out_channels
+        self.kernel, self.stride = (kh, kw), _pair(stride)
+        self.padding, self.output_padding = _pair(padding), _pair(output_padding)
+        self.weight = tf.Variable(_he_normal([kh, kw, out_channels, in_channels], kh * kw * in_channels), name="weight")
+        self.bias = tf.Variable(tf.zeros([out_channels]), name="bias") if bias else None
+
+    def __call__(self, x):
+        # Full transposed conv (VALID), then crop `padding` from both sides and keep
+        # `output_padding` extra rows/cols at the bottom/right, exactly torch's size rule.
+        n, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        full_h, full_w = (h - 1) * sh + kh, (w - 1) * sw + kw
+        y = tf.nn.conv2d_transpose(x, self.weight, tf.stack([n, full_h, full_w, self.out_channels]),
+                                   strides=self.stride, padding="VALID")
+        (ph, pw), (oh, ow) = self.padding, self.output_padding
+        y = tf.pad(y, [[0, 0], [0, oh], [0, ow], [0, 0]]) if oh or ow else y
+        y = y[:, ph:full_h + oh - ph, pw:full_w + ow - pw, :]
+        return y if self.bias is None else tf.nn.bias_add(y, self.bias)
+
+
+class BatchNorm2d(tf.Module):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = tf.Variable(tf.ones([num_features]), name="weight") if affine else None
+        self.bias = tf.Variable(tf.zeros([num_features]), name="bias") if affine else None
+        self.running_mean = tf.Variable(tf.zeros([num_features]), trainable=False, name="running_mean")
+        self.running_var = tf.Variable(tf.ones([num_features]), trainable=False, name="running_var")
+
+    def __call__(self, x, training=False):
+        if not training:
+            return tf.nn.batch_normalization(x, self.running_mean, self.running_var,
+                                             self.bias, self.weight, self.eps)
+        mean, var = tf.nn.moments(x, axes=[0, 1, 2])
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
+        unbiased = var * count / tf.maximum(count - 1.0, 1.0)  # torch tracks the unbiased variance
+        self.running_mean.assign_sub(self.momentum * (self.running_mean - mean))
+        self.running_var.assign_sub(self.momentum * (self.running_var - unbiased))
+        return tf.nn.batch_normalization(x, mean, var, self.bias, self.weight, self.eps)
+
+
+class Linear(tf.Module):
+    layout = {"weight": "linear"}
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = tf.Variable(tf.random.uniform([in_features, out_features], -bound, bound), name="weight")
+        self.bias = tf.Variable(tf.random.uniform([out_features], -bound, bound), name="bias") if bias else None
+
+    def __call__(self, x):
+        y = tf.matmul(x, self.weight)
+        return y if self.bias is None else y + self.bias
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
+    """torch.nn.MaxPool2d: padding counts as -inf; ceil_mode adds -inf rows at the bottom/right."""
+    (kh, kw), (sh, sw) = _pair(kernel_size), _pair(stride or kernel_size)
+    ph, pw = _pair(padding)
+    extra_h, extra_w = (_ceil_extra(x.shape[1], kh, sh, ph), _ceil_extra(x.shape[2], kw, sw, pw)) if ceil_mode else (0, 0)
+    if ph or pw or extra_h or extra_w:
+        x = tf.pad(x, [[0, 0], [ph, ph + extra_h], [pw, pw + extra_w], [0, 0]], constant_values=-np.inf)
+    return tf.nn.max_pool2d(x, (kh, kw), (sh, sw), "VALID")
+
+
+def _ceil_extra(size, k, s, p):
+    """Rows to add at the end so a VALID pool gives torch's ceil_mode output size."""
+    out = -(-(size + 2 * p - k) // s) + 1
+    if (out - 1) * s >= size + p:  # torch drops a last window that would start in the padding
+        out -= 1
+    return max((out - 1) * s + k - (size + 2 * p), 0)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(stride or kernel_size), _pair(padding)
+    if not (ph or pw):
+        return tf.nn.avg_pool2d(x, (kh, kw), (sh, sw), "VALID")
+    padded = tf.pad(x, _nhwc_pads(ph, pw))
+    if count_include_pad:
+        return tf.nn.avg_pool2d(padded, (kh, kw), (sh, sw), "VALID")
+    summed = tf.nn.avg_pool2d(padded, (kh, kw), (sh, sw), "VALID") * (kh * kw)
+    ones = tf.pad(tf.ones_like(x[:1, :, :, :1]), _nhwc_pads(ph, pw))
+    counts = tf.nn.avg_pool2d(ones, (kh, kw), (sh, sw), "VALID") * (kh * kw)
+    return summed / counts
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """torch bins: start = floor(i*H/out), end = ceil((i+1)*H/out); needs a static H, W."""
+    oh, ow = _pair(output_size)
+    h, w = x.shape[1], x.shape[2]
+    if h % oh == 0 and w % ow == 0:
+        return tf.nn.avg_pool2d(x, (h // oh, w // ow), (h // oh, w // ow), "VALID")
+    rows = [tf.reduce_mean(x[:, (i * h) // oh:-(-((i + 1) * h) // oh)], axis=1, keepdims=True) for i in range(oh)]
+    x = tf.concat(rows, axis=1)
+    cols = [tf.reduce_mean(x[:, :, (j * w) // ow:-(-((j + 1) * w) // ow)], axis=2, keepdims=True) for j in range(ow)]
+    return tf.concat(cols, axis=2)
+
+
+def global_avg_pool(x):
+    return tf.reduce_mean(x, axis=[1, 2])
+
+
+def flatten_chw(x):
+    """Flatten a feature map in torch's (C, H, W) order."""
+    return tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [tf.shape(x)[0], -1])
+
+
+def check_input(x, model, first_layer, channels):
+    """Raise a ValueError naming the model, its first layer and the bad shape or dtype."""
+    shape = tuple(x.shape)
+    if len(shape) != 4 or shape[-1] != channels:
+        raise ValueError(f"{model}: layer '{first_layer}' expects input (N, H, W, {channels}) (NHWC); got shape {shape}")
+    if shape[0] == 0:
+        raise ValueError(f"{model}: layer '{first_layer}' got an empty batch, shape {shape}")
+    if not x.dtype.is_floating:
+        raise ValueError(f"{model}: layer '{first_layer}' expects a floating-point input; got {x.dtype.name}")
+
+
+def named_layers(module, prefix=""):
+    """Yield (torch-style path, leaf layer) for every weighted layer, like torch's named_modules."""
+    if isinstance(module, (Conv2d, ConvTranspose2d, BatchNorm2d, Linear)):
+        yield prefix, module
+        return
+    children = enumerate(module) if isinstance(module, (list, tuple)) else _attributes(module)
+    for key, child in children:
+        if isinstance(child, (tf.Module, list, tuple)):
+            yield from named_layers(child, f"{prefix}.{key}" if prefix else str(key))
+
+
+def _attributes(module):
+    return ((k, v) for k, v in vars(module).items() if not k.startswith("_"))

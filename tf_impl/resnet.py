@@ -1,0 +1,162 @@
+"""ResNet v1, ResNeXt and Wide ResNet (torchvision layout: attribute paths are the weight keys).
+
+Stride sits on the 3x3 conv of the bottleneck ("v1.5"), as in torchvision.
+"""
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from .layers import BatchNorm2d, Conv2d, Linear, check_input, global_avg_pool, max_pool2d
+
+
+class Stage(NamedTuple):
+    planes: int
+    blocks: int
+    stride: int
+
+
+def conv3x3(in_ch, out_ch, stride=1, groups=1, dilation=1):
+    return Conv2d(in_ch, out_ch, 3, stride, padding=dilation, dilation=dilation, groups=groups, bias=False)
+
+
+def conv1x1(in_ch, out_ch, stride=1):
+    return Conv2d(in_ch, out_ch, 1, stride, bias=False)
+
+
+class BasicBlock(tf.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1):
+        super().__init__()
+        if groups != 1 or base_width != 64 or dilation != 1:
+            raise ValueError("BasicBlock supports only groups=1, base_width=64 and dilation=1")
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def __call__(self, x, training=False):
+        shortcut = x if self.downsample is None else _run_downsample(self.downsample, x, training)
+        y = tf.nn.relu(self.bn1(self.conv1(x), training))
+        y = self.bn2(self.conv2(y), training)
+        return tf.nn.relu(y + shortcut)
+
+
+class Bottleneck(tf.Module):
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1):
+        super().__init__()
+        width = int(planes * base_width / 64) * groups
+        self.conv1 = conv1x1(inplanes, width)
+        self.bn1 = BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, stride, groups, dilation)
+        self.bn2 = BatchNorm2d(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = BatchNorm2d(planes * self.expansion)
+        self.downsample = downsample
+
+    def __call__(self, x, training=False):
+        shortcut = x if self.downsample is None else _run_downsample(self.downsample, x, training)
+        y = tf.nn.relu(self.bn1(self.conv1(x), training))
+        y = tf.nn.relu(self.bn2(self.conv2(y), training))
+        y = self.bn3(self.conv3(y), training)
+        return tf.nn.relu(y + shortcut)
+
+
+def _run_downsample(downsample, x, training):
+    conv, bn = downsample
+    return bn(conv(x), training)
+
+
+class ResNet(tf.Module):
+    def __init__(self, name, block, depths, *, num_classes=1000, include_top=True, groups=1,
+                 width_per_group=64, replace_stride_with_dilation=None):
+        super().__init__(name=name)
+        self.arch, self.include_top = name, include_top
+        self.groups, self.base_width = groups, width_per_group
+        self.inplanes, self.dilation = 64, 1
+        dilate = replace_stride_with_dilation or (False, False, False)
+        if len(dilate) != 3:
+            raise ValueError(f"{name}: replace_stride_with_dilation needs 3 booleans; got {dilate!r}")
+        stages = [Stage(64 * 2 ** i, n, 1 if i == 0 else 2) for i, n in enumerate(depths)]
+
+        self.conv1 = Conv2d(3, 64, 7, 2, padding=3, bias=False)
+        self.bn1 = BatchNorm2d(64)
+        self.layer1 = self._make_layer(block, stages[0])
+        self.layer2 = self._make_layer(block, stages[1], dilate[0])
+        self.layer3 = self._make_layer(block, stages[2], dilate[1])
+        self.layer4 = self._make_layer(block, stages[3], dilate[2])
+        if include_top:
+            self.fc = Linear(512 * block.expansion, num_classes)
+
+    def _make_layer(self, block, stage, dilate=False):
+        stride, previous_dilation = stage.stride, self.dilation
+        if dilate:
+            self.dilation, stride = self.dilation * stride, 1
+        downsample = None
+        if stride != 1 or self.inplanes != stage.planes * block.expansion:
+            downsample = [conv1x1(self.inplanes, stage.planes * block.expansion, stride),
+                          BatchNorm2d(stage.planes * block.expansion)]
+        units = [block(self.inplanes, stage.planes, stride, downsample, self.groups, self.base_width,
+                       previous_dilation)]
+        self.inplanes = stage.planes * block.expansion
+        units += [block(self.inplanes, stage.planes, groups=self.groups, base_width=self.base_width,
+                        dilation=self.dilation) for _ in range(1, stage.blocks)]
+        return units
+
+    def forward_features(self, x, training=False):
+        check_input(x, self.arch, "conv1", 3)
+        x = tf.nn.relu(self.bn1(self.conv1(x), training))
+        x = max_pool2d(x, 3, 2, padding=1)
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for unit in stage:
+                x = unit(x, training)
+        return x
+
+    def __call__(self, x, training=False):
+        x = self.forward_features(x, training)
+        if not self.include_top:
+            return x
+        return self.fc(global_avg_pool(x))
+
+
+def resnet18(**kwargs):
+    return ResNet("resnet18", BasicBlock, [2, 2, 2, 2], **kwargs)
+
+
+def resnet34(**kwargs):
+    return ResNet("resnet34", BasicBlock, [3, 4, 6, 3], **kwargs)
+
+
+def resnet50(**kwargs):
+    return ResNet("resnet50", Bottleneck, [3, 4, 6, 3], **kwargs)
+
+
+def resnet101(**kwargs):
+    return ResNet("resnet101", Bottleneck, [3, 4, 23, 3], **kwargs)
+
+
+def resnet152(**kwargs):
+    return ResNet("resnet152", Bottleneck, [3, 8, 36, 3], **kwargs)
+
+
+def resnext50_32x4d(**kwargs):
+    return ResNet("resnext50_32x4d", Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4, **kwargs)
+
+
+def resnext101_32x8d(**kwargs):
+    return ResNet("resnext101_32x8d", Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=8, **kwargs)
+
+
+def resnext101_64x4d(**kwargs):
+    return ResNet("resnext101_64x4d", Bottleneck, [3, 4, 23, 3], groups=64, width_per_group=4, **kwargs)
+
+
+def wide_resnet50_2(**kwargs):
+    return ResNet("wide_resnet50_2", Bottleneck, [3, 4, 6, 3], width_per_group=128, **kwargs)
+
+
+def wide_resnet101_2(**kwargs):
+    return ResNet("wide_resnet101_2", Bottleneck, [3, 4, 23, 3], width_per_group=128, **kwargs)

@@ -1,0 +1,6 @@
+"""Hand-written PyTorch implementations. Module paths are the canonical weight keys."""
+from .resnet import (
+    resnet18, resnet34, resnet50, resnet101, resnet152,
+    resnext50_32x4d, resnext101_32x8d, resnext101_64x4d,
+    wide_resnet50_2, wide_resnet101_2,
+)
