@@ -1,4 +1,6 @@
 """Seeded, BatchNorm-calibrated weights, so deep random networks give well-scaled outputs."""
+import re
+
 import numpy as np
 
 
@@ -17,18 +19,19 @@ def calibrated_torch_model(name: str, *, seed: int = 0, input_size=None, batch: 
     torch.manual_seed(seed)
     model = adapter("torch").build(name, **kwargs)
     gen = torch.Generator().manual_seed(seed)
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = {path: m for path, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    closes_branch = re.compile(spec.residual_norms).search if spec.residual_norms else lambda _: False
     with torch.no_grad():
-        for bn in norms:
+        for path, bn in norms.items():
             if bn.affine:
-                bn.weight.uniform_(0.5, 1.5, generator=gen)
+                bn.weight.uniform_(*((0.0, 0.3) if closes_branch(path) else (0.5, 1.5)), generator=gen)
                 bn.bias.normal_(0.0, 0.2, generator=gen)
             bn.reset_running_stats()
             bn.momentum = None  # cumulative average over the calibration passes
         model.train()
         for _ in range(passes if norms else 0):
             model(torch.randn(batch, c, h, w, generator=gen))
-    for bn in norms:
+    for bn in norms.values():
         bn.momentum = 0.1
     return model.eval()
 

@@ -1,3 +1,8 @@
+import contextlib
+import io
+import logging
+import warnings
+
 import numpy as np
 
 from .base import Adapter, Slot
@@ -46,8 +51,9 @@ class TorchAdapter(Adapter):
         model.eval()
         sample = torch.zeros((2, *input_shape[1:]), dtype=torch.float32)  # batch 1 would be specialised
         batch = torch.export.Dim("batch", min=1, max=1024)
-        program = torch.onnx.export(model, (sample,), input_names=["input"], output_names=list(output_names),
-                                    dynamic_shapes=({0: batch},), dynamo=True, verbose=False)
+        with _quiet_exporter():
+            program = torch.onnx.export(model, (sample,), input_names=["input"], output_names=list(output_names),
+                                        dynamic_shapes=({0: batch},), dynamo=True, verbose=False)
         finalize(program.model_proto, path, output_names)
 
     def save_native(self, model, path):
@@ -60,6 +66,20 @@ class TorchAdapter(Adapter):
     def load_native(self, model, path):
         from ..io import load_state
         self.load_state_dict(model, load_state(path))
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """torch.onnx logs progress and torchvision-missing notices; keep the CLI output clean."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _is_keras(model):

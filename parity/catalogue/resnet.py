@@ -13,5 +13,9 @@ _PUBLISHED = {
     "wide_resnet101_2": 126_886_696,
 }
 
+_BASIC = ("resnet18", "resnet34")
+
 for _name, _params in _PUBLISHED.items():
-    register(ModelSpec(_name, family="resnet", module="resnet", published_params=_params))
+    _last_norm = "bn2" if _name in _BASIC else "bn3"
+    register(ModelSpec(_name, family="resnet", module="resnet", published_params=_params,
+                       residual_norms=rf"^layer\d\.\d+\.{_last_norm}$"))

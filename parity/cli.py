@@ -1,0 +1,231 @@
+"""The `parity` command line: list, check, export, convert, summary."""
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from rich.console import Console
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    try:
+        return args.func(args, console) or 0
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        return 2
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="parity", description="Prove three hand-written CNN implementations equal.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("list", help="the catalogue: name, frameworks, parameters, default input")
+    s.add_argument("--family")
+    s.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("check", help="compare keras, tf and ONNX exports against the torch reference")
+    s.add_argument("models", nargs="*")
+    s.add_argument("--all", action="store_true", help="every catalogue model")
+    s.add_argument("--family", help="every model of one family")
+    s.add_argument("--frameworks", default="keras,tf", help="comma list of native targets (default keras,tf)")
+    s.add_argument("--no-onnx", action="store_true", help="skip the three ONNX exports")
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--size", type=int, help="input height and width (default: the model's)")
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--weights", metavar="FILE", help="canonical .safetensors or torch .pth instead of seeded weights")
+    s.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("export", help="export one model to ONNX from one framework")
+    s.add_argument("model")
+    s.add_argument("--framework", default="torch", choices=["torch", "keras", "tf"])
+    s.add_argument("--out", required=True, metavar="FILE.onnx")
+    s.add_argument("--size", type=int)
+    s.add_argument("--weights", metavar="FILE")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("convert", help="convert weights between canonical safetensors and native files",
+                       description="Formats by file name: .safetensors (canonical), .pt/.pth (torch), "
+                                   ".weights.h5 (keras), .tfckpt directory (tf_impl).")
+    s.add_argument("model")
+    s.add_argument("source")
+    s.add_argument("destination")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("summary", help="canonical weight names and shapes of a model")
+    s.add_argument("model")
+    s.add_argument("--framework", default="torch", choices=["torch", "keras", "tf"])
+    s.set_defaults(func=cmd_summary)
+    return p
+
+
+# --- list -----------------------------------------------------------------------------
+
+def cmd_list(args, console):
+    from rich.table import Table
+
+    from . import registry
+    rows = []
+    for name in registry.names(args.family):
+        spec = registry.get(name)
+        rows.append({"model": name, "family": spec.family, "frameworks": ["torch", "keras", "tf"],
+                     "parameters": count_parameters(name), "published": spec.published_params,
+                     "input": list(spec.input_size), "outputs": list(spec.outputs)})
+    table = Table(title="cnn-parity catalogue")
+    for col in ("model", "family", "frameworks", "parameters", "default input"):
+        table.add_column(col, justify="right" if col == "parameters" else "left")
+    for r in rows:
+        mark = "" if r["published"] in (None, r["parameters"]) else " [red](published {:,})[/red]".format(r["published"])
+        table.add_row(r["model"], r["family"], ",".join(r["frameworks"]), f"{r['parameters']:,}{mark}",
+                      "x".join(map(str, r["input"])))
+    console.print(table)
+    if args.json:
+        _write_json(args.json, rows)
+
+
+def count_parameters(name: str) -> int:
+    """Parameters of the torch_impl model, built on the meta device (no memory, no init time)."""
+    import torch
+
+    from .adapters import adapter
+    with torch.device("meta"):
+        model = adapter("torch").build(name)
+    return sum(p.numel() for p in model.parameters())
+
+
+# --- check ----------------------------------------------------------------------------
+
+def cmd_check(args, console):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from . import registry
+    from .checker import check, targets
+    names = registry.names() if args.all else registry.names(args.family) if args.family else args.models
+    if not names:
+        raise ValueError("name at least one model, or use --all / --family")
+    for name in names:
+        registry.get(name)  # unknown names fail before any work starts
+    frameworks = tuple(f for f in args.frameworks.split(",") if f)
+    per_model = len(targets(frameworks, not args.no_onnx))
+    reports = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("checking", total=len(names) * per_model)
+        for name in names:
+            bar.update(task, description=f"checking {name}")
+            report = check(name, frameworks=frameworks, onnx=not args.no_onnx, batch=args.batch, size=args.size,
+                           device=args.device, seed=args.seed, weights=args.weights,
+                           on_target=lambda _t: bar.advance(task))
+            reports.append(report)
+            bar.console.print(report_table(report))
+    passed = all(r.passed for r in reports)
+    if len(reports) > 1:
+        console.print(f"{sum(r.passed for r in reports)}/{len(reports)} models passed")
+    if args.json:
+        _write_json(args.json, {"passed": passed, "models": [r.to_json() for r in reports]})
+    return 0 if passed else 1
+
+
+def report_table(report):
+    from rich.table import Table
+    shape = "x".join(map(str, report.input_shape))
+    verdict = "[green]PASS[/green]" if report.passed else "[red]FAIL[/red]"
+    table = Table(title=f"{report.model}  input {shape}  {report.device} {report.dtype}  {verdict}")
+    multi = len({r.output for r in report.results}) > 1
+    columns = ["target", *(["output"] if multi else []), "max_abs", "normalized error", "tolerance", "headroom",
+               "top-1", "time s", ""]
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("target", "output", "") else "right")
+    for r in report.results:
+        ok = "[green]ok[/green]" if r.passed else f"[red]FAIL[/red] {r.error or ''}"
+        top1 = "-" if r.top1_agreement is None else f"{r.top1_agreement:.0%}"
+        row = [r.target, *([r.output] if multi else []), f"{r.max_abs:.2e}", f"{r.normalized_error:.2e}",
+               f"{r.tolerance:.0e}", f"{r.headroom:.2f}", top1, f"{r.seconds:.1f}", ok]
+        table.add_row(*row)
+    for note in report.notes:
+        table.caption = note
+    return table
+
+
+# --- export, convert, summary ---------------------------------------------------------
+
+def cmd_export(args, console):
+    from . import export_onnx, registry
+    from .adapters import adapter
+    from .checker import _reference_model
+    spec = registry.get(args.model)
+    c, h, w = spec.input_size
+    h = w = args.size or h
+    state = adapter("torch").state_dict(_reference_model(args.model, args.weights, args.seed, (c, h, w)))
+    model = adapter(args.framework).build(args.model, input_size=(c, h, w))
+    adapter(args.framework).load_state_dict(model, state)
+    export_onnx(model, args.out, (1, c, h, w))
+    console.print(f"wrote {args.out}: input 'input' (N, {c}, {h}, {w}), outputs {', '.join(spec.outputs)}")
+
+
+def cmd_convert(args, console):
+    from .io import save_state
+    state = _read_weights(args.model, args.source)
+    kind = _weight_format(args.destination)
+    if kind == "canonical":
+        save_state(state, args.destination, {"model": args.model})
+    else:
+        from .adapters import adapter
+        model = adapter(kind).build(args.model)
+        adapter(kind).load_state_dict(model, state)
+        adapter(kind).save_native(model, args.destination)
+    console.print(f"{args.model}: {len(state)} tensors, {args.source} -> {args.destination}")
+
+
+def _weight_format(path: str) -> str:
+    path = str(path).rstrip("/")
+    if path.endswith(".safetensors"):
+        return "canonical"
+    if path.endswith((".pt", ".pth", ".bin")):
+        return "torch"
+    if path.endswith(".weights.h5"):
+        return "keras"
+    if path.endswith(".tfckpt"):
+        return "tf"
+    raise ValueError(f"{path}: unknown weight format; use .safetensors, .pt/.pth, .weights.h5 or a .tfckpt directory")
+
+
+def _read_weights(name, path):
+    from .adapters import adapter
+    from .io import load_state
+    kind = _weight_format(path)
+    if kind in ("canonical", "torch"):
+        return load_state(path)
+    model = adapter(kind).build(name)
+    adapter(kind).load_native(model, path)
+    return adapter(kind).state_dict(model)
+
+
+def cmd_summary(args, console):
+    from rich.table import Table
+
+    from . import build, state_dict
+    state = state_dict(build(args.model, framework=args.framework))
+    table = Table(title=f"{args.model} ({args.framework}): canonical weights")
+    for col in ("key", "shape", "values"):
+        table.add_column(col, justify="right" if col == "values" else "left")
+    for key, value in state.items():
+        table.add_row(key, str(tuple(value.shape)), f"{value.size:,}")
+    table.caption = f"{len(state)} tensors, {sum(v.size for v in state.values()):,} values (running stats included)"
+    console.print(table)
+
+
+def _write_json(path, payload):
+    from .io import atomic_path
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

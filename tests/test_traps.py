@@ -1,0 +1,180 @@
+"""The numeric traps of the ResNet family. Each test fails when its rule is broken."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import torch
+from torch import nn
+
+from parity import layouts
+from tf_impl import layers as tfl
+
+
+def _nhwc(x):
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def _nchw(y):
+    return np.asarray(y).transpose(0, 3, 1, 2)
+
+
+def _keras_apply(build, x_nhwc):
+    import keras
+    inputs = keras.Input(shape=x_nhwc.shape[1:])
+    model = keras.Model(inputs, build(inputs))
+    return model, np.asarray(model(x_nhwc, training=False))
+
+
+def _copy_conv(torch_conv, conv_var):
+    conv_var.assign(layouts.from_canonical("conv", torch_conv.weight.detach().numpy()))
+
+
+@pytest.fixture
+def x():
+    return np.random.default_rng(0).standard_normal((2, 8, 16, 16), dtype=np.float32)
+
+
+def _close(a, b):
+    return np.abs(a - b).max() <= 1e-5 * max(np.abs(b).max(), 1e-12)
+
+
+# --- stride-2 padding: symmetric explicit padding, never "same" -----------------------
+
+def test_stride2_conv_pads_symmetrically(x):
+    torch.manual_seed(0)
+    ref_conv = nn.Conv2d(8, 4, 3, stride=2, padding=1, bias=False)
+    ref = ref_conv(torch.from_numpy(x)).detach().numpy()
+
+    conv = tfl.Conv2d(8, 4, 3, stride=2, padding=1, bias=False)
+    _copy_conv(ref_conv, conv.weight)
+    assert _close(_nchw(conv(_nhwc(x))), ref)
+
+    from keras_impl.layers import conv2d
+    model, y = _keras_apply(lambda t: conv2d(t, 4, 3, stride=2, padding=1, bias=False, name="c"), _nhwc(x))
+    model.get_layer("c").kernel.assign(conv.weight.numpy())
+    assert _close(_nchw(model(_nhwc(x), training=False)), ref)
+
+    # The trap: TF's "SAME" pads bottom/right only on even inputs, and lands elsewhere.
+    same = tf.nn.conv2d(_nhwc(x), conv.weight, 2, "SAME")
+    assert same.shape == (2, 8, 8, 4) and not _close(_nchw(same), ref)
+
+
+# --- max-pool padding is -inf --------------------------------------------------------
+
+def test_maxpool_padding_is_negative_infinity(x):
+    negative = -np.abs(x)  # a pre-activation stem can feed negative values
+    ref = nn.MaxPool2d(3, 2, padding=1)(torch.from_numpy(negative)).numpy()
+    assert _close(_nchw(tfl.max_pool2d(_nhwc(negative), 3, 2, padding=1)), ref)
+
+    from keras_impl.layers import max_pool
+    _, y = _keras_apply(lambda t: max_pool(t, 3, 2, padding=1, name="p"), _nhwc(negative))
+    assert _close(_nchw(y), ref)
+
+    zero_padded = tf.nn.max_pool2d(tf.pad(_nhwc(negative), [[0, 0], [1, 1], [1, 1], [0, 0]]), 3, 2, "VALID")
+    assert not _close(_nchw(zero_padded), ref)
+
+
+@pytest.mark.parametrize("size", [7, 8, 9, 10, 11])
+def test_maxpool_ceil_mode_matches_torch(size):
+    x = np.random.default_rng(size).standard_normal((1, 2, size, size), dtype=np.float32)
+    for kernel, stride, padding in [(3, 2, 0), (3, 2, 1), (2, 2, 0)]:
+        ref = nn.MaxPool2d(kernel, stride, padding, ceil_mode=True)(torch.from_numpy(x)).numpy()
+        y = _nchw(tfl.max_pool2d(_nhwc(x), kernel, stride, padding, ceil_mode=True))
+        assert y.shape == ref.shape and _close(y, ref), (size, kernel, stride, padding)
+
+
+# --- BatchNorm epsilon ---------------------------------------------------------------
+
+def test_batchnorm_epsilon_is_torchs():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 4, 4, 8), dtype=np.float32) * 0.01
+    var = np.full(8, 1e-4, np.float32)  # small variances make epsilon visible
+    ref = nn.BatchNorm2d(8).eval()
+    ref.running_var.copy_(torch.from_numpy(var))
+    expected = _nhwc(ref(torch.from_numpy(x.transpose(0, 3, 1, 2))).detach().numpy())
+
+    bn = tfl.BatchNorm2d(8)
+    bn.running_var.assign(var)
+    assert _close(bn(x).numpy(), expected)
+
+    from keras_impl.layers import batch_norm
+    model, _ = _keras_apply(lambda t: batch_norm(t, name="bn"), x)
+    model.get_layer("bn").moving_variance.assign(var)
+    assert model.get_layer("bn").epsilon == 1e-5
+    assert _close(np.asarray(model(x, training=False)), expected)
+
+    keras_default = tf.nn.batch_normalization(x, 0.0, var, None, None, 1e-3).numpy()
+    assert not _close(keras_default, expected)
+
+
+def test_batchnorm_training_update_matches_torch():
+    x = np.random.default_rng(2).standard_normal((4, 5, 5, 3), dtype=np.float32) * 3 + 1
+    ref = nn.BatchNorm2d(3).train()
+    ref(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+    bn = tfl.BatchNorm2d(3)
+    bn(x, training=True)
+    assert np.allclose(bn.running_mean.numpy(), ref.running_mean.numpy(), atol=1e-6)
+    assert np.allclose(bn.running_var.numpy(), ref.running_var.numpy(), atol=1e-6)
+
+
+# --- grouped convolution layout ------------------------------------------------------
+
+def test_grouped_conv_layout(x):
+    torch.manual_seed(3)
+    ref_conv = nn.Conv2d(8, 12, 3, padding=1, groups=4, bias=False)
+    ref = ref_conv(torch.from_numpy(x)).detach().numpy()
+    conv = tfl.Conv2d(8, 12, 3, padding=1, groups=4, bias=False)
+    _copy_conv(ref_conv, conv.weight)
+    assert conv.weight.shape == (3, 3, 2, 12)
+    assert _close(_nchw(conv(_nhwc(x))), ref)
+
+    from keras_impl.layers import conv2d
+    model, _ = _keras_apply(lambda t: conv2d(t, 12, 3, padding=1, groups=4, bias=False, name="g"), _nhwc(x))
+    model.get_layer("g").kernel.assign(conv.weight.numpy())
+    assert _close(_nchw(model(_nhwc(x), training=False)), ref)
+
+    # Output channels are group-major; interleaving them (a plausible mistake) breaks parity.
+    w = ref_conv.weight.detach().numpy()
+    interleaved = w.reshape(4, 3, 2, 3, 3).transpose(1, 0, 2, 3, 4).reshape(12, 2, 3, 3)
+    conv.weight.assign(layouts.from_canonical("conv", interleaved))
+    assert not _close(_nchw(conv(_nhwc(x))), ref)
+
+
+# --- dilation ------------------------------------------------------------------------
+
+def test_dilated_conv(x):
+    torch.manual_seed(4)
+    ref_conv = nn.Conv2d(8, 4, 3, padding=2, dilation=2)
+    ref = ref_conv(torch.from_numpy(x)).detach().numpy()
+    conv = tfl.Conv2d(8, 4, 3, padding=2, dilation=2)
+    _copy_conv(ref_conv, conv.weight)
+    conv.bias.assign(ref_conv.bias.detach().numpy())
+    assert _close(_nchw(conv(_nhwc(x))), ref)
+
+    from keras_impl.layers import conv2d
+    model, _ = _keras_apply(lambda t: conv2d(t, 4, 3, padding=2, dilation=2, name="d"), _nhwc(x))
+    model.get_layer("d").kernel.assign(conv.weight.numpy())
+    model.get_layer("d").bias.assign(conv.bias.numpy())
+    assert _close(_nchw(model(_nhwc(x), training=False)), ref)
+
+    undilated = tf.nn.conv2d(_nhwc(x), conv.weight, 1, [[0, 0], [1, 1], [1, 1], [0, 0]]) + conv.bias
+    assert not _close(_nchw(undilated), ref)
+
+
+# --- layouts are exact inverses ------------------------------------------------------
+
+@pytest.mark.parametrize("kind,shape", [("conv", (8, 2, 3, 5)), ("conv_transpose", (4, 6, 2, 2)), ("linear", (7, 9))])
+def test_layout_round_trip_is_bit_exact(kind, shape):
+    w = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    assert np.array_equal(layouts.to_canonical(kind, layouts.from_canonical(kind, w)), w)
+
+
+def test_flatten_linear_permutation_matches_nhwc_flatten():
+    rng = np.random.default_rng(6)
+    fmap = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)  # N, C, H, W
+    weight = rng.standard_normal((7, 60)).astype(np.float32)  # canonical (out, C*H*W)
+    ref = fmap.reshape(2, -1) @ weight.T
+    native = layouts.flatten_linear_from_canonical(weight, (3, 4, 5))
+    y = _nhwc(fmap).reshape(2, -1) @ native
+    assert np.allclose(y, ref, atol=1e-5)
+    assert np.array_equal(layouts.flatten_linear_to_canonical(native, (3, 4, 5)), weight)
+    assert not np.allclose(_nhwc(fmap).reshape(2, -1) @ weight.T, ref, atol=1e-3)
