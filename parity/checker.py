@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import registry, tolerance
+from . import devices, registry, tolerance
 from .adapters import adapter
 from .calibrate import calibrated_torch_model, seeded_input
 
@@ -26,6 +26,8 @@ class TargetResult:
     top1_agreement: float | None = None
     seconds: float = 0.0
     error: str | None = None  # a target that could not run at all
+    first_divergent_layer: str | None = None  # filled for failing native targets
+    likely_cause: str | None = None
 
 
 @dataclass
@@ -51,19 +53,24 @@ def targets(frameworks=NATIVE_TARGETS, onnx=True):
 
 
 def check(name: str, *, frameworks=NATIVE_TARGETS, onnx: bool = True, batch: int = 1, size=None,
-          device: str = "cpu", seed: int = 0, weights=None, workdir=None, on_target=None) -> ModelReport:
+          device: str = "cpu", seed: int = 0, weights=None, tf32: bool = False, workdir=None,
+          on_target=None) -> ModelReport:
+    """TF32 is off unless asked for (strict fp32); the report records the setting."""
     spec = registry.get(name)
     c, h, w = spec.input_size
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
     shape = (batch, c, h, w)
-    tol = tolerance.threshold("fp32", device)
-    report = ModelReport(name, list(shape), device, seed=seed)
+    tol = tolerance.threshold("fp32", device, tf32)
+    report = ModelReport(name, list(shape), device, tf32=tf32, seed=seed)
+    if device != "cpu":
+        devices.require("torch", device)
+        devices.set_tf32(tf32, ("torch", *[f for f in frameworks if f != "torch"]))
 
     torch_model = _reference_model(name, weights, seed, (c, h, w))
     state = adapter("torch").state_dict(torch_model)
     x = seeded_input(shape, seed + 1)
-    reference = adapter("torch").run(torch_model, x)
+    reference = adapter("torch").run(torch_model.to(device), x, device=device)
     if not all(np.isfinite(r).all() and np.abs(r).max() > 1e-6 for r in reference):
         report.notes.append("reference output is degenerate (all-zero or non-finite)")
         report.passed = False
@@ -72,8 +79,10 @@ def check(name: str, *, frameworks=NATIVE_TARGETS, onnx: bool = True, batch: int
         for target in targets(frameworks, onnx):
             started = time.perf_counter()
             try:
-                outputs = _run_target(target, name, torch_model, state, x, Path(tmp), shape, spec, device)
+                outputs, model = _run_target(target, name, torch_model, state, x, Path(tmp), shape, spec, device, tf32)
                 _record(report, target, spec, outputs, reference, tol, time.perf_counter() - started)
+                if model is not None and not all(r.passed for r in report.results if r.target == target):
+                    _explain(report, target, torch_model, model, x, tol)
             except Exception as exc:  # a target that breaks is a failed target, not a crash
                 report.results.append(TargetResult(target, "-", float("nan"), float("inf"), tol, False,
                                                    float("inf"), error=f"{type(exc).__name__}: {exc}"))
@@ -92,22 +101,39 @@ def _reference_model(name, weights, seed, input_size):
     return model.eval()
 
 
-def _run_target(target, name, torch_model, state, x, tmp, shape, spec, device):
+def _run_target(target, name, torch_model, state, x, tmp, shape, spec, device, tf32):
     kind, _, source = target.partition(":")
     if kind != "onnx":
-        model = adapter(kind).build(name, input_size=shape[1:])
-        adapter(kind).load_state_dict(model, state)
-        return adapter(kind).run(model, x)
+        with devices.placed(kind, device):
+            model = adapter(kind).build(name, input_size=shape[1:])
+            adapter(kind).load_state_dict(model, state)
+            return adapter(kind).run(model, x), model
     from . import onnx_utils
     src = adapter(source)
     if source == "torch":
-        model = torch_model
+        model = torch_model.cpu()
     else:
         model = src.build(name, input_size=shape[1:])
         src.load_state_dict(model, state)
     path = tmp / f"{name}.{source}.onnx"
     src.export_onnx(model, path, shape, spec.outputs)
-    return onnx_utils.run(onnx_utils.session(path, device), x)
+    return onnx_utils.run(onnx_utils.session(path, device, tf32), x), None
+
+
+def _explain(report, target, torch_model, model, x, tol):
+    """Walk the layers of a failing native target to name where it first diverges."""
+    from .compare import compare
+    try:
+        found = compare(torch_model.cpu(), model, x, tolerance=tol, layerwise=True)
+    except Exception as exc:  # the diagnosis must not hide the failure itself
+        report.notes.append(f"{target}: layer walk failed: {type(exc).__name__}: {exc}")
+        return
+    for r in report.results:
+        if r.target == target:
+            r.first_divergent_layer, r.likely_cause = found.first_divergent_layer, found.likely_cause
+    if found.first_divergent_layer:
+        report.notes.append(f"{target}: first divergent layer {found.first_divergent_layer} "
+                            f"(likely {found.likely_cause}: {found.cause_detail})")
 
 
 def _record(report, target, spec, outputs, reference, tol, seconds):

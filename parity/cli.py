@@ -36,6 +36,7 @@ def _parser():
     s.add_argument("--batch", type=int, default=1)
     s.add_argument("--size", type=int, help="input height and width (default: the model's)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--tf32", action="store_true", help="allow TF32 on GPU (default: strict fp32 everywhere)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--weights", metavar="FILE", help="canonical .safetensors or torch .pth instead of seeded weights")
     s.add_argument("--json", metavar="FILE", help="write the results as JSON")
@@ -57,6 +58,23 @@ def _parser():
     s.add_argument("source")
     s.add_argument("destination")
     s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("diagnose", help="layer-by-layer errors against torch, down to the first divergent layer")
+    s.add_argument("model")
+    s.add_argument("--frameworks", default="keras,tf")
+    s.add_argument("--size", type=int)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--weights", metavar="FILE", help="candidate weights (canonical); the reference keeps seeded ones")
+    s.set_defaults(func=cmd_diagnose)
+
+    s = sub.add_parser("selftest", help="inject known bugs and prove each is caught at the mutated layer")
+    s.add_argument("models", nargs="*")
+    s.add_argument("--all", action="store_true")
+    s.add_argument("--family")
+    s.add_argument("--frameworks", default="keras,tf")
+    s.add_argument("--size", type=int)
+    s.add_argument("--json", metavar="FILE")
+    s.set_defaults(func=cmd_selftest)
 
     s = sub.add_parser("summary", help="canonical weight names and shapes of a model")
     s.add_argument("model")
@@ -120,7 +138,7 @@ def cmd_check(args, console):
         for name in names:
             bar.update(task, description=f"checking {name}")
             report = check(name, frameworks=frameworks, onnx=not args.no_onnx, batch=args.batch, size=args.size,
-                           device=args.device, seed=args.seed, weights=args.weights,
+                           device=args.device, seed=args.seed, weights=args.weights, tf32=args.tf32,
                            on_target=lambda _t: bar.advance(task))
             reports.append(report)
             bar.console.print(report_table(report))
@@ -148,8 +166,8 @@ def report_table(report):
         row = [r.target, *([r.output] if multi else []), f"{r.max_abs:.2e}", f"{r.normalized_error:.2e}",
                f"{r.tolerance:.0e}", f"{r.headroom:.2f}", top1, f"{r.seconds:.1f}", ok]
         table.add_row(*row)
-    for note in report.notes:
-        table.caption = note
+    if report.notes:
+        table.caption = "\n".join(report.notes)
     return table
 
 
@@ -205,6 +223,74 @@ def _read_weights(name, path):
     model = adapter(kind).build(name)
     adapter(kind).load_native(model, path)
     return adapter(kind).state_dict(model)
+
+
+def cmd_diagnose(args, console):
+    from rich.table import Table
+
+    from . import registry
+    from .adapters import adapter
+    from .calibrate import calibrated_torch_model, seeded_input
+    from .compare import compare
+    from .io import load_state
+    spec = registry.get(args.model)
+    c, h, w = spec.input_size
+    h = w = args.size or h
+    reference = calibrated_torch_model(args.model, seed=args.seed, input_size=(c, h, w))
+    state = load_state(args.weights) if args.weights else adapter("torch").state_dict(reference)
+    x = seeded_input((1, c, h, w), args.seed + 1)
+    failed = False
+    for framework in [f for f in args.frameworks.split(",") if f]:
+        model = adapter(framework).build(args.model, input_size=(c, h, w))
+        adapter(framework).load_state_dict(model, state)
+        result = compare(reference, model, x, layerwise=True)
+        failed |= not result.passed or result.first_divergent_layer is not None
+        table = Table(title=f"{args.model}: torch -> {framework}, input 1x{c}x{h}x{w}")
+        for col in ("layer", "normalized error", "max_abs"):
+            table.add_column(col, justify="left" if col == "layer" else "right")
+        shown = result.layers if result.first_divergent_layer else sorted(
+            result.layers, key=lambda e: -e.normalized_error)[:8]
+        for e in shown:
+            style = "red" if e.layer == result.first_divergent_layer else None
+            table.add_row(e.layer, f"{e.normalized_error:.2e}", f"{e.max_abs:.2e}", style=style)
+        table.caption = (f"first divergent layer: {result.first_divergent_layer} (likely {result.likely_cause}: "
+                         f"{result.cause_detail})" if result.first_divergent_layer else
+                         f"no layer leaves {result.tolerance:.0e}; output error {result.normalized_error:.2e} "
+                         f"(the {len(shown)} worst of {len(result.layers)} layers shown)")
+        console.print(table)
+    return 1 if failed else 0
+
+
+def cmd_selftest(args, console):
+    from rich.table import Table
+
+    from . import registry
+    from .selftest import selftest
+    names = registry.names() if args.all else registry.names(args.family) if args.family else args.models
+    if not names:
+        raise ValueError("name at least one model, or use --all / --family")
+    rows = []
+    for name in names:
+        for framework in [f for f in args.frameworks.split(",") if f]:
+            rows += selftest(name, framework, size=args.size)
+    table = Table(title="selftest: injected bugs")
+    for col in ("model", "framework", "mutation", "expected layer", "named layer", "cause", "result"):
+        table.add_column(col)
+    for d in rows:
+        verdict = ("[dim]n/a[/dim] " + d.note) if d.caught is None else \
+            "[green]caught, named[/green]" if d.ok else "[red]missed[/red]" if not d.caught else "[red]wrong layer[/red]"
+        table.add_row(d.model, d.framework, d.mutation, d.expected_layer or "-", d.named_layer or "-",
+                      d.likely_cause or "-", verdict)
+    applicable = [d for d in rows if d.caught is not None]
+    good = sum(d.ok for d in applicable)
+    table.caption = f"{good}/{len(applicable)} applicable mutations caught at the mutated layer " \
+                    f"({100 * good / max(len(applicable), 1):.0f}%)"
+    console.print(table)
+    if args.json:
+        from dataclasses import asdict
+        _write_json(args.json, {"detected": good, "applicable": len(applicable),
+                                "rows": [asdict(d) for d in rows]})
+    return 0 if good == len(applicable) else 1
 
 
 def cmd_summary(args, console):

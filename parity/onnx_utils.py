@@ -19,12 +19,25 @@ def export_tf_callable(fn, path, input_shape, output_names):
     signature = (tf.TensorSpec([None, h, w, c], tf.float32, name="input"),)
     function = tf.function(fn, input_signature=signature)
     concrete = function.get_concrete_function()
+    _allow_inlining_of_xla_calls(concrete.graph)
     feature_maps = [t.name for t in concrete.outputs if t.shape.rank == 4]
     # inputs_as_nchw/outputs_as_nchw add transposes that tf2onnx's optimizer then cancels
     # against the ones it put around every NHWC conv: no layout transposes remain.
     proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=OPSET,
                                              inputs_as_nchw=["input"], outputs_as_nchw=feature_maps)
     finalize(proto, path, output_names)
+
+
+def _allow_inlining_of_xla_calls(graph):
+    """Keras' TF backend wraps grouped convolutions in a jit_compile tf.function (a CPU
+    workaround); grappler never inlines such calls and tf2onnx cannot convert them. TF 2.21
+    runs grouped tf.nn.conv2d correctly on CPU (tests/test_traps.py), so drop the XLA mark
+    on the traced call nodes and let tf2onnx inline a plain convolution."""
+    from tensorflow.core.framework import attr_value_pb2
+
+    for op in graph.get_operations():
+        if op.type in ("StatefulPartitionedCall", "PartitionedCall") and "_XlaMustCompile" in op.node_def.attr:
+            op._set_attr("_XlaMustCompile", attr_value_pb2.AttrValue(b=False))
 
 
 def finalize(proto, path, output_names):

@@ -73,13 +73,15 @@ def test_truncated_safetensors(tmp_path, state):
 
 def test_pickled_code_is_never_executed(tmp_path):
     import pickle
+    marker = tmp_path / "executed"
 
     class Payload:
         def __reduce__(self):
-            return (print, ("pwned",))
+            return (open, (str(marker), "w"))  # unpickling would create the marker file
     (tmp_path / "evil.pth").write_bytes(pickle.dumps({"w": Payload()}))
     with pytest.raises(WeightFileError, match="evil.pth"):
         parity.load_state(tmp_path / "evil.pth")
+    assert not marker.exists()
 
 
 def test_missing_file(tmp_path):

@@ -32,13 +32,13 @@ class Conv2d(tf.Module):
             raise ValueError(f"Conv2d: channels {in_channels}->{out_channels} not divisible by groups={groups}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
+        self.pads = _nhwc_pads(*self.padding) if any(self.padding) else "VALID"
         fan_in = kh * kw * in_channels // groups
         self.weight = tf.Variable(_he_normal([kh, kw, in_channels // groups, out_channels], fan_in), name="weight")
         self.bias = tf.Variable(tf.zeros([out_channels]), name="bias") if bias else None
 
     def __call__(self, x):
-        pads = _nhwc_pads(*self.padding) if any(self.padding) else "VALID"
-        y = tf.nn.conv2d(x, self.weight, strides=self.stride, padding=pads, dilations=self.dilation)
+        y = tf.nn.conv2d(x, self.weight, strides=self.stride, padding=self.pads, dilations=self.dilation)
         return y if self.bias is None else tf.nn.bias_add(y, self.bias)
 
 
@@ -163,8 +163,8 @@ def check_input(x, model, first_layer, channels):
         raise ValueError(f"{model}: layer '{first_layer}' expects input (N, H, W, {channels}) (NHWC); got shape {shape}")
     if shape[0] == 0:
         raise ValueError(f"{model}: layer '{first_layer}' got an empty batch, shape {shape}")
-    if not x.dtype.is_floating:
-        raise ValueError(f"{model}: layer '{first_layer}' expects a floating-point input; got {x.dtype.name}")
+    if not tf.as_dtype(x.dtype).is_floating:
+        raise ValueError(f"{model}: layer '{first_layer}' expects a floating-point input; got {tf.as_dtype(x.dtype).name}")
 
 
 def named_layers(module, prefix=""):

@@ -53,6 +53,17 @@ class KerasAdapter(Adapter):
         out = [ops.convert_to_numpy(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
         return to_nchw_outputs(out)
 
+    def layer_outputs(self, model, x_nchw):
+        """{layer name: output (NCHW)} for every layer holding weights, via a probe model."""
+        import keras
+        from keras import ops
+
+        self.check_input(model, x_nchw)
+        weighted = [layer for layer in model.layers if layer.weights]
+        probe = keras.Model(model.inputs, [layer.output for layer in weighted])
+        outs = probe(to_nhwc(x_nchw), training=False)
+        return dict(zip([layer.name for layer in weighted], to_nchw_outputs([ops.convert_to_numpy(o) for o in outs])))
+
     def export_onnx(self, model, path, input_shape, output_names=("logits",)):
         import keras
         if keras.backend.backend() != "tensorflow":

@@ -1,3 +1,5 @@
+import contextlib
+
 import numpy as np
 
 from .. import layouts
@@ -40,6 +42,13 @@ class TFAdapter(Adapter):
         self.check_input(model, x_nchw)
         return to_nchw_outputs(_numpy(_inference_fn(model)(to_nhwc(x_nchw))))
 
+    def layer_outputs(self, model, x_nchw):
+        """{attribute path: output (NCHW)} for every weighted layer, in execution order (eager)."""
+        self.check_input(model, x_nchw)
+        with recording(model) as log:
+            model(to_nhwc(x_nchw), training=False)
+        return {path: to_nchw_outputs(out.numpy())[0] for path, out in log.items()}
+
     def export_onnx(self, model, path, input_shape, output_names=("logits",)):
         from ..onnx_utils import export_tf_callable
         export_tf_callable(lambda x: model(x, training=False), path, input_shape, output_names)
@@ -60,6 +69,35 @@ class TFAdapter(Adapter):
         except (tf.errors.OpError, AssertionError, ValueError) as exc:
             raise WeightFileError(f"{path}: cannot load a tf_impl checkpoint into {self.model_name(model)}: "
                                   f"{str(exc).splitlines()[0]}") from None
+
+
+@contextlib.contextmanager
+def recording(model):
+    """Record each weighted layer's first output by path while the model runs eagerly.
+    Patches the layer classes' __call__ for the duration, as torch's forward hooks would."""
+    from tf_impl.layers import named_layers
+    paths = {id(layer): path for path, layer in named_layers(model)}
+    classes = {type(layer) for _, layer in named_layers(model)}
+    log, originals = {}, {cls: cls.__dict__.get("__call__") for cls in classes}
+
+    def recorded(call):
+        def __call__(self, *args, **kwargs):
+            out = call(self, *args, **kwargs)
+            if id(self) in paths:
+                log.setdefault(paths[id(self)], out)
+            return out
+        return __call__
+
+    for cls in classes:
+        cls.__call__ = recorded(cls.__call__)
+    try:
+        yield log
+    finally:
+        for cls, call in originals.items():
+            if call is None:
+                del cls.__call__
+            else:
+                cls.__call__ = call
 
 
 def _inference_fn(model):

@@ -43,6 +43,32 @@ class TorchAdapter(Adapter):
         out = out if isinstance(out, (list, tuple)) else [out]
         return [o.detach().float().cpu().numpy() for o in out]
 
+    def layer_outputs(self, model, x_nchw):
+        """{module path: output} for every module holding its own weights, in execution order.
+        Outputs are cloned in the hook, before an in-place ReLU can overwrite them."""
+        import torch
+
+        self.check_input(model, x_nchw)
+        log, hooks = {}, []
+
+        def keep(path):
+            def hook(_module, _inputs, out):  # must return None: a returned value replaces the output
+                if path not in log:
+                    log[path] = out.detach().clone()
+            return hook
+
+        for path, module in model.named_modules():
+            if path and _holds_weights(module):
+                hooks.append(module.register_forward_hook(keep(path)))
+        try:
+            model.eval()
+            with torch.inference_mode():
+                model(torch.from_numpy(x_nchw))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return {path: out.float().cpu().numpy() for path, out in log.items()}
+
     def export_onnx(self, model, path, input_shape, output_names=("logits",)):
         import torch
 
@@ -80,6 +106,10 @@ def _quiet_exporter():
             yield
     finally:
         logger.setLevel(level)
+
+
+def _holds_weights(module):
+    return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
 
 
 def _is_keras(model):

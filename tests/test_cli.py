@@ -1,0 +1,81 @@
+"""The `parity` command line, run as a user runs it."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def parity_cli(*args, check=False):
+    result = subprocess.run([sys.executable, "-m", "parity", *map(str, args)], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(result.stdout + result.stderr)
+    return result
+
+
+def test_list_shows_counted_parameters(tmp_path):
+    out = parity_cli("list", "--family", "resnet", "--json", tmp_path / "list.json", check=True)
+    assert "resnet50" in out.stdout and "25,557,032" in out.stdout
+    rows = {r["model"]: r for r in json.loads((tmp_path / "list.json").read_text())}
+    assert rows["wide_resnet50_2"]["parameters"] == 68_883_240
+    assert all(r["parameters"] == r["published"] for r in rows.values() if r["published"])
+
+
+def test_check_writes_the_documented_json(tmp_path):
+    out = parity_cli("check", "resnet18", "--size", "48", "--no-onnx", "--json", tmp_path / "r.json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "resnet18" in out.stdout and "PASS" in out.stdout
+    payload = json.loads((tmp_path / "r.json").read_text())
+    assert payload["passed"] is True
+    model = payload["models"][0]
+    assert model["model"] == "resnet18" and model["input_shape"] == [1, 3, 48, 48] and model["device"] == "cpu"
+    assert [r["target"] for r in model["results"]] == ["keras", "tf"]
+    for r in model["results"]:
+        assert {"target", "max_abs", "normalized_error", "tolerance", "passed", "headroom"} <= set(r)
+        assert r["tolerance"] == 1e-5 and r["passed"]
+
+
+def test_check_exits_1_when_parity_fails(tmp_path):
+    import parity
+    state = parity.state_dict(parity.build("resnet18"))
+    zeros = {k: np.zeros_like(v) for k, v in state.items()}  # a dead network: degenerate reference
+    parity.save_state(zeros, tmp_path / "dead.safetensors")
+    out = parity_cli("check", "resnet18", "--size", "32", "--no-onnx", "--frameworks", "tf",
+                     "--weights", tmp_path / "dead.safetensors")
+    assert out.returncode == 1 and "FAIL" in out.stdout
+
+
+def test_usage_errors_exit_2():
+    out = parity_cli("check", "resnet5")
+    assert out.returncode == 2 and "unknown model 'resnet5'" in out.stderr
+
+
+def test_export_and_convert_round_trip(tmp_path):
+    import onnx
+    parity_cli("export", "resnet18", "--framework", "tf", "--size", "32", "--out", tmp_path / "r.onnx", check=True)
+    graph = onnx.load(tmp_path / "r.onnx").graph
+    assert graph.input[0].name == "input" and graph.output[0].name == "logits"
+
+    import parity
+    from parity.calibrate import calibrated_torch_model
+    state = parity.state_dict(calibrated_torch_model("resnet18", input_size=(3, 32, 32)))
+    parity.save_state(state, tmp_path / "a.safetensors")
+    chain = ["a.safetensors", "b.weights.h5", "c.tfckpt", "d.pt", "e.safetensors"]
+    for src, dst in zip(chain, chain[1:]):
+        parity_cli("convert", "resnet18", tmp_path / src, tmp_path / dst, check=True)
+    back = parity.load_state(tmp_path / "e.safetensors")
+    assert back.keys() == state.keys() and all(np.array_equal(back[k], state[k]) for k in state)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not leftovers, leftovers
+
+
+def test_summary_lists_canonical_names():
+    out = parity_cli("summary", "resnet18", "--framework", "keras", check=True)
+    assert "layer1.0.conv1.weight" in out.stdout and "(64, 64, 3, 3)" in out.stdout
+
+
+@pytest.mark.slow
+def test_check_all_passes():
+    out = parity_cli("check", "--all")
+    assert out.returncode == 0, out.stdout[-4000:]
