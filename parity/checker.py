@@ -28,6 +28,7 @@ class TargetResult:
     error: str | None = None  # a target that could not run at all
     first_divergent_layer: str | None = None  # filled for failing native targets
     likely_cause: str | None = None
+    layer_errors: list | None = None  # [(layer, normalized error)] up to the divergent one
 
 
 @dataclass
@@ -75,11 +76,12 @@ def check(name: str, *, frameworks=NATIVE_TARGETS, onnx: bool = True, batch: int
         report.notes.append("reference output is degenerate (all-zero or non-finite)")
         report.passed = False
 
+    built = {"torch": torch_model}  # each framework's model is built once, for its run and its export
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for target in targets(frameworks, onnx):
             started = time.perf_counter()
             try:
-                outputs, model = _run_target(target, name, torch_model, state, x, Path(tmp), shape, spec, device, tf32)
+                outputs, model = _run_target(target, name, built, state, x, Path(tmp), shape, spec, device, tf32)
                 _record(report, target, spec, outputs, reference, tol, time.perf_counter() - started)
                 if model is not None and not all(r.passed for r in report.results if r.target == target):
                     _explain(report, target, torch_model, model, x, tol)
@@ -88,6 +90,8 @@ def check(name: str, *, frameworks=NATIVE_TARGETS, onnx: bool = True, batch: int
                                                    float("inf"), error=f"{type(exc).__name__}: {exc}"))
             if on_target:
                 on_target(target)
+    built.clear()
+    _release_framework_memory()
     report.passed = report.passed and all(r.passed for r in report.results)
     return report
 
@@ -101,23 +105,35 @@ def _reference_model(name, weights, seed, input_size):
     return model.eval()
 
 
-def _run_target(target, name, torch_model, state, x, tmp, shape, spec, device, tf32):
+def _run_target(target, name, built, state, x, tmp, shape, spec, device, tf32):
+    """(outputs, native model or None) for one target."""
     kind, _, source = target.partition(":")
+    framework = source or kind
+    if framework not in built:
+        with devices.placed(framework, device):
+            built[framework] = adapter(framework).build(name, input_size=shape[1:])
+            adapter(framework).load_state_dict(built[framework], state)
+    model = built[framework]
     if kind != "onnx":
         with devices.placed(kind, device):
-            model = adapter(kind).build(name, input_size=shape[1:])
-            adapter(kind).load_state_dict(model, state)
             return adapter(kind).run(model, x), model
     from . import onnx_utils
-    src = adapter(source)
-    if source == "torch":
-        model = torch_model.cpu()
-    else:
-        model = src.build(name, input_size=shape[1:])
-        src.load_state_dict(model, state)
     path = tmp / f"{name}.{source}.onnx"
-    src.export_onnx(model, path, shape, spec.outputs)
-    return onnx_utils.run(onnx_utils.session(path, device, tf32), x), None
+    adapter(source).export_onnx(model.cpu() if source == "torch" else model, path, shape, spec.outputs)
+    session = onnx_utils.session(path, device, tf32)
+    outputs = onnx_utils.run(session, x)
+    del session
+    path.unlink()
+    return outputs, None
+
+
+def _release_framework_memory():
+    """Drop Keras' global graph state and collect, so a sweep does not grow model by model."""
+    import gc
+    import sys
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+    gc.collect()
 
 
 def _explain(report, target, torch_model, model, x, tol):
@@ -131,6 +147,7 @@ def _explain(report, target, torch_model, model, x, tol):
     for r in report.results:
         if r.target == target:
             r.first_divergent_layer, r.likely_cause = found.first_divergent_layer, found.likely_cause
+            r.layer_errors = [(e.layer, e.normalized_error) for e in found.layers]
     if found.first_divergent_layer:
         report.notes.append(f"{target}: first divergent layer {found.first_divergent_layer} "
                             f"(likely {found.likely_cause}: {found.cause_detail})")

@@ -76,6 +76,18 @@ def _parser():
     s.add_argument("--json", metavar="FILE")
     s.set_defaults(func=cmd_selftest)
 
+    s = sub.add_parser("report", help="an HTML (and Markdown) report of a sweep: heatmap, failures, environment")
+    s.add_argument("models", nargs="*")
+    s.add_argument("--all", action="store_true")
+    s.add_argument("--family")
+    s.add_argument("--from", dest="source", metavar="RESULTS.json", help="render a `parity check --json` file")
+    s.add_argument("--out", default="parity-report.html", metavar="FILE.html")
+    s.add_argument("--markdown", metavar="FILE.md")
+    s.add_argument("--size", type=int)
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--no-onnx", action="store_true")
+    s.set_defaults(func=cmd_report)
+
     s = sub.add_parser("summary", help="canonical weight names and shapes of a model")
     s.add_argument("model")
     s.add_argument("--framework", default="torch", choices=["torch", "keras", "tf"])
@@ -291,6 +303,23 @@ def cmd_selftest(args, console):
         _write_json(args.json, {"detected": good, "applicable": len(applicable),
                                 "rows": [asdict(d) for d in rows]})
     return 0 if good == len(applicable) else 1
+
+
+def cmd_report(args, console):
+    from . import registry, report
+    from .checker import check
+    if args.source:
+        with open(args.source) as f:
+            payload = json.load(f)
+    else:
+        names = registry.names() if args.all else registry.names(args.family) if args.family else args.models
+        if not names:
+            raise ValueError("name models, --all, --family or --from RESULTS.json")
+        reports = [check(n, size=args.size, batch=args.batch, onnx=not args.no_onnx) for n in names]
+        payload = {"passed": all(r.passed for r in reports), "models": [r.to_json() for r in reports]}
+    report.write(payload, args.out, args.markdown)
+    console.print(f"wrote {args.out}" + (f" and {args.markdown}" if args.markdown else ""))
+    return 0 if payload["passed"] else 1
 
 
 def cmd_summary(args, console):

@@ -1,0 +1,84 @@
+"""compare(), first divergent layer, likely causes, selftest by injected bugs."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import parity
+from parity.calibrate import calibrated_torch_model, seeded_input
+from parity.compare import compare, likely_cause
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    reference = calibrated_torch_model("resnet18", input_size=(3, 48, 48))
+    state = parity.state_dict(reference)
+    models = {"torch": reference}
+    for framework in ("keras", "tf"):
+        models[framework] = parity.build("resnet18", framework=framework)
+        parity.load_state_dict(models[framework], state)
+    return models, state
+
+
+@pytest.mark.parametrize("framework", ["keras", "tf"])
+def test_correct_transfer_has_no_divergent_layer(resnet18, framework):
+    models, _ = resnet18
+    result = compare(models["torch"], models[framework], seeded_input((1, 3, 48, 48)), layerwise=True)
+    assert result.passed and result.first_divergent_layer is None
+    assert result.normalized_error < 1e-5 and result.headroom < 1
+    assert [e.layer for e in result.layers][:3] == ["conv1", "bn1", "layer1.0.conv1"]
+    assert max(e.normalized_error for e in result.layers) < 1e-5
+
+
+def test_any_pair_of_frameworks_compares(resnet18):
+    models, _ = resnet18
+    result = compare(models["keras"], models["tf"], seeded_input((2, 3, 40, 40)))
+    assert (result.reference, result.candidate) == ("keras", "tf") and result.passed
+
+
+def test_corrupted_weight_is_named_with_its_cause(resnet18):
+    models, state = resnet18
+    bad = dict(state)
+    bad["layer2.0.conv2.weight"] = np.ascontiguousarray(bad["layer2.0.conv2.weight"][:, :, ::-1, ::-1])
+    candidate = parity.build("resnet18", framework="tf")
+    parity.load_state_dict(candidate, bad)
+    result = compare(models["torch"], candidate, seeded_input((1, 3, 48, 48)))
+    assert not result.passed
+    assert result.first_divergent_layer == "layer2.0.conv2" and result.likely_cause == "layout"
+    assert result.layers[-1].layer == "layer2.0.conv2" and all(e.normalized_error < 1e-5 for e in result.layers[:-1])
+
+
+def test_cause_classes_from_error_patterns():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((1, 4, 8, 8))
+    border = ref.copy()
+    border[:, :, 0, :] += 1
+    assert likely_cause(ref, border, "conv", 1e-5)[0] == "padding"
+    swapped = ref[:, [1, 0, 2, 3]]
+    assert likely_cause(ref, swapped, "conv", 1e-5)[0] == "weights"
+    assert likely_cause(ref, ref * 1.001, "norm", 1e-5)[0] == "epsilon"
+    assert likely_cause(ref, ref + 0.01, "norm", 1e-5)[0] == "weights"
+    assert likely_cause(ref, -ref, "conv", 1e-5)[0] == "layout"
+
+
+@pytest.mark.parametrize("framework", ["keras", "tf"])
+def test_selftest_catches_every_applicable_bug_at_its_layer(framework):
+    from parity.selftest import MUTATIONS, selftest
+    rows = selftest("resnet18", framework, size=48)
+    assert [r.mutation for r in rows] == list(MUTATIONS)
+    applicable = [r for r in rows if r.caught is not None]
+    assert len(applicable) >= 7
+    for r in applicable:
+        assert r.caught and r.named_layer == r.expected_layer, r
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.integers(min_value=9, max_value=70), batch=st.integers(min_value=1, max_value=3))
+def test_frameworks_agree_at_any_input_size(resnet18, size, batch):
+    models, _ = resnet18
+    x = seeded_input((batch, 3, size, size), seed=size)
+    ref = parity.run(models["torch"], x)[0]
+    for framework in ("keras", "tf"):
+        y = parity.run(models[framework], x)[0]
+        assert y.shape == ref.shape == (batch, 1000)
+        assert np.abs(y - ref).max() / np.abs(ref).max() < 1e-5, (framework, size, batch)

@@ -1,0 +1,73 @@
+"""`parity report`: the page renders, with heatmap, failure plots and environment."""
+import base64
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import parity
+from parity import report
+
+
+@pytest.fixture(scope="module")
+def payload():
+    """A real passing check plus a real failing comparison (a flipped kernel in tf)."""
+    from parity.calibrate import calibrated_torch_model, seeded_input
+    from parity.compare import compare
+    passing = parity.check("resnet18", size=32, frameworks=("tf",), onnx=False).to_json()
+    reference = calibrated_torch_model("resnet18", input_size=(3, 32, 32))
+    state = parity.state_dict(reference)
+    state["layer3.0.conv1.weight"] = np.ascontiguousarray(state["layer3.0.conv1.weight"][:, :, ::-1, ::-1])
+    candidate = parity.build("resnet18", framework="tf")
+    parity.load_state_dict(candidate, state)
+    found = compare(reference, candidate, seeded_input((1, 3, 32, 32)))
+    failing = {"model": "resnet18 (flipped)", "input_shape": [1, 3, 32, 32], "device": "cpu", "passed": False,
+               "results": [{"target": "tf", "output": "logits", "max_abs": found.max_abs,
+                            "normalized_error": found.normalized_error, "tolerance": found.tolerance,
+                            "passed": False, "headroom": found.headroom, "error": None,
+                            "first_divergent_layer": found.first_divergent_layer,
+                            "layer_errors": [(e.layer, e.normalized_error) for e in found.layers]}]}
+    return {"passed": False, "models": [passing, failing]}
+
+
+def test_html_is_self_contained_with_plots_and_environment(payload, tmp_path):
+    report.write(payload, tmp_path / "r.html", tmp_path / "r.md")
+    page = (tmp_path / "r.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 2  # the heatmap and one per-layer plot for the failure
+    assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
+    assert 'id="verdict">FAIL' in page and "resnet18 (flipped)" in page and "first divergent: layer3.0.conv1" in page
+    for package in ("torch", "keras", "onnxruntime", "python"):
+        assert f"<th>{package}</th>" in page
+    markdown = (tmp_path / "r.md").read_text()
+    assert "first divergent: layer3.0.conv1" in markdown and "| resnet18 | tf |" in markdown
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_report_from_check_json_via_cli(payload, tmp_path):
+    import json
+    import sys
+    (tmp_path / "results.json").write_text(json.dumps(payload))
+    out = subprocess.run([sys.executable, "-m", "parity", "report", "--from", tmp_path / "results.json",
+                          "--out", tmp_path / "page.html"], capture_output=True, text=True)
+    assert out.returncode == 1 and (tmp_path / "page.html").exists()  # the sweep failed: exit 1
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_page_renders_in_headless_chromium(payload, tmp_path):
+    report.write(payload, tmp_path / "r.html")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", (tmp_path / "r.html").as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert 'id="results"' in dom and 'id="environment"' in dom and "FAIL" in dom
+    subprocess.run([CHROMIUM, *flags, f"--screenshot={tmp_path / 'shot.png'}", "--window-size=1200,1600",
+                    (tmp_path / "r.html").as_uri()], capture_output=True, timeout=120)
+    shot = (tmp_path / "shot.png").read_bytes()
+    assert shot.startswith(b"\x89PNG") and len(shot) > 20_000
