@@ -7,3 +7,5 @@ from .resnet import (
     resnext50_32x4d, resnext101_32x8d, resnext101_64x4d,
     wide_resnet50_2, wide_resnet101_2,
 )
+from .resnet_v2 import resnet18_v2, resnet34_v2, resnet50_v2, resnet101_v2, resnet152_v2
+from .resnet_keras import resnet50_keras, resnet101_keras, resnet152_keras
