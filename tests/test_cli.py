@@ -8,10 +8,18 @@ import pytest
 
 
 def parity_cli(*args, check=False):
+    """`python -m parity ...` in a subprocess, exactly as a user runs it."""
     result = subprocess.run([sys.executable, "-m", "parity", *map(str, args)], capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(result.stdout + result.stderr)
     return result
+
+
+def parity_main(*args, capsys=None):
+    """The same command in-process (frameworks imported once): (exit code, stdout)."""
+    from parity.cli import main
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().out if capsys else ""
 
 
 def test_list_shows_counted_parameters(tmp_path):
@@ -51,9 +59,9 @@ def test_usage_errors_exit_2():
     assert out.returncode == 2 and "unknown model 'resnet5'" in out.stderr
 
 
-def test_export_and_convert_round_trip(tmp_path):
+def test_export_and_convert_round_trip(tmp_path, capsys):
     import onnx
-    parity_cli("export", "resnet18", "--framework", "tf", "--size", "32", "--out", tmp_path / "r.onnx", check=True)
+    assert parity_main("export", "resnet18", "--framework", "tf", "--size", "32", "--out", tmp_path / "r.onnx")[0] == 0
     graph = onnx.load(tmp_path / "r.onnx").graph
     assert graph.input[0].name == "input" and graph.output[0].name == "logits"
 
@@ -63,16 +71,16 @@ def test_export_and_convert_round_trip(tmp_path):
     parity.save_state(state, tmp_path / "a.safetensors")
     chain = ["a.safetensors", "b.weights.h5", "c.tfckpt", "d.pt", "e.safetensors"]
     for src, dst in zip(chain, chain[1:]):
-        parity_cli("convert", "resnet18", tmp_path / src, tmp_path / dst, check=True)
+        assert parity_main("convert", "resnet18", tmp_path / src, tmp_path / dst, capsys=capsys)[0] == 0
     back = parity.load_state(tmp_path / "e.safetensors")
     assert back.keys() == state.keys() and all(np.array_equal(back[k], state[k]) for k in state)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert not leftovers, leftovers
 
 
-def test_summary_lists_canonical_names():
-    out = parity_cli("summary", "resnet18", "--framework", "keras", check=True)
-    assert "layer1.0.conv1.weight" in out.stdout and "(64, 64, 3, 3)" in out.stdout
+def test_summary_lists_canonical_names(capsys):
+    code, out = parity_main("summary", "resnet18", "--framework", "keras", capsys=capsys)
+    assert code == 0 and "layer1.0.conv1.weight" in out and "(64, 64, 3, 3)" in out
 
 
 @pytest.mark.slow

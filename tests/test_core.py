@@ -168,3 +168,9 @@ def test_parity_imports_no_framework():
     code = ("import sys, parity; parity.list_models(); "
             "bad = [m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_keras_applications_import_rejects_our_own_keras_models(resnet18_models):
+    from parity.weights import from_keras_applications
+    with pytest.raises(ValueError, match="keras_impl model"):
+        from_keras_applications(resnet18_models["keras"])

@@ -14,6 +14,9 @@ def _all_converters() -> dict:
 
 
 def converter_for(model):
+    if any("." in layer.name for layer in model.layers):  # keras_impl names layers by torch paths
+        raise ValueError(f"{model.name!r} is a keras_impl model, not a keras.applications one; "
+                         "use parity.state_dict(model) for its canonical state")
     table = _all_converters()
     key = model.name.lower()
     if key not in table:
