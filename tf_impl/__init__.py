@@ -10,3 +10,7 @@ from .resnet import (
 from .resnet_v2 import resnet18_v2, resnet34_v2, resnet50_v2, resnet101_v2, resnet152_v2
 from .resnet_keras import resnet50_keras, resnet101_keras, resnet152_keras
 from .densenet import densenet121, densenet161, densenet169, densenet201, densenet121_keras, densenet169_keras, densenet201_keras  # noqa: E501
+from .lenet import lenet
+from .alexnet import alexnet
+from .vgg import vgg11, vgg13, vgg16, vgg19, vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn
+from .nin import nin

@@ -1,0 +1,9 @@
+"""Network in Network, d2l style (module paths defined in torch_impl/nin.py)."""
+from ..registry import ModelSpec, register
+
+register(ModelSpec(
+    "nin", family="nin", module="nin",
+    test_sizes=(96, 99),  # end in 1x1 and 2x2 maps before global pooling
+    min_size=67,  # three 3x3 stride-2 max pools after an 11x11 stride-4 conv
+    published_params=7_439_608,  # no canonical figure: the count of this layout with 1000 classes
+))

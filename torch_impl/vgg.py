@@ -1,0 +1,97 @@
+"""VGG 11/13/16/19, with and without BatchNorm, in torchvision's layout.
+
+A configuration lists conv widths and "M" for a 2x2 max pool. Each conv is Conv2d 3x3 pad 1,
+then BatchNorm2d (the _bn variants), then ReLU; the features.N indices count every one of
+these modules, as torchvision's do. avgpool is AdaptiveAvgPool2d(7); classifier.0/3/6 are
+the Linears, and classifier.0 follows a spatial flatten of 512 x 7 x 7 features
+(catalogue: flatten_linear).
+"""
+import torch
+from torch import nn
+
+from ._common import check_input
+
+CONFIGS = {
+    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+         512, 512, 512, 512, "M"],
+}
+
+
+def make_features(config, batch_norm):
+    modules, channels = [], 3
+    for width in config:
+        if width == "M":
+            modules.append(nn.MaxPool2d(2, 2))
+            continue
+        modules.append(nn.Conv2d(channels, width, 3, padding=1))
+        if batch_norm:
+            modules.append(nn.BatchNorm2d(width))
+        modules.append(nn.ReLU(inplace=True))
+        channels = width
+    return nn.Sequential(*modules)
+
+
+class VGG(nn.Module):
+    def __init__(self, name, config, *, batch_norm=False, num_classes=1000, dropout=0.5):
+        super().__init__()
+        self.arch = name
+        self.features = make_features(config, batch_norm)
+        self.avgpool = nn.AdaptiveAvgPool2d(7)
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(4096, num_classes),
+        )
+        self._init_weights()
+
+    def _init_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        check_input(x, self.arch, "features.0", 3)
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def vgg11(**kwargs):
+    return VGG("vgg11", CONFIGS[11], **kwargs)
+
+
+def vgg13(**kwargs):
+    return VGG("vgg13", CONFIGS[13], **kwargs)
+
+
+def vgg16(**kwargs):
+    return VGG("vgg16", CONFIGS[16], **kwargs)
+
+
+def vgg19(**kwargs):
+    return VGG("vgg19", CONFIGS[19], **kwargs)
+
+
+def vgg11_bn(**kwargs):
+    return VGG("vgg11_bn", CONFIGS[11], batch_norm=True, **kwargs)
+
+
+def vgg13_bn(**kwargs):
+    return VGG("vgg13_bn", CONFIGS[13], batch_norm=True, **kwargs)
+
+
+def vgg16_bn(**kwargs):
+    return VGG("vgg16_bn", CONFIGS[16], batch_norm=True, **kwargs)
+
+
+def vgg19_bn(**kwargs):
+    return VGG("vgg19_bn", CONFIGS[19], batch_norm=True, **kwargs)
