@@ -17,6 +17,12 @@ LAYOUTS = {
 }
 
 
+def canonical_shape(kind: str, native_shape: tuple) -> tuple:
+    """The canonical shape of a native weight, without touching its data."""
+    return LAYOUTS[kind][0](np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), native_shape,
+                                                           (0,) * len(native_shape))).shape
+
+
 def to_canonical(kind: str, array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(LAYOUTS[kind][0](array))
 

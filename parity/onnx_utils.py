@@ -28,6 +28,28 @@ def export_tf_callable(fn, path, input_shape, output_names):
     finalize(proto, path, output_names)
 
 
+# tf2onnx 1.17 peaks at about 60x the weight bytes (resnet34: 87 MB of weights, 5.3 GB;
+# resnet152: 19.5 GB for the whole check). Refuse up front rather than be OOM-killed.
+TF2ONNX_MEMORY_FACTOR = 64
+
+
+def require_memory_for_tf2onnx(state: dict, source: str) -> None:
+    weight_bytes = sum(v.nbytes for v in state.values())
+    needed, available = weight_bytes * TF2ONNX_MEMORY_FACTOR, _available_memory()
+    if available is not None and needed > available:
+        raise MemoryError(f"ONNX export from {source} through tf2onnx needs about {needed / 2**30:.0f} GiB "
+                          f"({weight_bytes / 2**20:.0f} MiB of weights x {TF2ONNX_MEMORY_FACTOR}); "
+                          f"{available / 2**30:.0f} GiB available")
+
+
+def _available_memory():
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
+    except (OSError, StopIteration):
+        return None
+
+
 def _allow_inlining_of_xla_calls(graph):
     """Keras' TF backend wraps grouped convolutions in a jit_compile tf.function (a CPU
     workaround); grappler never inlines such calls and tf2onnx cannot convert them. TF 2.21

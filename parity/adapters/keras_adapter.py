@@ -89,9 +89,7 @@ class KerasAdapter(Adapter):
 
 def _slot(var, kind):
     from keras import ops
-    native_shape = tuple(var.shape)
-    canonical_shape = layouts.to_canonical(kind, np.empty(native_shape, np.float32)).shape
-    return Slot(canonical_shape,
+    return Slot(layouts.canonical_shape(kind, tuple(var.shape)),
                 lambda: layouts.to_canonical(kind, ops.convert_to_numpy(var)),
                 lambda value: var.assign(layouts.from_canonical(kind, value)))
 

@@ -105,7 +105,8 @@ def _inference_fn(model):
     import tensorflow as tf
     fn = model.__dict__.get("_parity_inference_fn")
     if fn is None:
-        fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        # One trace per input shape: static H, W (adaptive pooling, flatten) need it.
+        fn = tf.function(lambda x: model(x, training=False))
         object.__setattr__(model, "_parity_inference_fn", fn)
     return fn
 
@@ -117,8 +118,7 @@ def _numpy(out):
 
 
 def _slot(var, kind):
-    canonical_shape = layouts.to_canonical(kind, np.empty(tuple(var.shape), np.float32)).shape
-    return Slot(canonical_shape,
+    return Slot(layouts.canonical_shape(kind, tuple(var.shape)),
                 lambda: layouts.to_canonical(kind, var.numpy()),
                 lambda value: var.assign(layouts.from_canonical(kind, value)))
 
