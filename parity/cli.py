@@ -167,7 +167,7 @@ def report_table(report):
     shape = "x".join(map(str, report.input_shape))
     verdict = "[green]PASS[/green]" if report.passed else "[red]FAIL[/red]"
     table = Table(title=f"{report.model}  input {shape}  {report.device} {report.dtype}  {verdict}")
-    multi = len({r.output for r in report.results}) > 1
+    multi = len({r.output for r in report.results if r.output != "-"}) > 1
     columns = ["target", *(["output"] if multi else []), "max_abs", "normalized error", "tolerance", "headroom",
                "top-1", "time s", ""]
     for col in columns:
