@@ -14,3 +14,6 @@ from .lenet import lenet
 from .alexnet import alexnet
 from .vgg import vgg11, vgg13, vgg16, vgg19, vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn
 from .nin import nin
+from .fpn import resnet18_fpn, resnet34_fpn, resnet50_fpn, resnet101_fpn
+from .unet import unet, unet_bilinear
+from .dilated import hdc_net, resnet50_dilated
