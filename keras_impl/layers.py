@@ -65,3 +65,10 @@ def _ceil_extra(size, k, s, p):
 
 def relu(x, name=None):
     return layers.ReLU(name=name)(x)
+
+
+def global_avg_pool(x, *, name):
+    """Global average pooling to (N, C). Pooling with keepdims, then flattening, lets tf2onnx
+    cancel its layout transpose; GlobalAveragePooling2D alone leaves one in the ONNX graph."""
+    x = layers.GlobalAveragePooling2D(keepdims=True, name=name)(x)
+    return layers.Flatten(name=f"{name}_flatten")(x)

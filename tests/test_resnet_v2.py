@@ -322,5 +322,5 @@ def test_keras_application_layer_names_map_to_module_paths():
 def test_our_own_keras_model_is_not_a_keras_application():
     from parity.weights import from_keras_applications
     models, _ = three("resnet18_v2")
-    with pytest.raises(ValueError, match="no converter"):
+    with pytest.raises(ValueError, match="keras_impl model"):
         from_keras_applications(models["keras"])

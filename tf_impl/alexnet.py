@@ -9,7 +9,7 @@ order in transfer (catalogue: flatten_linear), never in the graph.
 """
 import tensorflow as tf
 
-from .layers import BatchNorm2d, Conv2d, Linear, adaptive_avg_pool2d, check_input, max_pool2d
+from .layers import BatchNorm2d, Conv2d, Linear, adaptive_avg_pool2d, check_input, max_pool2d, relu
 
 
 class Dropout:
@@ -48,15 +48,15 @@ class AlexNet(tf.Module):
         super().__init__(name="alexnet")
         self.arch = "alexnet"
         self.features = [
-            Conv2d(3, 64, 11, stride=4, padding=2), tf.nn.relu, max_pool_3x3_s2,
-            Conv2d(64, 192, 5, padding=2), tf.nn.relu, max_pool_3x3_s2,
-            Conv2d(192, 384, 3, padding=1), tf.nn.relu,
-            Conv2d(384, 256, 3, padding=1), tf.nn.relu,
-            Conv2d(256, 256, 3, padding=1), tf.nn.relu, max_pool_3x3_s2,
+            Conv2d(3, 64, 11, stride=4, padding=2), relu, max_pool_3x3_s2,
+            Conv2d(64, 192, 5, padding=2), relu, max_pool_3x3_s2,
+            Conv2d(192, 384, 3, padding=1), relu,
+            Conv2d(384, 256, 3, padding=1), relu,
+            Conv2d(256, 256, 3, padding=1), relu, max_pool_3x3_s2,
         ]
         self.classifier = [
-            Dropout(dropout), Linear(256 * 6 * 6, 4096), tf.nn.relu,
-            Dropout(dropout), Linear(4096, 4096), tf.nn.relu,
+            Dropout(dropout), Linear(256 * 6 * 6, 4096), relu,
+            Dropout(dropout), Linear(4096, 4096), relu,
             Linear(4096, num_classes),
         ]
 

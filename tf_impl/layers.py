@@ -148,7 +148,9 @@ def adaptive_avg_pool2d(x, output_size):
 
 
 def global_avg_pool(x):
-    return tf.reduce_mean(x, axis=[1, 2])
+    """(N, H, W, C) -> (N, C). Reducing with keepdims, then reshaping, lets tf2onnx cancel its
+    layout transpose; a plain reduce_mean over H, W leaves one in the ONNX graph."""
+    return tf.reshape(tf.reduce_mean(x, axis=[1, 2], keepdims=True), [-1, x.shape[-1]])
 
 
 def flatten_chw(x):
@@ -180,3 +182,9 @@ def named_layers(module, prefix=""):
 
 def _attributes(module):
     return ((k, v) for k, v in vars(module).items() if not k.startswith("_"))
+
+
+def relu(x):
+    """tf.nn.relu, looked up at call time: a layer list holding this (like torch's nn.ReLU in a
+    Sequential) follows tf.nn.relu if it is wrapped or patched later (parity selftest does)."""
+    return tf.nn.relu(x)

@@ -7,14 +7,14 @@ classifier.0; then global average pooling. Any input >= 67x67 works.
 import tensorflow as tf
 
 from .alexnet import Dropout, max_pool_3x3_s2, run_layers
-from .layers import Conv2d, check_input, global_avg_pool
+from .layers import Conv2d, check_input, global_avg_pool, relu
 
 
 def nin_block(in_channels, out_channels, kernel_size, stride=1, padding=0):
     return [
-        Conv2d(in_channels, out_channels, kernel_size, stride, padding), tf.nn.relu,
-        Conv2d(out_channels, out_channels, 1), tf.nn.relu,
-        Conv2d(out_channels, out_channels, 1), tf.nn.relu,
+        Conv2d(in_channels, out_channels, kernel_size, stride, padding), relu,
+        Conv2d(out_channels, out_channels, 1), relu,
+        Conv2d(out_channels, out_channels, 1), relu,
     ]
 
 

@@ -8,7 +8,7 @@ weight is permuted in transfer because flatten is NHWC-native (catalogue: flatte
 import tensorflow as tf
 
 from .alexnet import Dropout, flatten, run_layers
-from .layers import BatchNorm2d, Conv2d, Linear, adaptive_avg_pool2d, check_input, max_pool2d
+from .layers import BatchNorm2d, Conv2d, Linear, adaptive_avg_pool2d, check_input, max_pool2d, relu
 
 CONFIGS = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -32,7 +32,7 @@ def make_features(config, batch_norm):
         layers.append(Conv2d(channels, width, 3, padding=1))
         if batch_norm:
             layers.append(BatchNorm2d(width))
-        layers.append(tf.nn.relu)
+        layers.append(relu)
         channels = width
     return layers
 
@@ -43,8 +43,8 @@ class VGG(tf.Module):
         self.arch = name
         self.features = make_features(config, batch_norm)
         self.classifier = [
-            Linear(512 * 7 * 7, 4096), tf.nn.relu, Dropout(dropout),
-            Linear(4096, 4096), tf.nn.relu, Dropout(dropout),
+            Linear(512 * 7 * 7, 4096), relu, Dropout(dropout),
+            Linear(4096, 4096), relu, Dropout(dropout),
             Linear(4096, num_classes),
         ]
 
