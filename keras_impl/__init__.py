@@ -17,3 +17,5 @@ from .nin import nin
 from .fpn import resnet18_fpn, resnet34_fpn, resnet50_fpn, resnet101_fpn
 from .unet import unet, unet_bilinear
 from .dilated import hdc_net, resnet50_dilated
+from .googlenet import googlenet, inception_v1
+from .inception import inception_v3, inception_v3_keras

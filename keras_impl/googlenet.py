@@ -1,0 +1,190 @@
+"""GoogLeNet (torchvision layout) and the paper's Inception v1 (Szegedy et al., 2014).
+
+Layer names are the torch module paths (see torch_impl/googlenet.py and docs/inception.md).
+Every max-pool uses ceil_mode=True, emulated with -inf padding: the graph needs a static
+input size (default 224x224).
+
+With auxiliary heads the graph outputs (logits, aux_logits2, aux_logits1); the model
+returns all three in training mode and the logits only (without running the heads) in
+inference, as torch does.
+"""
+import keras
+from keras import layers, ops
+
+from .layers import batch_norm, conv2d, max_pool, relu
+
+BLOCKS = {  # name: (ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj)
+    "inception3a": (64, 96, 128, 16, 32, 32),
+    "inception3b": (128, 128, 192, 32, 96, 64),
+    "inception4a": (192, 96, 208, 16, 48, 64),
+    "inception4b": (160, 112, 224, 24, 64, 64),
+    "inception4c": (128, 128, 256, 24, 64, 64),
+    "inception4d": (112, 144, 288, 32, 64, 64),
+    "inception4e": (256, 160, 320, 32, 128, 128),
+    "inception5a": (256, 160, 320, 32, 128, 128),
+    "inception5b": (384, 192, 384, 48, 128, 128),
+}
+LRN = dict(size=5, alpha=1e-4, beta=0.75, k=1.0)  # the paper's Caffe model
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@keras.saving.register_keras_serializable(package="cnn_parity")
+class LocalResponseNorm(layers.Layer):
+    """torch.nn.LocalResponseNorm over the channel (last) axis.
+
+    y_c = x_c / (k + alpha / size * sum(x_j^2 for j in c - size//2 .. c + (size-1)//2)) ** beta:
+    alpha is divided by size and, for even sizes, the window reaches one channel further
+    back than forward. (tf.nn.local_response_normalization has neither.)
+    """
+
+    def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def call(self, x):
+        channels = x.shape[-1]
+        squares = ops.pad(ops.square(x), [[0, 0], [0, 0], [0, 0], [self.size // 2, (self.size - 1) // 2]])
+        window_sum = squares[..., 0:channels]
+        for offset in range(1, self.size):
+            window_sum = window_sum + squares[..., offset:offset + channels]
+        # x / base**beta as x * exp(-beta * log(base)): tf2onnx's layout optimizer cannot move
+        # its NHWC/NCHW transposes through Pow or Div, and would leave six in inception_v1's ONNX.
+        return x * ops.exp(-self.beta * ops.log(self.k + (self.alpha / self.size) * window_sum))
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}
+
+
+@keras.saving.register_keras_serializable(package="cnn_parity")
+class AdaptiveAvgPool2D(layers.Layer):
+    """torch.nn.AdaptiveAvgPool2d: bin i spans [floor(i*H/out), ceil((i+1)*H/out)); static H, W."""
+
+    def __init__(self, output_size, **kwargs):
+        super().__init__(**kwargs)
+        self.output_size = tuple(output_size)
+
+    def call(self, x):
+        (out_h, out_w), h, w = self.output_size, x.shape[1], x.shape[2]
+        if h is None or w is None:
+            raise ValueError(f"{self.name}: adaptive pooling needs a static input size; got {tuple(x.shape)}")
+        rows = [ops.mean(x[:, a:b], axis=1, keepdims=True) for a, b in _bins(h, out_h)]
+        x = ops.concatenate(rows, axis=1)
+        cols = [ops.mean(x[:, :, a:b], axis=2, keepdims=True) for a, b in _bins(w, out_w)]
+        return ops.concatenate(cols, axis=2)
+
+    def compute_output_shape(self, shape):
+        return (shape[0], *self.output_size, shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "output_size": self.output_size}
+
+
+def _bins(size, out):
+    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
+
+
+@keras.saving.register_keras_serializable(package="cnn_parity")
+class AuxOutputsModel(keras.Model):
+    """A functional model whose graph outputs (logits, *aux_logits).
+
+    Training mode returns every output as a tuple; inference returns the logits only,
+    through a logits-only view of the same layers, so the auxiliary heads never run.
+    """
+
+    def __init__(self, inputs, outputs, name=None, **kwargs):  # Functional's signature: saving works
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        # not tracked as a sub-model: it shares every layer with this model
+        object.__setattr__(self, "_logits_model", keras.Model(self.input, self.outputs[0]))
+
+    def call(self, inputs, training=None, mask=None):
+        if training:
+            return tuple(super().call(inputs, training=True, mask=mask))
+        return self._logits_model(inputs, training=False)
+
+
+def basic_conv2d(x, filters, kernel_size, *, name, stride=1, padding=0):
+    """conv (no bias) + BatchNorm (eps 0.001) + ReLU."""
+    x = conv2d(x, filters, kernel_size, stride=stride, padding=padding, bias=False, name=f"{name}.conv")
+    return relu(batch_norm(x, eps=0.001, name=f"{name}.bn"))
+
+
+def conv_relu(x, filters, kernel_size, *, name, stride=1, padding=0):
+    """conv (with bias) + ReLU: the paper's unit, named like basic_conv2d's conv."""
+    return relu(conv2d(x, filters, kernel_size, stride=stride, padding=padding, name=f"{name}.conv"))
+
+
+def inception(x, spec, *, name, conv_block, branch3_kernel=3):
+    ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj = spec
+    branch1 = conv_block(x, ch1x1, 1, name=f"{name}.branch1")
+    branch2 = conv_block(x, ch3x3red, 1, name=f"{name}.branch2.0")
+    branch2 = conv_block(branch2, ch3x3, 3, padding=1, name=f"{name}.branch2.1")
+    branch3 = conv_block(x, ch5x5red, 1, name=f"{name}.branch3.0")
+    branch3 = conv_block(branch3, ch5x5, branch3_kernel, padding=branch3_kernel // 2, name=f"{name}.branch3.1")
+    branch4 = max_pool(x, 3, 1, padding=1, ceil_mode=True, name=f"{name}.branch4.0")
+    branch4 = conv_block(branch4, pool_proj, 1, name=f"{name}.branch4.1")
+    return layers.Concatenate(axis=-1, name=name)([branch1, branch2, branch3, branch4])
+
+
+def inception_aux(x, num_classes, *, name, conv_block, dropout=0.7):
+    """Auxiliary classifier: 4x4 adaptive average pool, 1x1 conv to 128, fc 2048 -> 1024 -> classes."""
+    x = AdaptiveAvgPool2D((4, 4), name=f"{name}.pool")(x)
+    x = conv_block(x, 128, 1, name=f"{name}.conv")
+    x = layers.Flatten(name=f"{name}.flatten")(x)  # (H, W, C) order: the catalogue permutes fc1
+    x = relu(layers.Dense(1024, name=f"{name}.fc1")(x))
+    x = layers.Dropout(dropout, name=f"{name}.dropout")(x)
+    return layers.Dense(num_classes, name=f"{name}.fc2")(x)
+
+
+def global_average(x, *, name):
+    """Global average pooling as a full-window average pool: tf2onnx then needs no layout
+    transpose (after googlenet's last concat, a ReduceMean over H, W keeps one)."""
+    x = layers.AveragePooling2D(tuple(x.shape[1:3]), name=name)(x)
+    return layers.Reshape((x.shape[-1],), name=f"{name}.flatten")(x)
+
+
+def transform_imagenet_input(x):
+    """Re-normalise an ImageNet-normalised input to the [-1, 1] range the original weights expect."""
+    scale = [s / 0.5 for s in IMAGENET_STD]
+    shift = [(m - 0.5) / 0.5 for m in IMAGENET_MEAN]
+    return layers.Rescaling(scale, offset=shift, name="transform_input")(x)
+
+
+def googlenet_graph(name, conv_block, *, branch3_kernel=3, lrn=False, num_classes=1000, aux_logits=False,
+                    transform=False, dropout=0.2, dropout_aux=0.7, input_shape=(224, 224, 3)):
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = transform_imagenet_input(inputs) if transform else inputs
+    x = max_pool(conv_block(x, 64, 7, stride=2, padding=3, name="conv1"), 3, 2, ceil_mode=True, name="maxpool1")
+    x = LocalResponseNorm(**LRN, name="lrn1")(x) if lrn else x
+    x = conv_block(conv_block(x, 64, 1, name="conv2"), 192, 3, padding=1, name="conv3")
+    x = LocalResponseNorm(**LRN, name="lrn2")(x) if lrn else x
+    x = max_pool(x, 3, 2, ceil_mode=True, name="maxpool2")
+
+    block = lambda x, name: inception(x, BLOCKS[name], name=name, conv_block=conv_block,  # noqa: E731
+                                      branch3_kernel=branch3_kernel)
+    aux = lambda x, name: inception_aux(x, num_classes, name=name, conv_block=conv_block,  # noqa: E731
+                                        dropout=dropout_aux)
+    x = block(block(x, "inception3a"), "inception3b")
+    x = block(max_pool(x, 3, 2, ceil_mode=True, name="maxpool3"), "inception4a")
+    aux1 = aux(x, "aux1") if aux_logits else None
+    x = block(block(block(x, "inception4b"), "inception4c"), "inception4d")
+    aux2 = aux(x, "aux2") if aux_logits else None
+    x = max_pool(block(x, "inception4e"), 2, 2, ceil_mode=True, name="maxpool4")
+    x = block(block(x, "inception5a"), "inception5b")
+    x = global_average(x, name="avgpool")
+    logits = layers.Dense(num_classes, name="fc")(layers.Dropout(dropout, name="dropout")(x))
+    if aux_logits:
+        return AuxOutputsModel(inputs, [logits, aux2, aux1], name=name)
+    return keras.Model(inputs, logits, name=name)
+
+
+def googlenet(*, num_classes=1000, aux_logits=False, transform_input=False, dropout=0.2, dropout_aux=0.7,
+              input_shape=(224, 224, 3)):
+    return googlenet_graph("googlenet", basic_conv2d, num_classes=num_classes, aux_logits=aux_logits,
+                           transform=transform_input, dropout=dropout, dropout_aux=dropout_aux,
+                           input_shape=input_shape)
+
+
+def inception_v1(*, num_classes=1000, aux_logits=True, dropout=0.4, dropout_aux=0.7, input_shape=(224, 224, 3)):
+    return googlenet_graph("inception_v1", conv_relu, branch3_kernel=5, lrn=True, num_classes=num_classes,
+                           aux_logits=aux_logits, dropout=dropout, dropout_aux=dropout_aux,
+                           input_shape=input_shape)

@@ -1,0 +1,214 @@
+"""GoogLeNet (torchvision layout) and the paper's Inception v1 (Szegedy et al., 2014).
+
+Attribute paths are the torch module paths (see torch_impl/googlenet.py and
+docs/inception.md). Every max-pool uses ceil_mode=True, which needs a static H, W.
+
+With auxiliary heads, training mode returns GoogLeNetOutputs(logits, aux_logits2,
+aux_logits1) (torchvision's order); inference returns the logits only.
+"""
+from typing import NamedTuple, Optional
+
+import tensorflow as tf
+
+from .layers import BatchNorm2d, Conv2d, Linear, adaptive_avg_pool2d, check_input, max_pool2d
+
+
+class GoogLeNetOutputs(NamedTuple):
+    logits: tf.Tensor
+    aux_logits2: Optional[tf.Tensor]
+    aux_logits1: Optional[tf.Tensor]
+
+
+class InceptionSpec(NamedTuple):
+    ch1x1: int
+    ch3x3red: int
+    ch3x3: int
+    ch5x5red: int
+    ch5x5: int
+    pool_proj: int
+
+    @property
+    def out_channels(self) -> int:
+        return self.ch1x1 + self.ch3x3 + self.ch5x5 + self.pool_proj
+
+
+BLOCKS = {
+    "inception3a": InceptionSpec(64, 96, 128, 16, 32, 32),
+    "inception3b": InceptionSpec(128, 128, 192, 32, 96, 64),
+    "inception4a": InceptionSpec(192, 96, 208, 16, 48, 64),
+    "inception4b": InceptionSpec(160, 112, 224, 24, 64, 64),
+    "inception4c": InceptionSpec(128, 128, 256, 24, 64, 64),
+    "inception4d": InceptionSpec(112, 144, 288, 32, 64, 64),
+    "inception4e": InceptionSpec(256, 160, 320, 32, 128, 128),
+    "inception5a": InceptionSpec(256, 160, 320, 32, 128, 128),
+    "inception5b": InceptionSpec(384, 192, 384, 48, 128, 128),
+}
+LRN = dict(size=5, alpha=1e-4, beta=0.75, k=1.0)  # the paper's Caffe model
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def transform_imagenet_input(x):
+    """Re-normalise an ImageNet-normalised input to the [-1, 1] range the original weights expect."""
+    scale = tf.constant([s / 0.5 for s in IMAGENET_STD], x.dtype)
+    shift = tf.constant([(m - 0.5) / 0.5 for m in IMAGENET_MEAN], x.dtype)
+    return x * scale + shift
+
+
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """torch.nn.LocalResponseNorm over the channel (last) axis.
+
+    y_c = x_c / (k + alpha / size * sum(x_j^2 for j in c - size//2 .. c + (size-1)//2)) ** beta.
+    tf.nn.local_response_normalization does not divide alpha by size and only has a
+    symmetric window (depth_radius), so even sizes cannot be expressed with it.
+    """
+    channels = x.shape[-1]
+    squares = tf.pad(tf.square(x), [[0, 0], [0, 0], [0, 0], [size // 2, (size - 1) // 2]])
+    window_sum = squares[..., 0:channels]
+    for offset in range(1, size):
+        window_sum = window_sum + squares[..., offset:offset + channels]
+    # x / base**beta as x * exp(-beta * log(base)): tf2onnx's layout optimizer cannot move
+    # its NHWC/NCHW transposes through Pow or Div, and would leave six in inception_v1's ONNX.
+    return x * tf.exp(-beta * tf.math.log(k + (alpha / size) * window_sum))
+
+
+def global_average(x):
+    """Global average pooling as a full-window average pool: tf2onnx then needs no layout
+    transpose (after googlenet's last concat, tf.reduce_mean over H, W keeps one)."""
+    return tf.squeeze(adaptive_avg_pool2d(x, 1), [1, 2])
+
+
+def dropout(x, rate, training):
+    return tf.nn.dropout(x, rate) if training and rate > 0 else x
+
+
+class MaxPool2d(tf.Module):
+    """Weightless; a list entry so that paths match torch's Sequential (branch4.0, branch4.1)."""
+
+    def __init__(self, kernel_size, stride, padding=0, ceil_mode=False):
+        super().__init__()
+        self.args = (kernel_size, stride, padding, ceil_mode)
+
+    def __call__(self, x, training=False):
+        return max_pool2d(x, *self.args)
+
+
+class BasicConv2d(tf.Module):
+    """conv (no bias) + BatchNorm (eps 0.001) + ReLU."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.conv = Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False)
+        self.bn = BatchNorm2d(out_channels, eps=0.001)
+
+    def __call__(self, x, training=False):
+        return tf.nn.relu(self.bn(self.conv(x), training))
+
+
+class ConvReLU(tf.Module):
+    """conv (with bias) + ReLU: the paper's unit, named like BasicConv2d's conv."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.conv = Conv2d(in_channels, out_channels, kernel_size, stride, padding)
+
+    def __call__(self, x, training=False):
+        return tf.nn.relu(self.conv(x))
+
+
+def sequential(units, x, training):
+    for unit in units:
+        x = unit(x, training)
+    return x
+
+
+class Inception(tf.Module):
+    def __init__(self, in_channels, spec: InceptionSpec, conv_block, branch3_kernel=3):
+        super().__init__()
+        self.branch1 = conv_block(in_channels, spec.ch1x1, 1)
+        self.branch2 = [conv_block(in_channels, spec.ch3x3red, 1),
+                        conv_block(spec.ch3x3red, spec.ch3x3, 3, padding=1)]
+        self.branch3 = [conv_block(in_channels, spec.ch5x5red, 1),
+                        conv_block(spec.ch5x5red, spec.ch5x5, branch3_kernel, padding=branch3_kernel // 2)]
+        self.branch4 = [MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
+                        conv_block(in_channels, spec.pool_proj, 1)]
+
+    def __call__(self, x, training=False):
+        branches = [self.branch1(x, training)] + [sequential(b, x, training)
+                                                  for b in (self.branch2, self.branch3, self.branch4)]
+        return tf.concat(branches, axis=-1)
+
+
+class InceptionAux(tf.Module):
+    """Auxiliary classifier: 4x4 adaptive average pool, 1x1 conv to 128, fc 2048 -> 1024 -> classes."""
+
+    def __init__(self, in_channels, num_classes, conv_block, dropout=0.7):
+        super().__init__()
+        self.conv = conv_block(in_channels, 128, 1)
+        self.fc1 = Linear(128 * 4 * 4, 1024)  # fed in (H, W, C) order: the catalogue permutes it
+        self.fc2 = Linear(1024, num_classes)
+        self.dropout = dropout
+
+    def __call__(self, x, training=False):
+        x = self.conv(adaptive_avg_pool2d(x, (4, 4)), training)
+        x = tf.nn.relu(self.fc1(tf.reshape(x, [tf.shape(x)[0], -1])))
+        return self.fc2(dropout(x, self.dropout, training))
+
+
+class GoogLeNet(tf.Module):
+    def __init__(self, name, conv_block, *, branch3_kernel=3, lrn=False, num_classes=1000, aux_logits=False,
+                 transform_input=False, dropout=0.2, dropout_aux=0.7):
+        super().__init__(name=name)
+        self.arch, self.aux_logits, self.transform_input = name, aux_logits, transform_input
+        self.lrn, self.dropout = lrn, dropout
+        self.conv1 = conv_block(3, 64, 7, stride=2, padding=3)
+        self.conv2 = conv_block(64, 64, 1)
+        self.conv3 = conv_block(64, 192, 3, padding=1)
+
+        block = lambda name, in_ch: Inception(in_ch, BLOCKS[name], conv_block, branch3_kernel)  # noqa: E731
+        self.inception3a = block("inception3a", 192)
+        self.inception3b = block("inception3b", 256)
+        self.inception4a = block("inception4a", 480)
+        self.inception4b = block("inception4b", 512)
+        self.inception4c = block("inception4c", 512)
+        self.inception4d = block("inception4d", 512)
+        self.inception4e = block("inception4e", 528)
+        self.inception5a = block("inception5a", 832)
+        self.inception5b = block("inception5b", 832)
+
+        self.aux1 = InceptionAux(512, num_classes, conv_block, dropout_aux) if aux_logits else None
+        self.aux2 = InceptionAux(528, num_classes, conv_block, dropout_aux) if aux_logits else None
+        self.fc = Linear(1024, num_classes)
+
+    def _lrn(self, x):
+        return local_response_norm(x, **LRN) if self.lrn else x
+
+    def forward_stem(self, x, training=False):
+        check_input(x, self.arch, "conv1", 3)
+        x = self.conv1(transform_imagenet_input(x) if self.transform_input else x, training)
+        x = self._lrn(max_pool2d(x, 3, 2, ceil_mode=True))
+        x = self._lrn(self.conv3(self.conv2(x, training), training))
+        return max_pool2d(x, 3, 2, ceil_mode=True)
+
+    def __call__(self, x, training=False):
+        with_aux = self.aux_logits and training
+        x = self.forward_stem(x, training)
+        x = self.inception3b(self.inception3a(x, training), training)
+        x = self.inception4a(max_pool2d(x, 3, 2, ceil_mode=True), training)
+        aux1 = self.aux1(x, training) if with_aux else None
+        for block in (self.inception4b, self.inception4c, self.inception4d):
+            x = block(x, training)
+        aux2 = self.aux2(x, training) if with_aux else None
+        x = max_pool2d(self.inception4e(x, training), 2, 2, ceil_mode=True)
+        x = self.inception5b(self.inception5a(x, training), training)
+        logits = self.fc(dropout(global_average(x), self.dropout, training))
+        return GoogLeNetOutputs(logits, aux2, aux1) if with_aux else logits
+
+
+def googlenet(*, num_classes=1000, aux_logits=False, transform_input=False, dropout=0.2, dropout_aux=0.7):
+    return GoogLeNet("googlenet", BasicConv2d, num_classes=num_classes, aux_logits=aux_logits,
+                     transform_input=transform_input, dropout=dropout, dropout_aux=dropout_aux)
+
+
+def inception_v1(*, num_classes=1000, aux_logits=True, dropout=0.4, dropout_aux=0.7):
+    return GoogLeNet("inception_v1", ConvReLU, branch3_kernel=5, lrn=True, num_classes=num_classes,
+                     aux_logits=aux_logits, dropout=dropout, dropout_aux=dropout_aux)

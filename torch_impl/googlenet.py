@@ -1,0 +1,193 @@
+"""GoogLeNet (torchvision layout) and the paper's Inception v1 (Szegedy et al., 2014).
+
+googlenet: module paths are torchvision's weight keys. BasicConv2d is conv (no bias) +
+BatchNorm (eps 0.001) + ReLU, every max-pool uses ceil_mode=True, and branch3 of each
+Inception block is a 3x3 conv (torchvision's layout; the paper says 5x5).
+
+inception_v1: the paper's network. It reuses googlenet's module paths (docs/inception.md):
+    conv1.conv, conv2.conv, conv3.conv      conv with bias, then ReLU (no BatchNorm anywhere)
+    lrn1, lrn2                              LocalResponseNorm(5, 1e-4, 0.75, 1) after maxpool1 / conv3
+    inceptionXY.branch1.conv                1x1
+    inceptionXY.branch2.{0,1}.conv          1x1 reduce, 3x3
+    inceptionXY.branch3.{0,1}.conv          1x1 reduce, 5x5 (padding 2)
+    inceptionXY.branch4.1.conv              1x1 after the 3x3/1 max-pool branch4.0
+    aux1, aux2: .conv.conv, .fc1, .fc2      auxiliary heads on inception4a / inception4d
+    fc                                      1024 -> classes, after global average pooling
+
+With auxiliary heads, training mode returns GoogLeNetOutputs(logits, aux_logits2,
+aux_logits1) (torchvision's order); eval mode returns the logits only.
+"""
+from typing import NamedTuple, Optional
+
+import torch
+from torch import nn
+
+from ._common import check_input
+
+
+class GoogLeNetOutputs(NamedTuple):
+    logits: torch.Tensor
+    aux_logits2: Optional[torch.Tensor]
+    aux_logits1: Optional[torch.Tensor]
+
+
+class InceptionSpec(NamedTuple):
+    ch1x1: int
+    ch3x3red: int
+    ch3x3: int
+    ch5x5red: int
+    ch5x5: int
+    pool_proj: int
+
+    @property
+    def out_channels(self) -> int:
+        return self.ch1x1 + self.ch3x3 + self.ch5x5 + self.pool_proj
+
+
+BLOCKS = {
+    "inception3a": InceptionSpec(64, 96, 128, 16, 32, 32),
+    "inception3b": InceptionSpec(128, 128, 192, 32, 96, 64),
+    "inception4a": InceptionSpec(192, 96, 208, 16, 48, 64),
+    "inception4b": InceptionSpec(160, 112, 224, 24, 64, 64),
+    "inception4c": InceptionSpec(128, 128, 256, 24, 64, 64),
+    "inception4d": InceptionSpec(112, 144, 288, 32, 64, 64),
+    "inception4e": InceptionSpec(256, 160, 320, 32, 128, 128),
+    "inception5a": InceptionSpec(256, 160, 320, 32, 128, 128),
+    "inception5b": InceptionSpec(384, 192, 384, 48, 128, 128),
+}
+LRN = dict(size=5, alpha=1e-4, beta=0.75, k=1.0)  # the paper's Caffe model
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def transform_imagenet_input(x: torch.Tensor) -> torch.Tensor:
+    """Re-normalise an ImageNet-normalised input to the [-1, 1] range the original weights expect."""
+    scale = torch.tensor([s / 0.5 for s in IMAGENET_STD], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    shift = torch.tensor([(m - 0.5) / 0.5 for m in IMAGENET_MEAN], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return x * scale + shift
+
+
+def init_weights(model: nn.Module) -> None:
+    """He normal (fan in) for conv and fc, zero biases; BatchNorm starts as the identity."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class BasicConv2d(nn.Module):
+    """conv (no bias) + BatchNorm (eps 0.001) + ReLU."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)))
+
+
+class ConvReLU(nn.Module):
+    """conv (with bias) + ReLU: the paper's unit, named like BasicConv2d's conv."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+class Inception(nn.Module):
+    def __init__(self, in_channels, spec: InceptionSpec, conv_block, branch3_kernel=3):
+        super().__init__()
+        self.branch1 = conv_block(in_channels, spec.ch1x1, 1)
+        self.branch2 = nn.Sequential(conv_block(in_channels, spec.ch3x3red, 1),
+                                     conv_block(spec.ch3x3red, spec.ch3x3, 3, padding=1))
+        self.branch3 = nn.Sequential(conv_block(in_channels, spec.ch5x5red, 1),
+                                     conv_block(spec.ch5x5red, spec.ch5x5, branch3_kernel,
+                                                padding=branch3_kernel // 2))
+        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
+                                     conv_block(in_channels, spec.pool_proj, 1))
+
+    def forward(self, x):
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+class InceptionAux(nn.Module):
+    """Auxiliary classifier: 4x4 adaptive average pool, 1x1 conv to 128, fc 2048 -> 1024 -> classes."""
+
+    def __init__(self, in_channels, num_classes, conv_block, dropout=0.7):
+        super().__init__()
+        self.conv = conv_block(in_channels, 128, 1)
+        self.fc1 = nn.Linear(128 * 4 * 4, 1024)
+        self.fc2 = nn.Linear(1024, num_classes)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        x = self.conv(nn.functional.adaptive_avg_pool2d(x, (4, 4)))
+        x = torch.relu(self.fc1(torch.flatten(x, 1)))
+        return self.fc2(self.dropout(x))
+
+
+class GoogLeNet(nn.Module):
+    def __init__(self, name, conv_block, *, branch3_kernel=3, lrn=False, num_classes=1000, aux_logits=False,
+                 transform_input=False, dropout=0.2, dropout_aux=0.7):
+        super().__init__()
+        self.arch, self.aux_logits, self.transform_input = name, aux_logits, transform_input
+        self.conv1 = conv_block(3, 64, 7, stride=2, padding=3)
+        self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.lrn1 = nn.LocalResponseNorm(**LRN) if lrn else nn.Identity()
+        self.conv2 = conv_block(64, 64, 1)
+        self.conv3 = conv_block(64, 192, 3, padding=1)
+        self.lrn2 = nn.LocalResponseNorm(**LRN) if lrn else nn.Identity()
+        self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+
+        block = lambda name, in_ch: Inception(in_ch, BLOCKS[name], conv_block, branch3_kernel)  # noqa: E731
+        self.inception3a = block("inception3a", 192)
+        self.inception3b = block("inception3b", 256)
+        self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.inception4a = block("inception4a", 480)
+        self.inception4b = block("inception4b", 512)
+        self.inception4c = block("inception4c", 512)
+        self.inception4d = block("inception4d", 512)
+        self.inception4e = block("inception4e", 528)
+        self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        self.inception5a = block("inception5a", 832)
+        self.inception5b = block("inception5b", 832)
+
+        self.aux1 = InceptionAux(512, num_classes, conv_block, dropout_aux) if aux_logits else None
+        self.aux2 = InceptionAux(528, num_classes, conv_block, dropout_aux) if aux_logits else None
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(1024, num_classes)
+        init_weights(self)
+
+    def forward_stem(self, x):
+        check_input(x, self.arch, "conv1", 3)
+        x = self.lrn1(self.maxpool1(self.conv1(transform_imagenet_input(x) if self.transform_input else x)))
+        return self.maxpool2(self.lrn2(self.conv3(self.conv2(x))))
+
+    def forward(self, x):
+        with_aux = self.aux_logits and self.training
+        x = self.inception3b(self.inception3a(self.forward_stem(x)))
+        x = self.inception4a(self.maxpool3(x))
+        aux1 = self.aux1(x) if with_aux else None
+        x = self.inception4d(self.inception4c(self.inception4b(x)))
+        aux2 = self.aux2(x) if with_aux else None
+        x = self.inception5b(self.inception5a(self.maxpool4(self.inception4e(x))))
+        logits = self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
+        return GoogLeNetOutputs(logits, aux2, aux1) if with_aux else logits
+
+
+def googlenet(*, num_classes=1000, aux_logits=False, transform_input=False, dropout=0.2, dropout_aux=0.7):
+    return GoogLeNet("googlenet", BasicConv2d, num_classes=num_classes, aux_logits=aux_logits,
+                     transform_input=transform_input, dropout=dropout, dropout_aux=dropout_aux)
+
+
+def inception_v1(*, num_classes=1000, aux_logits=True, dropout=0.4, dropout_aux=0.7):
+    return GoogLeNet("inception_v1", ConvReLU, branch3_kernel=5, lrn=True, num_classes=num_classes,
+                     aux_logits=aux_logits, dropout=dropout, dropout_aux=dropout_aux)
