@@ -28,7 +28,9 @@ def calibrated_torch_model(name: str, *, seed: int = 0, input_size=None, batch: 
                 bn.bias.normal_(0.0, 0.2, generator=gen)
             bn.reset_running_stats()
             bn.momentum = None  # cumulative average over the calibration passes
-        model.train()
+        model.eval()  # only the BatchNorms train: training-only heads (aux logits) never run
+        for bn in norms.values():
+            bn.train()
         for _ in range(passes if norms else 0):
             model(torch.randn(batch, c, h, w, generator=gen))
     for bn in norms.values():
