@@ -352,3 +352,22 @@ def test_nin_accepts_any_size_from_its_minimum():
         assert normalized_error(trio.run("keras", x), ref) < TOLERANCE
     with pytest.raises(parity.InputError, match="minimum 67x67"):
         parity.run(trio.torch, seeded_input((1, 3, 66, 66)))
+
+
+@pytest.mark.parametrize("arch", ["VGG16", pytest.param("VGG19", marks=pytest.mark.slow)])
+def test_keras_applications_vgg_import_reproduces_keras(arch):
+    """keras.applications' VGG at 224 is torchvision's layout; fc1 reads an (H, W, C) flatten."""
+    import keras
+
+    import parity
+    from parity.weights import from_keras_applications
+    reference = getattr(keras.applications, arch)(weights=None, classifier_activation=None)
+    name, state = from_keras_applications(reference)
+    assert name == arch.lower()
+    x = seeded_input((1, 3, 224, 224), seed=1)
+    expected = np.asarray(reference(x.transpose(0, 2, 3, 1), training=False))
+    for framework in ("torch", "keras", "tf"):
+        model = parity.build(name, framework=framework)
+        parity.load_state_dict(model, state)
+        err = normalized_error(parity.run(model, x)[0], expected)
+        assert err < 1e-5, f"{arch} -> {framework}: {err:.2e}"
