@@ -112,6 +112,7 @@ def test_onnx_exports_share_interface(tmp_path):
         assert not transposes, f"{framework} export keeps {len(transposes)} layout transposes"
 
 
+@pytest.mark.slow  # tests/test_dense.py covers the dilated path in the default run
 def test_dilated_resnet50_matches():
     kwargs = {"replace_stride_with_dilation": [False, True, True]}
     models, _ = _three("resnet50", **kwargs)
