@@ -88,6 +88,9 @@ def _parser():
     s.add_argument("--no-onnx", action="store_true")
     s.set_defaults(func=cmd_report)
 
+    from .bench import register_cli as register_bench
+    register_bench(sub)
+
     s = sub.add_parser("summary", help="canonical weight names and shapes of a model")
     s.add_argument("model")
     s.add_argument("--framework", default="torch", choices=["torch", "keras", "tf"])

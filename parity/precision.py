@@ -148,9 +148,10 @@ def check_precision(name: str, dtype: str = "bf16", *, runtimes=PRECISION_RUNTIM
     runners = {"torch:autocast": lambda: _torch_autocast(torch_model, x, dtype, device, timed),
                "keras:mixed": lambda: _keras_mixed(name, state, x, dtype, shape, device, timed)}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        exports = _exports(name, state, shape, dtype, runtimes, Path(tmp))
         for runtime in runtimes:
-            run = runners.get(runtime) or (lambda: _onnx_fp16(runtime.split(":")[1], name, state, x, dtype,
-                                                              shape, spec, Path(tmp), device, timed))
+            run = runners.get(runtime) or (lambda: _onnx_fp16(runtime.split(":")[1], exports, x, dtype, device,
+                                                              Path(tmp), timed))
             report.results.append(_judge(runtime, run, reference, limit, spec.classifier))
     ran = [r for r in report.results if r.status != "unsupported"]
     report.passed = bool(ran) and all(r.passed for r in ran)
@@ -239,21 +240,29 @@ def _keras_mixed(name, state, x, dtype, shape, device, timed):
 
 # --- onnxruntime fp16 ----------------------------------------------------------------------
 
-def _onnx_fp16(source, name, state, x, dtype, shape, spec, tmp, device, timed):
+def _exports(name, state, shape, dtype, runtimes, tmp) -> dict:
+    """{source: fp32 export Path or error text}, made in one child process (parity.bench)."""
+    from .bench import export_in_subprocess, onnx_source_problem
+    sources = [r.split(":")[1] for r in runtimes if r.startswith("onnx:")]
+    sources = [s for s in sources if not onnx_source_problem(s)]
+    if dtype != "fp16" or not sources:
+        return {}
+    return export_in_subprocess(name, state, shape, sources, tmp)
+
+
+def _onnx_fp16(source, exports, x, dtype, device, tmp, timed):
     from . import onnx_utils
+    from .bench import onnx_source_problem
     if dtype == "bf16":
         raise Unsupported("onnxruntime: no bf16 conversion (onnxconverter-common writes fp16 only) "
                           "and no bf16 convolution kernels")
-    if source == "keras":
-        import keras
-        if keras.backend.backend() != "tensorflow":
-            raise Unsupported(f"ONNX export of Keras models needs the tensorflow backend "
-                              f"(now {keras.backend.backend()})")
-    model = adapter(source).build(name, input_size=shape[1:])
-    adapter(source).load_state_dict(model, state)
-    fp32_path = tmp / f"{name}.{source}.onnx"
-    adapter(source).export_onnx(model.eval() if source == "torch" else model, fp32_path, shape, spec.outputs)
-    fp16_path = convert_onnx_to_fp16(fp32_path, tmp / f"{name}.{source}.fp16.onnx")
+    problem = onnx_source_problem(source)
+    if problem:
+        raise Unsupported(problem)
+    fp32_path = exports[source]
+    if not isinstance(fp32_path, Path):
+        raise RuntimeError(f"export from {source} failed: {fp32_path}")
+    fp16_path = convert_onnx_to_fp16(fp32_path, tmp / f"{fp32_path.stem}.fp16.onnx")
     session = onnx_utils.session(fp16_path, device)
     outputs, seconds = timed(lambda: onnx_utils.run(session, x))
     fp32_session = onnx_utils.session(fp32_path, device)
