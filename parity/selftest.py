@@ -278,9 +278,10 @@ def _pool_pads(ctx, pool):
 
 
 def permuted_flatten(ctx):
-    if not ctx.spec.flatten_linear:
+    # a declared flatten Linear that this model builds and runs (aux heads may be off)
+    layer = next((p for p in ctx.spec.flatten_linear if p in ctx.order), None)
+    if layer is None:
         return None
-    layer = next(iter(ctx.spec.flatten_linear))
     model = ctx.candidate()
     canonical = ctx.state[f"{layer}.weight"]
     var = model.get_layer(layer).kernel if ctx.framework == "keras" else _tf_layer(model, layer).weight
