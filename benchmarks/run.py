@@ -250,8 +250,16 @@ def onnx_section(args):
             failed = {source: error for source, error in paths.items() if not isinstance(error, Path)}
             if failed:
                 raise RuntimeError(f"ONNX export failed: {failed}")
-            counts = {source: _op_counts(onnx.load(str(path))) for source, path in paths.items()}
-            blocks.append(f"**{name}: ONNX nodes per op type** (opset from parity.onnx_utils)\n\n" + _counts_table(counts))
+            graphs = {source: onnx.load(str(path)) for source, path in paths.items()}
+            counts = {source: _op_counts(graph) for source, graph in graphs.items()}
+            same = _node_signature(graphs["keras"]) == _node_signature(graphs["tf"])
+            transposes = {s: [_transpose_context(g, n) for n in g.graph.node if n.op_type == "Transpose"]
+                          for s, g in graphs.items()}
+            del graphs
+            blocks.append(f"**{name}: ONNX nodes per op type**\n\n" + _counts_table(counts) + "\n\n"
+                          f"Keras and TF exports: {'the same' if same else 'different'} node sequence "
+                          f"(op types and attributes). Transposes: "
+                          + "; ".join(f"onnx:{s}: {', '.join(t) or 'none'}" for s, t in transposes.items()) + ".")
             sessions = {f"onnx:{source}": ort_session(path, threads=args.threads) for source, path in paths.items()}
             for batch in args.batches:
                 say(f"onnx: timing {name} batch {batch}")
@@ -268,6 +276,20 @@ def onnx_section(args):
             data[f"{name}/op_counts"] = counts
             del sessions
     return "\n\n".join(blocks), data
+
+
+def _node_signature(model) -> list:
+    import onnx
+    return [(n.op_type, sorted((a.name, str(onnx.helper.get_attribute_value(a))) for a in n.attribute))
+            for n in model.graph.node]
+
+
+def _transpose_context(model, node) -> str:
+    """'Transpose(perm) -> consumer op' for a Transpose node."""
+    import onnx
+    perm = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "perm"), None)
+    consumers = [n.op_type for n in model.graph.node if node.output[0] in n.input]
+    return f"Transpose{tuple(perm) if perm else ''} -> {', '.join(consumers) or 'output'}"
 
 
 def _op_counts(model) -> dict:

@@ -574,6 +574,9 @@ def export_worker() -> None:
     for source in request["sources"]:
         path = Path(request["directory"]) / f"{name}.{source}.onnx"
         try:
+            if source in ("keras", "tf"):  # refuse up front rather than be OOM-killed
+                from .onnx_utils import require_memory_for_tf2onnx
+                require_memory_for_tf2onnx(state, source)
             model = adapter(source).build(name, input_size=shape[1:])
             adapter(source).load_state_dict(model, state)
             adapter(source).export_onnx(model.eval() if source == "torch" else model, path, shape, spec.outputs)
