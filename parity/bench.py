@@ -31,6 +31,7 @@ import numpy as np
 from . import devices, registry, tolerance
 from .adapters import adapter
 from .calibrate import calibrated_torch_model, seeded_input
+from .onnx_utils import onnx_source_problem
 
 RUNTIMES = ("torch", "torch:channels_last", "torch:compile", "keras", "tf", "tf:xla",
             "onnx:torch", "onnx:keras", "onnx:tf")
@@ -318,15 +319,8 @@ class _Context:
 
 
 def _placement(framework, device):
-    """tf.device for the TensorFlow-backed runtimes; torch-backed ones place their tensors themselves."""
-    if framework == "torch" or (framework == "keras" and _keras_backend() == "torch"):
-        return contextlib.nullcontext()
-    return devices.placed(framework, device)
-
-
-def _keras_backend() -> str:
-    import keras
-    return keras.backend.backend()
+    """Keras and TF build and run under a device scope; torch models are moved explicitly."""
+    return contextlib.nullcontext() if framework == "torch" else devices.placed(framework, device)
 
 
 def _prepare(runtime, ctx) -> tuple[Callable[[], object], np.ndarray | None]:
@@ -452,8 +446,8 @@ def _prepare_keras_on_torch(ctx):
     """Keras 3 on the torch backend: the model is a torch module; the call runs in inference mode."""
     import keras
     import torch
-    devices.require("torch", ctx.device)  # devices.require("keras") asks TensorFlow, wrong on this backend
-    with keras.device("gpu:0" if ctx.device == "cuda" else "cpu:0"):
+    devices.require("keras", ctx.device)
+    with devices.placed("keras", ctx.device):
         model = _keras_model(ctx)
         x = keras.ops.convert_to_tensor(ctx.x.transpose(0, 2, 3, 1).copy())
     synchronize = torch.cuda.synchronize if ctx.device == "cuda" else (lambda: None)
@@ -509,13 +503,6 @@ def _prepare_onnx(source, ctx):
     session = ort_session(path, ctx.device, True if ctx.tf32 is None else ctx.tf32, ctx.threads)
     run_once = _onnx_runner(session, ctx)
     return run_once, _first_output_numpy(run_once())
-
-
-def onnx_source_problem(source) -> str | None:
-    """Why `source` cannot be exported here, or None."""
-    if source == "keras" and _keras_backend() != "tensorflow":
-        return f"ONNX export of Keras models needs the tensorflow backend (KERAS_BACKEND={_keras_backend()})"
-    return None
 
 
 # --- ONNX exports in a child process ------------------------------------------------------
@@ -654,7 +641,7 @@ def _uses(chosen, family):
 def _apply_tf32(tf32, chosen):
     if tf32 is None:
         return
-    frameworks = [f for f in ("torch", "tf") if _uses(chosen, f) or (f == "tf" and _uses(chosen, "keras"))]
+    frameworks = [f for f in ("torch", "keras", "tf") if _uses(chosen, f)]
     if frameworks:
         devices.set_tf32(tf32, tuple(frameworks))
 

@@ -9,6 +9,7 @@ import numpy as np
 from . import devices, registry, tolerance
 from .adapters import adapter
 from .calibrate import calibrated_torch_model, seeded_input
+from .onnx_utils import onnx_source_problem
 
 NATIVE_TARGETS = ("keras", "tf")
 ONNX_SOURCES = ("torch", "keras", "tf")
@@ -50,7 +51,7 @@ class ModelReport:
 
 def targets(frameworks=NATIVE_TARGETS, onnx=True):
     native = [f for f in frameworks if f != "torch"]
-    sources = [f for f in ("torch", *native) if f in ONNX_SOURCES] if onnx else []
+    sources = [f for f in ("torch", *native) if f in ONNX_SOURCES and not onnx_source_problem(f)] if onnx else []
     return native + [f"onnx:{f}" for f in sources]
 
 
@@ -82,6 +83,8 @@ def check(name: str, *, frameworks=NATIVE_TARGETS, onnx: bool = True, batch: int
         report.notes.append("reference output is degenerate (all-zero or non-finite)")
         report.passed = False
 
+    if onnx and "keras" in frameworks and onnx_source_problem("keras"):
+        report.notes.append(onnx_source_problem("keras"))
     built = {"torch": torch_model}  # each framework's model is built once, for its run and its export
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for target in targets(frameworks, onnx):

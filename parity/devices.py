@@ -6,40 +6,62 @@ class DeviceUnavailable(RuntimeError):
     pass
 
 
+def engine(framework: str) -> str:
+    """The runtime that executes a framework's ops: Keras runs on its backend's."""
+    if framework != "keras":
+        return framework
+    import keras
+    return {"tensorflow": "tf", "torch": "torch"}.get(keras.backend.backend(), keras.backend.backend())
+
+
 def require(framework: str, device: str) -> None:
     if device == "cpu":
         return
     if device != "cuda":
         raise ValueError(f"unknown device {device!r}; use cpu or cuda")
-    if framework == "torch":
+    runtime = engine(framework)
+    label = framework if runtime == framework else f"{framework} (on the {runtime} backend)"
+    if runtime == "torch":
         import torch
         if not torch.cuda.is_available():
-            raise DeviceUnavailable("torch: no CUDA device visible (CPU build or no GPU); refusing to run on the CPU")
-    elif framework in ("keras", "tf"):
+            raise DeviceUnavailable(f"{label}: torch sees no CUDA device (CPU build or no GPU); "
+                                    "refusing to run on the CPU")
+    elif runtime == "tf":
         import tensorflow as tf
         if not tf.config.list_physical_devices("GPU"):
-            raise DeviceUnavailable(f"{framework}: TensorFlow sees no GPU (tensorflow-cpu build or no CUDA); "
+            raise DeviceUnavailable(f"{label}: TensorFlow sees no GPU (tensorflow-cpu build or no CUDA); "
                                     "install cnn-parity[gpu]; refusing to run on the CPU")
+    else:
+        raise DeviceUnavailable(f"{label}: cnn-parity places Keras on the tensorflow or torch backend only")
 
 
 def set_tf32(enabled: bool, frameworks=("torch", "tf")) -> None:
     """Switch TF32 matmuls/convolutions on or off everywhere it applies (strict mode: off)."""
-    if "torch" in frameworks:
+    runtimes = {engine(f) for f in frameworks}
+    if "torch" in runtimes:
         import torch
         torch.backends.cuda.matmul.allow_tf32 = enabled
         torch.backends.cudnn.allow_tf32 = enabled
-    if "tf" in frameworks or "keras" in frameworks:
+    if "tf" in runtimes:
         import tensorflow as tf
         tf.config.experimental.enable_tensor_float_32_execution(enabled)
 
 
 @contextlib.contextmanager
 def placed(framework: str, device: str):
-    """Run Keras/TF ops on the asked device; torch models are moved by their adapter."""
+    """Build and run Keras/TF on the asked device, the CPU included (TF would pick a visible GPU
+    by itself); torch models are moved by their adapter."""
     require(framework, device)
-    if framework in ("keras", "tf") and device == "cuda":
+    if framework == "keras":
+        import keras
+        # On the torch backend an indexed "cpu:0" copies each new variable off its Parameter and
+        # integer variables (seed generators) then fail; plain "cpu"/"cuda" keep them in place.
+        name = device if engine("keras") == "torch" else {"cpu": "cpu:0", "cuda": "gpu:0"}[device]
+        with keras.device(name):
+            yield
+    elif framework == "tf":
         import tensorflow as tf
-        with tf.device("/GPU:0"):
+        with tf.device("/GPU:0" if device == "cuda" else "/CPU:0"):
             yield
     else:
         yield

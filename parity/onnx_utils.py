@@ -114,3 +114,13 @@ def session(path, device="cpu", tf32=False):
 
 def run(sess, x: np.ndarray) -> list[np.ndarray]:
     return sess.run(None, {"input": x})
+
+
+def onnx_source_problem(source) -> str | None:
+    """Why `source` cannot be exported to ONNX in this process, or None."""
+    if source == "keras":
+        import keras
+        if keras.backend.backend() != "tensorflow":
+            return (f"onnx:keras left out: Keras exports through tf2onnx, which needs KERAS_BACKEND=tensorflow "
+                    f"(this process runs Keras on {keras.backend.backend()})")
+    return None

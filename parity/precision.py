@@ -30,6 +30,7 @@ import numpy as np
 from . import registry, tolerance
 from .adapters import adapter
 from .calibrate import calibrated_torch_model, seeded_input
+from .onnx_utils import onnx_source_problem
 
 PRECISION_RUNTIMES = ("torch:autocast", "keras:mixed", "onnx:torch", "onnx:keras", "onnx:tf")
 LOW_DTYPES = ("fp16", "bf16")
@@ -220,14 +221,11 @@ def _keras_mixed(name, state, x, dtype, shape, device, timed):
     import keras
 
     from . import devices
-    def placement():  # the torch backend places tensors itself; tf.device would not apply
-        return contextlib.nullcontext() if keras.backend.backend() == "torch" else devices.placed("keras", device)
-
-    with keras_policy(dtype), placement():
+    with keras_policy(dtype), devices.placed("keras", device):
         model = adapter("keras").build(name, input_size=shape[1:])
         adapter("keras").load_state_dict(model, state)
     compute = {"fp16": "float16", "bf16": "bfloat16"}[dtype]
-    with placement():
+    with devices.placed("keras", device):
         try:
             outputs, seconds = timed(lambda: adapter("keras").run(model, x))
         except Exception as exc:
@@ -242,7 +240,7 @@ def _keras_mixed(name, state, x, dtype, shape, device, timed):
 
 def _exports(name, state, shape, dtype, runtimes, tmp) -> dict:
     """{source: fp32 export Path or error text}, made in one child process (parity.bench)."""
-    from .bench import export_in_subprocess, onnx_source_problem
+    from .bench import export_in_subprocess
     sources = [r.split(":")[1] for r in runtimes if r.startswith("onnx:")]
     sources = [s for s in sources if not onnx_source_problem(s)]
     if dtype != "fp16" or not sources:
@@ -252,7 +250,6 @@ def _exports(name, state, shape, dtype, runtimes, tmp) -> dict:
 
 def _onnx_fp16(source, exports, x, dtype, device, tmp, timed):
     from . import onnx_utils
-    from .bench import onnx_source_problem
     if dtype == "bf16":
         raise Unsupported("onnxruntime: no bf16 conversion (onnxconverter-common writes fp16 only) "
                           "and no bf16 convolution kernels")

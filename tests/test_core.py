@@ -1,6 +1,4 @@
 """Weight files, state errors, bad inputs, atomic writes."""
-import json
-
 import numpy as np
 import pytest
 

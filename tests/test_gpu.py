@@ -28,3 +28,18 @@ def test_runtimes_without_a_gpu_refuse_cuda_instead_of_falling_back():
         session("unused.onnx", device="cuda")
     with pytest.raises(DeviceUnavailable):
         parity.check("resnet18", size=32, device="cuda", onnx=False)
+
+
+@pytest.mark.gpu
+def test_keras_on_the_torch_backend_runs_on_cuda():
+    import json
+    import os
+    import subprocess
+    import sys
+    script = ("import json, parity; r = parity.check('resnet18', size=64, device='cuda', frameworks=('keras',), "
+              "onnx=False); print(json.dumps(r.to_json()))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "KERAS_BACKEND": "torch"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["passed"] and report["device"] == "cuda", report

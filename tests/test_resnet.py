@@ -87,7 +87,9 @@ def test_lossless_round_trip(name):
         assert back[key].dtype == state[key].dtype and np.array_equal(back[key], state[key]), key
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnext50_32x4d"])
+# resnext50's Keras/TF exports peak at ~13 GB in tf2onnx: slow. The grouped-conv export trap
+# is covered in the default run by tests/test_traps.py on a single layer.
+@pytest.mark.parametrize("name", ["resnet18", pytest.param("resnext50_32x4d", marks=pytest.mark.slow)])
 def test_onnx_from_all_three_frameworks(name):
     report = parity.check(name, size=64, batch=2)
     targets = {r.target: r for r in report.results}

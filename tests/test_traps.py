@@ -139,6 +139,25 @@ def test_grouped_conv_layout(x):
     assert not _close(_nchw(conv(_nhwc(x))), ref)
 
 
+def test_grouped_conv_exports_from_keras_as_one_onnx_conv(x, tmp_path):
+    """Keras' TF backend wraps grouped convs in a jit_compile function that tf2onnx cannot
+    convert; the export inlines it (parity.onnx_utils) into a single grouped Conv."""
+    import onnx
+
+    from keras_impl.layers import conv2d
+    from parity.adapters import adapter
+    from parity.onnx_utils import run, session
+    model, expected = _keras_apply(lambda t: conv2d(t, 12, 3, padding=1, groups=4, bias=False, name="g"), _nhwc(x))
+    path = tmp_path / "grouped.onnx"
+    adapter("keras").export_onnx(model, path, x.shape, ("features",))
+    graph = onnx.load(path).graph
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert len(convs) == 1 and onnx.helper.get_attribute_value(
+        next(a for a in convs[0].attribute if a.name == "group")) == 4
+    assert not [n for n in graph.node if n.op_type in ("Transpose", "Split", "Concat")]
+    assert _close(run(session(path), x)[0], _nchw(expected))
+
+
 # --- dilation ------------------------------------------------------------------------
 
 def test_dilated_conv(x):

@@ -1,5 +1,3 @@
-import numpy as np
-
 from .. import layouts
 from .base import Adapter, Slot, to_nchw_outputs, to_nhwc
 

@@ -1,7 +1,5 @@
 import contextlib
 
-import numpy as np
-
 from .. import layouts
 from .base import Adapter, Slot, to_nchw_outputs, to_nhwc
 
