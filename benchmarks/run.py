@@ -11,6 +11,7 @@ Sections (--sections, default all):
   onnx                the three ONNX exports in onnxruntime: spread and node counts per op type
   transfer            weight transfer time between every pair of frameworks (target < 0.5 s)
   bench               `parity bench` tables (every runtime of the model)
+  keras_torch         keras_impl on KERAS_BACKEND=torch vs torch_impl (`parity bench` in a child process)
   precision           fp16 / bf16 parity against the fp32 torch reference
 
     python benchmarks/run.py --models resnet50 --batches 1,8 --repeats 5 --threads 1 \\
@@ -40,7 +41,7 @@ import numpy as np  # noqa: E402
 from parity.bench import interleaved_timings, ort_session  # noqa: E402
 from parity.calibrate import calibrated_torch_model, seeded_input  # noqa: E402
 
-SECTIONS = ("torchvision", "keras_applications", "onnx", "transfer", "bench", "precision")
+SECTIONS = ("torchvision", "keras_applications", "onnx", "transfer", "bench", "keras_torch", "precision")
 MARKER = "<!-- benchmarks/run.py section {section}: {edge} -->"
 
 # keras.applications constructor -> (catalogue models timed against it, the catalogue model it converts to)
@@ -165,12 +166,10 @@ def _torch_call(model, x):
 
 def keras_applications_section(args):
     import keras
-    import tensorflow as tf
 
     from parity.adapters import adapter
     from parity.weights import from_keras_applications
-    blocks = [f"keras {keras.__version__}, TensorFlow {tf.__version__} backend; every model called through "
-              f"tf.function (training=False), NHWC input."]
+    blocks = [f"keras {keras.__version__}, {_keras_backend_line()}, NHWC input."]
     data = {}
     for name in args.models:
         if name not in KERAS_APPLICATIONS:
@@ -189,8 +188,8 @@ def keras_applications_section(args):
             models[f"keras_impl.{catalogue_name}"] = model
         for batch in args.batches:
             say(f"keras.applications: {constructor} batch {batch}")
-            x = tf.constant(seeded_input((batch, args.size, args.size, 3), 1))
-            runners = {label: _tf_call(model, x) for label, model in models.items()}
+            x = keras.ops.convert_to_tensor(seeded_input((batch, args.size, args.size, 3), 1))
+            runners = {label: _keras_call(model, x) for label, model in models.items()}
             seconds, _ = interleaved_timings(runners, args.repeats, args.warmup)
             rows = timed_rows(seconds, batch, f"keras.applications.{constructor}")
             agreement = _agreement(runners, constructor, same_weights)
@@ -210,7 +209,25 @@ def _convert(application, from_keras_applications):
         return None, None
 
 
-def _tf_call(model, x):
+def _keras_backend_line() -> str:
+    import keras
+    if keras.backend.backend() == "torch":
+        import torch
+        return f"torch {torch.__version__} backend; every model called eagerly under torch.inference_mode"
+    import tensorflow as tf
+    return f"TensorFlow {tf.__version__} backend; every model called through tf.function (training=False)"
+
+
+def _keras_call(model, x):
+    """A timed call returning numpy: tf.function on the TF backend, inference mode on torch."""
+    import keras
+    if keras.backend.backend() == "torch":
+        import torch
+
+        def call():
+            with torch.inference_mode():
+                return keras.ops.convert_to_numpy(model(x, training=False))
+        return call
     import tensorflow as tf
     function = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
     return lambda: function(x).numpy()
@@ -374,6 +391,47 @@ def bench_section(args):
     return "\n\n".join(blocks), data
 
 
+def keras_torch_section(args):
+    """keras_impl on KERAS_BACKEND=torch: `parity bench --frameworks torch,keras` and keras_impl vs
+    keras.applications, both on that backend. Keras picks its backend at import, so this section
+    runs in a child process (this script again) when the parent is on TensorFlow."""
+    if os.environ["KERAS_BACKEND"] != "torch":
+        return _in_torch_backend_child(args)
+    from parity.bench import OK, bench
+    blocks, data = [], {}
+    for name in args.models:
+        for batch in args.batches:
+            say(f"keras_torch: bench {name} batch {batch}")
+            result = bench(name, frameworks=("torch", "keras"), batch=batch, size=args.size, repeats=args.repeats,
+                           warmup=args.warmup, compile=False, threads=args.threads)
+            rows = [(r.runtime + (" (Keras on torch)" if r.runtime == "keras" else ""), f"{r.throughput:.1f}",
+                     f"{r.latency_ms:.1f}", f"{r.ratio:.2f}", f"{r.error_vs_torch:.1e}")
+                    for r in result.runtimes if r.status == OK]
+            blocks.append(f"**parity bench {name} --frameworks torch,keras --batch {batch}** (KERAS_BACKEND=torch)"
+                          f"\n\n" + md_table(("runtime", "img/s", "median ms", "vs torch", "error vs torch"), rows))
+            data[f"{name}/b{batch}"] = result.to_json()
+            release()
+    text, applications = keras_applications_section(args)
+    data["keras_applications"] = applications
+    return "\n\n".join(blocks + [text]), data
+
+
+def _in_torch_backend_child(args):
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "keras_torch.json"
+        command = [sys.executable, __file__, "--sections", "keras_torch", "--models", ",".join(args.models),
+                   "--batches", ",".join(map(str, args.batches)), "--size", str(args.size),
+                   "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--json", str(out)]
+        command += ["--threads", str(args.threads)] if args.threads else []
+        done = subprocess.run(command, env={**os.environ, "KERAS_BACKEND": "torch"})
+        if done.returncode != 0:
+            raise RuntimeError(f"the KERAS_BACKEND=torch child failed with exit status {done.returncode}")
+        section = json.loads(out.read_text())["keras_torch"]
+    return section["text"], section["data"]
+
+
 def precision_section(args):
     from parity.precision import check_precision
     rows, data = [], {}
@@ -448,9 +506,11 @@ def apply_threads(threads):
     """Intra-op threads for torch and TensorFlow, before TF starts (onnxruntime: per session)."""
     if not threads:
         return
-    import tensorflow as tf
     import torch
     torch.set_num_threads(threads)
+    if os.environ["KERAS_BACKEND"] == "torch":  # the keras_torch child needs no TensorFlow
+        return
+    import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
@@ -460,10 +520,11 @@ def main(argv=None) -> int:
     apply_threads(args.threads)
     runners = {"torchvision": torchvision_section, "keras_applications": keras_applications_section,
                "onnx": onnx_section, "transfer": transfer_section, "bench": bench_section,
-               "precision": precision_section}
+               "keras_torch": keras_torch_section, "precision": precision_section}
     titles = {"torchvision": "torch_impl vs torchvision", "keras_applications": "keras_impl vs keras.applications",
               "onnx": "The three ONNX exports in onnxruntime", "transfer": "Weight transfer",
-              "bench": "parity bench (every runtime)", "precision": "fp16 / bf16 parity"}
+              "bench": "parity bench (every runtime)", "keras_torch": "Keras on the torch backend",
+              "precision": "fp16 / bf16 parity"}
     payload = {}
     for section in args.sections:
         machine, began = machine_line(args), time.perf_counter()
@@ -471,7 +532,7 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - began
         say(f"{section} done in {seconds:.0f} s")
         body = f"### {titles[section]}\n\n_Machine: {machine}; section took {seconds:.0f} s._\n\n{text}"
-        payload[section] = {"machine": machine, "seconds": seconds, "data": data}
+        payload[section] = {"machine": machine, "seconds": seconds, "text": text, "data": data}
         print(f"\n{body}\n", flush=True)
         if args.markdown:
             write_markdown(Path(args.markdown), section, body)
