@@ -43,6 +43,9 @@ from parity.calibrate import calibrated_torch_model, seeded_input  # noqa: E402
 
 SECTIONS = ("torchvision", "keras_applications", "onnx", "transfer", "bench", "keras_torch", "precision")
 MARKER = "<!-- benchmarks/run.py section {section}: {edge} -->"
+# A second instance of the reference, same weights, timed with the rest: its ratio is the
+# noise floor of the comparison on this machine (an A/A test).
+A_A = "reference again (A/A control)"
 
 # keras.applications constructor -> (catalogue models timed against it, the catalogue model it converts to)
 KERAS_APPLICATIONS = {
@@ -117,6 +120,8 @@ def import_torchvision():
 
 
 def torchvision_section(args):
+    import copy
+
     import torch
     torchvision, note = import_torchvision()
     say(note)
@@ -133,6 +138,7 @@ def torchvision_section(args):
             x_cl = x.contiguous(memory_format=torch.channels_last)
             impl_cl, reference_cl = _channels_last(impl), _channels_last(reference)
             runners = {"torch_impl": _torch_call(impl, x), "torchvision": _torch_call(reference, x),
+                       A_A: _torch_call(copy.deepcopy(reference), x),
                        "torch_impl channels_last": _torch_call(impl_cl, x_cl),
                        "torchvision channels_last": _torch_call(reference_cl, x_cl)}
             difference = float((runners["torch_impl"]() - runners["torchvision"]()).abs().max())
@@ -178,7 +184,10 @@ def keras_applications_section(args):
         application = getattr(keras.applications, constructor)(weights=None, classifier_activation=None,
                                                                 input_shape=(args.size, args.size, 3))
         converted_name, state = _convert(application, from_keras_applications)
-        models = {f"keras.applications.{constructor}": application}
+        control = getattr(keras.applications, constructor)(weights=None, classifier_activation=None,
+                                                            input_shape=(args.size, args.size, 3))
+        control.set_weights(application.get_weights())
+        models = {f"keras.applications.{constructor}": application, A_A: control}
         same_weights = {}
         for catalogue_name in ours:
             model = adapter("keras").build(catalogue_name, input_size=(3, args.size, args.size))
@@ -197,7 +206,7 @@ def keras_applications_section(args):
                           + md_table(("contender", "median ms", "img/s", f"vs keras.applications.{constructor}"),
                                      rows))
             data[f"{constructor}/b{batch}"] = {"rows": rows, "same_weights": same_weights}
-        del models, application
+        del models, application, control
         release()
     return "\n\n".join(blocks), data
 

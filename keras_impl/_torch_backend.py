@@ -6,7 +6,9 @@ variable path ("layer1.0.conv1/kernel"), and torch refuses "." in parameter name
 building any keras_impl model there raised KeyError. We register the parameters under the
 same path with "." spelled "::". Paths without a dot keep their key, so any model Keras
 already accepted is registered exactly as before; layer names, variable paths, saving and
-loading are untouched. Applied once, on the torch backend only (keras_impl/__init__.py).
+loading are untouched. Applied once, on the torch backend only (keras_impl/__init__.py),
+and only while Keras still refuses a dotted layer name (a Keras that accepts them is left
+alone).
 """
 
 DOT = "::"
@@ -16,12 +18,24 @@ def parameter_key(variable) -> str:
     return variable.path.replace(".", DOT)
 
 
-def accept_dotted_layer_names() -> None:
+def keras_refuses_dotted_names() -> bool:
+    import keras
+    try:
+        keras.layers.Dense(1, name="probe.dotted.name").build((None, 1))
+        return False
+    except KeyError:
+        return True
+
+
+def accept_dotted_layer_names() -> bool:
+    """Patch Keras' TorchLayer if it needs it; True when the fix is in place."""
     import torch
     from keras.src.backend.torch.layer import TorchLayer
 
     if getattr(TorchLayer, "_cnn_parity_dotted_names", False):
-        return
+        return True
+    if not keras_refuses_dotted_names():
+        return False
 
     def _track_variables(self):
         self._torch_params = torch.nn.ParameterDict({parameter_key(v): v.value for v in self.variables})
@@ -38,3 +52,4 @@ def accept_dotted_layer_names() -> None:
     TorchLayer._post_track_variable = _post_track_variable
     TorchLayer._post_untrack_variable = _post_untrack_variable
     TorchLayer._cnn_parity_dotted_names = True
+    return True

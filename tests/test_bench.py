@@ -212,6 +212,8 @@ _TORCH_BACKEND_SCRIPT = textwrap.dedent("""
 
     accepted_before = plain_keras_accepts_dots()
     import parity, keras_impl
+    from keras.src.backend.torch.layer import TorchLayer
+    fix_applied = getattr(TorchLayer, "_cnn_parity_dotted_names", False)
     model = parity.build("resnet18", framework="keras", input_size=(3, 64, 64))
     keys = [k for k, _ in model.named_parameters()]
     checks = {name: parity.check(name, frameworks=("keras",), onnx=False, batch=2, size=size).to_json()
@@ -220,6 +222,7 @@ _TORCH_BACKEND_SCRIPT = textwrap.dedent("""
     from parity.devices import engine
     print(json.dumps({"backend": keras.backend.backend(), "is_torch_module": isinstance(model, torch.nn.Module),
                       "tensorflow_imported": "tensorflow" in sys.modules, "plain_keras_accepts_dots": accepted_before,
+                      "fix_applied": fix_applied,
                       "parameter_keys": keys, "variables": len(model.variables),
                       "dotted_layer_names": sum("." in layer.name for layer in model.layers), "checks": checks,
                       "default_targets": targets(), "keras_engine": engine("keras")}))
@@ -257,13 +260,15 @@ def test_dotted_layer_names_register_every_variable_with_torch(torch_backend_run
     run = torch_backend_run
     assert run["dotted_layer_names"] > 0  # the layer names stay torch module paths
     assert len(run["parameter_keys"]) == run["variables"]
-    assert any(key.endswith(".layer1::0::conv1/kernel") for key in run["parameter_keys"])
+    if run["fix_applied"]:
+        assert any(key.endswith(".layer1::0::conv1/kernel") for key in run["parameter_keys"])
 
 
-def test_keras_still_needs_the_dotted_name_fix(torch_backend_run):
-    """A canary: when Keras' torch backend accepts dotted layer names by itself, drop
-    keras_impl/_torch_backend.py and this test."""
-    assert not torch_backend_run["plain_keras_accepts_dots"]
+def test_the_dotted_name_fix_is_applied_exactly_when_keras_needs_it(torch_backend_run):
+    """Keras 3.15 refuses dotted names on the torch backend; once a Keras accepts them, keras_impl
+    leaves TorchLayer alone (and keras_impl/_torch_backend.py can go)."""
+    run = torch_backend_run
+    assert run["fix_applied"] == (not run["plain_keras_accepts_dots"])
 
 
 # --- GPU ----------------------------------------------------------------------------------
