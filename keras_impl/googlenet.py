@@ -11,7 +11,7 @@ inference, as torch does.
 import keras
 from keras import layers, ops
 
-from .layers import batch_norm, conv2d, max_pool, relu
+from .layers import AdaptiveAvgPool2D, batch_norm, conv2d, max_pool, relu
 
 BLOCKS = {  # name: (ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj)
     "inception3a": (64, 96, 128, 16, 32, 32),
@@ -53,34 +53,6 @@ class LocalResponseNorm(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}
-
-
-@keras.saving.register_keras_serializable(package="cnn_parity")
-class AdaptiveAvgPool2D(layers.Layer):
-    """torch.nn.AdaptiveAvgPool2d: bin i spans [floor(i*H/out), ceil((i+1)*H/out)); static H, W."""
-
-    def __init__(self, output_size, **kwargs):
-        super().__init__(**kwargs)
-        self.output_size = tuple(output_size)
-
-    def call(self, x):
-        (out_h, out_w), h, w = self.output_size, x.shape[1], x.shape[2]
-        if h is None or w is None:
-            raise ValueError(f"{self.name}: adaptive pooling needs a static input size; got {tuple(x.shape)}")
-        rows = [ops.mean(x[:, a:b], axis=1, keepdims=True) for a, b in _bins(h, out_h)]
-        x = ops.concatenate(rows, axis=1)
-        cols = [ops.mean(x[:, :, a:b], axis=2, keepdims=True) for a, b in _bins(w, out_w)]
-        return ops.concatenate(cols, axis=2)
-
-    def compute_output_shape(self, shape):
-        return (shape[0], *self.output_size, shape[3])
-
-    def get_config(self):
-        return {**super().get_config(), "output_size": self.output_size}
-
-
-def _bins(size, out):
-    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
 
 
 @keras.saving.register_keras_serializable(package="cnn_parity")

@@ -72,3 +72,47 @@ def global_avg_pool(x, *, name):
     cancel its layout transpose; GlobalAveragePooling2D alone leaves one in the ONNX graph."""
     x = layers.GlobalAveragePooling2D(keepdims=True, name=name)(x)
     return layers.Flatten(name=f"{name}_flatten")(x)
+
+
+def adaptive_bins(size, bins):
+    """torch's AdaptiveAvgPool bins: [floor(i*size/bins), ceil((i+1)*size/bins)) for each i."""
+    return [((i * size) // bins, -(-((i + 1) * size) // bins)) for i in range(bins)]
+
+
+@keras.saving.register_keras_serializable(package="cnn_parity")
+class AdaptiveAvgPool2D(layers.Layer):
+    """torch.nn.AdaptiveAvgPool2d on NHWC, with torch's bin boundaries.
+
+    Bins overlap and differ in size when the input does not divide the output, so no single
+    average pool expresses it: each axis is averaged bin by bin. H and W may be unknown
+    while the graph is built; the bins then follow the runtime size.
+    """
+
+    def __init__(self, output_size, **kwargs):
+        super().__init__(**kwargs)
+        self.output_size = _pair(output_size)
+
+    def call(self, x):
+        _, h, w, _ = ops.shape(x)  # ints when static, scalar tensors in a graph of unknown size
+        oh, ow = self.output_size
+        if isinstance(h, int) and isinstance(w, int) and h % oh == 0 and w % ow == 0:
+            window = (h // oh, w // ow)
+            return x if window == (1, 1) else ops.average_pool(x, window, window, padding="valid")
+        return _mean_over_bins(_mean_over_bins(x, 1, h, oh), 2, w, ow)
+
+    def compute_output_shape(self, shape):
+        return (shape[0], *self.output_size, shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "output_size": self.output_size}
+
+
+def _mean_over_bins(x, axis, size, bins):
+    if isinstance(size, int) and size == bins:
+        return x
+    parts = []
+    for start, end in adaptive_bins(size, bins):
+        window = [slice(None)] * 4
+        window[axis] = slice(start, end)
+        parts.append(ops.mean(x[tuple(window)], axis=axis, keepdims=True))
+    return ops.concatenate(parts, axis=axis)

@@ -8,8 +8,7 @@ Flatten is NHWC-native: classifier.0's kernel is permuted in transfer (catalogue
 import keras
 from keras import layers
 
-from .alexnet import AdaptiveAvgPool2D
-from .layers import batch_norm, conv2d, max_pool, relu
+from .layers import AdaptiveAvgPool2D, batch_norm, conv2d, max_pool, relu
 
 CONFIGS = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],

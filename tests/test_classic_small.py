@@ -271,7 +271,7 @@ def _torch_adaptive(x_nchw, out):
 def test_adaptive_avg_pool_matches_torch_bins(h, w, out, rng):
     import tensorflow as tf
 
-    from keras_impl.alexnet import AdaptiveAvgPool2D
+    from keras_impl.layers import AdaptiveAvgPool2D
     from tf_impl.layers import adaptive_avg_pool2d
 
     x = rng.standard_normal((2, 5, h, w), dtype=np.float32)
@@ -285,7 +285,7 @@ def test_adaptive_avg_pool_matches_torch_bins(h, w, out, rng):
 def test_keras_adaptive_pool_follows_the_runtime_size_in_a_graph(rng):
     import tensorflow as tf
 
-    from keras_impl.alexnet import AdaptiveAvgPool2D
+    from keras_impl.layers import AdaptiveAvgPool2D
     layer = AdaptiveAvgPool2D(7)
     graph = tf.function(layer, input_signature=[tf.TensorSpec([None, None, None, 4], tf.float32)])
     for h, w in [(10, 13), (2, 3), (14, 21)]:

@@ -158,6 +158,32 @@ def test_grouped_conv_exports_from_keras_as_one_onnx_conv(x, tmp_path):
     assert _close(run(session(path), x)[0], _nchw(expected))
 
 
+@pytest.mark.parametrize("padding_value", ["-inf", "zero"])
+def test_max_pool_padding_folds_into_the_onnx_max_pool_only_when_it_is_minus_inf(tmp_path, padding_value):
+    """torch exports MaxPool(pads=...); Keras/TF pad with -inf and pool VALID. The export folds
+    that Pad into the MaxPool (same op as torch's); a zero Pad (keras.applications' v2 stem)
+    must stay, because zero and -inf padding differ on negative inputs."""
+    import keras
+    import onnx
+
+    from keras_impl.layers import max_pool
+    from parity.adapters import adapter
+    from parity.onnx_utils import run, session
+    x = -1.0 - np.random.default_rng(5).random((2, 4, 9, 9), dtype=np.float32)  # all negative
+
+    def build(t):
+        if padding_value == "zero":
+            return keras.layers.MaxPooling2D(3, 2)(keras.layers.ZeroPadding2D(1)(t))
+        return max_pool(t, 3, 2, padding=1, name="pool")
+
+    model, expected = _keras_apply(build, _nhwc(x))
+    path = tmp_path / "pool.onnx"
+    adapter("keras").export_onnx(model, path, x.shape, ("features",))
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert ops.count("Pad") == (0 if padding_value == "-inf" else 1), ops
+    assert _close(run(session(path), x)[0], _nchw(expected))
+
+
 # --- dilation ------------------------------------------------------------------------
 
 def test_dilated_conv(x):
