@@ -190,7 +190,8 @@ def keras_applications_section(args):
         models = {f"keras.applications.{constructor}": application, A_A: control}
         same_weights = {}
         for catalogue_name in ours:
-            model = adapter("keras").build(catalogue_name, input_size=(3, args.size, args.size))
+            model = adapter("keras").build(catalogue_name, input_size=(3, args.size, args.size),
+                                           input_shape=(args.size, args.size, 3))  # static, as the reference
             if catalogue_name == converted_name:
                 adapter("keras").load_state_dict(model, state)
             same_weights[catalogue_name] = catalogue_name == converted_name

