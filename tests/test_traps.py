@@ -58,6 +58,22 @@ def test_stride2_conv_pads_symmetrically(x):
     assert same.shape == (2, 8, 8, 4) and not _close(_nchw(same), ref)
 
 
+@pytest.mark.parametrize("kernel, padding, dilation, uses_same", [
+    (3, 1, 1, True), ((1, 7), (0, 3), 1, True), (3, 2, 2, True),  # "same" is torch's padding here
+    (3, 2, 1, False), (2, 1, 1, False), (4, 2, 2, False),  # it is not: explicit ZeroPadding2D
+])
+def test_stride1_conv_uses_same_only_where_it_pads_symmetrically(x, kernel, padding, dilation, uses_same):
+    from keras_impl.layers import conv2d
+    torch.manual_seed(1)
+    ref_conv = nn.Conv2d(8, 4, kernel, padding=padding, dilation=dilation, bias=False)
+    ref = ref_conv(torch.from_numpy(x)).detach().numpy()
+    model, _ = _keras_apply(lambda t: conv2d(t, 4, kernel, padding=padding, dilation=dilation, bias=False,
+                                             name="c"), _nhwc(x))
+    model.get_layer("c").kernel.assign(layouts.from_canonical("conv", ref_conv.weight.detach().numpy()))
+    assert (model.get_layer("c").padding == "same") == uses_same
+    assert _close(_nchw(model(_nhwc(x), training=False)), ref)
+
+
 # --- max-pool padding is -inf --------------------------------------------------------
 
 def test_maxpool_padding_is_negative_infinity(x):
