@@ -287,22 +287,51 @@ def onnx_section(args):
                           f"Keras and TF exports: {'the same' if same else 'different'} node sequence "
                           f"(op types and attributes). Transposes: "
                           + "; ".join(f"onnx:{s}: {', '.join(t) or 'none'}" for s, t in transposes.items()) + ".")
+            kernels = _optimized_op_sequences(paths, Path(tmp))
+            same_kernels = len({tuple(sorted(ops)) for ops in kernels.values()}) == 1
+            blocks.append("After onnxruntime's own optimization (ORT_ENABLE_ALL, CPU) the three graphs "
+                          + (f"run the same {len(kernels['torch'])} kernels (op types and counts)." if same_kernels else
+                             "differ: " + "; ".join(f"onnx:{s}: {_count_line(o)}" for s, o in kernels.items()) + "."))
             sessions = {f"onnx:{source}": ort_session(path, threads=args.threads) for source, path in paths.items()}
+            sessions[A_A] = ort_session(paths["torch"], threads=args.threads)
+            repeats = max(args.repeats, 15)  # onnxruntime calls are short: more repeats, steadier medians
             for batch in args.batches:
                 say(f"onnx: timing {name} batch {batch}")
                 x = seeded_input((batch, *shape[1:]), 1)
                 runners = {label: (lambda s=s: s.run(None, {"input": x})) for label, s in sessions.items()}
-                seconds, _ = interleaved_timings(runners, args.repeats, args.warmup)
-                medians = {label: median_ms(times) for label, times in seconds.items()}
+                seconds, _ = interleaved_timings(runners, repeats, args.warmup)
+                medians = {label: median_ms(times) for label, times in seconds.items() if label != A_A}
                 spread = (max(medians.values()) - min(medians.values())) / min(medians.values())
+                control = abs(median_ms(seconds[A_A]) - medians["onnx:torch"]) / medians["onnx:torch"]
                 rows = timed_rows(seconds, batch, "onnx:torch")
-                blocks.append(f"**{name}**, batch {batch}: spread of the three exports (max-min)/min = "
-                              f"**{spread:.1%}**\n\n" + md_table(("export", "median ms", "img/s", "vs onnx:torch"),
-                                                                rows))
-                data[f"{name}/b{batch}"] = {"rows": rows, "spread": spread}
+                blocks.append(f"**{name}**, batch {batch}, median of {repeats}: spread of the three exports "
+                              f"(max-min)/min = **{spread:.1%}**; the same onnx:torch file in a second session "
+                              f"differs by {control:.1%} (A/A control)\n\n"
+                              + md_table(("export", "median ms", "img/s", "vs onnx:torch"), rows))
+                data[f"{name}/b{batch}"] = {"rows": rows, "spread": spread, "a_a": control}
+            data[f"{name}/same_kernels"] = same_kernels
             data[f"{name}/op_counts"] = counts
             del sessions
     return "\n\n".join(blocks), data
+
+
+def _count_line(ops) -> str:
+    return ", ".join(f"{op.split(':')[-1]} {ops.count(op)}" for op in sorted(set(ops)))
+
+
+def _optimized_op_sequences(paths, directory) -> dict:
+    """{source: [op type, ...]} of each export as onnxruntime optimizes it for the CPU."""
+    import onnx
+    import onnxruntime as ort
+    sequences = {}
+    for source, path in paths.items():
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # it warns that an ENABLE_ALL graph is hardware specific: known
+        options.optimized_model_filepath = str(directory / f"{source}.optimized.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        sequences[source] = [f"{n.domain}:{n.op_type}" for n in onnx.load(options.optimized_model_filepath).graph.node]
+    return sequences
 
 
 def _node_signature(model) -> list:

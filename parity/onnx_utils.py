@@ -60,6 +60,10 @@ def fold_pads_into_max_pools(graph) -> int:
         folded.append(pad)
     for pad in folded:
         graph.node.remove(pad)
+    used = {name for node in graph.node for name in node.input}
+    orphans = {name for pad in folded for name in pad.input[1:]} - used
+    for tensor in [t for t in graph.initializer if t.name in orphans]:
+        graph.initializer.remove(tensor)
     return len(folded)
 
 

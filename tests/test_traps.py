@@ -195,8 +195,11 @@ def test_max_pool_padding_folds_into_the_onnx_max_pool_only_when_it_is_minus_inf
     model, expected = _keras_apply(build, _nhwc(x))
     path = tmp_path / "pool.onnx"
     adapter("keras").export_onnx(model, path, x.shape, ("features",))
-    ops = [n.op_type for n in onnx.load(path).graph.node]
+    graph = onnx.load(path).graph
+    ops = [n.op_type for n in graph.node]
     assert ops.count("Pad") == (0 if padding_value == "-inf" else 1), ops
+    used = {name for node in graph.node for name in node.input}
+    assert all(t.name in used for t in graph.initializer)  # the folded Pad's constants went with it
     assert _close(run(session(path), x)[0], _nchw(expected))
 
 
