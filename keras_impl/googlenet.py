@@ -68,6 +68,11 @@ class AuxOutputsModel(keras.Model):
         # not tracked as a sub-model: it shares every layer with this model
         object.__setattr__(self, "_logits_model", keras.Model(self.input, self.outputs[0]))
 
+    @property
+    def inference_model(self):
+        """The logits-only view: the layers inference runs (the auxiliary heads are not among them)."""
+        return self._logits_model
+
     def call(self, inputs, training=None, mask=None):
         if training:
             return tuple(super().call(inputs, training=True, mask=mask))

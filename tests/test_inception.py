@@ -469,3 +469,13 @@ def test_inception_v3_training_outputs_order():
 def test_keras_inception_v3_rejects_static_size_too_small_for_aux():
     with pytest.raises(ValueError, match="AuxLogits"):
         parity.build("inception_v3", framework="keras", input_shape=(75, 75, 3))
+
+
+def test_keras_layer_probe_follows_the_inference_graph():
+    """The auxiliary head cannot run on an 80x80 input (its 5x5 conv sees a 0x0 map) and does not
+    run in inference: `parity diagnose`/`selftest` probe only the layers inference uses."""
+    from parity.adapters import adapter
+    from parity.calibrate import seeded_input
+    model = parity.build("inception_v3", framework="keras", input_size=(3, 80, 80))
+    outputs = adapter("keras").layer_outputs(model, seeded_input((1, 3, 80, 80), 1))
+    assert "Mixed_7c.branch_pool.conv" in outputs and not any(k.startswith("AuxLogits") for k in outputs)

@@ -57,8 +57,9 @@ class KerasAdapter(Adapter):
         from keras import ops
 
         self.check_input(model, x_nchw)
-        weighted = [layer for layer in model.layers if layer.weights]
-        probe = keras.Model(model.inputs, [layer.output for layer in weighted])
+        inference = getattr(model, "inference_model", model)  # aux heads do not run (and may not fit) here
+        weighted = [layer for layer in inference.layers if layer.weights]
+        probe = keras.Model(inference.inputs, [layer.output for layer in weighted])
         outs = probe(to_nhwc(x_nchw), training=False)
         return dict(zip([layer.name for layer in weighted], to_nchw_outputs([ops.convert_to_numpy(o) for o in outs])))
 
