@@ -14,11 +14,7 @@ skip is zero-padded (PadToMatch), floor(diff/2) top/left and the rest bottom/rig
 import keras
 from keras import layers, ops
 
-from .layers import batch_norm, conv2d, relu
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
+from .layers import _pair, batch_norm, conv2d, relu
 
 
 @keras.saving.register_keras_serializable(package="cnn_parity")

@@ -304,7 +304,7 @@ class _Context:
         """A model of `framework` on the CPU (or GPU for Keras/TF) holding the shared state."""
         key = (framework, "fp32")
         if key not in self.models:
-            with _placement(framework, self.device):
+            with devices.placed(framework, self.device):
                 model = _build(framework, self.name, self.shape)
                 adapter(framework).load_state_dict(model, self.state)
             self.models[key] = model.eval() if framework == "torch" else model
@@ -316,11 +316,6 @@ class _Context:
         if "keras" in sys.modules:
             sys.modules["keras"].backend.clear_session()
         gc.collect()
-
-
-def _placement(framework, device):
-    """Keras and TF build and run under a device scope; torch models are moved explicitly."""
-    return contextlib.nullcontext() if framework == "torch" else devices.placed(framework, device)
 
 
 def _prepare(runtime, ctx) -> tuple[Callable[[], object], np.ndarray | None]:
@@ -444,7 +439,7 @@ def _keras_model(ctx):
     if ctx.dtype == "fp32":
         return ctx.fp32_model("keras")
     from .precision import keras_policy
-    with keras_policy(ctx.dtype), _placement("keras", ctx.device):
+    with keras_policy(ctx.dtype), devices.placed("keras", ctx.device):
         model = _build("keras", ctx.name, ctx.shape)
         adapter("keras").load_state_dict(model, ctx.state)
     return model

@@ -83,8 +83,9 @@ def check(name: str, *, frameworks=NATIVE_TARGETS, onnx: bool = True, batch: int
         report.notes.append("reference output is degenerate (all-zero or non-finite)")
         report.passed = False
 
-    if onnx and "keras" in frameworks and onnx_source_problem("keras"):
-        report.notes.append(onnx_source_problem("keras"))
+    keras_export_problem = onnx_source_problem("keras") if onnx and "keras" in frameworks else None
+    if keras_export_problem:
+        report.notes.append(keras_export_problem)
     built = {"torch": torch_model}  # each framework's model is built once, for its run and its export
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for target in targets(frameworks, onnx):
