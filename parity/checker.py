@@ -74,11 +74,14 @@ def check(name: str, *, frameworks=NATIVE_TARGETS, onnx: bool = True, batch: int
     state = adapter("torch").state_dict(torch_model)
     x = seeded_input(shape, seed + 1)
     reference = adapter("torch").run(torch_model.to(device), x, device=device)
-    report.reference_noise = _reference_noise(torch_model, x, reference)
+    report.reference_noise = tolerance.reference_noise(torch_model, x, reference)
     policy, tol = tol, tolerance.effective(tol, report.reference_noise)
     if tol > policy:
         report.notes.append(f"reference noise {report.reference_noise:.1e} (torch fp32 vs fp64) exceeds the "
                             f"policy {policy:.0e}: judged at {tolerance.NOISE_FACTOR:g} x noise = {tol:.1e}")
+    if unusable := tolerance.unusable_reference(policy, report.reference_noise):
+        report.notes.append(unusable)
+        report.passed = False
     if not all(np.isfinite(r).all() and np.abs(r).max() > 1e-6 for r in reference):
         report.notes.append("reference output is degenerate (all-zero or non-finite)")
         report.passed = False
@@ -104,19 +107,6 @@ def check(name: str, *, frameworks=NATIVE_TARGETS, onnx: bool = True, batch: int
     _release_framework_memory()
     report.passed = report.passed and all(r.passed for r in report.results)
     return report
-
-
-def _reference_noise(torch_model, x, reference):
-    """How far torch's own fp32 output is from the same model in fp64 (worst output)."""
-    import copy
-
-    import torch
-    exact = copy.deepcopy(torch_model).cpu().double().eval()
-    with torch.inference_mode():
-        out = exact(torch.from_numpy(x).double())
-    out = list(out.values()) if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else [out]
-    del exact
-    return max(tolerance.measure(r, o.numpy()).normalized for r, o in zip(reference, out))
 
 
 def _reference_model(name, weights, seed, input_size):

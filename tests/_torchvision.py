@@ -1,0 +1,43 @@
+"""torchvision's model code beside the pinned CPU torch, as an external reference.
+
+torchvision's PyPI wheel matching torch 2.13 (0.28.0) is a CUDA build; installed with
+`pip install --no-deps --target .venv/torchvision torchvision==0.28.0` (what .ci/run does)
+its C++ ops cannot load against the CPU torch, and its import fails while registering fake
+kernels for `torchvision::nms`/`qnms`. Its classification models are pure Python and use
+no custom op: declaring those two op schemas lets it import.
+"""
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# Where .ci/run installs it; PARITY_TORCHVISION_PATH points elsewhere.
+DEFAULT_TARGET = REPO / ".venv" / "torchvision"
+
+
+def target_dir() -> Path:
+    return Path(os.environ.get("PARITY_TORCHVISION_PATH", DEFAULT_TARGET))
+
+
+def import_torchvision():
+    """torchvision, or None when it is neither importable nor installed beside the venv."""
+    target = target_dir()
+    if target.is_dir() and str(target) not in sys.path:
+        sys.path.append(str(target))
+    try:
+        import torchvision
+        return torchvision
+    except ImportError:
+        return None
+    except RuntimeError as exc:
+        if "torchvision::" not in str(exc):
+            raise
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]
+    import torch
+    library = torch.library.Library("torchvision", "DEF")
+    library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    import torchvision
+    torchvision._parity_schema_library = library  # the schemas live as long as the module
+    return torchvision
