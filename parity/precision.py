@@ -18,7 +18,6 @@ The threshold is the brief's: fp16 1e-2, bf16 5e-2 (normalized error).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import tempfile
 import time
@@ -30,11 +29,12 @@ import numpy as np
 from . import registry, tolerance
 from .adapters import adapter
 from .calibrate import calibrated_torch_model, seeded_input
+from .exports import export_in_subprocess
+from .lowprecision import KERAS_POLICY, Unsupported, convert_onnx_to_fp16, keras_policy, torch_dtype
 from .onnx_utils import onnx_source_problem
 
 PRECISION_RUNTIMES = ("torch:autocast", "keras:mixed", "onnx:torch", "onnx:keras", "onnx:tf")
 LOW_DTYPES = ("fp16", "bf16")
-_KERAS_POLICY = {"fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
 
 
 @dataclass
@@ -69,49 +69,6 @@ class PrecisionReport:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-class Unsupported(Exception):
-    """The runtime cannot compute in this dtype here; the message says why."""
-
-
-# --- helpers other modules use ----------------------------------------------------------
-
-@contextlib.contextmanager
-def keras_policy(dtype: str):
-    """Build Keras layers under the mixed precision policy of `dtype`; the old policy comes back after."""
-    import keras
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(_KERAS_POLICY[dtype])
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
-def convert_onnx_to_fp16(source, destination) -> Path:
-    """An fp16 copy of an fp32 ONNX file; the input and outputs stay fp32 (casts inside)."""
-    import warnings
-
-    import onnx
-    try:
-        from onnxconverter_common import float16
-    except ImportError:
-        raise Unsupported("onnxruntime fp16 needs onnxconverter-common (pip install onnxconverter-common)") from None
-
-    from .io import atomic_path
-    with warnings.catch_warnings():  # one warning per constant clipped to the fp16 range
-        warnings.simplefilter("ignore", UserWarning)
-        model = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
-    with atomic_path(destination) as tmp:
-        onnx.save(model, str(tmp))
-        onnx.checker.check_model(str(tmp), full_check=True)
-    return Path(destination)
-
-
-def torch_dtype(dtype: str):
-    import torch
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
 
 
 # --- the check --------------------------------------------------------------------------
@@ -229,7 +186,7 @@ def _keras_mixed(name, state, x, dtype, shape, device, timed):
         try:
             outputs, seconds = timed(lambda: adapter("keras").run(model, x))
         except Exception as exc:
-            raise Unsupported(f"Keras {_KERAS_POLICY[dtype]} on {device} ({keras.backend.backend()} backend): "
+            raise Unsupported(f"Keras {KERAS_POLICY[dtype]} on {device} ({keras.backend.backend()} backend): "
                               f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}") from None
     low_layers = sum(1 for layer in model.layers if layer.weights and layer.compute_dtype == compute)
     note = f"{low_layers} weighted layers compute in {compute}; variables fp32"
@@ -239,8 +196,7 @@ def _keras_mixed(name, state, x, dtype, shape, device, timed):
 # --- onnxruntime fp16 ----------------------------------------------------------------------
 
 def _exports(name, state, shape, dtype, runtimes, tmp) -> dict:
-    """{source: fp32 export Path or error text}, made in one child process (parity.bench)."""
-    from .bench import export_in_subprocess
+    """{source: fp32 export Path or error text}, made in one child process (parity.exports)."""
     sources = [r.split(":")[1] for r in runtimes if r.startswith("onnx:")]
     sources = [s for s in sources if not onnx_source_problem(s)]
     if dtype != "fp16" or not sources:

@@ -1,0 +1,98 @@
+"""fp32 ONNX exports made in child processes, for `parity bench` and the fp16 precision check.
+
+tf2onnx's conversion peaks at ~6 GB RSS exporting ResNet-50 (100 MB of weights) and leaves
+gigabytes allocated after it returns. Exporting in child processes keeps that peak out of
+the process that holds every other runtime, and gives the memory back when each exits.
+Models above SEPARATE_EXPORTS_BYTES of weights get one child per source, so the peaks of
+two exports never add up; smaller ones share a child (one framework import instead of three).
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import registry
+from .adapters import adapter
+
+SEPARATE_EXPORTS_BYTES = 50 * 2**20
+
+
+def first_line(exc) -> str:
+    """The first line of an exception's message (its type where it has none), at most 300 characters."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def export_in_subprocess(name, state, input_shape, sources, directory) -> dict:
+    """{source: Path of its fp32 export, or the error text} for each source, exported on the CPU
+    by child processes from the canonical `state`."""
+    from .io import save_state
+    directory = Path(directory)
+    state_path = directory / f"{name}.state.safetensors"
+    save_state(state, state_path)
+    separate = sum(np.asarray(v).nbytes for v in state.values()) > SEPARATE_EXPORTS_BYTES
+    groups = [[source] for source in sources] if separate else [list(sources)]
+    outcome = {}
+    try:
+        for group in groups:
+            outcome.update(_export_child(name, state_path, input_shape, group, directory))
+    finally:
+        state_path.unlink(missing_ok=True)
+    return outcome
+
+
+def _export_child(name, state_path, input_shape, sources, directory) -> dict:
+    import json
+    import subprocess
+    request = {"name": name, "state": str(state_path), "shape": list(input_shape), "sources": list(sources),
+               "directory": str(directory)}
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+    done = subprocess.run([sys.executable, "-c", "from parity.exports import export_worker; export_worker()",
+                           json.dumps(request)], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        why = "killed (out of memory?)" if done.returncode in (-9, 137) else f"exit {done.returncode}"
+        last = (done.stderr.strip().splitlines() or [""])[-1][:300]
+        return {source: f"ONNX export process failed ({why}): {last}" for source in sources}
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    return {source: Path(r["path"]) if "path" in r else r["error"] for source, r in outcome.items()}
+
+
+def export_worker() -> None:
+    """The child side of export_in_subprocess: request JSON in argv[1], outcome JSON on stdout."""
+    import json
+
+    from .io import load_state
+    request = json.loads(sys.argv[1])
+    name, shape = request["name"], tuple(request["shape"])
+    spec, state, outcome = registry.get(name), load_state(request["state"]), {}
+    for source in request["sources"]:
+        path = Path(request["directory"]) / f"{name}.{source}.onnx"
+        try:
+            if source in ("keras", "tf"):  # refuse up front rather than be OOM-killed
+                from .onnx_utils import require_memory_for_tf2onnx
+                require_memory_for_tf2onnx(state, source)
+            model = adapter(source).build(name, input_size=shape[1:])
+            adapter(source).load_state_dict(model, state)
+            adapter(source).export_onnx(model.eval() if source == "torch" else model, path, shape, spec.outputs)
+            outcome[source] = {"path": str(path)}
+        except Exception as exc:  # reported on that source's row
+            outcome[source] = {"error": f"{type(exc).__name__}: {first_line(exc)}"}
+        model = None
+        give_memory_back()
+    print(json.dumps(outcome), flush=True)
+
+
+def give_memory_back() -> None:
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # glibc only
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
