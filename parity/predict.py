@@ -1,0 +1,204 @@
+"""`parity predict`: classify images with one set of weights in each framework, side by side.
+
+Every framework gets the same numpy input (parity.data.preprocess: resize, channels,
+normalization as recorded in the weight file by `parity train`, else the flags), runs in
+inference mode, and reports its top-k; the command says whether the frameworks agree.
+"""
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FRAMEWORK_MODULES = {"torch": ("torch",), "keras": ("keras",), "tf": ("tensorflow",)}
+
+
+def select_frameworks(text: str | None):
+    """(the named or else the installed frameworks, notes on those left out and why)."""
+    wanted = [f for f in (text or "torch,keras,tf").split(",") if f]
+    unknown = [f for f in wanted if f not in FRAMEWORK_MODULES]
+    if unknown:
+        raise ValueError(f"unknown framework {unknown[0]!r}; choose from {', '.join(FRAMEWORK_MODULES)}")
+    modules = dict(FRAMEWORK_MODULES)
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+        modules["keras"] = ("keras", "tensorflow")
+    chosen, notes = [], []
+    for framework in wanted:
+        missing = [m for m in modules[framework] if importlib.util.find_spec(m) is None]
+        if missing:
+            notes.append(f"{framework} left out: {', '.join(missing)} not installed")
+        else:
+            chosen.append(framework)
+    if not chosen:
+        raise RuntimeError("no framework to run: " + "; ".join(notes))
+    return chosen, notes
+
+
+# --- weights --------------------------------------------------------------------------
+
+def read_weights(path, name: str | None = None):
+    """(canonical state, metadata) from canonical .safetensors, a torch .pth (weights_only) or a
+    keras.applications model file (.keras/.h5, converted with parity.weights)."""
+    from .io import load_state
+    path = Path(path)
+    if str(path).endswith((".keras", ".h5")) and not str(path).endswith(".weights.h5"):
+        return _keras_applications_state(path, name), {}
+    state = load_state(path)
+    meta = {}
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        with safe_open(str(path), "np") as f:
+            meta = dict(f.metadata() or {})
+    return state, meta
+
+
+def _keras_applications_state(path: Path, name: str | None):
+    import keras
+
+    from .errors import WeightFileError
+    from .weights import from_keras_applications
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # Keras raises many types for a bad file
+        raise WeightFileError(f"{path}: not a loadable Keras model file ({exc})") from None
+    found, state = from_keras_applications(model)
+    if name is not None and found != name:
+        raise WeightFileError(f"{path}: holds a keras.applications model that maps to {found!r}, not {name!r}")
+    return state
+
+
+def num_classes_of(name: str, state: dict, framework: str, input_size) -> int | None:
+    """Classes of the head in `state`: the width of the bias whose shape differs from the
+    default model's; None when nothing differs (the builder's default stands)."""
+    from .adapters import adapter
+    a = adapter(framework)
+    slots = a.slots(a.build(name, input_size=input_size))
+    for key, slot in slots.items():
+        if key in state and key.endswith(".bias") and tuple(np.shape(state[key])) != tuple(slot.shape):
+            return int(np.shape(state[key])[0])
+    return None
+
+
+def default_preprocess(name: str, meta: dict, size=None, normalize=None):
+    from .data import Preprocess
+    from .registry import get
+    spec = get(name)
+    recorded = Preprocess.from_metadata(meta)
+    channels = spec.input_size[0]
+    return Preprocess(size or (recorded.size if recorded else spec.input_size[1]), channels,
+                      normalize or (recorded.normalize if recorded else "imagenet" if channels == 3 else "half"))
+
+
+# --- prediction ---------------------------------------------------------------------
+
+@dataclass
+class Prediction:
+    image: str
+    top: dict = field(default_factory=dict)  # framework -> [(class name, probability), ...]
+    agree: bool = True
+    max_prob_diff: float = 0.0
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def predict(name: str, images, weights, *, frameworks=("torch", "keras", "tf"), classes=None, top: int = 5,
+            size=None, normalize=None):
+    """[Prediction per image], the Preprocess used and the class names."""
+    from .adapters import adapter
+    from .data import preprocess, read_image
+    state, meta = read_weights(weights, name)
+    prep = default_preprocess(name, meta, size, normalize)
+    input_size = (prep.channels, prep.size, prep.size)
+    classes = list(classes) if classes else json.loads(meta["classes"]) if "classes" in meta else None
+    n_classes = len(classes) if classes else num_classes_of(name, state, frameworks[0], input_size)
+    head = {} if n_classes is None else {"num_classes": n_classes}
+    x = np.stack([preprocess(read_image(p), prep) for p in images])
+    probs = {}
+    for framework in frameworks:
+        a = adapter(framework)
+        model = a.build(name, input_size=input_size, **head)
+        a.load_state_dict(model, state)
+        probs[framework] = softmax(a.run(model, x)[0])
+    n_classes = next(iter(probs.values())).shape[-1]
+    classes = classes or [str(i) for i in range(n_classes)]
+    if len(classes) != n_classes:
+        raise ValueError(f"{len(classes)} class names for a model with {n_classes} outputs")
+    k = min(top, n_classes)
+    results = []
+    for i, image in enumerate(images):
+        p = Prediction(str(image))
+        rankings = {}
+        for framework, prob in probs.items():
+            order = np.argsort(-prob[i], kind="stable")[:k]
+            rankings[framework] = tuple(order)
+            p.top[framework] = [(classes[j], float(prob[i, j])) for j in order]
+        p.agree = len(set(rankings.values())) == 1
+        stacked = np.stack([prob[i] for prob in probs.values()])
+        p.max_prob_diff = float((stacked.max(axis=0) - stacked.min(axis=0)).max())
+        results.append(p)
+    return results, prep, classes
+
+
+# --- command line -------------------------------------------------------------------
+
+def register(subparsers) -> None:
+    s = subparsers.add_parser("predict", help="top-k of images in each framework, with one set of weights",
+                              description="Weights: canonical .safetensors (from parity train/convert), a torch "
+                                          ".pth (loaded with weights_only=True) or a keras.applications model file. "
+                                          "Preprocessing comes from the weight file's metadata when parity train "
+                                          "wrote it, else from --size/--normalize (default: the model's input, "
+                                          "imagenet normalization for 3 channels).")
+    s.add_argument("model")
+    s.add_argument("images", nargs="+", metavar="IMAGE")
+    s.add_argument("--weights", required=True, metavar="FILE")
+    s.add_argument("--classes", metavar="class_indices.json", help="class names (as parity train writes them)")
+    s.add_argument("--frameworks", default="torch,keras,tf", help="comma list (default: those installed of the three)")
+    s.add_argument("--top", type=int, default=5, metavar="K")
+    s.add_argument("--size", type=int, help="input height and width")
+    s.add_argument("--normalize", choices=["unit", "half", "imagenet"])
+    s.add_argument("--json", metavar="FILE", help="write the predictions as JSON")
+    s.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args, console) -> int:
+    from rich.table import Table
+
+    from .data import read_class_indices
+    from .registry import get
+    get(args.model)
+    if args.top < 1:
+        raise ValueError(f"--top must be at least 1; got {args.top}")
+    frameworks, notes = select_frameworks(args.frameworks)
+    for note in notes:
+        console.print(f"[yellow]{note}[/yellow]")
+    classes = read_class_indices(args.classes) if args.classes else None
+    results, prep, classes = predict(args.model, args.images, args.weights, frameworks=frameworks,
+                                     classes=classes, top=args.top, size=args.size, normalize=args.normalize)
+    for p in results:
+        table = Table(title=f"{p.image}  ({args.model}, {prep.channels}x{prep.size}x{prep.size}, {prep.normalize})")
+        table.add_column("rank", justify="right")
+        for framework in frameworks:
+            table.add_column(framework)
+        for rank in range(len(p.top[frameworks[0]])):
+            table.add_row(str(rank + 1), *(f"{p.top[f][rank][0]}  {p.top[f][rank][1]:.4f}" for f in frameworks))
+        verdict = "[green]agree[/green]" if p.agree else "[red]DISAGREE[/red]"
+        table.caption = f"frameworks {verdict} on the top-{len(p.top[frameworks[0]])}; largest probability " \
+                        f"difference {p.max_prob_diff:.1e}"
+        console.print(table)
+    agree = all(p.agree for p in results)
+    if args.json:
+        from .io import atomic_path
+        payload = {"model": args.model, "frameworks": frameworks, "agree": agree, "classes": classes,
+                   "preprocess": prep.to_metadata(),
+                   "images": [{"image": p.image, "agree": p.agree, "max_prob_diff": p.max_prob_diff,
+                               "top": {f: [{"class": c, "probability": v} for c, v in t] for f, t in p.top.items()}}
+                              for p in results]}
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(payload, indent=2))
+    return 0 if agree else 1
