@@ -5,16 +5,21 @@
     parity.load_state_dict(model, parity.state_dict(parity.build("resnet50")))
     report = parity.check("resnet50")
 
-No framework is imported until a model of that framework is built or handed in.
+No framework is imported until a model of that framework is built or handed in. From
+`import parity` on, the first `import tensorflow` loads torch and triton before it (they
+abort the process if loaded after TensorFlow): see parity/frameworks.py.
 """
-from . import registry
+from . import frameworks, registry
 from .errors import InputError, ParityError, StateDictError, WeightFileError
 from .io import load_state, save_state
+from . import weights  # parity.weights.from_keras_applications, importable without a framework
+
+frameworks.guard_import_order()
 
 __version__ = "0.1.0"
 __all__ = ["build", "state_dict", "load_state_dict", "check", "run", "export_onnx", "save_state",
            "load_state", "list_models", "registry", "ParityError", "StateDictError", "WeightFileError",
-           "InputError"]
+           "InputError", "compare", "weights"]
 
 
 def build(name: str, framework: str = "torch", **kwargs):
@@ -53,6 +58,13 @@ def check(name: str, **kwargs):
     """Compare every target against the torch_impl reference; see parity.check.check."""
     from .checker import check as _check
     return _check(name, **kwargs)
+
+
+def compare(reference, candidate, inputs, *, tolerance=None, layerwise=None):
+    """Compare two models of any frameworks on NCHW `inputs`, down to the first divergent
+    layer; see parity.layerwise.compare and docs/diagnostics.md."""
+    from .layerwise import compare as _compare
+    return _compare(reference, candidate, inputs, tolerance=tolerance, layerwise=layerwise)
 
 
 def list_models(family: str | None = None) -> list[str]:

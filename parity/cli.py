@@ -8,7 +8,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main(argv=None) -> int:
+    from . import frameworks
     args = _parser().parse_args(argv)
+    frameworks.set_quiet(not (args.verbose or frameworks.verbose_requested()))
     from rich.console import Console
     console = Console(width=None if sys.stdout.isatty() else 120)
     try:
@@ -20,6 +22,8 @@ def main(argv=None) -> int:
 
 def _parser():
     p = argparse.ArgumentParser(prog="parity", description="Prove three hand-written CNN implementations equal.")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="keep TensorFlow's start-up log lines (also PARITY_VERBOSE=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("list", help="the catalogue: name, frameworks, parameters, default input")
@@ -90,6 +94,8 @@ def _parser():
 
     from .bench import register_cli as register_bench
     register_bench(sub)
+    from . import predict
+    predict.register(sub)
 
     s = sub.add_parser("summary", help="canonical weight names and shapes of a model")
     s.add_argument("model")
@@ -246,7 +252,7 @@ def cmd_diagnose(args, console):
     from . import registry
     from .adapters import adapter
     from .calibrate import calibrated_torch_model, seeded_input
-    from .compare import compare
+    from .layerwise import compare
     from .io import load_state
     spec = registry.get(args.model)
     c, h, w = spec.input_size
