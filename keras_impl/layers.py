@@ -49,9 +49,39 @@ def _same_is_symmetric(kernel_size, stride, padding, dilation):
         for k, p, d in zip(_pair(kernel_size), _pair(padding), _pair(dilation)))
 
 
-def batch_norm(x, *, name, eps=1e-5):
-    # torch's momentum 0.1 is Keras' 0.9; Keras' default epsilon is 1e-3, torch's 1e-5.
-    return layers.BatchNormalization(axis=-1, epsilon=eps, momentum=0.9, name=name)(x)
+@keras.saving.register_keras_serializable(package="cnn_parity")
+class TorchBatchNormalization(layers.BatchNormalization):
+    """BatchNormalization whose training step keeps torch's running statistics.
+
+    Keras stores the biased batch variance in moving_variance; torch stores the unbiased one
+    (n/(n-1) times larger, n = N*H*W). Normalization itself uses the biased variance in both.
+    Inference, and a frozen layer (trainable=False: Keras normalizes with the moving
+    statistics and leaves them alone), are Keras' own code path.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or mask is not None or self.renorm:
+            return super().call(inputs, training=training, mask=mask)
+        x = ops.cast(inputs, backend_float(inputs))
+        mean, variance = self._moments(x, mask)
+        count = ops.cast(ops.size(x) // ops.shape(x)[self.axis], x.dtype)
+        unbiased = variance * count / ops.maximum(count - 1.0, 1.0)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))
+        y = ops.batch_normalization(x, mean, variance, axis=self.axis, offset=self.beta if self.center else None,
+                                    scale=self.gamma if self.scale else None, epsilon=self.epsilon)
+        return ops.cast(y, self.compute_dtype)
+
+
+def backend_float(x):
+    # BN statistics in float32 at least, as Keras computes them for half-precision inputs.
+    return "float64" if str(x.dtype).endswith("float64") else "float32"
+
+
+def batch_norm(x, *, name, eps=1e-5, momentum=0.1):
+    """torch.nn.BatchNorm2d(eps, momentum): Keras counts momentum the other way (0.1 -> 0.9),
+    defaults to epsilon 1e-3 (torch 1e-5) and keeps a biased running variance (fixed above)."""
+    return TorchBatchNormalization(axis=-1, epsilon=eps, momentum=1.0 - momentum, name=name)(x)
 
 
 def max_pool(x, kernel_size, stride=None, padding=0, *, name, ceil_mode=False):

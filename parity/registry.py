@@ -31,6 +31,16 @@ class ModelSpec:
     # scale small, as training leaves it: with unit gains a random ResNet-50 amplifies
     # rounding so much that torch fp32 alone is 1.6e-5 from fp64 (5e-7 with small gains).
     residual_norms: str | None = None
+    # Module-path prefixes of the head: what --freeze-backbone leaves trainable and finetune
+    # replaces (e.g. ("fc",) for ResNet). Empty: the model has no replaceable head.
+    head: tuple[str, ...] = ()
+    # Loss weights of the auxiliary outputs (outputs after the first in training mode), as
+    # torchvision's training references weigh them: GoogLeNet 0.3 each, Inception v3 0.4.
+    aux_weights: tuple[float, ...] = ()
+
+    def in_head(self, key: str) -> bool:
+        """Whether a canonical key (module path, or path.param) belongs to the head."""
+        return any(key == p or key.startswith(p + ".") for p in self.head)
 
     @property
     def builder_name(self) -> str:

@@ -70,16 +70,20 @@ class ConvTranspose2d(tf.Module):
 
 
 class BatchNorm2d(tf.Module):
+    """torch.nn.BatchNorm2d: batch statistics when training, running statistics updated with
+    torch's rule (momentum 0.1 = the new batch's share, unbiased variance). A frozen layer
+    (frozen=True, set by tf_impl.train for a frozen backbone) always runs in inference mode."""
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
         super().__init__()
-        self.eps, self.momentum = eps, momentum
+        self.eps, self.momentum, self.frozen = eps, momentum, False
         self.weight = tf.Variable(tf.ones([num_features]), name="weight") if affine else None
         self.bias = tf.Variable(tf.zeros([num_features]), name="bias") if affine else None
         self.running_mean = tf.Variable(tf.zeros([num_features]), trainable=False, name="running_mean")
         self.running_var = tf.Variable(tf.ones([num_features]), trainable=False, name="running_var")
 
     def __call__(self, x, training=False):
-        if not training:
+        if not training or self.frozen:
             return tf.nn.batch_normalization(x, self.running_mean, self.running_var,
                                              self.bias, self.weight, self.eps)
         mean, var = tf.nn.moments(x, axes=[0, 1, 2])

@@ -18,33 +18,50 @@ class Slot:
     shape: tuple
     read: Callable[[], np.ndarray]  # -> canonical array
     write: Callable[[np.ndarray], None]  # canonical array ->
+    variable: object = None  # the native variable (training maps its gradient back by identity)
+    to_canonical: Callable[[np.ndarray], np.ndarray] = None  # native-layout array -> canonical
 
 
 class Adapter:
+    """The complete contract: every method the core (check, transfer, bench, training) calls.
+    Each framework implements the first group, with these signatures; the rest is written once."""
     framework: str = ""
+    channels_last: bool = False  # the framework's native image layout is NHWC
 
     # --- what each framework provides -------------------------------------------------
     def owns(self, model) -> bool:
+        """Whether `model` is one of this framework's models."""
         raise NotImplementedError
 
     def model_name(self, model) -> str:
+        """The catalogue name the model was built as."""
         raise NotImplementedError
 
     def slots(self, model) -> dict[str, Slot]:
+        """Canonical key -> Slot for every weight and buffer (num_batches_tracked excluded)."""
         raise NotImplementedError
 
-    def run(self, model, x_nchw: np.ndarray) -> list[np.ndarray]:
-        """Outputs in the catalogue's output order, NCHW for feature maps."""
+    def run(self, model, x_nchw: np.ndarray, device: str = "cpu") -> list[np.ndarray]:
+        """Inference-mode outputs in the catalogue's output order, NCHW for feature maps."""
         raise NotImplementedError
 
-    def export_onnx(self, model, path, input_shape) -> None:
-        """ONNX with input `input` (N, C, H, W), dynamic N, outputs named as in the catalogue."""
+    def layer_outputs(self, model, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
+        """{layer path: output (NCHW)} for every layer holding weights, in execution order."""
+        raise NotImplementedError
+
+    def export_onnx(self, model, path, input_shape, output_names=("logits",)) -> None:
+        """ONNX with input `input` (N, C, H, W), dynamic N, outputs named `output_names`."""
         raise NotImplementedError
 
     def save_native(self, model, path) -> None:
         raise NotImplementedError
 
     def load_native(self, model, path) -> None:
+        raise NotImplementedError
+
+    def native_trainer(self, model, **options):
+        """The framework's own Trainer (<framework>_impl/train.py) built with `options`
+        (Hyper.native() plus loss, aux_weights, head, dropout_masks, device)."""
         raise NotImplementedError
 
     # --- written once ---------------------------------------------------------------
@@ -55,6 +72,27 @@ class Adapter:
 
     def spec(self, model):
         return registry.find(self.model_name(model))
+
+    def trainer(self, model, hyper, device: str = "cpu", dropout_seed=None):
+        """A parity.training.Trainer for `model` with `hyper` (torch vocabulary): one step per
+        call in train mode, the catalogue's loss, aux weights and head (when freezing)."""
+        from ..training import DropoutMasks, Trainer, loss_kind
+        spec = self.spec(model)
+        head = None
+        if hyper.freeze == "backbone":
+            if not (spec and spec.head):
+                raise ValueError(f"{self.model_name(model)}: the catalogue declares no head to keep trainable")
+            head = tuple(spec.head)
+        masks = DropoutMasks(dropout_seed) if dropout_seed is not None else None
+        native = self.native_trainer(
+            model, **hyper.native(), loss=loss_kind(spec), aux_weights=tuple(spec.aux_weights) if spec else (),
+            head=head, dropout_masks=masks.for_layout(self.channels_last) if masks else None, device=device)
+        by_variable = {id(slot.variable): (key, slot) for key, slot in self.slots(model).items()
+                       if slot.variable is not None}
+        pairs = [by_variable[id(v)] for v in native.variables]
+        identity = lambda a: np.asarray(a)  # noqa: E731
+        return Trainer(native, [k for k, _ in pairs], [s.to_canonical or identity for _, s in pairs],
+                       framework=self.framework, device=device, channels_last=self.channels_last, masks=masks)
 
     def state_dict(self, model) -> dict[str, np.ndarray]:
         return {key: slot.read() for key, slot in self.slots(model).items()}

@@ -8,6 +8,7 @@ _TORCH_NAME = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "b
 
 class KerasAdapter(Adapter):
     framework = "keras"
+    channels_last = True
 
     def owns(self, model):
         import sys
@@ -43,11 +44,13 @@ class KerasAdapter(Adapter):
                     slots[key] = _slot(var, weight_kind)
         return slots
 
-    def run(self, model, x_nchw):
+    def run(self, model, x_nchw, device="cpu"):
         from keras import ops
 
+        from ..devices import placed
         self.check_input(model, x_nchw)
-        out = model(to_nhwc(x_nchw), training=False)
+        with placed(self.framework, device):
+            out = model(to_nhwc(x_nchw), training=False)
         out = [ops.convert_to_numpy(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
         return to_nchw_outputs(out)
 
@@ -71,6 +74,10 @@ class KerasAdapter(Adapter):
         from ..onnx_utils import export_tf_callable
         export_tf_callable(lambda x: model(x, training=False), path, input_shape, output_names)
 
+    def native_trainer(self, model, **options):
+        from keras_impl.train import Trainer
+        return Trainer(model, **options)
+
     def save_native(self, model, path):
         from ..io import atomic_path
         if not str(path).endswith(".weights.h5"):
@@ -90,7 +97,8 @@ def _slot(var, kind):
     from keras import ops
     return Slot(layouts.canonical_shape(kind, tuple(var.shape)),
                 lambda: layouts.to_canonical(kind, ops.convert_to_numpy(var)),
-                lambda value: var.assign(layouts.from_canonical(kind, value)))
+                lambda value: var.assign(layouts.from_canonical(kind, value)),
+                variable=var, to_canonical=lambda array: layouts.to_canonical(kind, array))
 
 
 def _flatten_slot(var, chw):
@@ -98,4 +106,5 @@ def _flatten_slot(var, chw):
     n_in, n_out = var.shape
     return Slot((n_out, n_in),
                 lambda: layouts.flatten_linear_to_canonical(ops.convert_to_numpy(var), chw),
-                lambda value: var.assign(layouts.flatten_linear_from_canonical(value, chw)))
+                lambda value: var.assign(layouts.flatten_linear_from_canonical(value, chw)),
+                variable=var, to_canonical=lambda array: layouts.flatten_linear_to_canonical(array, chw))

@@ -8,6 +8,7 @@ _PARAMS = ("weight", "bias", "running_mean", "running_var")
 
 class TFAdapter(Adapter):
     framework = "tf"
+    channels_last = True
 
     def owns(self, model):
         import sys
@@ -36,9 +37,11 @@ class TFAdapter(Adapter):
                     slots[f"{path}.{param}"] = _slot(var, kind)
         return slots
 
-    def run(self, model, x_nchw):
+    def run(self, model, x_nchw, device="cpu"):
+        from ..devices import placed
         self.check_input(model, x_nchw)
-        return to_nchw_outputs(_numpy(_inference_fn(model)(to_nhwc(x_nchw))))
+        with placed(self.framework, device):
+            return to_nchw_outputs(_numpy(_inference_fn(model)(to_nhwc(x_nchw))))
 
     def layer_outputs(self, model, x_nchw):
         """{attribute path: output (NCHW)} for every weighted layer, in execution order (eager)."""
@@ -50,6 +53,10 @@ class TFAdapter(Adapter):
     def export_onnx(self, model, path, input_shape, output_names=("logits",)):
         from ..onnx_utils import export_tf_callable
         export_tf_callable(lambda x: model(x, training=False), path, input_shape, output_names)
+
+    def native_trainer(self, model, **options):
+        from tf_impl.train import Trainer
+        return Trainer(model, **options)
 
     def save_native(self, model, path):
         import tensorflow as tf
@@ -118,11 +125,13 @@ def _numpy(out):
 def _slot(var, kind):
     return Slot(layouts.canonical_shape(kind, tuple(var.shape)),
                 lambda: layouts.to_canonical(kind, var.numpy()),
-                lambda value: var.assign(layouts.from_canonical(kind, value)))
+                lambda value: var.assign(layouts.from_canonical(kind, value)),
+                variable=var, to_canonical=lambda array: layouts.to_canonical(kind, array))
 
 
 def _flatten_slot(var, chw):
     n_in, n_out = var.shape
     return Slot((n_out, n_in),
                 lambda: layouts.flatten_linear_to_canonical(var.numpy(), chw),
-                lambda value: var.assign(layouts.flatten_linear_from_canonical(value, chw)))
+                lambda value: var.assign(layouts.flatten_linear_from_canonical(value, chw)),
+                variable=var, to_canonical=lambda array: layouts.flatten_linear_to_canonical(array, chw))

@@ -26,7 +26,7 @@ class TorchAdapter(Adapter):
             def write(value):
                 with torch.no_grad():
                     tensor.copy_(torch.from_numpy(np.ascontiguousarray(value)))
-            return Slot(tuple(tensor.shape), lambda: tensor.detach().cpu().numpy().copy(), write)
+            return Slot(tuple(tensor.shape), lambda: tensor.detach().cpu().numpy().copy(), write, variable=tensor)
 
         return {k: slot(t) for k, t in model.state_dict(keep_vars=True).items()
                 if not k.endswith("num_batches_tracked")}
@@ -42,6 +42,10 @@ class TorchAdapter(Adapter):
             out = list(out.values())
         out = out if isinstance(out, (list, tuple)) else [out]
         return [o.detach().float().cpu().numpy() for o in out]
+
+    def native_trainer(self, model, **options):
+        from torch_impl.train import Trainer
+        return Trainer(model, **options)
 
     def layer_outputs(self, model, x_nchw):
         """{module path: output} for every module holding its own weights, in execution order.

@@ -10,4 +10,5 @@ register(ModelSpec(
     published_params=61_100_840,
     fixed_size=True,  # adaptive pooling needs a static H, W
     flatten_linear={"classifier.1": (256, 6, 6)},
+    head=("classifier",),
 ))

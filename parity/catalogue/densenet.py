@@ -24,8 +24,9 @@ _MIN_SIZE = 29
 
 for _name, _params in _PUBLISHED.items():
     register(ModelSpec(_name, family="densenet", module="densenet", test_sizes=_TEST_SIZES,
-                       min_size=_MIN_SIZE, published_params=_params))
+                       min_size=_MIN_SIZE, published_params=_params, head=("classifier",)))
 
 for _name in _KERAS_APPLICATIONS:
     register(ModelSpec(f"{_name}_keras", family="densenet", module="densenet", test_sizes=_TEST_SIZES,
-                       min_size=_MIN_SIZE, published_params=_PUBLISHED[_name]))
+                       min_size=_MIN_SIZE, published_params=_PUBLISHED[_name],
+                       head=("classifier",)))

@@ -2,6 +2,6 @@
 from ..registry import ModelSpec, register
 
 register(ModelSpec("hdc_net", family="dilated", module="dilated", classifier=False,
-                   residual_norms=r"^blocks\.\d+\.bn3$"))
+                   residual_norms=r"^blocks\.\d+\.bn3$", head=("head",)))
 register(ModelSpec("resnet50_dilated", family="dilated", module="dilated", outputs=("features",),
                    classifier=False, residual_norms=r"^layer\d\.\d+\.bn3$"))

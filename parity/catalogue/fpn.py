@@ -6,4 +6,4 @@ _LAST_NORM = {"resnet18": "bn2", "resnet34": "bn2", "resnet50": "bn3", "resnet10
 
 for _trunk, _norm in _LAST_NORM.items():
     register(ModelSpec(f"{_trunk}_fpn", family="fpn", module="fpn", test_sizes=(64, 70), outputs=FPN_OUTPUTS,
-                       classifier=False, residual_norms=rf"^body\.layer\d\.\d+\.{_norm}$"))
+                       classifier=False, head=("fpn",), residual_norms=rf"^body\.layer\d\.\d+\.{_norm}$"))

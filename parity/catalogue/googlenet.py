@@ -6,6 +6,8 @@ _AUX_FLATTEN = {"aux1.fc1": (128, 4, 4), "aux2.fc1": (128, 4, 4)}
 
 # ceil_mode max-pools need a static size in Keras; 15 is the smallest input every pool accepts.
 register(ModelSpec("googlenet", family="inception", module="googlenet", test_sizes=(64, 57), min_size=15,
-                   published_params=6_624_904, fixed_size=True, flatten_linear=_AUX_FLATTEN))
+                   published_params=6_624_904, fixed_size=True, flatten_linear=_AUX_FLATTEN,
+                   head=("fc", "aux1.fc2", "aux2.fc2"), aux_weights=(0.3, 0.3)))
 register(ModelSpec("inception_v1", family="inception", module="googlenet", test_sizes=(64, 57), min_size=15,
-                   fixed_size=True, flatten_linear=_AUX_FLATTEN))
+                   fixed_size=True, flatten_linear=_AUX_FLATTEN,
+                   head=("fc", "aux1.fc2", "aux2.fc2"), aux_weights=(0.3, 0.3)))

@@ -9,4 +9,5 @@ register(ModelSpec(
     published_params=61_706,
     fixed_size=True,  # Dense after Flatten needs a static H, W
     flatten_linear={"classifier.0": (16, 5, 5)},
+    head=("classifier",),
 ))

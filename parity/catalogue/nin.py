@@ -5,5 +5,6 @@ register(ModelSpec(
     "nin", family="nin", module="nin",
     test_sizes=(96, 99),  # end in 1x1 and 2x2 maps before global pooling
     min_size=67,  # three 3x3 stride-2 max pools after an 11x11 stride-4 conv
+    head=("classifier",),
     published_params=7_439_608,  # no canonical figure: the count of this layout with 1000 classes
 ))

@@ -18,4 +18,4 @@ _BASIC = ("resnet18", "resnet34")
 for _name, _params in _PUBLISHED.items():
     _last_norm = "bn2" if _name in _BASIC else "bn3"
     register(ModelSpec(_name, family="resnet", module="resnet", published_params=_params,
-                       residual_norms=rf"^layer\d\.\d+\.{_last_norm}$"))
+                       residual_norms=rf"^layer\d\.\d+\.{_last_norm}$", head=("fc",)))

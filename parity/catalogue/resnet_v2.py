@@ -26,7 +26,7 @@ for _name, _params in _V2.items():
     # A v2 branch ends in a conv, not a BN: its last BN (before that conv) gets the small gains.
     _last_norm = "bn1" if _name in _BASIC else "bn2"
     register(ModelSpec(_name, family="resnet_v2", module="resnet_v2", test_sizes=(64, 57),
-                       published_params=_params, residual_norms=rf"^layer\d\.\d+\.{_last_norm}$"))
+                       published_params=_params, residual_norms=rf"^layer\d\.\d+\.{_last_norm}$", head=("fc",)))
 for _name, _params in _KERAS_V1.items():
     register(ModelSpec(_name, family="resnet_keras", module="resnet_keras", test_sizes=(64, 57),
-                       published_params=_params, residual_norms=r"^layer\d\.\d+\.bn3$"))
+                       published_params=_params, residual_norms=r"^layer\d\.\d+\.bn3$", head=("fc",)))

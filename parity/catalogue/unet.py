@@ -3,4 +3,4 @@ from ..registry import ModelSpec, register
 
 for _name in ("unet", "unet_bilinear"):
     register(ModelSpec(_name, family="unet", module="unet", test_sizes=(64, 70), min_size=16,
-                       classifier=False))
+                       classifier=False, head=("head",)))

@@ -20,4 +20,5 @@ for _name, _params in _PUBLISHED.items():
         published_params=_params,
         fixed_size=True,  # adaptive pooling needs a static H, W
         flatten_linear={"classifier.0": (512, 7, 7)},
+        head=("classifier",),
     ))
