@@ -153,7 +153,7 @@ def _release_framework_memory():
 
 def _explain(report, target, torch_model, model, x, tol):
     """Walk the layers of a failing native target to name where it first diverges."""
-    from .compare import compare
+    from .layerwise import compare
     try:
         found = compare(torch_model.cpu(), model, x, tolerance=tol, layerwise=True)
     except Exception as exc:  # the diagnosis must not hide the failure itself

@@ -15,7 +15,7 @@ import numpy as np
 from . import registry
 from .adapters import adapter
 from .calibrate import calibrated_torch_model, seeded_input
-from .compare import compare
+from .layerwise import compare
 
 MUTATIONS = ("flipped kernel", "transposed kernel", "swapped output channels", "BN epsilon 1e-3",
              "BN running mean +1%", "missing ReLU", "pool padding zero vs -inf", "off-by-one padding",

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 import parity
 from parity.calibrate import calibrated_torch_model, seeded_input
-from parity.compare import compare, likely_cause
+from parity.layerwise import compare, likely_cause
 
 
 @pytest.fixture(scope="module")

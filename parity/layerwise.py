@@ -1,8 +1,12 @@
-"""Compare two models of any frameworks, down to the first layer that diverges.
+"""Compare two models of any frameworks, down to the first layer that diverges
+(`parity.compare`).
 
 Both models see the same NCHW input (the adapters handle layouts). Layers are matched by
 canonical name and visited in the reference's execution order; the first whose output
-leaves tolerance is the first divergent layer, and its error pattern names a likely cause.
+leaves its tolerance is the first divergent layer, and its error pattern names a likely
+cause. A torch reference is also run in float64: each layer (and each output) is judged at
+the policy or NOISE_FACTOR x its own fp32-vs-fp64 noise, whichever is larger, so rounding
+that a deep random network amplifies is not mistaken for a bug, nor hides one upstream.
 """
 from dataclasses import dataclass, field
 
@@ -19,6 +23,7 @@ class LayerError:
     layer: str
     normalized_error: float
     max_abs: float
+    tolerance: float = 0.0  # the policy, or NOISE_FACTOR x this layer's reference noise
 
 
 @dataclass
@@ -34,26 +39,48 @@ class Comparison:
     likely_cause: str | None = None  # one of CAUSES
     cause_detail: str | None = None
     layers: list = field(default_factory=list)  # LayerError up to the first divergent one
+    reference_noise: float = 0.0  # worst output: torch fp32 vs fp64 (0 for a non-torch reference)
 
 
 def compare(reference, candidate, inputs: np.ndarray, *, tolerance: float | None = None,
             layerwise: bool | None = None) -> Comparison:
-    """`layerwise=None` walks the layers only when the outputs disagree."""
+    """Run both models on the NCHW float32 `inputs`; `tolerance` is the policy (fp32 CPU by
+    default). `layerwise=None` walks the layers only when the outputs disagree."""
     ref_adapter, cand_adapter = adapter_for(reference), adapter_for(candidate)
-    tol = tolerance if tolerance is not None else tol_policy.threshold()
-    errors = [tol_policy.measure(y, r) for y, r in
-              zip(cand_adapter.run(candidate, inputs), ref_adapter.run(reference, inputs))]
+    policy = tolerance if tolerance is not None else tol_policy.threshold()
+    exact = _float64_twin(reference)
+    ref_outputs = ref_adapter.run(reference, inputs)
+    noise = _noise(ref_outputs, ref_adapter.run(exact, inputs)) if exact is not None else [0.0] * len(ref_outputs)
+    tol = tol_policy.effective(policy, max(noise))
+    errors = [tol_policy.measure(y, r) for y, r in zip(cand_adapter.run(candidate, inputs), ref_outputs)]
     worst = max(errors, key=lambda e: e.normalized)
     result = Comparison(ref_adapter.framework, cand_adapter.framework, worst.normalized <= tol,
-                        worst.normalized, worst.max_abs, tol, worst.normalized / tol)
+                        worst.normalized, worst.max_abs, tol, worst.normalized / tol, reference_noise=max(noise))
     if layerwise or (layerwise is None and not result.passed):
-        _walk_layers(result, reference, candidate, inputs, tol)
+        _walk_layers(result, reference, candidate, inputs, policy, exact)
     return result
 
 
-def _walk_layers(result, reference, candidate, inputs, tol):
+def _float64_twin(reference):
+    """A float64 copy of a torch reference that takes float32 inputs, or None."""
+    if adapter_for(reference).framework != "torch":
+        return None
+    import copy
+
+    import torch
+    exact = copy.deepcopy(reference).cpu().double().eval()
+    exact.register_forward_pre_hook(lambda _m, args: tuple(a.to(torch.float64) for a in args))
+    return exact
+
+
+def _noise(fp32_outputs, fp64_outputs):
+    return [tol_policy.measure(a, b).normalized for a, b in zip(fp32_outputs, fp64_outputs, strict=True)]
+
+
+def _walk_layers(result, reference, candidate, inputs, policy, exact=None):
     ref_adapter, cand_adapter = adapter_for(reference), adapter_for(candidate)
     ref_layers = ref_adapter.layer_outputs(reference, inputs)
+    exact_layers = ref_adapter.layer_outputs(exact, inputs) if exact is not None else {}
     cand_layers = cand_adapter.layer_outputs(candidate, inputs)
     state_kinds = _layer_kinds(ref_adapter.state_dict(reference))
     spec = ref_adapter.spec(reference)
@@ -63,12 +90,14 @@ def _walk_layers(result, reference, candidate, inputs, tol):
             continue
         out = cand_layers[name]
         if out.shape != ref.shape:
-            result.layers.append(LayerError(name, float("inf"), float("inf")))
+            result.layers.append(LayerError(name, float("inf"), float("inf"), policy))
             result.first_divergent_layer, result.likely_cause = name, "padding"
             result.cause_detail = f"output shape {out.shape} differs from the reference's {ref.shape}"
             return
+        noise = tol_policy.measure(ref, exact_layers[name]).normalized if name in exact_layers else 0.0
+        tol = tol_policy.effective(policy, noise)
         err = tol_policy.measure(out, ref)
-        result.layers.append(LayerError(name, err.normalized, err.max_abs))
+        result.layers.append(LayerError(name, err.normalized, err.max_abs, tol))
         if err.normalized > tol:
             result.first_divergent_layer = name
             result.likely_cause, result.cause_detail = likely_cause(

@@ -1,0 +1,80 @@
+"""Every public name README.md and docs/ use resolves in a fresh interpreter.
+
+In a test process something has usually imported the submodule already, which hides an
+`AttributeError` a user meets after a plain `import parity`."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import parity
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOTTED = re.compile(r"\bparity(?:\.[A-Za-z_]\w*)+")
+FROM_IMPORT = re.compile(r"\bfrom (parity(?:\.\w+)*) import (\w+(?:, *\w+)*)")
+
+# Resolves each name in a fresh process: a name under parity.__all__ by attribute access
+# alone after `import parity` (what the README does), any other `parity.module.name` by
+# importing its module first.
+RESOLVE = """
+import importlib, json, sys
+import parity
+failures = []
+for dotted in json.loads(sys.argv[1]):
+    parts = dotted.split(".")
+    try:
+        if parts[1] in parity.__all__:
+            obj = parity
+            for part in parts[1:]:
+                obj = getattr(obj, part)
+        else:
+            for cut in range(len(parts), 0, -1):
+                try:
+                    obj = importlib.import_module(".".join(parts[:cut]))
+                    break
+                except ModuleNotFoundError:
+                    continue
+            for part in parts[cut:]:
+                obj = getattr(obj, part)
+    except Exception as exc:
+        failures.append(f"{dotted}: {type(exc).__name__}: {exc}")
+print(json.dumps(failures))
+"""
+
+
+def names_used_in_docs():
+    names = set()
+    for path in DOCS:
+        text = path.read_text()
+        names.update(DOTTED.findall(text))
+        for module, imported in FROM_IMPORT.findall(text):
+            names.update(f"{module}.{name.strip()}" for name in imported.split(","))
+    return sorted(n for n in names if not n.endswith((".py", ".md")))
+
+
+def test_docs_name_the_top_level_api():
+    names = names_used_in_docs()
+    for expected in ("parity.compare", "parity.weights.from_keras_applications", "parity.check", "parity.build"):
+        assert expected in names
+
+
+def test_every_public_name_in_the_docs_resolves_in_a_fresh_interpreter():
+    out = subprocess.run([sys.executable, "-c", RESOLVE, json.dumps(names_used_in_docs())], check=True,
+                         capture_output=True, text=True, cwd=REPO)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_readme_import_pattern_works_without_importing_submodules():
+    code = ("import sys, parity; from_ka = parity.weights.from_keras_applications; cmp = parity.compare; "
+            "assert callable(from_ka) and callable(cmp); assert 'parity.layerwise' not in sys.modules; "
+            "bad = [m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_compare_has_the_documented_signature():
+    import inspect
+    parameters = inspect.signature(parity.compare).parameters
+    assert list(parameters)[:3] == ["reference", "candidate", "inputs"]
+    assert {"tolerance", "layerwise"} <= set(parameters)
