@@ -9,6 +9,7 @@ import numpy as np
 from . import devices, registry, tolerance
 from .adapters import adapter
 from .calibrate import calibrated_torch_model, seeded_input
+from .errors import ParityError
 from .onnx_utils import onnx_source_problem
 
 NATIVE_TARGETS = ("keras", "tf")
@@ -44,26 +45,82 @@ class ModelReport:
     passed: bool = True
     results: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    error: str | None = None  # the model could not be checked at all (bad size, crash): an error row
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-def targets(frameworks=NATIVE_TARGETS, onnx=True):
-    native = [f for f in frameworks if f != "torch"]
-    sources = [f for f in ("torch", *native) if f in ONNX_SOURCES and not onnx_source_problem(f)] if onnx else []
-    return native + [f"onnx:{f}" for f in sources]
+def error_report(name, exc, *, batch=1, size=None, device="cpu") -> ModelReport:
+    """The row a sweep records for a model that could not be checked, so the sweep goes on."""
+    spec = registry.find(name)
+    c, h, w = spec.input_size if spec else (0, 0, 0)
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else size
+    return ModelReport(name, [batch, c, h, w], device, passed=False, error=f"{type(exc).__name__}: {exc}")
 
 
-def check(name: str, *, frameworks=NATIVE_TARGETS, onnx: bool = True, batch: int = 1, size=None,
+def exit_code(payload) -> int:
+    """The documented exit code of a sweep (docs/cli.md): 0 every target passed, 1 a parity
+    failure, 2 something could not be checked (a model or a target ended in an error)."""
+    models = payload["models"]
+    if any(m.get("error") or any(r.get("error") for r in m["results"]) for m in models):
+        return 2
+    return 0 if models and all(m["passed"] for m in models) else 1
+
+
+def targets(frameworks=None, onnx=True):
+    """The targets `check` runs here, in order (what is not installed is left out)."""
+    return plan(frameworks, onnx)[0]
+
+
+def plan(frameworks=None, onnx=True):
+    """(targets, notes): the native frameworks asked for (default: keras and tf) and the ONNX
+    exports of torch and of each of them, less what cannot run here, each left out with a note."""
+    from . import frameworks as installed
+    asked = NATIVE_TARGETS if frameworks is None else tuple(frameworks)
+    native, notes = [], []
+    for f in asked:
+        if f == "torch":
+            continue
+        problem = installed.missing(f)
+        if problem:
+            notes.append(f"{f} left out: {problem}")
+        else:
+            native.append(f)
+    sources = []
+    for source in ("torch", *native) if onnx else ():
+        problem = installed.onnx_source_missing(source)
+        if problem:
+            notes.append(f"onnx:{source} left out: {problem}")
+            continue
+        problem = onnx_source_problem(source)  # e.g. Keras on a backend tf2onnx cannot trace
+        if problem:
+            notes.append(problem)
+        else:
+            sources.append(source)
+    return native + [f"onnx:{f}" for f in sources], notes
+
+
+def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size=None,
           device: str = "cpu", seed: int = 0, weights=None, tf32: bool = False, workdir=None,
           on_target=None) -> ModelReport:
-    """TF32 is off unless asked for (strict fp32); the report records the setting."""
+    """TF32 is off unless asked for (strict fp32); the report records the setting. `frameworks`
+    defaults to keras and tf, less what is not installed (the report's notes say what was left out)."""
     spec = registry.get(name)
     c, h, w = spec.input_size
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
     shape = (batch, c, h, w)
+    from .inputs import refuse_unfit_size
+    refuse_unfit_size(name, (c, h, w))
+    from .frameworks import MissingFramework, missing
+    if missing("torch"):
+        raise MissingFramework(f"torch: {missing('torch')} (the reference runs in torch_impl)")
+    planned, left_out = plan(frameworks, onnx)
+    if not planned:
+        raise ParityError(f"{name}: no target can run here ({'; '.join(left_out)})")
+    frameworks = tuple(t for t in planned if ":" not in t)
     tol = tolerance.threshold("fp32", device, tf32)
     report = ModelReport(name, list(shape), device, tf32=tf32, seed=seed)
     if device != "cpu":
@@ -86,12 +143,10 @@ def check(name: str, *, frameworks=NATIVE_TARGETS, onnx: bool = True, batch: int
         report.notes.append("reference output is degenerate (all-zero or non-finite)")
         report.passed = False
 
-    keras_export_problem = onnx_source_problem("keras") if onnx and "keras" in frameworks else None
-    if keras_export_problem:
-        report.notes.append(keras_export_problem)
+    report.notes += left_out
     built = {"torch": torch_model}  # each framework's model is built once, for its run and its export
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        for target in targets(frameworks, onnx):
+        for target in planned:
             started = time.perf_counter()
             try:
                 outputs, model = _run_target(target, name, built, state, x, Path(tmp), shape, spec, device, tf32)

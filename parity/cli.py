@@ -7,17 +7,36 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+# Exit codes (docs/cli.md): every command, every sweep.
+EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+_KNOWN_ERRORS = (KeyError, ValueError, FileNotFoundError, RuntimeError, ImportError, MemoryError, OSError)
+
+
 def main(argv=None) -> int:
+    """0: everything checked passed; 1: a parity failure; 2: an error (bad usage, a missing
+    framework that was asked for, a model or target that could not run, a crash)."""
     from . import frameworks
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(argv)  # usage errors exit 2 here (argparse)
     frameworks.set_quiet(not (args.verbose or frameworks.verbose_requested()))
     from rich.console import Console
     console = Console(width=None if sys.stdout.isatty() else 120)
     try:
-        return args.func(args, console) or 0
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        return 2
+        return args.func(args, console) or EXIT_PASS
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a crash must exit 2, never 1 (a parity failure)
+        err = Console(stderr=True)
+        if args.verbose or not isinstance(exc, _KNOWN_ERRORS):
+            import traceback
+            err.print(traceback.format_exc(), markup=False, highlight=False)
+        err.print(f"[red]error:[/red] {_describe(exc)}", markup=True, highlight=False)
+        return EXIT_ERROR
+
+
+def _describe(exc) -> str:
+    if type(exc) is KeyError and exc.args:  # KeyError's str() is the repr of its message
+        return str(exc.args[0])
+    return str(exc) if isinstance(exc, _KNOWN_ERRORS) and str(exc) else f"{type(exc).__name__}: {exc}"
 
 
 def _parser():
@@ -35,7 +54,7 @@ def _parser():
     s.add_argument("models", nargs="*")
     s.add_argument("--all", action="store_true", help="every catalogue model")
     s.add_argument("--family", help="every model of one family")
-    s.add_argument("--frameworks", default="keras,tf", help="comma list of native targets (default keras,tf)")
+    s.add_argument("--frameworks", help="comma list of native targets (default: keras,tf, those installed)")
     s.add_argument("--no-onnx", action="store_true", help="skip the three ONNX exports")
     s.add_argument("--batch", type=int, default=1)
     s.add_argument("--size", type=int, help="input height and width (default: the model's)")
@@ -43,7 +62,9 @@ def _parser():
     s.add_argument("--tf32", action="store_true", help="allow TF32 on GPU (default: strict fp32 everywhere)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--weights", metavar="FILE", help="canonical .safetensors or torch .pth instead of seeded weights")
-    s.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    s.add_argument("--json", metavar="FILE", help="write the results as JSON, rewritten after every model")
+    s.add_argument("--resume", action="store_true",
+                   help="skip the models the --json file already holds (an interrupted sweep)")
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("export", help="export one model to ONNX from one framework")
@@ -65,7 +86,7 @@ def _parser():
 
     s = sub.add_parser("diagnose", help="layer-by-layer errors against torch, down to the first divergent layer")
     s.add_argument("model")
-    s.add_argument("--frameworks", default="keras,tf")
+    s.add_argument("--frameworks", help="comma list (default: keras,tf, those installed)")
     s.add_argument("--size", type=int)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--weights", metavar="FILE", help="candidate weights (canonical); the reference keeps seeded ones")
@@ -75,7 +96,7 @@ def _parser():
     s.add_argument("models", nargs="*")
     s.add_argument("--all", action="store_true")
     s.add_argument("--family")
-    s.add_argument("--frameworks", default="keras,tf")
+    s.add_argument("--frameworks", help="comma list (default: keras,tf, those installed)")
     s.add_argument("--size", type=int)
     s.add_argument("--json", metavar="FILE")
     s.set_defaults(func=cmd_selftest)
@@ -94,12 +115,15 @@ def _parser():
 
     from .bench import register_cli as register_bench
     register_bench(sub)
+    from . import train_check
+    train_check.register(sub)
     from . import predict
     predict.register(sub)
 
     s = sub.add_parser("summary", help="canonical weight names and shapes of a model")
     s.add_argument("model")
-    s.add_argument("--framework", default="torch", choices=["torch", "keras", "tf"])
+    s.add_argument("--framework", choices=["torch", "keras", "tf"],
+                   help="default: torch, else the first of keras, tf that is installed")
     s.set_defaults(func=cmd_summary)
     return p
 
@@ -110,6 +134,9 @@ def cmd_list(args, console):
     from rich.table import Table
 
     from . import registry
+    from .frameworks import missing
+    if missing("torch"):
+        console.print(f"[dim]parameters left out: {missing('torch')} (they are counted on torch_impl)[/dim]")
     rows = []
     for name in registry.names(args.family):
         spec = registry.get(name)
@@ -120,6 +147,9 @@ def cmd_list(args, console):
     for col in ("model", "family", "frameworks", "parameters", "default input"):
         table.add_column(col, justify="right" if col == "parameters" else "left")
     for r in rows:
+        if r["parameters"] is None:
+            table.add_row(r["model"], r["family"], ",".join(r["frameworks"]), "-", "x".join(map(str, r["input"])))
+            continue
         mark = "" if r["published"] in (None, r["parameters"]) else " [red](published {:,})[/red]".format(r["published"])
         table.add_row(r["model"], r["family"], ",".join(r["frameworks"]), f"{r['parameters']:,}{mark}",
                       "x".join(map(str, r["input"])))
@@ -128,9 +158,13 @@ def cmd_list(args, console):
         _write_json(args.json, rows)
 
 
-def count_parameters(name: str) -> int:
-    """Parameters of the torch_impl model, built on the meta device (no memory, no init time)."""
-    import torch
+def count_parameters(name: str) -> int | None:
+    """Parameters of the torch_impl model, built on the meta device (no memory, no init time);
+    None where torch is not installed."""
+    from .frameworks import import_safely, missing
+    if missing("torch"):
+        return None
+    torch = import_safely("torch")
 
     from .adapters import adapter
     with torch.device("meta"):
@@ -143,37 +177,124 @@ def count_parameters(name: str) -> int:
 def cmd_check(args, console):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .checker import check, plan
+    names = _model_names(args)
+    frameworks = _asked_frameworks(args.frameworks)
+    planned, _ = plan(frameworks, not args.no_onnx)
+    done = _resumed(args, names)
+    todo = [n for n in names if n not in done]
+    if done:
+        console.print(f"resuming {args.json}: {len(done)} models already checked, {len(todo)} to go")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("checking", total=len(todo) * len(planned))
+
+        def one(name):
+            bar.update(task, description=f"checking {name}")
+            return check(name, frameworks=frameworks, onnx=not args.no_onnx, batch=args.batch, size=args.size,
+                         device=args.device, seed=args.seed, weights=args.weights, tf32=args.tf32,
+                         on_target=lambda _t: bar.advance(task))
+
+        payload = _sweep(names, one, bar.console, args, done)
+    return _finish(payload, console)
+
+
+def _asked_frameworks(text):
+    """The --frameworks list, or None for the default (what is installed); asking for a
+    framework that is not installed is an error, not a silent omission."""
+    if text is None:
+        return None
+    from .frameworks import MissingFramework, missing
+    asked = tuple(f for f in text.split(",") if f)
+    for f in asked:
+        if f not in ("torch", "keras", "tf"):
+            raise ValueError(f"unknown framework {f!r}; choose from torch, keras, tf")
+        if missing(f):
+            raise MissingFramework(f"--frameworks {text}: {f} cannot run here: {missing(f)}")
+    return asked
+
+
+def _model_names(args):
     from . import registry
-    from .checker import check, targets
     names = registry.names() if args.all else registry.names(args.family) if args.family else args.models
     if not names:
         raise ValueError("name at least one model, or use --all / --family")
     for name in names:
         registry.get(name)  # unknown names fail before any work starts
-    frameworks = tuple(f for f in args.frameworks.split(",") if f)
-    per_model = len(targets(frameworks, not args.no_onnx))
-    reports = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task("checking", total=len(names) * per_model)
-        for name in names:
-            bar.update(task, description=f"checking {name}")
-            report = check(name, frameworks=frameworks, onnx=not args.no_onnx, batch=args.batch, size=args.size,
-                           device=args.device, seed=args.seed, weights=args.weights, tf32=args.tf32,
-                           on_target=lambda _t: bar.advance(task))
-            reports.append(report)
-            bar.console.print(report_table(report))
-    passed = all(r.passed for r in reports)
-    if len(reports) > 1:
-        console.print(f"{sum(r.passed for r in reports)}/{len(reports)} models passed")
-    if args.json:
-        _write_json(args.json, {"passed": passed, "models": [r.to_json() for r in reports]})
-    return 0 if passed else 1
+    return names
+
+
+def _resumed(args, names) -> dict:
+    """{model: its JSON entry} from the --json file of an interrupted sweep (with --resume).
+    Entries that ended in an error, or were taken at another input shape or device, run again."""
+    if not getattr(args, "resume", False):
+        return {}
+    if not args.json:
+        raise ValueError("--resume needs --json FILE (the file the interrupted sweep wrote)")
+    if not os.path.exists(args.json):
+        return {}
+    with open(args.json) as f:
+        previous = json.load(f)
+    return {m["model"]: m for m in previous.get("models", [])
+            if m["model"] in names and not m.get("error") and _same_setup(m, args)}
+
+
+def _same_setup(entry, args) -> bool:
+    from . import registry
+    _, c, h, w = entry["input_shape"]
+    spec = registry.get(entry["model"])
+    want = (c, args.size, args.size) if args.size else tuple(spec.input_size)
+    return entry["input_shape"][0] == args.batch and (c, h, w) == want and entry["device"] == args.device
+
+
+def _sweep(names, run_one, console, args, done=None):
+    """Check each model; one that cannot be checked becomes an error row and the sweep goes
+    on. With --json the file is rewritten (atomically) after every model, so a sweep that is
+    killed loses only the model it was on."""
+    from .checker import error_report
+    done = dict(done or {})
+    entries = []
+    for name in names:
+        if name in done:
+            entries.append(done[name])
+            continue
+        try:
+            report = run_one(name)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad model must not end the sweep
+            report = error_report(name, exc, batch=getattr(args, "batch", 1), size=args.size,
+                                  device=getattr(args, "device", "cpu"))
+        console.print(report_table(report))
+        entries.append(report.to_json())
+        if getattr(args, "json", None):
+            _write_json(args.json, _payload(entries, complete=len(entries) == len(names)))
+    return _payload(entries, complete=True)
+
+
+def _payload(entries, complete):
+    return {"passed": bool(entries) and all(m["passed"] for m in entries), "complete": complete,
+            "models": entries}
+
+
+def _finish(payload, console) -> int:
+    from .checker import exit_code
+    models = payload["models"]
+    if len(models) > 1:
+        errors = sum(bool(m.get("error")) for m in models)
+        console.print(f"{sum(m['passed'] for m in models)}/{len(models)} models passed"
+                      + (f", {errors} could not be checked" if errors else ""))
+    return exit_code(payload)
 
 
 def report_table(report):
     from rich.table import Table
     shape = "x".join(map(str, report.input_shape))
+    if report.error:
+        table = Table(title=f"{report.model}  input {shape}  {report.device}  [red]ERROR[/red]")
+        table.add_column("could not be checked")
+        table.add_row(report.error)
+        return table
     verdict = "[green]PASS[/green]" if report.passed else "[red]FAIL[/red]"
     table = Table(title=f"{report.model}  input {shape}  {report.device} {report.dtype}  {verdict}")
     multi = len({r.output for r in report.results if r.output != "-"}) > 1
@@ -198,9 +319,15 @@ def cmd_export(args, console):
     from . import export_onnx, registry
     from .adapters import adapter
     from .checker import _reference_model
+    from .frameworks import MissingFramework, onnx_source_missing
+    problem = onnx_source_missing(args.framework)
+    if problem:
+        raise MissingFramework(f"cannot export from {args.framework} here: {problem}")
     spec = registry.get(args.model)
     c, h, w = spec.input_size
     h = w = args.size or h
+    from .inputs import refuse_unfit_size
+    refuse_unfit_size(args.model, (c, h, w))
     state = adapter("torch").state_dict(_reference_model(args.model, args.weights, args.seed, (c, h, w)))
     model = adapter(args.framework).build(args.model, input_size=(c, h, w))
     adapter(args.framework).load_state_dict(model, state)
@@ -254,17 +381,24 @@ def cmd_diagnose(args, console):
     from .calibrate import calibrated_torch_model, seeded_input
     from .layerwise import compare
     from .io import load_state
+    from .inputs import refuse_unfit_size
     spec = registry.get(args.model)
     c, h, w = spec.input_size
     h = w = args.size or h
+    refuse_unfit_size(args.model, (c, h, w))
     reference = calibrated_torch_model(args.model, seed=args.seed, input_size=(c, h, w))
     state = load_state(args.weights) if args.weights else adapter("torch").state_dict(reference)
     x = seeded_input((1, c, h, w), args.seed + 1)
-    failed = False
-    for framework in [f for f in args.frameworks.split(",") if f]:
-        model = adapter(framework).build(args.model, input_size=(c, h, w))
-        adapter(framework).load_state_dict(model, state)
-        result = compare(reference, model, x, layerwise=True)
+    failed = errors = False
+    for framework in _native_frameworks(args.frameworks, console):
+        try:
+            model = adapter(framework).build(args.model, input_size=(c, h, w))
+            adapter(framework).load_state_dict(model, state)
+            result = compare(reference, model, x, layerwise=True)
+        except Exception as exc:  # noqa: BLE001 - the next framework still gets diagnosed
+            console.print(f"[red]{args.model}: torch -> {framework} could not run:[/red] {_describe(exc)}")
+            errors = True
+            continue
         failed |= not result.passed or result.first_divergent_layer is not None
         table = Table(title=f"{args.model}: torch -> {framework}, input 1x{c}x{h}x{w}")
         for col in ("layer", "normalized error", "max_abs"):
@@ -279,21 +413,38 @@ def cmd_diagnose(args, console):
                          f"no layer leaves {result.tolerance:.0e}; output error {result.normalized_error:.2e} "
                          f"(the {len(shown)} worst of {len(result.layers)} layers shown)")
         console.print(table)
-    return 1 if failed else 0
+    return EXIT_ERROR if errors else EXIT_FAIL if failed else EXIT_PASS
+
+
+def _native_frameworks(text, console) -> list:
+    """--frameworks as asked, or keras and tf less what is not installed (said on the console)."""
+    asked = _asked_frameworks(text)
+    if asked is not None:
+        return [f for f in asked if f != "torch"]
+    from .frameworks import missing
+    for f in ("keras", "tf"):
+        if missing(f):
+            console.print(f"[dim]{f} left out: {missing(f)}[/dim]")
+    return [f for f in ("keras", "tf") if not missing(f)]
 
 
 def cmd_selftest(args, console):
     from rich.table import Table
 
     from . import registry
+    from .inputs import refuse_unfit_size
     from .selftest import selftest
-    names = registry.names() if args.all else registry.names(args.family) if args.family else args.models
-    if not names:
-        raise ValueError("name at least one model, or use --all / --family")
-    rows = []
+    names = _model_names(args)
+    native = _native_frameworks(args.frameworks, console)
+    rows, errors = [], []
     for name in names:
-        for framework in [f for f in args.frameworks.split(",") if f]:
-            rows += selftest(name, framework, size=args.size)
+        for framework in native:
+            try:
+                if args.size:
+                    refuse_unfit_size(name, (registry.get(name).input_size[0], args.size, args.size))
+                rows += selftest(name, framework, size=args.size)
+            except Exception as exc:  # noqa: BLE001 - one bad model must not end the sweep
+                errors.append({"model": name, "framework": framework, "error": _describe(exc)})
     table = Table(title="selftest: injected bugs")
     for col in ("model", "framework", "mutation", "expected layer", "named layer", "cause", "result"):
         table.add_column(col)
@@ -302,6 +453,8 @@ def cmd_selftest(args, console):
             "[green]caught, named[/green]" if d.ok else "[red]missed[/red]" if not d.caught else "[red]wrong layer[/red]"
         table.add_row(d.model, d.framework, d.mutation, d.expected_layer or "-", d.named_layer or "-",
                       d.likely_cause or "-", verdict)
+    for e in errors:
+        table.add_row(e["model"], e["framework"], "-", "-", "-", "-", f"[red]error[/red] {e['error']}")
     applicable = [d for d in rows if d.caught is not None]
     good = sum(d.ok for d in applicable)
     table.caption = f"{good}/{len(applicable)} applicable mutations caught at the mutated layer " \
@@ -310,33 +463,35 @@ def cmd_selftest(args, console):
     if args.json:
         from dataclasses import asdict
         _write_json(args.json, {"detected": good, "applicable": len(applicable),
-                                "rows": [asdict(d) for d in rows]})
-    return 0 if good == len(applicable) else 1
+                                "rows": [asdict(d) for d in rows], "errors": errors})
+    return EXIT_ERROR if errors else EXIT_PASS if good == len(applicable) else EXIT_FAIL
 
 
 def cmd_report(args, console):
-    from . import registry, report
-    from .checker import check
+    from . import report
+    from .checker import check, exit_code
     if args.source:
         with open(args.source) as f:
             payload = json.load(f)
     else:
-        names = registry.names() if args.all else registry.names(args.family) if args.family else args.models
-        if not names:
+        if not (args.models or args.all or args.family):
             raise ValueError("name models, --all, --family or --from RESULTS.json")
-        reports = [check(n, size=args.size, batch=args.batch, onnx=not args.no_onnx) for n in names]
-        payload = {"passed": all(r.passed for r in reports), "models": [r.to_json() for r in reports]}
+        names = _model_names(args)
+        payload = _sweep(names, lambda n: check(n, size=args.size, batch=args.batch, onnx=not args.no_onnx),
+                         console, args)
     report.write(payload, args.out, args.markdown)
     console.print(f"wrote {args.out}" + (f" and {args.markdown}" if args.markdown else ""))
-    return 0 if payload["passed"] else 1
+    return exit_code(payload)
 
 
 def cmd_summary(args, console):
     from rich.table import Table
 
     from . import build, state_dict
-    state = state_dict(build(args.model, framework=args.framework))
-    table = Table(title=f"{args.model} ({args.framework}): canonical weights")
+    from .frameworks import missing
+    framework = args.framework or next((f for f in ("torch", "keras", "tf") if not missing(f)), "torch")
+    state = state_dict(build(args.model, framework=framework))
+    table = Table(title=f"{args.model} ({framework}): canonical weights")
     for col in ("key", "shape", "values"):
         table.add_column(col, justify="right" if col == "values" else "left")
     for key, value in state.items():

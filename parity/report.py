@@ -49,6 +49,10 @@ def headroom_grid(payload):
     models, targets, cells = [], [], {}
     for model in payload["models"]:
         models.append(model["model"])
+        if model.get("error"):
+            cells[(model["model"], "error")] = (float("inf"), False)
+            if "error" not in targets:
+                targets.append("error")
         for r in model["results"]:
             if r["target"] not in targets:
                 targets.append(r["target"])
@@ -113,6 +117,9 @@ def render_html(payload, env=None) -> str:
     verdict = "PASS" if payload["passed"] else "FAIL"
     rows = []
     for model in payload["models"]:
+        if model.get("error"):
+            rows.append(f"<tr class=fail><td>{html.escape(model['model'])}</td><td colspan=6>could not be checked"
+                        f"</td><td>ERROR {html.escape(model['error'])}</td></tr>")
         for r in model["results"]:
             status = "ok" if r["passed"] else f"FAIL {html.escape(r.get('error') or '')}"
             rows.append(f"<tr class={'ok' if r['passed'] else 'fail'}><td>{model['model']}</td>"
@@ -159,6 +166,8 @@ def render_markdown(payload, env=None) -> str:
              "| model | target | output | max_abs | normalized error | tolerance | headroom | status |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for model in payload["models"]:
+        if model.get("error"):
+            lines.append(f"| {model['model']} | - | - | - | - | - | - | ERROR {model['error']} |")
         for r in model["results"]:
             status = "ok" if r["passed"] else "FAIL" + (f" (first divergent: {r['first_divergent_layer']})"
                                                        if r.get("first_divergent_layer") else "")
