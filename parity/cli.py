@@ -117,6 +117,8 @@ def _parser():
     register_bench(sub)
     from . import train_check
     train_check.register(sub)
+    from . import train_check
+    train_check.register(sub)
     from . import predict
     predict.register(sub)
 

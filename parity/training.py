@@ -159,7 +159,8 @@ def train_steps(model, batches, *, optimizer="sgd", lr=0.01, momentum=0.0, weigh
     trainer = adapter.trainer(model, hyper, device=device, dropout_seed=dropout_seed)
     result = TrainResult()
     for i, (x, labels) in enumerate(batches):
-        step = trainer.step(np.asarray(x, dtype=np.float32), np.asarray(labels, dtype=np.int64))
+        x = np.asarray(x)  # float32; float64 only for torch's own noise run (train-check)
+        step = trainer.step(x if x.dtype == np.float64 else x.astype(np.float32), np.asarray(labels, dtype=np.int64))
         result.losses.append(step.loss)
         if i == 0:
             result.grads = trainer.gradients()

@@ -1,0 +1,247 @@
+"""`parity train-check`: one training run from identical weights and batches in torch_impl
+(torch.optim, the reference), keras_impl and tf_impl, compared step by step.
+
+Compared: the loss of every step, the first step's gradient of every trained parameter,
+and the weights and BatchNorm running statistics after the last step, each as a
+normalized error (max|x - ref| / max|ref|). Tolerances: the fp32 policy, or NOISE_FACTOR x
+the reference's own noise (the same run in torch fp64) where that is larger
+(parity.tolerance.effective); weights and buffers after K steps at WEIGHT_POLICY, the bound
+measured in docs/training.md.
+"""
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .tolerance import THRESHOLDS, effective
+
+GRAD_POLICY = THRESHOLDS["fp32-cpu"]  # first-step gradients and losses: the inference policy
+# Weights and buffers after a few steps: optimizer state amplifies rounding (Adam divides by
+# sqrt(v)), so the policy is 10x the inference one; measured worst in docs/training.md.
+WEIGHT_POLICY = 1e-4
+CATEGORIES = ("loss", "grad", "weight", "buffer")
+
+# Defaults per optimizer, in torch's vocabulary.
+DEFAULT_HYPER = {
+    "sgd": dict(lr=0.01, momentum=0.9, weight_decay=1e-4),
+    "adam": dict(lr=1e-3, weight_decay=1e-4),
+    "adamw": dict(lr=1e-3, weight_decay=1e-2),
+    "rmsprop": dict(lr=1e-3, momentum=0.9, weight_decay=1e-4),
+}
+
+
+@dataclass
+class FrameworkResult:
+    framework: str
+    errors: dict  # category -> worst normalized error
+    tolerances: dict  # category -> tolerance
+    worst: dict  # category -> key (or step) of the worst error
+    passed: bool
+    first_divergence: str | None = None
+    likely_cause: str | None = None
+    error: str | None = None
+
+    def headroom(self) -> float:
+        return max((self.errors[c] / self.tolerances[c] for c in CATEGORIES if c in self.errors), default=0.0)
+
+
+@dataclass
+class TrainCheckResult:
+    model: str
+    optimizer: str
+    steps: int
+    freeze: bool
+    size: int
+    batch: int
+    hyper: dict
+    reference_noise: dict
+    results: list = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+
+def normalized(a, ref) -> float:
+    a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
+    scale = np.abs(ref).max() if ref.size else 0.0
+    diff = np.abs(a - ref).max() if ref.size else 0.0
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def is_buffer(key: str) -> bool:
+    return key.endswith("running_mean") or key.endswith("running_var")
+
+
+def compare(result, reference) -> tuple[dict, dict, dict]:
+    """Per-key errors by category, worst per category and its key."""
+    per_key = {
+        "loss": {f"step {i + 1}": abs(a - b) / max(abs(b), 1e-12)
+                 for i, (a, b) in enumerate(zip(result.losses, reference.losses))},
+        "grad": {k: normalized(result.grads[k], g) for k, g in reference.grads.items() if k in result.grads},
+        "weight": {k: normalized(result.state[k], v) for k, v in reference.state.items() if not is_buffer(k)},
+        "buffer": {k: normalized(result.state[k], v) for k, v in reference.state.items() if is_buffer(k)},
+    }
+    worst = {c: max(d, key=d.get) if d else None for c, d in per_key.items()}
+    errors = {c: (per_key[c][worst[c]] if worst[c] else 0.0) for c in per_key}
+    return per_key, errors, worst
+
+
+def likely_cause(per_key, tolerances, frozen_keys) -> tuple[str | None, str | None]:
+    """The first parameter that diverges and the trap that most often explains it."""
+    over = {c: [k for k, e in per_key[c].items() if e > tolerances[c]] for c in per_key}
+    moved_frozen = [k for k in over["weight"] + over["buffer"] if k in frozen_keys]
+    if moved_frozen:
+        return moved_frozen[0], ("a frozen tensor moved: frozen BatchNorms must run in inference mode "
+                                 "(torch eval(), Keras trainable=False) and frozen weights must get no update")
+    if over["loss"] and over["loss"][0] == "step 1":
+        return "loss, step 1", ("the train-mode forward differs: BN epsilon (Keras 1e-3 vs torch 1e-5), "
+                                "dropout masks, or cross-entropy not from logits")
+    if over["grad"]:
+        return over["grad"][0], ("the first gradient differs: loss reduction/label smoothing, aux-head weights, "
+                                 "or the layer's backward (frozen layers, BN in train mode)")
+    if over["buffer"] and not over["weight"]:
+        variances = [k for k in over["buffer"] if k.endswith("running_var")]
+        means = [k for k in over["buffer"] if k.endswith("running_mean")]
+        if variances and not means:
+            return variances[0], "BN running variance: biased batch variance stored (torch stores the unbiased one)"
+        return over["buffer"][0], "BN momentum convention (torch momentum 0.1 = Keras momentum 0.9)"
+    if over["weight"]:
+        return over["weight"][0], ("the update differs with equal gradients: optimizer formula (Adam epsilon inside "
+                                   "vs outside the bias-corrected sqrt, SGD momentum convention under a changing lr), "
+                                   "weight decay coupled vs decoupled, or per-variable vs global clipping")
+    if over["loss"]:
+        return over["loss"][0], "later losses differ: see the weights after the step before"
+    return None, None
+
+
+def make_batches(spec, model_classes, *, steps, size, batch, seed):
+    rng = np.random.default_rng(seed)
+    channels = spec.input_size[0]
+    label_shape = (batch,) if spec.classifier else (batch, size, size)
+    return [(rng.normal(size=(batch, channels, size, size)).astype(np.float32),
+             rng.integers(0, model_classes, size=label_shape).astype(np.int64)) for _ in range(steps)]
+
+
+def build_kwargs(spec):
+    kwargs = {}
+    if spec.classifier:
+        kwargs["num_classes"] = 10  # small heads keep the check quick; the layout is the same
+    if spec.aux_weights:
+        kwargs["aux_logits"] = True  # aux heads train with their loss weights
+    return kwargs
+
+
+def train_check(model_name, *, optimizer="sgd", steps=3, frameworks=("keras", "tf"), freeze=False,
+                size=None, batch=4, seed=0, **hyper) -> TrainCheckResult:
+    import torch
+
+    from . import registry
+    from .adapters import adapter
+    from .training import train_steps
+
+    spec = registry.get(model_name)
+    size = size or spec.test_sizes[0]
+    hyper = {**DEFAULT_HYPER[optimizer], **hyper}
+    kwargs = build_kwargs(spec)
+    torch.manual_seed(seed)
+    torch_adapter = adapter("torch")
+    reference_model = torch_adapter.build(model_name, **kwargs)
+    initial = torch_adapter.state_dict(reference_model)
+    with torch.no_grad():
+        out = torch_adapter.run(reference_model, np.zeros((1, spec.input_size[0], size, size), np.float32))[0]
+    batches = make_batches(spec, out.shape[1], steps=steps, size=size, batch=batch, seed=seed)
+    common = dict(optimizer=optimizer, freeze="backbone" if freeze else None, dropout_seed=seed, **hyper)
+
+    fp64 = copy.deepcopy(reference_model).double()
+    reference = train_steps(reference_model, batches, **common)
+    noise_run = train_steps(fp64, [(x.astype(np.float64), y) for x, y in batches], **common)
+    _, noise, _ = compare(noise_run, reference)
+    policy = {"loss": GRAD_POLICY, "grad": GRAD_POLICY, "weight": WEIGHT_POLICY, "buffer": WEIGHT_POLICY}
+    tolerances = {c: effective(policy[c], noise[c]) for c in CATEGORIES}
+    frozen_keys = {k for k in initial if freeze and not spec.in_head(k)}
+
+    result = TrainCheckResult(model_name, optimizer, steps, freeze, size, batch, hyper, noise)
+    for framework in frameworks:
+        result.results.append(_check_one(framework, model_name, spec, kwargs, initial, batches, common,
+                                         reference, tolerances, frozen_keys, size))
+    return result
+
+
+def _check_one(framework, model_name, spec, kwargs, initial, batches, common, reference, tolerances,
+               frozen_keys, size):
+    from .adapters import adapter
+    from .devices import placed
+    from .training import train_steps
+    try:
+        native = adapter(framework)
+        with placed(framework, "cpu"):
+            model = native.build(model_name, input_size=(spec.input_size[0], size, size), **kwargs)
+            native.load_state_dict(model, initial)
+        run = train_steps(model, batches, **common)
+    except Exception as exc:  # noqa: BLE001 - reported per framework, exit 2
+        return FrameworkResult(framework, {}, tolerances, {}, False, error=f"{type(exc).__name__}: {exc}")
+    per_key, errors, worst = compare(run, reference)
+    passed = all(errors[c] <= tolerances[c] for c in CATEGORIES)
+    first, cause = (None, None) if passed else likely_cause(per_key, tolerances, frozen_keys)
+    return FrameworkResult(framework, errors, tolerances, worst, passed, first, cause)
+
+
+def table(result: TrainCheckResult):
+    from rich.table import Table
+    title = (f"train-check {result.model}: {result.optimizer} {result.hyper}, {result.steps} steps, "
+             f"batch {result.batch} at {result.size}px{', frozen backbone' if result.freeze else ''}")
+    t = Table(title=title)
+    for column in ("framework", *(f"{c} err / tol" for c in CATEGORIES), "headroom", "verdict"):
+        t.add_column(column)
+    for r in result.results:
+        if r.error:
+            t.add_row(r.framework, *[""] * len(CATEGORIES), "", f"[red]error[/red] {r.error}")
+            continue
+        cells = [f"{r.errors[c]:.1e} / {r.tolerances[c]:.0e}" for c in CATEGORIES]
+        verdict = "[green]pass[/green]" if r.passed else f"[red]FAIL[/red] at {r.first_divergence}"
+        t.add_row(r.framework, *cells, f"{r.headroom():.2f}", verdict)
+    return t
+
+
+def write_json(result: TrainCheckResult, path) -> None:
+    from .io import atomic_path
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump({**asdict(result), "passed": result.passed}, f, indent=2)
+
+
+def register(subparsers) -> None:
+    """Add `parity train-check` to the `parity` command line's subparsers."""
+    s = subparsers.add_parser("train-check", help="train K steps in torch, keras and tf from identical weights "
+                                                  "and batches; compare losses, gradients, weights, BN statistics")
+    s.add_argument("model")
+    s.add_argument("--optimizer", default="sgd", choices=list(DEFAULT_HYPER))
+    s.add_argument("--steps", type=int, default=3)
+    s.add_argument("--frameworks", default="keras,tf", help="comma list of keras, tf (torch is the reference)")
+    s.add_argument("--freeze-backbone", action="store_true", help="train only the catalogue's head")
+    s.add_argument("--size", type=int, help="input height and width (default: the model's first test size)")
+    s.add_argument("--batch", type=int, default=4)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    s.set_defaults(func=cmd_train_check)
+
+
+def cmd_train_check(args, console) -> int:
+    frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
+    unknown = [f for f in frameworks if f not in ("keras", "tf")]
+    if unknown or not frameworks:
+        raise ValueError(f"--frameworks takes keras and/or tf (torch is the reference); got {args.frameworks!r}")
+    result = train_check(args.model, optimizer=args.optimizer, steps=args.steps, frameworks=frameworks,
+                         freeze=args.freeze_backbone, size=args.size, batch=args.batch, seed=args.seed)
+    console.print(table(result))
+    for r in result.results:
+        if r.first_divergence:
+            console.print(f"{r.framework}: first divergence at [bold]{r.first_divergence}[/bold]; likely cause: "
+                          f"{r.likely_cause}")
+    if args.json:
+        write_json(result, args.json)
+    if any(r.error for r in result.results):
+        return 2
+    return 0 if result.passed else 1
