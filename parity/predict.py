@@ -4,33 +4,24 @@ Every framework gets the same numpy input (parity.data.preprocess: resize, chann
 normalization as recorded in the weight file by `parity train`, else the flags), runs in
 inference mode, and reports its top-k; the command says whether the frameworks agree.
 """
-import importlib.util
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-FRAMEWORK_MODULES = {"torch": ("torch",), "keras": ("keras",), "tf": ("tensorflow",)}
+FRAMEWORKS = ("torch", "keras", "tf")
 
 
 def select_frameworks(text: str | None):
-    """(the named or else the installed frameworks, notes on those left out and why)."""
-    wanted = [f for f in (text or "torch,keras,tf").split(",") if f]
-    unknown = [f for f in wanted if f not in FRAMEWORK_MODULES]
+    """(the named frameworks that can run here, notes on those left out and why)."""
+    from .frameworks import missing
+    wanted = [f for f in (text or ",".join(FRAMEWORKS)).split(",") if f]
+    unknown = [f for f in wanted if f not in FRAMEWORKS]
     if unknown:
-        raise ValueError(f"unknown framework {unknown[0]!r}; choose from {', '.join(FRAMEWORK_MODULES)}")
-    modules = dict(FRAMEWORK_MODULES)
-    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
-        modules["keras"] = ("keras", "tensorflow")
-    chosen, notes = [], []
-    for framework in wanted:
-        missing = [m for m in modules[framework] if importlib.util.find_spec(m) is None]
-        if missing:
-            notes.append(f"{framework} left out: {', '.join(missing)} not installed")
-        else:
-            chosen.append(framework)
+        raise ValueError(f"unknown framework {unknown[0]!r}; choose from {', '.join(FRAMEWORKS)}")
+    chosen = [f for f in wanted if missing(f) is None]
+    notes = [f"{f} left out: {missing(f)}" for f in wanted if missing(f) is not None]
     if not chosen:
         raise RuntimeError("no framework to run: " + "; ".join(notes))
     return chosen, notes
@@ -55,10 +46,10 @@ def read_weights(path, name: str | None = None):
 
 
 def _keras_applications_state(path: Path, name: str | None):
-    import keras
-
     from .errors import WeightFileError
+    from .frameworks import import_safely
     from .weights import from_keras_applications
+    keras = import_safely("keras")
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file

@@ -252,3 +252,63 @@ def test_predict_agrees_across_frameworks(tmp_path, capsys):
     with pytest.raises(DataError, match="notes.txt"):
         (tmp_path / "notes.txt").write_text("x")
         predict("lenet", [tmp_path / "notes.txt"], weights_10, frameworks=["torch"])
+
+
+# --- train and finetune ---------------------------------------------------------------
+
+def test_train_lenet_on_digits_three_frameworks_and_resume(tmp_path):
+    pytest.importorskip("sklearn")
+    from safetensors import safe_open
+
+    from parity import train_cli
+    out = tmp_path / "run"
+    argv = ["train", "lenet", "--frameworks", "torch,keras,tf", "--epochs", "1", "--limit", "96", "--batch", "32",
+            "--out", str(out)]
+    assert run_command(train_cli, argv) == 0
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["epochs_done"] == 1
+    curves = saved["curves"]
+    assert [len(curves[f]["step_loss"]) for f in ("torch", "keras", "tf")] == [3, 3, 3]
+    for f in ("keras", "tf"):  # same start, same batches: the same losses up to float rounding
+        np.testing.assert_allclose(curves[f]["step_loss"], curves["torch"]["step_loss"], rtol=1e-4)
+        assert saved["agreement"][f]["max_step_loss_diff"] < 1e-4
+    for f, native in train_cli.NATIVE_FILES.items():
+        assert (out / f / native).exists() and (out / f / "last.safetensors").exists()
+        with safe_open(str(out / f / "best.safetensors"), "np") as file:
+            meta = file.metadata()
+        assert meta["framework"] == f and meta["size"] == "28" and json.loads(meta["classes"])[3] == "3"
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG" and json.loads((out / "curves.json").read_text())
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temp files left behind
+
+    with pytest.raises(ValueError, match="already holds a run"):
+        run_command(train_cli, argv)
+    assert run_command(train_cli, [*argv[:4], "--epochs", "2", *argv[6:], "--resume"]) == 0
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["epochs_done"] == 2 and len(saved["curves"]["tf"]["step_loss"]) == 6
+    assert [e["epoch"] for e in saved["curves"]["torch"]["epochs"]] == [1, 2]
+
+
+def test_finetune_frozen_backbone_keeps_backbone_and_bn_statistics(tmp_path):
+    import torch
+
+    import parity
+    from parity import finetune
+    torch.manual_seed(1)
+    pretrained = parity.state_dict(parity.build("resnet18"))  # 1000 classes, as torchvision's
+    torch.save({k: torch.from_numpy(v) for k, v in pretrained.items()}, tmp_path / "resnet18.pth")
+    images = write_image_folder(tmp_path / "imgs", per_class=3, size=32)
+    out = tmp_path / "ft"
+    assert run_command(finetune, ["finetune", "resnet18", "--weights", str(tmp_path / "resnet18.pth"),
+                                  "--classes", "3", "--freeze-backbone", "--data", str(images), "--size", "32",
+                                  "--epochs", "1", "--batch", "4", "--lr", "0.01", "--out", str(out)]) == 0
+    for f in ("torch", "keras", "tf"):
+        state = parity.load_state(out / f / "last.safetensors")
+        assert state["fc.weight"].shape == (3, 512)
+        moved = [k for k, v in state.items() if not k.startswith("fc.") and not np.array_equal(v, pretrained[k])]
+        assert not moved, f"{f}: frozen backbone changed: {moved[:5]}"
+    first = {f: parity.load_state(out / f / "last.safetensors")["fc.weight"] for f in ("torch", "keras", "tf")}
+    np.testing.assert_allclose(first["keras"], first["torch"], atol=1e-5)
+    np.testing.assert_allclose(first["tf"], first["torch"], atol=1e-5)
+    with pytest.raises(ValueError, match="has 3"):
+        run_command(finetune, ["finetune", "resnet18", "--weights", str(tmp_path / "resnet18.pth"), "--classes", "5",
+                               "--data", str(images), "--size", "32", "--out", str(tmp_path / "ft5")])

@@ -1,0 +1,411 @@
+"""`parity train`: a short real training run of one model in torch, Keras and TF, side by side.
+
+The three start from the same weights (torch's seeded initialization, transferred) and see
+the same batches in the same order (parity.data.Loader). Each batch goes to every framework's
+trainer (adapter.trainer, torch.optim vocabulary) in turn, so the running losses can be
+compared step by step. Per epoch: loss, train accuracy, test loss and accuracy, examples per
+second of each framework's training step. Outputs in --out (every file written atomically):
+
+    run.json                    configuration, curves and epochs done (written last: the resume point)
+    curves.json, curves.png     per-step loss and per-epoch accuracies of the three frameworks
+    class_indices.json          {"0": class name, ...}
+    <framework>/last.safetensors   canonical state after the last finished epoch (resume)
+    <framework>/best.safetensors   the best test accuracy so far, canonical ...
+    <framework>/best.pt | best.weights.h5 | best.tfckpt   ... and in the framework's own format
+
+--resume continues from last.safetensors at the next epoch with a fresh optimizer (momentum
+and Adam moments restart at zero; plain SGD resumes exactly).
+"""
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+NATIVE_FILES = {"torch": "best.pt", "keras": "best.weights.h5", "tf": "best.tfckpt"}
+
+
+@dataclass
+class RunConfig:
+    model: str
+    frameworks: list
+    data: str = "digits"
+    epochs: int = 3
+    batch: int = 64
+    size: int | None = None
+    normalize: str = "half"
+    augment: tuple = ()
+    limit: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    out: str = "runs"
+    hyper: dict = field(default_factory=dict)  # parity.training.Hyper fields
+    num_classes: int | None = None  # None: the data's class count
+    weights: str | None = None  # finetune: the pretrained file
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    examples_per_s: float
+    lr: float
+
+
+@dataclass
+class Curves:
+    step_loss: list = field(default_factory=list)
+    epochs: list = field(default_factory=list)  # [EpochStats as dict]
+    best_epoch: int | None = None
+    best_test_acc: float = -1.0
+
+
+# --- command line -------------------------------------------------------------------
+
+def register(subparsers) -> None:
+    s = subparsers.add_parser("train", help="short training of one model in torch, keras and tf, side by side",
+                              description="Data: 'digits' (scikit-learn's bundled 8x8 digits, no download), "
+                                          "mnist:DIR / fashion-mnist:DIR (IDX .gz files) or an ImageFolder DIR.")
+    s.add_argument("model")
+    add_training_arguments(s)
+    s.set_defaults(func=cmd_train)
+
+
+def add_training_arguments(s, *, lr=0.003, normalize=None, out_help="runs/MODEL") -> None:
+    s.add_argument("--frameworks", default="torch,keras,tf", help="comma list (default: those installed of the three)")
+    s.add_argument("--data", default="digits", metavar="SOURCE", help="digits | mnist:DIR | fashion-mnist:DIR | DIR")
+    s.add_argument("--epochs", type=int, default=3)
+    s.add_argument("--batch", type=int, default=32)
+    s.add_argument("--lr", type=float, default=lr)
+    s.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw", "rmsprop"],
+                   help="torch.optim's optimizer and meaning, in every framework (default adam)")
+    s.add_argument("--momentum", type=float, help="sgd/rmsprop momentum (default: 0.9 for sgd, 0 for rmsprop)")
+    s.add_argument("--weight-decay", type=float, default=0.0)
+    s.add_argument("--schedule", choices=["step", "cosine"], help="per-epoch learning-rate schedule")
+    s.add_argument("--size", type=int, help="input height and width (default: 28 for LeNet, 32 for others on digit "
+                                            "data, the model's input on image folders)")
+    s.add_argument("--normalize", choices=["unit", "half", "imagenet"], default=normalize,
+                   help="pixel normalization (default: half, (x-0.5)/0.5)")
+    s.add_argument("--augment", help="crop,flip | none (default: crop,flip on image folders, none on digit data)")
+    s.add_argument("--limit", type=int, help="use at most N training and N test examples (seeded subset)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--out", metavar="DIR", help=f"output directory (default: {out_help})")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
+    s.add_argument("--json", metavar="FILE", help="also write the final table as JSON")
+
+
+def config_from_args(args, **extra) -> RunConfig:
+    from .predict import select_frameworks
+    from .registry import get
+    get(args.model)
+    frameworks, _ = select_frameworks(args.frameworks)
+    if args.epochs < 1 or args.batch < 1:
+        raise ValueError("--epochs and --batch must be at least 1")
+    hyper = {"optimizer": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay,
+             "schedule": args.schedule, "epochs": args.epochs}
+    if args.optimizer in ("sgd", "rmsprop"):
+        hyper["momentum"] = args.momentum if args.momentum is not None else 0.9 if args.optimizer == "sgd" else 0.0
+    elif args.momentum is not None:
+        raise ValueError(f"--momentum does not apply to {args.optimizer} (its betas play that role)")
+    return RunConfig(model=args.model, frameworks=frameworks, data=args.data, epochs=args.epochs, batch=args.batch,
+                     size=args.size, normalize=args.normalize or "half", augment=args.augment, limit=args.limit,
+                     seed=args.seed, device=args.device, out=args.out or str(Path("runs") / args.model),
+                     hyper=hyper, **extra)
+
+
+def cmd_train(args, console) -> int:
+    from .predict import select_frameworks
+    _, notes = select_frameworks(args.frameworks)
+    for note in notes:
+        console.print(f"[yellow]{note}[/yellow]")
+    config = config_from_args(args)
+    curves = run(config, console, resume=args.resume)
+    _finish(config, curves, console, args.json)
+    return 0
+
+
+def _finish(config, curves, console, json_path):
+    console.print(side_by_side_table(config, curves))
+    out = Path(config.out)
+    console.print(f"wrote {out / 'run.json'}, {out / 'curves.png'}, best checkpoints in "
+                  + ", ".join(str(out / f) for f in config.frameworks))
+    if json_path:
+        _write_json(json_path, {"model": config.model, "frameworks": config.frameworks,
+                                "final": {f: c.epochs[-1] for f, c in curves.items()},
+                                "agreement": agreement(curves)})
+
+
+# --- the run ------------------------------------------------------------------------
+
+def run(config: RunConfig, console, *, resume=False, initial_state=None, freeze=None) -> dict:
+    """Train every framework for config.epochs; returns {framework: Curves}.
+    `initial_state(input_size, num_classes)`: the canonical state to start from (finetune);
+    default: torch's seeded initialization."""
+    from .data import write_class_indices
+    out = Path(config.out)
+    saved = _load_run(out) if resume else None
+    if not resume and (out / "run.json").exists():
+        raise ValueError(f"{out} already holds a run (run.json); pass --resume to continue it or choose another --out")
+    if saved:
+        _check_same_run(saved, config)
+    data = open_data(config)
+    num_classes = config.num_classes or len(data["split"].classes)
+    if num_classes != len(data["split"].classes):
+        raise ValueError(f"the model gets {num_classes} classes but {config.data} has {len(data['split'].classes)}")
+    input_size = (data["prep"].channels, data["prep"].size, data["prep"].size)
+    if saved:
+        states = {f: _read_state(out / f / "last.safetensors") for f in config.frameworks}
+    else:
+        state = initial_state(input_size, num_classes) if initial_state is not None else seeded_state(
+            config.model, config.frameworks, input_size, num_classes, config.seed)
+        states = {f: state for f in config.frameworks}
+    models = {f: build_model(config.model, f, input_size, num_classes, states[f]) for f in config.frameworks}
+    trainers = make_trainers(models, config, freeze)
+    curves = {f: Curves(**saved["curves"][f]) for f in config.frameworks} if saved else \
+        {f: Curves() for f in config.frameworks}
+    first = saved["epochs_done"] if saved else 0
+    write_class_indices(data["split"].classes, out / "class_indices.json")
+    meta = _metadata(config, data, num_classes)
+    for epoch in range(first, config.epochs):
+        stats = train_epoch(epoch, config, trainers, data, curves, console)
+        for f in config.frameworks:
+            stats[f].test_loss, stats[f].test_acc = evaluate(f, models[f], data["test"], config.device)
+            curves[f].epochs.append(asdict(stats[f]))
+        save_epoch(out, config, models, curves, epoch, meta)
+        console.print(epoch_line(epoch, config, stats))
+    return curves
+
+
+def open_data(config: RunConfig) -> dict:
+    from .data import Loader, Preprocess, open_source, parse_augment
+    from .registry import get
+    spec = get(config.model)
+    split = open_source(config.data, seed=config.seed, limit=config.limit)
+    channels = spec.input_size[0]
+    size = config.size or default_size(spec, split.small)
+    prep = Preprocess(size, channels, config.normalize)
+    augment = parse_augment(config.augment) if config.augment is not None else (() if split.small else ("crop", "flip"))
+    n = len(split.classes)
+    train = Loader(split.train, prep, batch_size=config.batch, shuffle=True, augment=augment, seed=config.seed,
+                   num_classes=n)
+    test = Loader(split.test, prep, batch_size=max(config.batch, 256), num_classes=n)
+    return {"split": split, "prep": prep, "train": train, "test": test, "augment": augment}
+
+
+def default_size(spec, small: bool) -> int:
+    """Digit data is tiny: LeNet's 28, else 32 (or the architecture's minimum); image folders: the model's input."""
+    if not small:
+        return spec.input_size[1]
+    return spec.input_size[1] if spec.input_size[1] <= 32 else max(32, spec.min_size)
+
+
+def seeded_state(name, frameworks, input_size, num_classes, seed) -> dict:
+    """Initial weights: torch's own initialization under torch.manual_seed(seed) when torch is
+    among the frameworks (the three then start identical), else the first framework's."""
+    from .adapters import adapter
+    framework = "torch" if "torch" in frameworks else frameworks[0]
+    from .frameworks import import_safely
+    if framework == "torch":
+        import_safely("torch").manual_seed(seed)
+    elif framework == "keras":
+        import_safely("keras").utils.set_random_seed(seed)
+    else:
+        import_safely("tf").random.set_seed(seed)
+    a = adapter(framework)
+    return a.state_dict(a.build(name, input_size=input_size, num_classes=num_classes))
+
+
+def build_model(name, framework, input_size, num_classes, state):
+    from .adapters import adapter
+    a = adapter(framework)
+    model = a.build(name, input_size=input_size, num_classes=num_classes)
+    a.load_state_dict(model, state)
+    return model
+
+
+def make_trainers(models, config, freeze):
+    from .adapters import adapter
+    from .training import Hyper
+    hyper = Hyper(**config.hyper, freeze=freeze)
+    return {f: adapter(f).trainer(m, hyper, device=config.device) for f, m in models.items()}
+
+
+def train_epoch(epoch, config, trainers, data, curves, console) -> dict:
+    """One pass over the training batches; every batch goes to each framework in turn and only
+    the framework's own step is timed (the loader's work is shared)."""
+    from .training import Hyper, lr_at
+    lr = lr_at(Hyper(**config.hyper), epoch)
+    for trainer in trainers.values():
+        trainer.set_lr(lr)
+    totals = {f: {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0} for f in trainers}
+    with _progress(console) as bar:
+        task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(data["train"]), losses="")
+        for x, labels in data["train"].batches(epoch):
+            for f, trainer in trainers.items():
+                start = time.perf_counter()
+                result = trainer.step(x, labels)
+                t = totals[f]
+                t["seconds"] += time.perf_counter() - start
+                t["loss"] += result.loss * len(labels)
+                t["correct"] += int((np.argmax(result.logits, axis=-1) == labels).sum())
+                t["seen"] += len(labels)
+                curves[f].step_loss.append(float(result.loss))
+            running = "  ".join(f"{f} {t['loss'] / t['seen']:.4f}" for f, t in totals.items())
+            bar.update(task, advance=1, losses=running)
+    return {f: EpochStats(epoch + 1, t["loss"] / t["seen"], t["correct"] / t["seen"], math.nan, math.nan,
+                          t["seen"] / t["seconds"], lr) for f, t in totals.items()}
+
+
+def _progress(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("loss {task.fields[losses]}"), console=console, transient=True,
+                    disable=not console.is_terminal)
+
+
+def evaluate(framework, model, loader, device="cpu"):
+    """(mean cross-entropy, accuracy) in inference mode over the whole test set."""
+    from .adapters import adapter
+    from .predict import softmax
+    a = adapter(framework)
+    loss, correct, seen = 0.0, 0, 0
+    for x, labels in loader.batches(0):
+        logits = (a.run(model, x, device=device) if framework == "torch" else a.run(model, x))[0]
+        probs = softmax(logits)
+        loss += float(-np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-300)).sum())
+        correct += int((np.argmax(logits, axis=-1) == labels).sum())
+        seen += len(labels)
+    return loss / seen, correct / seen
+
+
+# --- files ----------------------------------------------------------------------------
+
+def _metadata(config, data, num_classes) -> dict:
+    return {"model": config.model, "num_classes": str(num_classes), "classes": json.dumps(data["split"].classes),
+            **data["prep"].to_metadata()}
+
+
+def save_epoch(out: Path, config, models, curves, epoch, meta) -> None:
+    """Checkpoints first, run.json last: a run interrupted anywhere resumes from the last
+    epoch whose run.json was written, and every file on disk is whole."""
+    from .adapters import adapter
+    from .io import save_state
+    for f, model in models.items():
+        a = adapter(f)
+        state = a.state_dict(model)
+        stats = curves[f].epochs[-1]
+        tags = {**meta, "framework": f, "epoch": str(epoch + 1), "test_acc": f"{stats['test_acc']:.6f}"}
+        save_state(state, out / f / "last.safetensors", tags)
+        if stats["test_acc"] > curves[f].best_test_acc:
+            save_state(state, out / f / "best.safetensors", tags)
+            a.save_native(model, out / f / NATIVE_FILES[f])
+            curves[f].best_test_acc, curves[f].best_epoch = stats["test_acc"], epoch + 1
+    payload = {"curves": {f: asdict(c) for f, c in curves.items()}, "agreement": agreement(curves)}
+    _write_json(out / "curves.json", payload)
+    plot_curves(curves, out / "curves.png", config.model)
+    _write_json(out / "run.json", {"config": asdict(config), "epochs_done": epoch + 1, **payload})
+
+
+def _load_run(out: Path):
+    path = out / "run.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not a readable run file ({exc})") from None
+
+
+def _check_same_run(saved, config):
+    before = saved["config"]
+    for key in ("model", "data", "frameworks", "size", "normalize", "batch", "seed", "limit"):
+        if before.get(key) != asdict(config).get(key):
+            raise ValueError(f"--resume: {key} was {before.get(key)!r} in the saved run, now {asdict(config).get(key)!r}")
+
+
+def _read_state(path):
+    from .io import load_state
+    return load_state(path)
+
+
+def _write_json(path, payload):
+    from .io import atomic_path
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=float))
+
+
+def plot_curves(curves, path, title) -> None:
+    """Per-step training loss and per-epoch train/test accuracy, one line per framework."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from .io import atomic_path
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    styles = {"torch": ("-", "o"), "keras": ("--", "s"), "tf": (":", "^")}
+    for f, c in curves.items():
+        line, marker = styles.get(f, ("-", "o"))
+        loss_ax.plot(np.arange(1, len(c.step_loss) + 1), c.step_loss, line, label=f)
+        epochs = [e["epoch"] for e in c.epochs]
+        acc_ax.plot(epochs, [e["train_acc"] for e in c.epochs], line, marker=marker, label=f"{f} train")
+        acc_ax.plot(epochs, [e["test_acc"] for e in c.epochs], line, marker=marker, fillstyle="none",
+                    label=f"{f} test")
+    loss_ax.set(xlabel="step", ylabel="training loss", title=f"{title}: loss per step")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy per epoch", ylim=(0, 1.02))
+    loss_ax.legend()
+    acc_ax.legend(fontsize="small", ncol=len(curves))
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+# --- tables ---------------------------------------------------------------------------
+
+def agreement(curves) -> dict:
+    """Largest differences from torch (or the first framework): final loss, accuracies, and the
+    per-step training loss over the whole run."""
+    names = list(curves)
+    ref = "torch" if "torch" in curves else names[0]
+    out = {}
+    for f in names:
+        if f == ref or not curves[f].epochs:
+            continue
+        a, b = curves[f], curves[ref]
+        steps = min(len(a.step_loss), len(b.step_loss))
+        out[f] = {"reference": ref,
+                  "max_step_loss_diff": float(np.max(np.abs(np.subtract(a.step_loss[:steps], b.step_loss[:steps])))),
+                  "final_loss_diff": abs(a.epochs[-1]["loss"] - b.epochs[-1]["loss"]),
+                  "final_test_loss_diff": abs(a.epochs[-1]["test_loss"] - b.epochs[-1]["test_loss"]),
+                  "final_train_acc_diff": abs(a.epochs[-1]["train_acc"] - b.epochs[-1]["train_acc"]),
+                  "final_test_acc_diff": abs(a.epochs[-1]["test_acc"] - b.epochs[-1]["test_acc"])}
+    return out
+
+
+def epoch_line(epoch, config, stats) -> str:
+    parts = [f"{f}: loss {s.loss:.3f}, train acc {s.train_acc:.3f}, test acc {s.test_acc:.3f}, "
+             f"{s.examples_per_s:,.0f} ex/s" for f, s in stats.items()]
+    return f"epoch {epoch + 1}/{config.epochs}  " + " | ".join(parts)
+
+
+def side_by_side_table(config, curves):
+    from rich.table import Table
+    table = Table(title=f"{config.model} on {config.data}: {config.epochs} epochs, batch {config.batch}, "
+                        f"{config.hyper.get('optimizer')} lr {config.hyper.get('lr')}, {config.device}")
+    for col in ("framework", "loss", "train acc", "test loss", "test acc", "examples/s", "best test acc (epoch)",
+                "max |step loss - ref|"):
+        table.add_column(col, justify="left" if col == "framework" else "right")
+    diffs = agreement(curves)
+    for f, c in curves.items():
+        last = c.epochs[-1]
+        diff = diffs.get(f, {}).get("max_step_loss_diff")
+        table.add_row(f, f"{last['loss']:.4f}", f"{last['train_acc']:.3f}", f"{last['test_loss']:.4f}",
+                      f"{last['test_acc']:.3f}", f"{last['examples_per_s']:,.0f}",
+                      f"{c.best_test_acc:.3f} ({c.best_epoch})", "reference" if diff is None else f"{diff:.1e}")
+    return table
