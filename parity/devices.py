@@ -31,8 +31,31 @@ def require(framework: str, device: str) -> None:
         if not tf.config.list_physical_devices("GPU"):
             raise DeviceUnavailable(f"{label}: TensorFlow sees no GPU (tensorflow-cpu build or no CUDA); "
                                     "install cnn-parity[gpu]; refusing to run on the CPU")
+    elif runtime == "jax":
+        if not jax_gpus():
+            raise DeviceUnavailable(f"{label}: JAX sees no GPU (CPU jaxlib or no CUDA; install jax[cuda12] "
+                                    "or jax[cuda13]); refusing to run on the CPU")
     else:
-        raise DeviceUnavailable(f"{label}: cnn-parity places Keras on the tensorflow or torch backend only")
+        raise DeviceUnavailable(f"{label}: cnn-parity places Keras on the tensorflow, torch or jax backend only")
+
+
+def jax_gpus() -> list:
+    import jax
+    try:
+        return jax.devices("gpu")
+    except RuntimeError:  # no GPU platform in this jaxlib
+        return []
+
+
+# JAX has no TF32 switch: its default matmul/convolution precision on NVIDIA GPUs is TF32;
+# "highest" computes in full fp32 (the strict mode).
+JAX_PRECISION = {True: "tensorfloat32", False: "highest"}
+
+
+def jax_tf32_enabled() -> bool:
+    """Whether JAX's fp32 matmuls and convolutions may use TF32 (anything below "highest")."""
+    import jax
+    return jax.config.jax_default_matmul_precision not in ("highest", "float32", "HIGHEST")
 
 
 def set_tf32(enabled: bool, frameworks=("torch", "tf")) -> None:
@@ -45,6 +68,9 @@ def set_tf32(enabled: bool, frameworks=("torch", "tf")) -> None:
     if "tf" in runtimes:
         import tensorflow as tf
         tf.config.experimental.enable_tensor_float_32_execution(enabled)
+    if "jax" in runtimes:
+        import jax
+        jax.config.update("jax_default_matmul_precision", JAX_PRECISION[enabled])
 
 
 @contextlib.contextmanager
@@ -56,6 +82,7 @@ def placed(framework: str, device: str):
         import keras
         # On the torch backend an indexed "cpu:0" copies each new variable off its Parameter and
         # integer variables (seed generators) then fail; plain "cpu"/"cuda" keep them in place.
+        # TF and JAX take an indexed device ("gpu:0" is JAX's first CUDA device too).
         name = device if engine("keras") == "torch" else {"cpu": "cpu:0", "cuda": "gpu:0"}[device]
         with keras.device(name):
             yield

@@ -14,8 +14,9 @@ def register_cli(subparsers) -> None:
                               description="Runtimes: " + ", ".join(RUNTIMES) + ". --frameworks takes families "
                                           "(torch, keras, tf, onnx) and/or runtime names.")
     s.add_argument("model")
-    s.add_argument("--frameworks", default="torch,keras,tf,onnx",
-                   help="comma list of families or runtimes (default: every runtime)")
+    s.add_argument("--frameworks", default=None,
+                   help="comma list of families or runtimes (default: every runtime whose packages are "
+                        "installed; the others are named under the table)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--batch", type=int, default=1)
     s.add_argument("--dtype", default="fp32", choices=list(DTYPES))

@@ -12,8 +12,8 @@ import numpy as np
 from .. import devices, registry, tolerance
 from ..exports import first_line
 from .environment import apply_tf32, environment, tf32_state, threads_applied
-from .result import DTYPES, FAILED, OK, RUNTIMES, UNAVAILABLE, BenchResult, RuntimeSkipped, RuntimeTiming
-from .runtimes import Context, prepare, select_runtimes
+from .result import DTYPES, FAILED, OK, RUNTIMES, SKIPPED, UNAVAILABLE, BenchResult, RuntimeSkipped, RuntimeTiming
+from .runtimes import Context, missing_package, prepare, select_runtimes
 from .timing import fill_figures, interleaved_timings, onnx_spread
 
 
@@ -23,7 +23,9 @@ def bench(name: str, frameworks=None, device: str = "cpu", batch: int = 1, dtype
           on_progress=None) -> BenchResult:
     """Time every chosen runtime of catalogue model `name` on one input, interleaved.
 
-    frameworks: families (torch, keras, tf, onnx) and/or runtime names; default all.
+    frameworks: families (torch, keras, tf, onnx) and/or runtime names; default every runtime
+    whose packages are installed (the others are named in the notes). A runtime asked for by
+    name or family whose package is missing is a skipped row saying which.
     tf32: None keeps each framework's default (recorded), True/False sets it everywhere
     (False is the strict mode). compile=False leaves torch.compile out (it can take
     minutes to compile on a CPU). threads: intra-op threads for every runtime (default:
@@ -37,6 +39,12 @@ def bench(name: str, frameworks=None, device: str = "cpu", batch: int = 1, dtype
     if repeats < 1 or warmup < 0 or batch < 1:
         raise ValueError("repeats and batch must be >= 1, warmup >= 0")
     chosen = select_runtimes(frameworks)
+    left_out = {r: why for r in chosen if (why := missing_package(r))}
+    if "torch" in left_out:
+        raise RuntimeError(f"parity bench needs torch for its reference: {left_out['torch']}")
+    if frameworks is None:  # the default: what is installed
+        chosen = [r for r in chosen if r not in left_out]
+    runnable = [r for r in chosen if r not in left_out]
     if baseline not in RUNTIMES:
         raise ValueError(f"unknown baseline {baseline!r}; choose one of {', '.join(RUNTIMES)}")
     spec = registry.get(name)
@@ -46,14 +54,16 @@ def bench(name: str, frameworks=None, device: str = "cpu", batch: int = 1, dtype
     shape = (batch, c, h, w)
     result = BenchResult(name, list(shape), device, dtype, batch, repeats, warmup, baseline,
                          {None: "default", True: "on", False: "off"}[tf32])
-    apply_tf32(tf32, chosen)
-    with threads_applied(threads, chosen, result.notes), tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        context = Context(name, spec, shape, device, dtype, tf32, seed, Path(tmp), compile, threads, chosen)
+    if frameworks is None and left_out:
+        result.notes.append("left out (not installed): " + "; ".join(f"{r} ({why})" for r, why in left_out.items()))
+    apply_tf32(tf32, runnable)
+    with threads_applied(threads, runnable, result.notes), tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        context = Context(name, spec, shape, device, dtype, tf32, seed, Path(tmp), compile, threads, runnable)
         runners, reference = {}, None
         for runtime in chosen:
             if on_progress:
                 on_progress(f"preparing {runtime}")
-            timing, runner, output = _prepared_row(runtime, context)
+            timing, runner, output = _prepared_row(runtime, context, left_out.get(runtime))
             result.runtimes.append(timing)
             if runner is None:
                 continue
@@ -72,9 +82,12 @@ def bench(name: str, frameworks=None, device: str = "cpu", batch: int = 1, dtype
     return result
 
 
-def _prepared_row(runtime, context) -> tuple[RuntimeTiming, Callable | None, np.ndarray | None]:
+def _prepared_row(runtime, context, missing=None) -> tuple[RuntimeTiming, Callable | None, np.ndarray | None]:
     """(its table row, its timed call or None, its first output) for one runtime."""
     timing = RuntimeTiming(runtime)
+    if missing:
+        timing.status, timing.note = SKIPPED, f"left out: {missing}"
+        return timing, None, None
     began = time.perf_counter()
     try:
         runner, output = prepare(runtime, context)

@@ -24,6 +24,15 @@ from ..onnx_utils import onnx_source_problem
 from .result import FAILED, FAMILIES, RUNTIMES, SKIPPED, UNSUPPORTED, RuntimeSkipped
 
 
+def missing_package(runtime: str) -> str | None:
+    """Why `runtime` cannot run in this environment (a package not installed), or None."""
+    from .. import frameworks
+    kind, _, source = runtime.partition(":")
+    if kind == "onnx":
+        return frameworks.onnx_source_missing(source)
+    return frameworks.missing(kind)
+
+
 def select_runtimes(frameworks=None) -> list[str]:
     """Runtime names from families (torch, keras, tf, onnx) and/or runtime names, in RUNTIMES order."""
     if frameworks is None:
@@ -165,9 +174,11 @@ def _prepare_keras(ctx):
     import keras
     if keras.backend.backend() == "torch":
         return _prepare_keras_on_torch(ctx)
+    if keras.backend.backend() == "jax":
+        return _prepare_keras_on_jax(ctx)
     if keras.backend.backend() != "tensorflow":
         raise RuntimeSkipped(UNSUPPORTED, f"Keras backend {keras.backend.backend()!r}: bench runs Keras on "
-                                          f"the tensorflow or torch backend")
+                                          f"the tensorflow, torch or jax backend")
     import tensorflow as tf
     devices.require("keras", ctx.device)
     model = _keras_model(ctx)
@@ -179,6 +190,7 @@ def _prepare_keras(ctx):
         with devices.placed("keras", ctx.device):
             return _block_tf(call(x))
 
+    ctx.notes["keras"] = "tensorflow backend, tf.function"
     return run_once, _first_output_numpy(_first_run(run_once, ctx, "Keras"), "nhwc")
 
 
@@ -229,7 +241,34 @@ def _prepare_keras_on_torch(ctx):
 
     out = _first_run(run_once, ctx, "Keras (torch backend)")
     first = out[0] if isinstance(out, (list, tuple)) else out
+    ctx.notes["keras"] = "torch backend, eager"
     return run_once, _first_output_numpy(keras.ops.convert_to_numpy(first), "nhwc")
+
+
+def _prepare_keras_on_jax(ctx):
+    """Keras 3 on the JAX backend, as JAX runs a model in production: one jax.jit of the
+    stateless call, the weights passed in as arguments (not baked into the program)."""
+    import jax
+    devices.require("keras", ctx.device)
+    with devices.placed("keras", ctx.device):
+        model = _keras_model(ctx)
+    target = (devices.jax_gpus() if ctx.device == "cuda" else jax.devices("cpu"))[0]
+    x = jax.device_put(ctx.x.transpose(0, 2, 3, 1).copy(), target)
+    trainable = [jax.device_put(v.value, target) for v in model.trainable_variables]
+    non_trainable = [jax.device_put(v.value, target) for v in model.non_trainable_variables]
+
+    @jax.jit
+    def infer(trainable, non_trainable, x):
+        out, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+        return out
+
+    def run_once():
+        return jax.block_until_ready(infer(trainable, non_trainable, x))
+
+    out = _first_run(run_once, ctx, "Keras (jax backend)")
+    first = out[0] if isinstance(out, (list, tuple)) else out
+    ctx.notes["keras"] = "jax backend, jax.jit"
+    return run_once, _first_output_numpy(np.asarray(first), "nhwc")
 
 
 def _block_tf(out):
