@@ -117,10 +117,12 @@ def _parser():
     register_bench(sub)
     from . import train_check
     train_check.register(sub)
-    from . import train_check
-    train_check.register(sub)
     from . import predict
     predict.register(sub)
+    from . import train_cli
+    train_cli.register(sub)
+    from . import finetune
+    finetune.register(sub)
 
     s = sub.add_parser("summary", help="canonical weight names and shapes of a model")
     s.add_argument("model")
@@ -259,16 +261,16 @@ def _sweep(names, run_one, console, args, done=None):
     for name in names:
         if name in done:
             entries.append(done[name])
-            continue
-        try:
-            report = run_one(name)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one bad model must not end the sweep
-            report = error_report(name, exc, batch=getattr(args, "batch", 1), size=args.size,
-                                  device=getattr(args, "device", "cpu"))
-        console.print(report_table(report))
-        entries.append(report.to_json())
+        else:
+            try:
+                report = run_one(name)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad model must not end the sweep
+                report = error_report(name, exc, batch=getattr(args, "batch", 1), size=args.size,
+                                      device=getattr(args, "device", "cpu"))
+            console.print(report_table(report))
+            entries.append(report.to_json())
         if getattr(args, "json", None):
             _write_json(args.json, _payload(entries, complete=len(entries) == len(names)))
     return _payload(entries, complete=True)

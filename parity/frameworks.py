@@ -33,15 +33,22 @@ PACKAGES = {"tf": "tensorflow", "onnx": "onnx", "onnxruntime": "onnxruntime", "t
 _quiet = False
 
 
+class MissingFramework(ModuleNotFoundError):
+    """A framework parity was asked to use is not installed here."""
+
+
 def installed(name: str) -> bool:
     """Whether a framework can be imported here, without importing it."""
     module = MODULES.get(name, name)
     if module in sys.modules:
         return sys.modules[module] is not None
+    busy, _BeforeTensorflow.busy = _BeforeTensorflow.busy, True  # a look-up: the hook must not load torch
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+    finally:
+        _BeforeTensorflow.busy = busy
 
 
 def keras_backend() -> str:
@@ -99,6 +106,9 @@ def verbose_requested() -> bool:
 def import_safely(name: str):
     """Import a framework (parity's short name or a module name) after whatever must precede it."""
     module = MODULES.get(name, name)
+    problem = missing(name) if name in ("torch", "keras", "tf") else None
+    if problem:
+        raise MissingFramework(f"{name}: {problem}")
     if _imports_tensorflow(module):
         _load_tensorflow()
     elif "tensorflow" in sys.modules:
@@ -139,14 +149,14 @@ class _BeforeTensorflow:
     busy = False
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "tensorflow" or self.busy:
+        if fullname != "tensorflow" or _BeforeTensorflow.busy:
             return None
-        self.busy = True
+        _BeforeTensorflow.busy = True
         try:
             load_before_tensorflow()
             spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         finally:
-            self.busy = False
+            _BeforeTensorflow.busy = False
         if spec is not None and spec.loader is not None and _quiet and not verbose_requested():
             spec.loader = _MutedLoader(spec.loader)
         return spec

@@ -113,7 +113,9 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def render_html(payload, env=None) -> str:
+    from .frameworks import installed
     env = env or environment()
+    plots = installed("matplotlib")
     verdict = "PASS" if payload["passed"] else "FAIL"
     rows = []
     for model in payload["models"]:
@@ -127,7 +129,7 @@ def render_html(payload, env=None) -> str:
                         f"<td>{r['normalized_error']:.2e}</td><td>{r['tolerance']:.0e}</td>"
                         f"<td>{r['headroom']:.2f}</td><td>{status}</td></tr>")
     failures = []
-    for model in payload["models"]:
+    for model in payload["models"] if plots else ():
         for r in model["results"]:
             if not r["passed"] and r.get("layer_errors"):
                 first = html.escape(str(r.get("first_divergent_layer")))
@@ -146,14 +148,14 @@ h1 .verdict {{ color: {'#080' if payload['passed'] else '#c00'}; }}
 <h1>cnn-parity report <span class="verdict" id="verdict">{verdict}</span></h1>
 <p>{len(payload['models'])} models; reference: torch_impl on the same device; error = max|y - ref| / max|ref|.</p>
 <h2>Headroom</h2>
-{_img(heatmap_png(payload), "headroom heatmap")}
+{_img(heatmap_png(payload), "headroom heatmap") if plots else "<p>plots left out: matplotlib is not installed</p>"}
 <h2>Results</h2>
 <table id="results"><tr><th>model</th><th>target</th><th>output</th><th>max_abs</th><th>normalized error</th>
 <th>tolerance</th><th>headroom</th><th>status</th></tr>
 {''.join(rows)}
 </table>
 <h2>Failures, layer by layer</h2>
-{''.join(failures) or '<p>none</p>'}
+{''.join(failures) or ('<p>none</p>' if plots else '<p>left out: matplotlib is not installed</p>')}
 <h2>Environment</h2>
 <table id="environment">{env_rows}</table>
 </body></html>
