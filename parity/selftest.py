@@ -17,7 +17,7 @@ from .adapters import adapter
 from .calibrate import calibrated_torch_model, seeded_input
 from .layerwise import compare
 
-MUTATIONS = ("flipped kernel", "transposed kernel", "swapped output channels", "BN epsilon 1e-3",
+MUTATIONS = ("flipped kernel", "transposed kernel", "swapped output channels", "wrong BN epsilon",
              "BN running mean +1%", "missing ReLU", "pool padding zero vs -inf", "off-by-one padding",
              "permuted flatten")
 
@@ -161,9 +161,11 @@ def bn_epsilon(ctx):
     if not norms:
         return None
     layer = min(norms, key=lambda n: float(np.median(ctx.state[f"{n}.running_var"])))
+    # Keras' default 1e-3, or torch's 1e-5 where the model already uses 1e-3 (Inception)
+    wrong = 1e-5 if dict(ctx.reference.named_modules())[layer].eps == 1e-3 else 1e-3
     model = ctx.candidate()
     target = model.get_layer(layer) if ctx.framework == "keras" else _tf_layer(model, layer)
-    setattr(target, "epsilon" if ctx.framework == "keras" else "eps", 1e-3)
+    setattr(target, "epsilon" if ctx.framework == "keras" else "eps", wrong)
     return model, layer, contextlib.nullcontext()
 
 

@@ -219,6 +219,7 @@ def _first_linear_kernel(model, framework, key):
     return model.get_layer(key).kernel if framework == "keras" else dict(named_layers(model))[key].weight
 
 
+@pytest.mark.parametrize("trio", FLATTEN_TRAP, indirect=True)
 def test_flatten_trap_first_linear_needs_chw_to_hwc_permutation(trio):
     """Keras and TF flatten NHWC as (H, W, C); torch's Linear expects (C, H, W) features.
 
@@ -226,8 +227,6 @@ def test_flatten_trap_first_linear_needs_chw_to_hwc_permutation(trio):
     first Linear gets what a naive converter writes, the plain (out, in) -> (in, out)
     transpose, and parity must break.
     """
-    if trio.name not in FLATTEN_TRAP:
-        pytest.skip(f"{trio.name}: the flatten trap is shown on {' and '.join(FLATTEN_TRAP)}")
     (key, (c, h, w)), = trio.spec.flatten_linear.items()
     canonical = trio.state[f"{key}.weight"]
     assert canonical.shape[1] == c * h * w and h * w > 1

@@ -89,13 +89,36 @@ def test_maxpool_padding_is_negative_infinity(x):
     assert not _close(_nchw(zero_padded), ref)
 
 
+def _naive_ceil_out(size, k, s, p):
+    """ceil_mode's output size without torch's rule that drops a window starting in the padding."""
+    return -(-(size + 2 * p - k) // s) + 1
+
+
 @pytest.mark.parametrize("size", [7, 8, 9, 10, 11])
 def test_maxpool_ceil_mode_matches_torch(size):
-    x = np.random.default_rng(size).standard_normal((1, 2, size, size), dtype=np.float32)
-    for kernel, stride, padding in [(3, 2, 0), (3, 2, 1), (2, 2, 0)]:
+    from keras_impl.layers import max_pool
+    # all negative: a zero-padded pool would return zeros at the extra rows
+    x = -1.0 - np.abs(np.random.default_rng(size).standard_normal((1, 2, size, size), dtype=np.float32))
+    for kernel, stride, padding in [(3, 2, 0), (3, 2, 1), (2, 2, 0), (2, 2, 1)]:
         ref = nn.MaxPool2d(kernel, stride, padding, ceil_mode=True)(torch.from_numpy(x)).numpy()
-        y = _nchw(tfl.max_pool2d(_nhwc(x), kernel, stride, padding, ceil_mode=True))
-        assert y.shape == ref.shape and _close(y, ref), (size, kernel, stride, padding)
+        y_tf = _nchw(tfl.max_pool2d(_nhwc(x), kernel, stride, padding, ceil_mode=True))
+        _, y_keras = _keras_apply(lambda t: max_pool(t, kernel, stride, padding, ceil_mode=True, name="p"), _nhwc(x))
+        for y in (y_tf, _nchw(y_keras)):
+            assert y.shape == ref.shape and np.array_equal(y, ref), (size, kernel, stride, padding)
+
+
+def test_maxpool_ceil_mode_wrong_versions_differ():
+    """floor mode, TF's "SAME", a ceil that keeps the window starting in the padding, and
+    zero instead of -inf for the extra rows each differ from torch in one of the cases above."""
+    def pool(x, k, s, p, ceil_mode=True):
+        return nn.MaxPool2d(k, s, p, ceil_mode=ceil_mode)(torch.from_numpy(x)).numpy()
+
+    x8, x9 = (-1.0 - np.abs(np.random.default_rng(n).standard_normal((1, 2, n, n), dtype=np.float32)) for n in (8, 9))
+    assert pool(x8, 3, 2, 0).shape == (1, 2, 4, 4) and pool(x8, 3, 2, 0, ceil_mode=False).shape == (1, 2, 3, 3)
+    assert pool(x9, 2, 2, 1).shape[2] == 5 and _naive_ceil_out(9, 2, 2, 1) == 6  # torch drops the 6th window
+    assert pool(x9, 3, 2, 0).shape[2] == 4 and tf.nn.max_pool2d(_nhwc(x9), 3, 2, "SAME").shape[1] == 5
+    zero_padded = _nchw(tf.nn.max_pool2d(tf.pad(_nhwc(x8), [[0, 0], [0, 1], [0, 1], [0, 0]]), 3, 2, "VALID"))
+    assert zero_padded.shape == (1, 2, 4, 4) and not _close(zero_padded, pool(x8, 3, 2, 0))
 
 
 # --- BatchNorm epsilon ---------------------------------------------------------------
@@ -122,14 +145,52 @@ def test_batchnorm_epsilon_is_torchs():
     assert not _close(keras_default, expected)
 
 
+def _torch_train_step(x_nhwc, momentum=0.1):
+    ref = nn.BatchNorm2d(x_nhwc.shape[-1], momentum=momentum).train()
+    ref(torch.from_numpy(x_nhwc.transpose(0, 3, 1, 2)))
+    return ref.running_mean.numpy(), ref.running_var.numpy()
+
+
+def _keras_train_step(layer, x_nhwc):
+    import keras
+    inputs = keras.Input(shape=x_nhwc.shape[1:])
+    model = keras.Model(inputs, layer(inputs))
+    model(x_nhwc, training=True)
+    return np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)
+
+
 def test_batchnorm_training_update_matches_torch():
-    x = np.random.default_rng(2).standard_normal((4, 5, 5, 3), dtype=np.float32) * 3 + 1
-    ref = nn.BatchNorm2d(3).train()
-    ref(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+    """torch: running = 0.9 running + 0.1 batch, with the unbiased batch variance. Keras 3
+    counts momentum the other way and stores the biased variance; tf.nn.moments is biased."""
+    import keras
+
+    from keras_impl.layers import TorchBatchNormalization
+    x = np.random.default_rng(2).standard_normal((2, 3, 3, 3), dtype=np.float32) * 3 + 1  # n = 18 per channel
+    mean, var = _torch_train_step(x)
+
     bn = tfl.BatchNorm2d(3)
     bn(x, training=True)
-    assert np.allclose(bn.running_mean.numpy(), ref.running_mean.numpy(), atol=1e-6)
-    assert np.allclose(bn.running_var.numpy(), ref.running_var.numpy(), atol=1e-6)
+    assert np.allclose(bn.running_mean.numpy(), mean, atol=1e-6) and np.allclose(bn.running_var.numpy(), var, atol=1e-6)
+
+    keras_mean, keras_var = _keras_train_step(TorchBatchNormalization(epsilon=1e-5, momentum=0.9, name="bn"), x)
+    assert np.allclose(keras_mean, mean, atol=1e-6) and np.allclose(keras_var, var, atol=1e-6)
+
+    # The wrong versions: Keras' own layer (biased variance) and torch's momentum given to Keras.
+    _, biased = _keras_train_step(keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9), x)
+    assert not np.allclose(biased, var, atol=1e-3)
+    momentum_as_torch, _ = _keras_train_step(TorchBatchNormalization(epsilon=1e-5, momentum=0.1), x)
+    assert not np.allclose(momentum_as_torch, mean, atol=1e-3)
+
+
+def test_keras_impl_batch_norm_is_the_torch_rule_layer():
+    import keras
+
+    from keras_impl.layers import TorchBatchNormalization, batch_norm
+    inputs = keras.Input(shape=(3, 3, 3))
+    model = keras.Model(inputs, batch_norm(inputs, name="bn"))
+    layer = model.get_layer("bn")
+    assert isinstance(layer, TorchBatchNormalization) and layer.momentum == pytest.approx(0.9)
+    assert layer.epsilon == 1e-5
 
 
 # --- grouped convolution layout ------------------------------------------------------
@@ -226,10 +287,28 @@ def test_dilated_conv(x):
 
 # --- layouts are exact inverses ------------------------------------------------------
 
-@pytest.mark.parametrize("kind,shape", [("conv", (8, 2, 3, 5)), ("conv_transpose", (4, 6, 2, 2)), ("linear", (7, 9))])
+# Where canonical element [a, b, c, d] (torch: O, I, kH, kW; transposed conv: I, O, kH, kW)
+# lands in the native array (TF/Keras: kH, kW, in, out). Written out by hand, not derived.
+NATIVE_INDEX = {"conv": lambda a, b, c, d: (c, d, b, a), "conv_transpose": lambda a, b, c, d: (c, d, b, a),
+                "linear": lambda a, b: (b, a)}
+
+
+@pytest.mark.parametrize("kind,shape", [("conv", (8, 2, 3, 5)), ("conv_transpose", (4, 6, 2, 3)), ("linear", (7, 9))])
 def test_layout_round_trip_is_bit_exact(kind, shape):
     w = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
-    assert np.array_equal(layouts.to_canonical(kind, layouts.from_canonical(kind, w)), w)
+    native = layouts.from_canonical(kind, w)
+    assert np.array_equal(layouts.to_canonical(kind, native), w)
+    for index in np.ndindex(*shape):  # the pair is the right one, not just inverses of each other
+        assert native[NATIVE_INDEX[kind](*index)] == w[index]
+
+
+def test_a_wrong_inverse_pair_fails_the_layout_check():
+    """(2, 3, 0, 1) / (2, 3, 0, 1) is its own inverse and round-trips exactly: only the
+    element map catches it."""
+    w = np.random.default_rng(5).standard_normal((4, 4, 3, 3)).astype(np.float32)
+    wrong = w.transpose(2, 3, 0, 1)
+    assert np.array_equal(wrong.transpose(2, 3, 0, 1), w)
+    assert any(wrong[NATIVE_INDEX["conv"](*i)] != w[i] for i in np.ndindex(*w.shape))
 
 
 def test_flatten_linear_permutation_matches_nhwc_flatten():
