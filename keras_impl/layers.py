@@ -38,8 +38,15 @@ def conv2d(x, filters, kernel_size, *, name, stride=1, padding=0, dilation=1, gr
     same = dict(padding="same") if _same_is_symmetric(kernel_size, stride, padding, dilation) else {}
     if any(_pair(padding)) and not same:
         x = layers.ZeroPadding2D(_pair(padding), name=f"{name}_pad")(x)
-    return layers.Conv2D(filters, kernel_size, strides=stride, padding=same.get("padding", "valid"),
-                         dilation_rate=dilation, groups=groups, use_bias=bias, name=name)(x)
+    return _conv_class(groups)(filters, kernel_size, strides=stride, padding=same.get("padding", "valid"),
+                               dilation_rate=dilation, groups=groups, use_bias=bias, name=name)(x)
+
+
+def _conv_class(groups):
+    if groups > 1 and keras.backend.backend() == "tensorflow":  # see _tf_backend.py: no retrace per call
+        from ._tf_backend import GroupedConv2D
+        return GroupedConv2D
+    return layers.Conv2D
 
 
 def _same_is_symmetric(kernel_size, stride, padding, dilation):

@@ -177,3 +177,43 @@ def test_errors_and_crashes_exit_2_never_1(tmp_path):
     error_row = parity_cli("report", "--from", tmp_path / "err.json", "--out", tmp_path / "e.html")
     assert error_row.returncode == 2 and "could not be checked" in (tmp_path / "e.html").read_text()
     assert parity_cli("check", "resnet18", "--batch", "two").returncode == 2  # usage
+
+
+# --- Keras' grouped convolution on the TensorFlow backend -----------------------------------
+
+@pytest.mark.skipif(not HAS_TF or frameworks.keras_backend() != "tensorflow", reason="Keras on TensorFlow only")
+def test_keras_grouped_convolution_traces_once_per_layer_not_per_call():
+    import logging
+
+    import keras
+
+    import parity
+
+    class Records(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.retraces = 0
+
+        def emit(self, record):
+            self.retraces += "triggered tf.function retracing" in record.getMessage()
+
+    logger, records = logging.getLogger("tensorflow"), Records()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # the CLI, run in-process elsewhere, may have muted it
+    logger.addHandler(records)
+    try:
+        model = parity.build("resnext50_32x4d", framework="keras", input_size=(3, 32, 32))
+        x = np.zeros((1, 3, 32, 32), np.float32)
+        for _ in range(3):
+            parity.run(model, x)
+        compiled = [layer.__dict__["_eager_convolution"] for layer in model.layers
+                    if "_eager_convolution" in layer.__dict__]
+        assert len(compiled) == 16 and all(f.experimental_get_tracing_count() == 1 for f in compiled)
+        assert records.retraces == 0
+        stock = keras.layers.Conv2D(4, 3, groups=2)  # the wrong version: Keras' own layer, called eagerly
+        for _ in range(6):
+            stock(np.zeros((1, 8, 8, 4), np.float32))
+        assert records.retraces > 0
+    finally:
+        logger.removeHandler(records)
+        logger.setLevel(level)
