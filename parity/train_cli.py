@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 
 NATIVE_FILES = {"torch": "best.pt", "keras": "best.weights.h5", "tf": "best.tfckpt"}
+# --control: a second torch model whose start differs by float32 rounding (relative 1e-7);
+# how far it drifts from torch is how far any two exact implementations can drift.
+CONTROL, CONTROL_NOISE = "torch-aa", 1e-7
 
 
 @dataclass
@@ -44,6 +47,7 @@ class RunConfig:
     hyper: dict = field(default_factory=dict)  # parity.training.Hyper fields
     num_classes: int | None = None  # None: the data's class count
     weights: str | None = None  # finetune: the pretrained file
+    control: bool = False  # also train CONTROL
 
 
 @dataclass
@@ -63,6 +67,7 @@ class Curves:
     epochs: list = field(default_factory=list)  # [EpochStats as dict]
     best_epoch: int | None = None
     best_test_acc: float = -1.0
+    weight_diff: float | None = None  # after the last epoch: max over tensors of max|w - w_ref| / max|w_ref|
 
 
 # --- command line -------------------------------------------------------------------
@@ -95,8 +100,13 @@ def add_training_arguments(s, *, lr=0.003, normalize=None, out_help="runs/MODEL"
     s.add_argument("--limit", type=int, help="use at most N training and N test examples (seeded subset)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--threads", type=int, help="intra-op threads of torch and TF (default: each framework's own; "
+                                               "1 helps on a busy machine, where two thread pools fight)")
     s.add_argument("--out", metavar="DIR", help=f"output directory (default: {out_help})")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
+    s.add_argument("--control", action="store_true",
+                   help=f"also train {CONTROL}: torch from weights perturbed by {CONTROL_NOISE:g} (relative), the "
+                        f"drift any two exact implementations show (chaotic runs: ResNets at a high lr)")
     s.add_argument("--json", metavar="FILE", help="also write the final table as JSON")
 
 
@@ -104,7 +114,10 @@ def config_from_args(args, **extra) -> RunConfig:
     from .predict import select_frameworks
     from .registry import get
     get(args.model)
+    set_threads(args.threads)
     frameworks, _ = select_frameworks(args.frameworks)
+    if args.control and "torch" not in frameworks:
+        raise ValueError("--control needs torch among the frameworks")
     if args.epochs < 1 or args.batch < 1:
         raise ValueError("--epochs and --batch must be at least 1")
     hyper = {"optimizer": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay,
@@ -116,7 +129,7 @@ def config_from_args(args, **extra) -> RunConfig:
     return RunConfig(model=args.model, frameworks=frameworks, data=args.data, epochs=args.epochs, batch=args.batch,
                      size=args.size, normalize=args.normalize or "half", augment=args.augment, limit=args.limit,
                      seed=args.seed, device=args.device, out=args.out or str(Path("runs") / args.model),
-                     hyper=hyper, **extra)
+                     hyper=hyper, control=args.control, **extra)
 
 
 def cmd_train(args, console) -> int:
@@ -141,6 +154,22 @@ def _finish(config, curves, console, json_path):
                                 "agreement": agreement(curves)})
 
 
+def set_threads(threads: int | None) -> None:
+    """Intra-op threads of torch and TensorFlow (TF's take effect only before its runtime starts)."""
+    if not threads:
+        return
+    from .frameworks import import_safely, installed
+    if installed("torch"):
+        import_safely("torch").set_num_threads(threads)
+    if installed("tf"):
+        tf = import_safely("tf")
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TF already started in this process: its pools stay as they are
+            pass
+
+
 # --- the run ------------------------------------------------------------------------
 
 def run(config: RunConfig, console, *, resume=False, initial_state=None, freeze=None) -> dict:
@@ -159,27 +188,42 @@ def run(config: RunConfig, console, *, resume=False, initial_state=None, freeze=
     if num_classes != len(data["split"].classes):
         raise ValueError(f"the model gets {num_classes} classes but {config.data} has {len(data['split'].classes)}")
     input_size = (data["prep"].channels, data["prep"].size, data["prep"].size)
+    names = contenders(config)
     if saved:
-        states = {f: _read_state(out / f / "last.safetensors") for f in config.frameworks}
+        states = {f: _read_state(out / f / "last.safetensors") for f in names}
     else:
         state = initial_state(input_size, num_classes) if initial_state is not None else seeded_state(
             config.model, config.frameworks, input_size, num_classes, config.seed)
-        states = {f: state for f in config.frameworks}
-    models = {f: build_model(config.model, f, input_size, num_classes, states[f]) for f in config.frameworks}
+        states = {f: perturbed(state, config.seed) if f == CONTROL else state for f in names}
+    models = {f: build_model(config.model, framework_of(f), input_size, num_classes, states[f]) for f in names}
     trainers = make_trainers(models, config, freeze)
-    curves = {f: Curves(**saved["curves"][f]) for f in config.frameworks} if saved else \
-        {f: Curves() for f in config.frameworks}
+    curves = {f: Curves(**saved["curves"][f]) for f in names} if saved else {f: Curves() for f in names}
     first = saved["epochs_done"] if saved else 0
     write_class_indices(data["split"].classes, out / "class_indices.json")
     meta = _metadata(config, data, num_classes)
     for epoch in range(first, config.epochs):
         stats = train_epoch(epoch, config, trainers, data, curves, console)
-        for f in config.frameworks:
-            stats[f].test_loss, stats[f].test_acc = evaluate(f, models[f], data["test"], config.device)
+        for f in names:
+            stats[f].test_loss, stats[f].test_acc = evaluate(framework_of(f), models[f], data["test"], config.device)
             curves[f].epochs.append(asdict(stats[f]))
         save_epoch(out, config, models, curves, epoch, meta)
         console.print(epoch_line(epoch, config, stats))
     return curves
+
+
+def contenders(config) -> list:
+    return [*config.frameworks, *([CONTROL] if config.control else [])]
+
+
+def framework_of(name: str) -> str:
+    return "torch" if name == CONTROL else name
+
+
+def perturbed(state: dict, seed: int) -> dict:
+    """Every weight times (1 + CONTROL_NOISE * N(0, 1)), seeded; BN statistics unchanged."""
+    rng = np.random.default_rng([seed, 7])
+    return {k: v if "running_" in k else (v * (1 + CONTROL_NOISE * rng.standard_normal(v.shape))).astype(v.dtype)
+            for k, v in state.items()}
 
 
 def open_data(config: RunConfig) -> dict:
@@ -233,7 +277,7 @@ def make_trainers(models, config, freeze):
     from .adapters import adapter
     from .training import Hyper
     hyper = Hyper(**config.hyper, freeze=freeze)
-    return {f: adapter(f).trainer(m, hyper, device=config.device) for f, m in models.items()}
+    return {f: adapter(framework_of(f)).trainer(m, hyper, device=config.device) for f, m in models.items()}
 
 
 def train_epoch(epoch, config, trainers, data, curves, console) -> dict:
@@ -296,20 +340,32 @@ def save_epoch(out: Path, config, models, curves, epoch, meta) -> None:
     epoch whose run.json was written, and every file on disk is whole."""
     from .adapters import adapter
     from .io import save_state
+    states = {f: adapter(framework_of(f)).state_dict(model) for f, model in models.items()}
+    ref = _reference(models)
     for f, model in models.items():
-        a = adapter(f)
-        state = a.state_dict(model)
+        a, state = adapter(framework_of(f)), states[f]
+        curves[f].weight_diff = None if f == ref else weight_difference(state, states[ref])
         stats = curves[f].epochs[-1]
         tags = {**meta, "framework": f, "epoch": str(epoch + 1), "test_acc": f"{stats['test_acc']:.6f}"}
         save_state(state, out / f / "last.safetensors", tags)
         if stats["test_acc"] > curves[f].best_test_acc:
             save_state(state, out / f / "best.safetensors", tags)
-            a.save_native(model, out / f / NATIVE_FILES[f])
+            a.save_native(model, out / f / NATIVE_FILES[framework_of(f)])
             curves[f].best_test_acc, curves[f].best_epoch = stats["test_acc"], epoch + 1
     payload = {"curves": {f: asdict(c) for f, c in curves.items()}, "agreement": agreement(curves)}
     _write_json(out / "curves.json", payload)
     plot_curves(curves, out / "curves.png", config.model)
     _write_json(out / "run.json", {"config": asdict(config), "epochs_done": epoch + 1, **payload})
+
+
+def weight_difference(state, reference) -> float:
+    """The largest normalized difference of any tensor (BN statistics included)."""
+    return max(float(np.max(np.abs(state[k] - v)) / max(float(np.max(np.abs(v))), 1e-12))
+               for k, v in reference.items() if v.size)
+
+
+def _reference(frameworks):
+    return "torch" if "torch" in frameworks else next(iter(frameworks))
 
 
 def _load_run(out: Path):
@@ -324,7 +380,7 @@ def _load_run(out: Path):
 
 def _check_same_run(saved, config):
     before = saved["config"]
-    for key in ("model", "data", "frameworks", "size", "normalize", "batch", "seed", "limit"):
+    for key in ("model", "data", "frameworks", "size", "normalize", "batch", "seed", "limit", "control"):
         if before.get(key) != asdict(config).get(key):
             raise ValueError(f"--resume: {key} was {before.get(key)!r} in the saved run, now {asdict(config).get(key)!r}")
 
@@ -347,17 +403,23 @@ def plot_curves(curves, path, title) -> None:
     from matplotlib import pyplot as plt
 
     from .io import atomic_path
+    from matplotlib.ticker import MaxNLocator
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
-    styles = {"torch": ("-", "o"), "keras": ("--", "s"), "tf": (":", "^")}
+    # One color and dash per framework: identical curves lie on each other and stay visible.
+    styles = {"torch": ("C0", "-", "o"), "keras": ("C1", "--", "s"), "tf": ("C2", ":", "^"),
+              CONTROL: ("0.55", "-.", "d")}
     for f, c in curves.items():
-        line, marker = styles.get(f, ("-", "o"))
-        loss_ax.plot(np.arange(1, len(c.step_loss) + 1), c.step_loss, line, label=f)
+        color, line, marker = styles.get(f, ("C3", "-.", "d"))
+        loss_ax.plot(np.arange(1, len(c.step_loss) + 1), c.step_loss, line, color=color, label=f)
         epochs = [e["epoch"] for e in c.epochs]
-        acc_ax.plot(epochs, [e["train_acc"] for e in c.epochs], line, marker=marker, label=f"{f} train")
-        acc_ax.plot(epochs, [e["test_acc"] for e in c.epochs], line, marker=marker, fillstyle="none",
-                    label=f"{f} test")
+        acc_ax.plot(epochs, [e["train_acc"] for e in c.epochs], line, color=color, marker=marker,
+                    label=f"{f} train")
+        acc_ax.plot(epochs, [e["test_acc"] for e in c.epochs], line, color=color, marker=marker,
+                    fillstyle="none", alpha=0.7, label=f"{f} test")
     loss_ax.set(xlabel="step", ylabel="training loss", title=f"{title}: loss per step")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy per epoch", ylim=(0, 1.02))
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy per epoch (filled: train, open: test)",
+               ylim=(0, 1.02))
+    acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     loss_ax.legend()
     acc_ax.legend(fontsize="small", ncol=len(curves))
     fig.tight_layout()
@@ -371,10 +433,9 @@ def plot_curves(curves, path, title) -> None:
 def agreement(curves) -> dict:
     """Largest differences from torch (or the first framework): final loss, accuracies, and the
     per-step training loss over the whole run."""
-    names = list(curves)
-    ref = "torch" if "torch" in curves else names[0]
+    ref = _reference(curves)
     out = {}
-    for f in names:
+    for f in curves:
         if f == ref or not curves[f].epochs:
             continue
         a, b = curves[f], curves[ref]
@@ -384,7 +445,8 @@ def agreement(curves) -> dict:
                   "final_loss_diff": abs(a.epochs[-1]["loss"] - b.epochs[-1]["loss"]),
                   "final_test_loss_diff": abs(a.epochs[-1]["test_loss"] - b.epochs[-1]["test_loss"]),
                   "final_train_acc_diff": abs(a.epochs[-1]["train_acc"] - b.epochs[-1]["train_acc"]),
-                  "final_test_acc_diff": abs(a.epochs[-1]["test_acc"] - b.epochs[-1]["test_acc"])}
+                  "final_test_acc_diff": abs(a.epochs[-1]["test_acc"] - b.epochs[-1]["test_acc"]),
+                  "final_weight_diff": a.weight_diff}
     return out
 
 
@@ -399,13 +461,17 @@ def side_by_side_table(config, curves):
     table = Table(title=f"{config.model} on {config.data}: {config.epochs} epochs, batch {config.batch}, "
                         f"{config.hyper.get('optimizer')} lr {config.hyper.get('lr')}, {config.device}")
     for col in ("framework", "loss", "train acc", "test loss", "test acc", "examples/s", "best test acc (epoch)",
-                "max |step loss - ref|"):
+                "max |step loss - ref|", "weights vs ref"):
         table.add_column(col, justify="left" if col == "framework" else "right")
     diffs = agreement(curves)
+    table.caption = (f"differences against {_reference(curves)} (same start, same batches): the largest per-step "
+                     f"training-loss difference, and weights as max over tensors of max|w - w_ref| / max|w_ref|")
     for f, c in curves.items():
         last = c.epochs[-1]
         diff = diffs.get(f, {}).get("max_step_loss_diff")
+        weights = "reference" if c.weight_diff is None else f"{c.weight_diff:.1e}"
         table.add_row(f, f"{last['loss']:.4f}", f"{last['train_acc']:.3f}", f"{last['test_loss']:.4f}",
                       f"{last['test_acc']:.3f}", f"{last['examples_per_s']:,.0f}",
-                      f"{c.best_test_acc:.3f} ({c.best_epoch})", "reference" if diff is None else f"{diff:.1e}")
+                      f"{c.best_test_acc:.3f} ({c.best_epoch})", "reference" if diff is None else f"{diff:.1e}",
+                      weights)
     return table
