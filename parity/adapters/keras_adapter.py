@@ -72,7 +72,8 @@ class KerasAdapter(Adapter):
             raise RuntimeError(f"ONNX export of keras_impl models needs the tensorflow backend; "
                                f"KERAS_BACKEND is {keras.backend.backend()!r}")
         from ..onnx_utils import export_tf_callable
-        export_tf_callable(lambda x: model(x, training=False), path, input_shape, output_names)
+        export_tf_callable(lambda x: model(x, training=False), path, input_shape, output_names,
+                           model_name=self.model_name(model))
 
     def native_trainer(self, model, **options):
         from keras_impl.train import Trainer

@@ -52,7 +52,8 @@ class TFAdapter(Adapter):
 
     def export_onnx(self, model, path, input_shape, output_names=("logits",)):
         from ..onnx_utils import export_tf_callable
-        export_tf_callable(lambda x: model(x, training=False), path, input_shape, output_names)
+        export_tf_callable(lambda x: model(x, training=False), path, input_shape, output_names,
+                           model_name=self.model_name(model))
 
     def native_trainer(self, model, **options):
         from tf_impl.train import Trainer
