@@ -53,7 +53,7 @@ def installed(name: str) -> bool:
 
 def keras_backend() -> str:
     """The backend Keras uses, or will use once imported (KERAS_BACKEND, then keras.json)."""
-    if "keras" in sys.modules:
+    if sys.modules.get("keras") is not None:
         return sys.modules["keras"].backend.backend()
     if os.environ.get("KERAS_BACKEND"):
         return os.environ["KERAS_BACKEND"]
@@ -111,7 +111,7 @@ def import_safely(name: str):
         raise MissingFramework(f"{name}: {problem}")
     if _imports_tensorflow(module):
         _load_tensorflow()
-    elif "tensorflow" in sys.modules:
+    elif _loaded("tensorflow"):
         load_before_tensorflow()  # too late to order: keeps triton from aborting the process
     return importlib.import_module(module)
 
@@ -126,10 +126,14 @@ def _load_tensorflow():
     importlib.import_module("tensorflow")
 
 
+def _loaded(module: str) -> bool:
+    return sys.modules.get(module) is not None
+
+
 def load_before_tensorflow() -> None:
     """torch, then triton, where installed: what must be in the process before TensorFlow."""
-    if "tensorflow" in sys.modules:
-        if installed("triton") and "triton" not in sys.modules:
+    if _loaded("tensorflow"):
+        if installed("triton") and not _loaded("triton"):
             _refuse_triton_after_tensorflow()
         return
     for name in ("torch", "triton"):
