@@ -184,7 +184,10 @@ def cmd_check(args, console):
     from .checker import check, plan
     names = _model_names(args)
     frameworks = _asked_frameworks(args.frameworks)
-    planned, _ = plan(frameworks, not args.no_onnx)
+    planned, left_out = plan(frameworks, not args.no_onnx)
+    if not planned:
+        why = "; ".join(left_out) or "torch is the reference; name keras or tf, or drop --no-onnx"
+        raise RuntimeError(f"nothing to compare against the torch reference here ({why})")
     done = _resumed(args, names)
     todo = [n for n in names if n not in done]
     if done:
@@ -476,7 +479,10 @@ def cmd_report(args, console):
     from .checker import check, exit_code
     if args.source:
         with open(args.source) as f:
-            payload = json.load(f)
+            try:
+                payload = json.load(f)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{args.source}: not a `parity check --json` file ({exc})") from None
     else:
         if not (args.models or args.all or args.family):
             raise ValueError("name models, --all, --family or --from RESULTS.json")
