@@ -52,6 +52,15 @@ def test_triton_after_tensorflow_aborts_and_parity_loads_them_in_a_safe_order():
 
 
 @needs_triton
+@pytest.mark.slow
+def test_check_with_torch_onnx_export_after_keras_survives_triton():
+    """The reported crash: torch.onnx.export loads triton after Keras loaded TensorFlow."""
+    env = {"PYTHONPATH": os.pathsep.join([str(TRITON), os.environ.get("PYTHONPATH", "")])}
+    out = parity_cli("check", "resnet18", "--size", "32", "--frameworks", "keras", env=env)
+    assert out.returncode == 0, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
+
+
+@needs_triton
 def test_tensorflow_imported_first_disables_triton_instead_of_aborting():
     late = python("import tensorflow, warnings\nwith warnings.catch_warnings(record=True) as seen:\n"
                   "    warnings.simplefilter('always')\n    import parity\n"
