@@ -1,4 +1,6 @@
 """GPU paths. The `gpu` tests skip where no CUDA device is present."""
+import importlib.util
+
 import pytest
 
 import parity
@@ -43,3 +45,24 @@ def test_keras_on_the_torch_backend_runs_on_cuda():
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["passed"] and report["device"] == "cuda", report
+
+
+@pytest.mark.gpu
+def test_keras_on_the_jax_backend_runs_on_cuda_strict_and_with_tf32():
+    """JAX has no TF32 switch: --tf32 maps to jax_default_matmul_precision 'tensorfloat32',
+    strict to 'highest' (parity.devices.set_tf32)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed")
+    script = ("import json, parity; print(json.dumps([parity.check('resnet18', size=64, device='cuda', "
+              "frameworks=('keras',), onnx=False, tf32=t).to_json() for t in (False, True)]))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    strict, tf32 = json.loads(done.stdout.strip().splitlines()[-1])
+    assert strict["passed"] and strict["device"] == "cuda" and strict["results"][0]["tolerance"] == 1e-4, strict
+    assert tf32["passed"] and tf32["results"][0]["tolerance"] == 1e-2, tf32
+
