@@ -1,0 +1,522 @@
+"""`parity train-check MODEL --replicas N`: data-parallel training on each framework's own
+engine, proven equal to the single process it stands for.
+
+Engines (code in <framework>_impl/distributed.py, docs/distributed.md side by side):
+torch DistributedDataParallel (gloo on CPU, NCCL on CUDA) in N spawned processes;
+tf_impl and Keras-on-TF with tf.distribute.MirroredStrategy over N logical CPU devices
+(or GPUs), each in a child process (TF's devices must be split before TF starts).
+
+The rule checked depends on the model and the engine (`rule` in the table):
+- global: no train-mode BatchNorm, or synchronized BN: losses, first-step gradients, weights
+  and BN statistics after the last step equal one process (the framework's own
+  adapter.trainer) on the global batch.
+- per-replica BN: each replica normalizes with its shard's statistics, so the first-step
+  gradients equal the mean of the per-shard single-process gradients (and, for SGD, the
+  weights after step 1 the mean of the per-shard updates); the running statistics follow
+  the engine's rule, checked per replica after step 1 and step 2:
+  ddp-broadcast: DDP overwrites every rank's buffers with rank 0's at each forward;
+  mirrored-local: Mirrored variables with aggregation NONE (Keras 3 BN, tf.Variable) are
+  updated per replica and never synchronized; reads see replica 0's copy.
+The table also reports the error under the other engine's buffer rule, to show the check
+tells them apart.
+"""
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .train_check import DEFAULT_HYPER, GRAD_POLICY, WEIGHT_POLICY, build_kwargs, is_buffer, make_batches, normalized
+
+FRAMEWORKS = ("torch", "keras", "tf")
+CATEGORIES = ("loss", "grad", "weight", "buffer")
+RULES = {
+    "global": "equal to one process on the global batch",
+    "sync-bn": "synchronized BN: equal to one process on the global batch",
+    "ddp-broadcast": "per-replica BN: mean of per-shard gradients; rank 0's buffers broadcast each forward",
+    "mirrored-local": "per-replica BN: mean of per-shard gradients; each replica keeps its own BN statistics",
+}
+OTHER_RULE = {"ddp-broadcast": "mirrored-local", "mirrored-local": "ddp-broadcast"}
+
+
+@dataclass
+class DistributedRow:
+    framework: str
+    engine: str
+    replicas: int
+    rule: str
+    errors: dict = field(default_factory=dict)  # category -> worst normalized error
+    worst: dict = field(default_factory=dict)  # category -> key of the worst error
+    tolerances: dict = field(default_factory=dict)
+    other_rule_error: float | None = None  # buffer error under the other engine's rule
+    seconds_per_step: float | None = None  # data-parallel step, wall clock (first step excluded)
+    error: str | None = None
+    skipped: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.skipped is not None or (self.error is None and all(
+            self.errors[c] <= self.tolerances[c] for c in self.errors))
+
+
+@dataclass
+class DistributedResult:
+    model: str
+    replicas: int
+    sync_bn: bool
+    steps: int
+    size: int
+    batch: int
+    optimizer: str
+    rows: list = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.rows)
+
+
+class ShardMasks:
+    """Dropout masks of the global batch (parity.training.DropoutMasks), cut into the
+    replicas' rows, so N replicas drop exactly the units one process drops. Picklable:
+    it travels to spawned workers."""
+
+    def __init__(self, seed, replicas, channels_last=False, flattened=()):
+        self.seed, self.replicas, self.channels_last = seed, replicas, channels_last
+        self.flattened, self.step = tuple(flattened), 0
+
+    def __call__(self, shape, rate, replica=0):
+        from .training import DropoutMasks
+        masks = DropoutMasks(self.seed)
+        masks.step = self.step
+        n = int(shape[0])
+        full = masks.for_layout(self.channels_last, self.flattened)((n * self.replicas, *shape[1:]), rate)
+        return np.ascontiguousarray(full[replica * n:(replica + 1) * n])
+
+
+class BoundMasks:
+    """One replica's rows of ShardMasks, as a single-process trainer calls them."""
+
+    def __init__(self, masks, replica):
+        self.masks, self.replica = masks, replica
+
+    def __call__(self, shape, rate):
+        return self.masks(shape, rate, self.replica)
+
+
+@dataclass
+class Job:
+    framework: str
+    model: str
+    kwargs: dict
+    size: int
+    initial: dict
+    batches: list
+    replicas: int
+    hyper: dict
+    sync_bn: bool
+    seed: int
+    device: str = "cpu"
+    timeout_s: float = 120.0
+    hang_rank: int | None = None  # tests: a rank that never joins the collective
+
+
+def distributed_check(model_name, *, replicas=2, frameworks=FRAMEWORKS, sync_bn=False, steps=2, size=None,
+                      batch=None, seed=0, optimizer="sgd", device="cpu", timeout_s=120.0, hang_rank=None,
+                      **hyper) -> DistributedResult:
+    """Run `model_name` data-parallel on each framework's engine and compare it with the
+    single process it stands for (see the module docstring for the rules)."""
+    import torch
+
+    from . import registry
+    from .adapters import adapter
+
+    if replicas < 2:
+        raise ValueError("--replicas must be at least 2")
+    if steps < 2:
+        raise ValueError("the data-parallel check needs at least 2 steps (the BN buffer rule shows at step 2)")
+    spec = registry.get(model_name)
+    size = size or spec.test_sizes[0]
+    batch = batch or 2 * replicas
+    if batch % replicas:
+        raise ValueError(f"the global batch ({batch}) must split evenly over {replicas} replicas")
+    hyper = {**DEFAULT_HYPER[optimizer], **hyper, "optimizer": optimizer}
+    kwargs = build_kwargs(spec)
+    torch.manual_seed(seed)
+    torch_adapter = adapter("torch")
+    reference = torch_adapter.build(model_name, **kwargs)
+    initial = torch_adapter.state_dict(reference)
+    with torch.no_grad():
+        out = torch_adapter.run(reference, np.zeros((1, spec.input_size[0], size, size), np.float32))[0]
+    batches = make_batches(spec, out.shape[1], steps=steps, size=size, batch=batch, seed=seed)
+    result = DistributedResult(model_name, replicas, sync_bn, steps, size, batch, optimizer)
+    for framework in frameworks:
+        job = Job(framework, model_name, kwargs, size, initial, batches, replicas, hyper, sync_bn, seed, device,
+                  timeout_s, hang_rank)
+        try:
+            row = run_job(job) if framework == "torch" else run_in_child(job)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported per framework, exit 2
+            row = DistributedRow(framework, "", replicas, "", error=f"{type(exc).__name__}: {exc}")
+        result.rows.append(row)
+    return result
+
+
+# --- one framework -------------------------------------------------------------------
+
+def run_job(job: Job) -> DistributedRow:
+    has_bn = any(is_buffer(k) for k in job.initial)
+    engine = engine_module(job.framework)
+    if job.sync_bn and has_bn and not engine_sync_available(job.framework, job.device):
+        return DistributedRow(job.framework, engine.engine_name(job.device, False), job.replicas, "",
+                              skipped="torch SyncBatchNorm runs on CUDA/XPU only (it raises on CPU)")
+    if not has_bn:
+        rule = "global"
+    elif job.sync_bn:
+        rule = "sync-bn"
+    else:
+        rule = "ddp-broadcast" if job.framework == "torch" else "mirrored-local"
+    started = time.perf_counter()
+    observed = observe(job)
+    tolerances = {"loss": GRAD_POLICY, "grad": GRAD_POLICY, "weight": WEIGHT_POLICY, "buffer": WEIGHT_POLICY}
+    row = DistributedRow(job.framework, engine.engine_name(job.device, job.sync_bn and has_bn), job.replicas, rule,
+                         tolerances=tolerances, seconds_per_step=observed.get("seconds_per_step"))
+    if rule in ("global", "sync-bn"):
+        per_key = expect_global(job, observed)
+    else:
+        per_key, row.other_rule_error = expect_per_replica(job, observed, rule)
+    for category, errors in per_key.items():
+        if errors:
+            row.worst[category] = max(errors, key=errors.get)
+            row.errors[category] = errors[row.worst[category]]
+    del started
+    return row
+
+
+def engine_module(framework):
+    if framework == "torch":
+        import torch_impl.distributed as engine
+    elif framework == "keras":
+        import keras_impl.distributed as engine
+    elif framework == "tf":
+        import tf_impl.distributed as engine
+    else:
+        raise ValueError(f"unknown framework {framework!r}; choose from {', '.join(FRAMEWORKS)}")
+    return engine
+
+
+def engine_sync_available(framework, device):
+    if framework == "torch":
+        import torch_impl.distributed as engine
+        return engine.sync_bn_available(device)
+    return True  # Keras BatchNormalization(synchronized=True); tf_impl SyncBatchNorm2d
+
+
+def hyper_of(job):
+    from .training import Hyper
+    return Hyper(**job.hyper)
+
+
+def observe(job: Job) -> dict:
+    """The engine's run: {losses[step], grads (step 1), weights[step] (replica 0),
+    buffers[replica][step], seconds_per_step}, canonical keys and layouts."""
+    if job.framework == "torch":
+        return observe_torch(job)
+    return observe_mirrored(job)
+
+
+def native_options(adapter, model, hyper):
+    """What adapter.trainer passes to the framework's native Trainer (without dropout)."""
+    from .training import loss_kind
+    spec = adapter.spec(model)
+    return {**hyper.native(), "loss": loss_kind(spec), "aux_weights": tuple(spec.aux_weights) if spec else (),
+            "head": None}
+
+
+def observe_torch(job: Job) -> dict:
+    import torch_impl.distributed as engine
+
+    from .adapters import adapter
+    torch_adapter = adapter("torch")
+    model = torch_adapter.build(job.model, **job.kwargs)
+    torch_adapter.load_state_dict(model, job.initial)
+    spec = torch_adapter.spec(model)
+    masks = ShardMasks(job.seed, job.replicas, False, spec.flatten_linear.values() if spec else ())
+    with tempfile.TemporaryDirectory(prefix="parity-ddp-") as workdir:
+        started = time.perf_counter()
+        records = engine.data_parallel_steps(
+            model, job.batches, job.replicas, trainer_options=native_options(torch_adapter, model, hyper_of(job)),
+            masks=masks, sync_bn=job.sync_bn, device=job.device, timeout_s=job.timeout_s, workdir=workdir,
+            hang_rank=job.hang_rank)
+        elapsed = time.perf_counter() - started
+    steps = len(job.batches)
+    return {
+        "losses": [float(np.mean([records[r][s]["loss"] for r in range(job.replicas)])) for s in range(steps)],
+        "grads": records[0][0]["grads"],
+        "weights": [records[0][s]["weights"] for s in range(steps)],
+        "buffers": [[records[r][s]["buffers"] for s in range(steps)] for r in range(job.replicas)],
+        "seconds_per_step": elapsed / steps,  # process start included: see benchmarks for steady state
+    }
+
+
+def observe_mirrored(job: Job) -> dict:
+    from .adapters import adapter
+    engine = engine_module(job.framework)
+    strategy = engine.mirrored_strategy(job.replicas, job.device)
+    native = adapter(job.framework)
+    channels = job.batches[0][0].shape[1]
+    with strategy.scope():
+        model = native.build(job.model, input_size=(channels, job.size, job.size), **job.kwargs)
+        native.load_state_dict(model, job.initial)
+        if job.sync_bn:
+            engine.synchronize_batch_norms(model)
+        trainer = native.trainer(model, hyper_of(job))
+    spec = native.spec(model)
+    masks = ShardMasks(job.seed, job.replicas, native.channels_last, spec.flatten_linear.values() if spec else ())
+    slots = native.slots(model)
+    by_id = {id(s.variable): (k, s) for k, s in slots.items() if s.variable is not None}
+    buffer_keys = [k for k in slots if is_buffer(k)]
+    observed = {"losses": [], "weights": [], "buffers": [[] for _ in range(job.replicas)]}
+    times = []
+    for step, batch in enumerate(job.batches):
+        x = np.ascontiguousarray(batch[0].transpose(0, 2, 3, 1)) if native.channels_last else batch[0]
+        masks.step = step
+        started = time.perf_counter()
+        [(loss, grads)] = engine.run_steps(strategy, trainer.native, [(x, batch[1])], masks=StepMasks(masks, step))
+        times.append(time.perf_counter() - started)
+        observed["losses"].append(loss)
+        if step == 0:
+            observed["grads"] = {by_id[id(v)][0]: canonical(by_id[id(v)][1], g)
+                                 for v, g in zip(trainer.native.variables, grads)}
+        observed["weights"].append({k: v for k, v in native.state_dict(model).items() if not is_buffer(k)})
+        for key in buffer_keys:
+            for replica, value in enumerate(engine.replica_values(slots[key].variable)):
+                replica_buffers = observed["buffers"][replica]
+                if len(replica_buffers) <= step:
+                    replica_buffers.append({})
+                replica_buffers[step][key] = canonical(slots[key], value)
+    observed["seconds_per_step"] = float(np.mean(times[1:])) if len(times) > 1 else times[0]
+    return observed
+
+
+class StepMasks:
+    """ShardMasks pinned to one step (run_steps numbers its batches from 0)."""
+
+    def __init__(self, masks, step):
+        self.masks, self._step = masks, step
+
+    @property
+    def step(self):
+        return self._step
+
+    @step.setter
+    def step(self, value):
+        pass  # the step is fixed
+
+    def __call__(self, shape, rate, replica):
+        self.masks.step = self._step
+        return self.masks(shape, rate, replica)
+
+
+def canonical(slot, value):
+    return slot.to_canonical(value) if slot.to_canonical else np.asarray(value)
+
+
+# --- what the single process says -----------------------------------------------------
+
+def single_process(job, state, batches, *, replica=0, replicas=1, first_step=0):
+    """The framework's own single-process trainer (adapter.trainer) from `state` over
+    `batches`: (losses, first-step gradients, state after each step). Dropout masks are
+    rows `replica` of the global batch's masks."""
+    from .adapters import adapter
+    from .devices import placed
+    native = adapter(job.framework)
+    channels = batches[0][0].shape[1]
+    with placed(job.framework, "cpu"):
+        model = native.build(job.model, input_size=(channels, job.size, job.size), **job.kwargs)
+        native.load_state_dict(model, state)
+        trainer = native.trainer(model, hyper_of(job))
+    spec = native.spec(model)
+    masks = ShardMasks(job.seed, replicas, native.channels_last, spec.flatten_linear.values() if spec else ())
+    trainer.native.dropout_masks = BoundMasks(masks, replica)
+    losses, grads, states = [], None, []
+    for i, (x, labels) in enumerate(batches):
+        masks.step = first_step + i
+        losses.append(trainer.step(x, labels).loss)
+        if grads is None:
+            grads = trainer.gradients()
+        states.append(native.state_dict(model))
+    return losses, grads, states
+
+
+def shard(array, replica, replicas):
+    n = len(array) // replicas
+    return array[replica * n:(replica + 1) * n]
+
+
+def errors_by_key(observed: dict, expected: dict) -> dict:
+    return {k: normalized(observed[k], v) for k, v in expected.items()}
+
+
+def expect_global(job, observed):
+    losses, grads, states = single_process(job, job.initial, job.batches)
+    last = states[-1]
+    per_key = {
+        "loss": {f"step {i + 1}": abs(a - b) / max(abs(b), 1e-12) for i, (a, b) in enumerate(zip(observed["losses"], losses))},
+        "grad": errors_by_key(observed["grads"], grads),
+        "weight": errors_by_key(observed["weights"][-1], {k: v for k, v in last.items() if not is_buffer(k)}),
+        "buffer": {},
+    }
+    for replica, buffers in enumerate(observed["buffers"]):
+        for key, value in (buffers[-1] if buffers else {}).items():
+            per_key["buffer"][f"{key} (replica {replica})"] = normalized(value, last[key])
+    return per_key
+
+
+def expect_per_replica(job, observed, rule):
+    """Step 1: mean of the per-shard single-process steps; each replica's buffers its own
+    shard's update. Step 2: each replica's buffers = one single-process step on its shard of
+    batch 2, from the data-parallel weights after step 1 and the buffers the rule says."""
+    first, second = job.batches[0], job.batches[1]
+    shard_runs = [single_process(job, job.initial, [(shard(first[0], r, job.replicas), shard(first[1], r, job.replicas))],
+                                 replica=r, replicas=job.replicas) for r in range(job.replicas)]
+    mean = lambda arrays: np.mean(np.stack(arrays), axis=0)  # noqa: E731
+    per_key = {"loss": {"step 1": abs(observed["losses"][0] - float(np.mean([run[0][0] for run in shard_runs])))
+                        / max(abs(float(np.mean([run[0][0] for run in shard_runs]))), 1e-12)},
+               "grad": errors_by_key(observed["grads"], {k: mean([run[1][k] for run in shard_runs])
+                                                         for k in shard_runs[0][1]}),
+               "weight": {}, "buffer": {}}
+    if job.hyper["optimizer"] == "sgd":  # an SGD step is linear in the gradient
+        weights = {k: mean([run[2][0][k] for run in shard_runs]) for k in observed["weights"][0]}
+        per_key["weight"] = {f"{k} (step 1)": e for k, e in errors_by_key(observed["weights"][0], weights).items()}
+    for r, run in enumerate(shard_runs):
+        for key, value in observed["buffers"][r][0].items():
+            per_key["buffer"][f"{key} (replica {r}, step 1)"] = normalized(value, run[2][0][key])
+    step2 = buffers_after_step2(job, observed, rule, second)
+    for r in range(job.replicas):
+        for key, value in observed["buffers"][r][1].items():
+            per_key["buffer"][f"{key} (replica {r}, step 2)"] = normalized(value, step2[r][key])
+    other = buffers_after_step2(job, observed, OTHER_RULE[rule], second)
+    other_error = max(normalized(observed["buffers"][r][1][k], other[r][k])
+                      for r in range(job.replicas) for k in observed["buffers"][r][1])
+    return per_key, other_error
+
+
+def buffers_after_step2(job, observed, rule, batch):
+    expected = []
+    for r in range(job.replicas):
+        start = observed["buffers"][0 if rule == "ddp-broadcast" else r][0]
+        state = {**observed["weights"][0], **start}
+        _, _, states = single_process(job, complete(state, job.initial),
+                                      [(shard(batch[0], r, job.replicas), shard(batch[1], r, job.replicas))],
+                                      replica=r, replicas=job.replicas, first_step=1)
+        expected.append({k: v for k, v in states[0].items() if is_buffer(k)})
+    return expected
+
+
+def complete(state, initial):
+    """Keys the engine does not report (none today) keep their initial value."""
+    return {**{k: v for k, v in initial.items() if not k.endswith("num_batches_tracked")}, **state}
+
+
+# --- the TF engines run in a child process ---------------------------------------------
+
+def run_in_child(job: Job) -> DistributedRow:
+    """TensorFlow must be told its logical devices before it starts, so each Mirrored job
+    runs in a fresh interpreter; killed (with its process group) on timeout or Ctrl-C."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with tempfile.TemporaryDirectory(prefix="parity-mirrored-") as workdir:
+        with open(os.path.join(workdir, "job.pkl"), "wb") as f:
+            pickle.dump(job, f)
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
+               "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        with open(os.path.join(workdir, "stderr"), "w") as stderr:
+            process = subprocess.Popen([sys.executable, "-c", "from parity.distributed import child_main; child_main()",
+                                        workdir], env=env, stdout=stderr, stderr=stderr, start_new_session=True)
+            try:
+                process.wait(timeout=job.timeout_s * 4 + 300)
+            except subprocess.TimeoutExpired:
+                raise TimeoutError(f"{job.framework}: the MirroredStrategy process did not finish in "
+                                   f"{job.timeout_s * 4 + 300:g} s; ended it") from None
+            finally:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+        if process.returncode != 0:
+            with open(os.path.join(workdir, "stderr")) as f:
+                tail = f.read()[-3000:]
+            raise RuntimeError(f"{job.framework} MirroredStrategy process failed (exit {process.returncode}):\n{tail}")
+        with open(os.path.join(workdir, "row.pkl"), "rb") as f:
+            return pickle.load(f)
+
+
+def child_main():
+    workdir = sys.argv[1]
+    with open(os.path.join(workdir, "job.pkl"), "rb") as f:
+        job = pickle.load(f)
+    row = run_job(job)
+    with open(os.path.join(workdir, "row.pkl"), "wb") as f:
+        pickle.dump(row, f)
+
+
+# --- command line -----------------------------------------------------------------------
+
+def add_options(parser) -> None:
+    """The two options `parity train-check` gains (registered by train_check.register)."""
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="N > 1: data-parallel on each framework's engine (torch DDP, tf.distribute) "
+                             "compared with one process; --frameworks then takes torch,keras,tf")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="with --replicas: synchronized BatchNorm where the engine has it on the device")
+
+
+def cmd_distributed_check(args, console) -> int:
+    frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
+    if "torch" not in frameworks:
+        frameworks = ["torch", *frameworks]  # torch is always checked, as in train-check
+    unknown = [f for f in frameworks if f not in FRAMEWORKS]
+    if unknown:
+        raise ValueError(f"--frameworks takes torch, keras, tf; got {args.frameworks!r}")
+    result = distributed_check(args.model, replicas=args.replicas, frameworks=frameworks, sync_bn=args.sync_bn,
+                               steps=max(args.steps, 2), size=args.size, batch=args.batch if args.batch != 4 else None,
+                               seed=args.seed, optimizer=args.optimizer)
+    console.print(table(result))
+    for row in result.rows:
+        if row.error:
+            console.print(f"{row.framework}: {row.error}")
+    if args.json:
+        from .io import atomic_path
+        import json
+        with atomic_path(args.json) as tmp:
+            with open(tmp, "w") as f:
+                json.dump({**asdict(result), "passed": result.passed}, f, indent=2)
+    if any(r.error for r in result.rows):
+        return 2
+    return 0 if result.passed else 1
+
+
+def table(result: DistributedResult):
+    from rich.table import Table
+    t = Table(title=f"train-check {result.model} --replicas {result.replicas}{' --sync-bn' if result.sync_bn else ''}: "
+                    f"{result.optimizer}, {result.steps} steps, global batch {result.batch} at {result.size}px")
+    for column in ("framework", "engine", "rule", *(f"{c} err / tol" for c in CATEGORIES), "other rule",
+                   "s/step", "verdict"):
+        t.add_column(column)
+    for r in result.rows:
+        if r.skipped or r.error:
+            t.add_row(r.framework, r.engine, r.rule, *[""] * len(CATEGORIES), "", "",
+                      f"skipped: {r.skipped}" if r.skipped else f"[red]error[/red] {r.error.splitlines()[0]}")
+            continue
+        cells = [f"{r.errors[c]:.1e} / {r.tolerances[c]:.0e}" if c in r.errors else "-" for c in CATEGORIES]
+        other = f"{r.other_rule_error:.1e}" if r.other_rule_error is not None else "-"
+        verdict = "[green]pass[/green]" if r.passed else \
+            "[red]FAIL[/red] at " + ", ".join(r.worst[c] for c in CATEGORIES
+                                              if c in r.errors and r.errors[c] > r.tolerances[c])
+        t.add_row(r.framework, r.engine, RULES.get(r.rule, r.rule), *cells, other,
+                  f"{r.seconds_per_step:.2f}" if r.seconds_per_step else "", verdict)
+    return t

@@ -1,0 +1,185 @@
+"""Data-parallel training the torch way: DistributedDataParallel, one process per replica.
+
+Processes are started as torchrun would start them (MASTER_ADDR, MASTER_PORT, RANK,
+WORLD_SIZE, LOCAL_RANK; init_method env://), with torch.multiprocessing spawn; gloo on CPU,
+NCCL on CUDA (one GPU per rank). Each rank runs torch_impl.train.Trainer on its shard of the
+global batch; DDP averages the gradients (all-reduce sum / world size) during backward and
+broadcasts rank 0's buffers (BatchNorm running statistics) at the start of every forward.
+SyncBatchNorm (batch statistics over all ranks) runs only on CUDA/XPU in torch: on CPU it
+raises, so it is refused here up front.
+"""
+import copy
+import datetime
+import os
+import pickle
+import socket
+import time
+import traceback
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from .train import Trainer
+
+LOOPBACK = "127.0.0.1"
+
+
+def engine_name(device="cpu", sync_bn=False):
+    backend = "nccl" if device == "cuda" else "gloo"
+    return f"DistributedDataParallel ({backend}{', SyncBatchNorm' if sync_bn else ''})"
+
+
+def sync_bn_available(device="cpu"):
+    """torch.nn.SyncBatchNorm synchronizes only CUDA/XPU tensors (torch raises on CPU)."""
+    return device == "cuda"
+
+
+def check_devices(replicas, device="cpu", sync_bn=False):
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("DDP on cuda (NCCL) needs GPUs, and torch.cuda.is_available() is False")
+        if torch.cuda.device_count() < replicas:
+            raise RuntimeError(f"{replicas} replicas need {replicas} GPUs; {torch.cuda.device_count()} visible")
+    elif device != "cpu":
+        raise ValueError(f"device must be cpu or cuda, not {device!r}")
+    if sync_bn and not sync_bn_available(device):
+        raise NotImplementedError("torch SyncBatchNorm runs on CUDA/XPU only (on CPU it raises ValueError)")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def data_parallel_steps(model, batches, replicas, *, trainer_options, masks=None, sync_bn=False, device="cpu",
+                        timeout_s=120.0, workdir, hang_rank=None):
+    """Train `model` one step per global batch with DDP over `replicas` processes; returns the
+    per-rank records [rank][step] = {loss, buffers, grads (step 1), weights (rank 0)}.
+    `masks(shape, rate, replica)`: dropout masks (global mask, this replica's rows).
+    A rank stuck in a collective fails after timeout_s naming itself; every process is
+    ended on success, failure and Ctrl-C. `hang_rank` (tests) never joins the collective."""
+    check_devices(replicas, device, sync_bn)
+    port = free_port()
+    args = (replicas, port, model, batches, trainer_options, masks, sync_bn, device, timeout_s, workdir, hang_rank)
+    context = mp.spawn(run_rank, args=args, nprocs=replicas, join=False, start_method="spawn")
+    try:
+        wait_for(context, deadline=time.monotonic() + timeout_s * 2 + 120)
+    finally:
+        end_all(context)
+    return [read_records(workdir, rank) for rank in range(replicas)]
+
+
+def wait_for(context, deadline):
+    while not context.join(timeout=0.5):
+        if time.monotonic() > deadline:
+            alive = [rank for rank, p in enumerate(context.processes) if p.is_alive()]
+            raise TimeoutError(f"DDP ranks {alive} did not finish before the deadline; ended them")
+
+
+def end_all(context):
+    for process in context.processes:
+        if process.is_alive():
+            process.terminate()
+    for process in context.processes:
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def read_records(workdir, rank):
+    with open(os.path.join(workdir, f"rank{rank}.pkl"), "rb") as f:
+        return pickle.load(f)
+
+
+def run_rank(rank, replicas, port, model, batches, trainer_options, masks, sync_bn, device, timeout_s, workdir,
+             hang_rank=None):
+    """One replica, started as torchrun starts a worker (its environment variables)."""
+    os.environ.update(MASTER_ADDR=LOOPBACK, MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(replicas),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)  # N ranks share the machine's cores
+    backend = "nccl" if device == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method="env://", timeout=datetime.timedelta(seconds=timeout_s))
+    try:
+        if rank == hang_rank:
+            time.sleep(timeout_s * 10)  # a rank that never reaches the collective
+        records = train_rank(rank, replicas, model, batches, trainer_options, masks, sync_bn, device)
+    except Exception as exc:
+        raise RuntimeError(f"rank {rank} of {replicas}: {type(exc).__name__}: {exc}"
+                           f"{timeout_hint(exc, timeout_s)}\n{traceback.format_exc()}") from None
+    finally:
+        dist.destroy_process_group()
+    with open(os.path.join(workdir, f"rank{rank}.pkl.tmp"), "wb") as f:
+        pickle.dump(records, f)
+    os.replace(os.path.join(workdir, f"rank{rank}.pkl.tmp"), os.path.join(workdir, f"rank{rank}.pkl"))
+
+
+def timeout_hint(exc, timeout_s):
+    text = str(exc).lower()
+    if "timeout" in text or "timed out" in text:
+        return f" (collective timed out after {timeout_s:g} s: another rank never joined)"
+    return ""
+
+
+def train_rank(rank, replicas, model, batches, trainer_options, masks, sync_bn, device):
+    local_device = torch.device(f"cuda:{rank}") if device == "cuda" else torch.device("cpu")
+    # spawn hands every rank the *same* shared-memory tensors (torch.multiprocessing pickling):
+    # without a private copy each rank's optimizer would update the others' weights too.
+    model = copy.deepcopy(model)
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(local_device)
+    # DDP's default: rank 0's buffers are broadcast at every forward (broadcast_buffers=True)
+    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[rank] if device == "cuda" else None)
+    options = dict(trainer_options)
+    if options.get("head"):
+        options["head"] = tuple(f"module.{p}" for p in options["head"])  # DDP's wrapper adds "module."
+    replica_masks = ReplicaMasks(masks, rank) if masks is not None else None
+    trainer = Trainer(ddp, **options, dropout_masks=replica_masks, device=local_device)
+    names = [n[len("module."):] for n, p in ddp.named_parameters() if p.requires_grad]
+    records = []
+    for step, (x, labels) in enumerate(batches):
+        if replica_masks is not None:
+            replica_masks.step = step
+        loss, _ = trainer.step(shard(x, rank, replicas), shard(labels, rank, replicas))
+        record = {"loss": loss, "buffers": buffers(model)}
+        if step == 0:
+            record["grads"] = dict(zip(names, trainer.gradients()))  # already averaged by DDP
+        if rank == 0:
+            record["weights"] = {k: v.detach().cpu().numpy().copy() for k, v in model.named_parameters()}
+        records.append(record)
+    return records
+
+
+def shard(array, rank, replicas):
+    """Rank `rank`'s contiguous slice of the global batch (DistributedSampler without shuffle
+    gives every rank an equal share; contiguous rows keep the comparison simple)."""
+    n = len(array) // replicas
+    return np.ascontiguousarray(array[rank * n:(rank + 1) * n])
+
+
+def buffers(model):
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.named_buffers()
+            if not k.endswith("num_batches_tracked")}
+
+
+class ReplicaMasks:
+    """This rank's rows of the global dropout masks."""
+
+    def __init__(self, masks, replica):
+        self.masks, self.replica = masks, replica
+
+    @property
+    def step(self):
+        return self.masks.step
+
+    @step.setter
+    def step(self, value):
+        self.masks.step = value
+
+    def __call__(self, shape, rate):
+        return self.masks(shape, rate, self.replica)
