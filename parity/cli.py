@@ -182,7 +182,10 @@ def cmd_check(args, console):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .checker import check, plan
+    from .frameworks import MissingFramework, missing
     names = _model_names(args)
+    if missing("torch"):
+        raise MissingFramework(f"torch: {missing('torch')} (the reference runs in torch_impl)")
     frameworks = _asked_frameworks(args.frameworks)
     planned, left_out = plan(frameworks, not args.no_onnx)
     if not planned:
