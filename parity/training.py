@@ -121,13 +121,21 @@ class DropoutMasks:
         keep = rng.random(shape) >= rate
         return (keep * np.float32(1.0 / (1.0 - rate))).astype(np.float32)
 
-    def for_layout(self, channels_last: bool):
-        """A provider (native shape, rate) -> mask in the native layout."""
+    def for_layout(self, channels_last: bool, flattened=()):
+        """A provider (native shape, rate) -> mask in the native layout. `flattened`: the
+        (C, H, W) maps a model flattens before a dropout (catalogue flatten_linear); NHWC
+        frameworks flatten them in (H, W, C) order, so the mask is permuted to match."""
+        sizes = {c * h * w: (c, h, w) for c, h, w in flattened}
+
         def provide(shape, rate):
             shape = tuple(int(s) for s in shape)
             if channels_last and len(shape) == 4:
                 n, h, w, c = shape
                 return np.ascontiguousarray(self.canonical((n, c, h, w), rate).transpose(0, 2, 3, 1))
+            if channels_last and len(shape) == 2 and shape[1] in sizes:
+                c, h, w = sizes[shape[1]]
+                mask = self.canonical(shape, rate).reshape(shape[0], c, h, w)
+                return np.ascontiguousarray(mask.transpose(0, 2, 3, 1).reshape(shape))
             return self.canonical(shape, rate)
         return provide
 

@@ -86,7 +86,9 @@ class Adapter:
         masks = DropoutMasks(dropout_seed) if dropout_seed is not None else None
         native = self.native_trainer(
             model, **hyper.native(), loss=loss_kind(spec), aux_weights=tuple(spec.aux_weights) if spec else (),
-            head=head, dropout_masks=masks.for_layout(self.channels_last) if masks else None, device=device)
+            head=head, device=device,
+            dropout_masks=masks.for_layout(self.channels_last, spec.flatten_linear.values() if spec else ())
+            if masks else None)
         by_variable = {id(slot.variable): (key, slot) for key, slot in self.slots(model).items()
                        if slot.variable is not None}
         pairs = [by_variable[id(v)] for v in native.variables]
