@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import parity
+from conftest import recorded_onnx_exports, transposes
 from parity import registry, tolerance
 
 TORCHVISION = ("densenet121", "densenet161", "densenet169", "densenet201")
@@ -64,7 +65,10 @@ def densenet121_models():
 def densenet121_onnx_report():
     """Native and ONNX targets at the small even size (the slowest thing here: three exports)."""
     spec = registry.get("densenet121")
-    return parity.check("densenet121", size=spec.test_sizes[0])
+    with recorded_onnx_exports() as exports:
+        report = parity.check("densenet121", size=spec.test_sizes[0])
+    report.exports = exports
+    return report
 
 
 # --- layout --------------------------------------------------------------------------
@@ -171,6 +175,13 @@ def test_densenet121_onnx_parity(densenet121_onnx_report):
     assert [r.target for r in results] == ["keras", "tf", "onnx:torch", "onnx:keras", "onnx:tf"]
     assert all(r.passed and r.error is None for r in results), results
     assert all(r.top1_agreement == 1.0 for r in results)
+
+
+def test_densenet121_onnx_exports_keep_no_layout_transposes(densenet121_onnx_report):
+    """The dense blocks' channel concatenations stay on the NCHW channel axis."""
+    exports = densenet121_onnx_report.exports
+    assert len(exports) == 3 and not transposes(exports), transposes(exports)
+    assert all(g.ops.count("Concat") >= 58 for g in exports.values())  # 6 + 12 + 24 + 16 dense layers
 
 
 def test_densenet121_native_parity_odd():

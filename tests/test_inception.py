@@ -18,11 +18,15 @@ import pytest
 import torch
 
 import parity
+from conftest import keras_apply, recorded_onnx_exports, transposes
+from conftest import nchw as _nchw
+from conftest import nhwc as _nhwc
+from conftest import normalized_error as _normalized
 from parity import registry, tolerance
-from parity.calibrate import seeded_input
+from parity.calibrate import calibrated_torch_model, seeded_input
 
 TOL = tolerance.threshold("fp32", "cpu")
-NOISE_FACTOR = 3.0  # measured worst error / noise: 1.8 (docs/inception.md)
+NOISE_FACTOR = tolerance.NOISE_FACTOR  # measured worst error / noise: 1.8 (docs/inception.md)
 FAMILY = ("googlenet", "inception_v1", "inception_v3", "inception_v3_keras")
 FRAMEWORKS = ("torch", "keras", "tf")
 
@@ -38,58 +42,19 @@ TORCHVISION_KEYS = {
 }
 
 
-def _nhwc(x):
-    return np.ascontiguousarray(np.asarray(x).transpose(0, 2, 3, 1))
-
-
-def _nchw(y):
-    return np.asarray(y).transpose(0, 3, 1, 2)
-
-
-def _normalized(y, ref):
-    return tolerance.measure(np.asarray(y), np.asarray(ref)).normalized
-
-
 # --- shared helpers ---------------------------------------------------------------------
 
 def _keras_apply(build, x_nchw):
-    import keras
-    inputs = keras.Input(shape=_nhwc(x_nchw).shape[1:])
-    return keras.Model(inputs, build(inputs))(_nhwc(x_nchw), training=False)
-
-
-def bn_calibrated_state(model, size, seed=0, batch=4, passes=2):
-    """calibrate.py's recipe (random BN affine parameters, running statistics from seeded
-    passes) with only the BatchNorms in train mode. calibrate.py puts the whole model in
-    train mode, which runs inception_v3's AuxLogits, and that head needs a 299x299 input."""
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    model.eval()
-    with torch.no_grad():
-        for bn in norms:
-            bn.weight.uniform_(0.5, 1.5, generator=gen)
-            bn.bias.normal_(0.0, 0.2, generator=gen)
-            bn.reset_running_stats()
-            bn.momentum = None
-            bn.train()
-        for _ in range(passes):
-            model(torch.randn(batch, 3, size, size, generator=gen))
-    for bn in norms:
-        bn.momentum = 0.1
-    return parity.state_dict(model.eval())
+    return keras_apply(build, _nhwc(x_nchw))[1]
 
 
 def reference_noise(torch_model, x):
     """Normalized error of the torch reference itself: fp32 against fp64, same weights and input."""
-    model64 = copy.deepcopy(torch_model).double().eval()
-    with torch.inference_mode():
-        y64 = model64(torch.from_numpy(x).double()).numpy()
-    return _normalized(parity.run(torch_model, x)[0], y64)
+    return tolerance.reference_noise(torch_model, x)
 
 
 def parity_bound(noise):
-    return max(TOL, NOISE_FACTOR * noise)
+    return tolerance.effective(TOL, noise)
 
 
 def assert_report_within_bound(report, noise):
@@ -173,11 +138,10 @@ def test_keys_shapes_and_counts_equal_in_every_framework(name):
 
 def checked(name, size, onnx=False, batch=1):
     """parity.check exactly as `parity check` runs it, and the noise of its torch reference."""
-    from parity.calibrate import calibrated_torch_model
-    report = parity.check(name, size=size, onnx=onnx, batch=batch)
-    noise = reference_noise(calibrated_torch_model(name, input_size=(3, size, size)),
-                            seeded_input((batch, 3, size, size), 1))
-    return report, noise
+    with recorded_onnx_exports() as exports:
+        report = parity.check(name, size=size, onnx=onnx, batch=batch)
+    report.exports = exports
+    return report, report.reference_noise
 
 
 def checked_with_state(name, size, state, onnx=True, batch=1):
@@ -187,9 +151,7 @@ def checked_with_state(name, size, state, onnx=True, batch=1):
         path = f"{tmp}/{name}.safetensors"
         parity.save_state(state, path)
         report = parity.check(name, size=size, onnx=onnx, batch=batch, weights=path)
-    model = parity.build(name)
-    parity.load_state_dict(model, state)
-    return report, reference_noise(model.eval(), seeded_input((batch, 3, size, size), 1))
+    return report, report.reference_noise
 
 
 # googlenet's odd size runs in test_googlenet_onnx_parity_all_targets, with the native targets
@@ -203,7 +165,8 @@ def test_native_parity_even_and_odd(name, size):
 
 @functools.lru_cache(maxsize=None)
 def v3_state(name):
-    return bn_calibrated_state(three(name)["torch"], registry.get(name).test_sizes[0])
+    size = registry.get(name).test_sizes[0]
+    return parity.state_dict(calibrated_torch_model(name, input_size=(3, size, size)))
 
 
 # inception_v3_keras at 75 runs in every framework in test_import_keras_applications_inception_v3
@@ -212,7 +175,7 @@ def v3_state(name):
     pytest.param("inception_v3_keras", 75, marks=pytest.mark.slow)])
 def test_native_parity_even_and_odd_v3(name, size):
     """One build per framework for both sizes (these graphs take any size): the comparison
-    parity.check makes, with weights from bn_calibrated_state."""
+    parity.check makes, with calibrated weights."""
     assert size in registry.get(name).test_sizes
     models, state = three(name), v3_state(name)
     for model in models.values():
@@ -232,6 +195,7 @@ def test_googlenet_onnx_parity_all_targets():
     report, noise = checked("googlenet", size, onnx=True, batch=2)
     assert {r.target for r in report.results} == {"keras", "tf", "onnx:torch", "onnx:keras", "onnx:tf"}
     assert_report_within_bound(report, noise)
+    assert len(report.exports) == 3 and not transposes(report.exports), transposes(report.exports)
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import parity
-from parity.calibrate import calibrated_torch_model, seeded_input
+from conftest import assert_native_parity, normalized_error, recorded_onnx_exports, three, transposes
+from parity.calibrate import seeded_input
 
 RESNETS = parity.list_models("resnet")
 SMALL = ["resnet18", "resnet34", "resnet50", "resnext50_32x4d"]
@@ -38,44 +39,23 @@ def test_parameter_count_is_published(name):
     assert count_parameters(name) == parity.registry.get(name).published_params
 
 
-def _three(name, input_size=(3, 64, 64), **kwargs):
-    torch_model = calibrated_torch_model(name, input_size=input_size, **kwargs)
-    state = parity.state_dict(torch_model)
-    models = {"torch": torch_model}
-    for framework in ("keras", "tf"):
-        models[framework] = parity.build(name, framework=framework, **kwargs)
-        parity.load_state_dict(models[framework], state)
-    return models, state
-
-
-def _assert_parity(models, sizes=(64, 57), batch=2):
-    for size in sizes:
-        x = seeded_input((batch, 3, size, size), seed=size)
-        ref = parity.run(models["torch"], x)[0]
-        assert np.abs(ref).max() > 1e-3 and np.isfinite(ref).all(), "degenerate reference"
-        for framework in ("keras", "tf"):
-            y = parity.run(models[framework], x)[0]
-            err = np.abs(y - ref).max() / np.abs(ref).max()
-            assert err < 1e-5, f"{framework} at {size}x{size}: normalized error {err:.2e}"
-
-
 @pytest.mark.parametrize("name", SMALL)
 def test_native_parity_even_and_odd(name):
-    models, state = _three(name)
+    models, state = three(name)
     for framework in ("keras", "tf"):
         assert parity.state_dict(models[framework]).keys() == state.keys()
-    _assert_parity(models)
+    assert_native_parity(models)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", LARGE)
 def test_native_parity_even_and_odd_large(name):
-    _assert_parity(_three(name)[0], sizes=(64, 57), batch=1)
+    assert_native_parity(three(name)[0], sizes=(64, 57), batch=1)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnext50_32x4d"])
 def test_lossless_round_trip(name):
-    models, state = _three(name)
+    models, state = three(name)
     keras_state = parity.state_dict(models["keras"])
     tf_model = parity.build(name, framework="tf")
     parity.load_state_dict(tf_model, keras_state)
@@ -91,45 +71,38 @@ def test_lossless_round_trip(name):
 # is covered in the default run by tests/test_traps.py on a single layer.
 @pytest.mark.parametrize("name", ["resnet18", pytest.param("resnext50_32x4d", marks=pytest.mark.slow)])
 def test_onnx_from_all_three_frameworks(name):
-    report = parity.check(name, size=64, batch=2)
+    """Parity of every target, and the three exports share one interface with no layout
+    transposes left."""
+    with recorded_onnx_exports() as exports:
+        report = parity.check(name, size=64, batch=2)
     targets = {r.target: r for r in report.results}
     assert set(targets) == {"keras", "tf", "onnx:torch", "onnx:keras", "onnx:tf"}
     for r in report.results:
         assert r.error is None, r.error
         assert r.passed, f"{r.target}: {r.normalized_error:.2e}"
-
-
-def test_onnx_exports_share_interface(tmp_path):
-    import onnx
-    models, _ = _three("resnet18")
-    for framework, model in models.items():
-        path = tmp_path / f"{framework}.onnx"
-        parity.export_onnx(model, path, (1, 3, 64, 64))
-        graph = onnx.load(path).graph
-        assert [i.name for i in graph.input] == ["input"]
-        assert [o.name for o in graph.output] == ["logits"]
-        dims = graph.input[0].type.tensor_type.shape.dim
-        assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [3, 64, 64]
-        transposes = [n for n in graph.node if n.op_type == "Transpose"]
-        assert not transposes, f"{framework} export keeps {len(transposes)} layout transposes"
+    assert {framework for framework, _ in exports} == {"torch", "keras", "tf"}
+    for graph in exports.values():
+        assert graph.inputs == ["input"] and graph.outputs == ["logits"]
+        assert graph.input_dims == ["batch", 3, 64, 64]
+    assert not transposes(exports), f"layout transposes left: {transposes(exports)}"
 
 
 @pytest.mark.slow  # tests/test_dense.py covers the dilated path in the default run
 def test_dilated_resnet50_matches():
     kwargs = {"replace_stride_with_dilation": [False, True, True]}
-    models, _ = _three("resnet50", **kwargs)
+    models, _ = three("resnet50", **kwargs)
     x = seeded_input((1, 3, 64, 64))
     assert parity.run(models["torch"], x)[0].shape == (1, 1000)
-    _assert_parity(models, sizes=(64, 57), batch=1)
+    assert_native_parity(models, sizes=(64, 57), batch=1)
 
 
 def test_include_top_false_returns_the_trunk():
-    models, _ = _three("resnet18", include_top=False)
+    models, _ = three("resnet18", include_top=False)
     x = seeded_input((1, 3, 64, 64))
     outs = {f: parity.run(m, x)[0] for f, m in models.items()}
     assert outs["torch"].shape == (1, 512, 2, 2)
     for f in ("keras", "tf"):
-        assert np.abs(outs[f] - outs["torch"]).max() / np.abs(outs["torch"]).max() < 1e-5
+        assert normalized_error(outs[f], outs["torch"]) <= 1e-5
 
 
 def test_basic_block_rejects_dilation():

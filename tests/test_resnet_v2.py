@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import parity
+from conftest import recorded_onnx_exports, transposes
 from parity.calibrate import calibrated_torch_model, seeded_input
 
 V2 = parity.list_models("resnet_v2")
@@ -170,7 +171,9 @@ def test_include_top_false_returns_the_post_activated_trunk():
 
 @pytest.mark.parametrize("name", ["resnet18_v2", pytest.param("resnet50_v2", marks=pytest.mark.slow)])
 def test_onnx_from_all_three_frameworks(name):
-    report = parity.check(name, size=parity.registry.get(name).test_sizes[1], batch=2)
+    with recorded_onnx_exports() as exports:
+        report = parity.check(name, size=parity.registry.get(name).test_sizes[1], batch=2)
+    assert len(exports) == 3 and not transposes(exports), transposes(exports)
     targets = {r.target: r for r in report.results}
     assert set(targets) == {"keras", "tf", "onnx:torch", "onnx:keras", "onnx:tf"}
     assert report.passed, report.notes
