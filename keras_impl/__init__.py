@@ -5,9 +5,10 @@ Each weighted layer's name is its torch module path, so weights move by name.
 import keras as _keras
 
 if _keras.backend.backend() == "torch":  # torch refuses "." in parameter names: see _torch_backend.py
-    from ._torch_backend import accept_dotted_layer_names
+    from ._torch_backend import accept_dotted_layer_names, use_copy_free_conv
 
     accept_dotted_layer_names()
+    use_copy_free_conv()  # Keras' torch conv copies layouts three times per call
 from .resnet import (
     resnet18, resnet34, resnet50, resnet101, resnet152,
     resnext50_32x4d, resnext101_32x8d, resnext101_64x4d,
