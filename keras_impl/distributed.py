@@ -27,7 +27,8 @@ def split_host_cpu(replicas):
     """N logical CPU devices (TF backend); must run before TensorFlow initializes its devices."""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+    if len(tf.config.get_logical_device_configuration(cpu) or ()) != replicas:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
 
 
 def mirrored_strategy(replicas, device="cpu"):

@@ -72,12 +72,21 @@ class TorchBatchNormalization(layers.BatchNormalization):
         x = ops.cast(inputs, backend_float(inputs))
         mean, variance = self._moments(x, mask)
         count = ops.cast(ops.size(x) // ops.shape(x)[self.axis], x.dtype)
+        if self.synchronized:  # issue 14 (helper G): moments of the global batch, so count every replica's
+            count = count * _replicas_in_sync()
         unbiased = variance * count / ops.maximum(count - 1.0, 1.0)
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))
         y = ops.batch_normalization(x, mean, variance, axis=self.axis, offset=self.beta if self.center else None,
                                     scale=self.gamma if self.scale else None, epsilon=self.epsilon)
         return ops.cast(y, self.compute_dtype)
+
+
+def _replicas_in_sync():
+    """Replicas sharing a synchronized BatchNormalization's batch (tf.distribute; TF backend only)."""
+    import tensorflow as tf
+    context = tf.distribute.get_replica_context()
+    return context.num_replicas_in_sync if context is not None else 1
 
 
 def backend_float(x):

@@ -125,26 +125,65 @@ class Job:
     hang_rank: int | None = None  # tests: a rank that never joins the collective
 
 
-def distributed_check(model_name, *, replicas=2, frameworks=FRAMEWORKS, sync_bn=False, steps=2, size=None,
-                      batch=None, seed=0, optimizer="sgd", device="cpu", timeout_s=120.0, hang_rank=None,
-                      **hyper) -> DistributedResult:
+def distributed_check(model_name, **options) -> DistributedResult:
     """Run `model_name` data-parallel on each framework's engine and compare it with the
     single process it stands for (see the module docstring for the rules)."""
-    import torch
+    return distributed_checks([model_name], **options)[0]
 
-    from . import registry
-    from .adapters import adapter
 
+def distributed_checks(model_names, *, replicas=2, frameworks=FRAMEWORKS, sync_bn=False, steps=2, size=None,
+                       batch=None, seed=0, optimizer="sgd", device="cpu", timeout_s=120.0, hang_rank=None,
+                       **hyper) -> list:
+    """distributed_check for several models, sharing the slow starts: one DDP spawn for all
+    torch runs, one child interpreter for all MirroredStrategy runs."""
     if replicas < 2:
         raise ValueError("--replicas must be at least 2")
     if steps < 2:
         raise ValueError("the data-parallel check needs at least 2 steps (the BN buffer rule shows at step 2)")
-    spec = registry.get(model_name)
-    size = size or spec.test_sizes[0]
+    unknown = [f for f in frameworks if f not in FRAMEWORKS]
+    if unknown:
+        raise ValueError(f"unknown frameworks {unknown}; choose from {', '.join(FRAMEWORKS)}")
     batch = batch or 2 * replicas
     if batch % replicas:
         raise ValueError(f"the global batch ({batch}) must split evenly over {replicas} replicas")
     hyper = {**DEFAULT_HYPER[optimizer], **hyper, "optimizer": optimizer}
+    results, jobs = [], {}
+    for name in model_names:
+        initial, batches, kwargs, model_size = initial_state(name, size, batch, steps, seed)
+        results.append(DistributedResult(name, replicas, sync_bn, steps, model_size, batch, optimizer))
+        for framework in frameworks:
+            jobs[name, framework] = Job(framework, name, kwargs, model_size, initial, batches, replicas, hyper,
+                                        sync_bn, seed, device, timeout_s, hang_rank)
+    rows = {}
+    torch_jobs = [key for key in jobs if key[1] == "torch"]
+    mirrored_jobs = [key for key in jobs if key[1] != "torch"]
+    if torch_jobs:
+        rows.update(guarded(torch_jobs, jobs, lambda keys: run_torch_jobs([jobs[k] for k in keys])))
+    if mirrored_jobs:
+        rows.update(guarded(mirrored_jobs, jobs, lambda keys: run_in_child([jobs[k] for k in keys])))
+    for result in results:
+        result.rows = [rows[result.model, f] for f in frameworks]
+    return results
+
+
+def guarded(keys, jobs, run) -> dict:
+    """{key: row}; an engine that fails gives each of its jobs an error row (exit 2)."""
+    try:
+        return dict(zip(keys, run(keys)))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported per framework
+        return {k: DistributedRow(k[1], "", jobs[k].replicas, "", error=f"{type(exc).__name__}: {exc}") for k in keys}
+
+
+def initial_state(model_name, size, batch, steps, seed):
+    """The torch reference's initial state (as train-check builds it) and the global batches."""
+    import torch
+
+    from . import registry
+    from .adapters import adapter
+    spec = registry.get(model_name)
+    size = size if size and not spec.fixed_size else spec.test_sizes[0]
     kwargs = build_kwargs(spec)
     torch.manual_seed(seed)
     torch_adapter = adapter("torch")
@@ -153,38 +192,39 @@ def distributed_check(model_name, *, replicas=2, frameworks=FRAMEWORKS, sync_bn=
     with torch.no_grad():
         out = torch_adapter.run(reference, np.zeros((1, spec.input_size[0], size, size), np.float32))[0]
     batches = make_batches(spec, out.shape[1], steps=steps, size=size, batch=batch, seed=seed)
-    result = DistributedResult(model_name, replicas, sync_bn, steps, size, batch, optimizer)
-    for framework in frameworks:
-        job = Job(framework, model_name, kwargs, size, initial, batches, replicas, hyper, sync_bn, seed, device,
-                  timeout_s, hang_rank)
-        try:
-            row = run_job(job) if framework == "torch" else run_in_child(job)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # noqa: BLE001 - reported per framework, exit 2
-            row = DistributedRow(framework, "", replicas, "", error=f"{type(exc).__name__}: {exc}")
-        result.rows.append(row)
-    return result
+    return initial, batches, kwargs, size
 
 
 # --- one framework -------------------------------------------------------------------
 
-def run_job(job: Job) -> DistributedRow:
+def rule_for(job):
     has_bn = any(is_buffer(k) for k in job.initial)
-    engine = engine_module(job.framework)
-    if job.sync_bn and has_bn and not engine_sync_available(job.framework, job.device):
-        return DistributedRow(job.framework, engine.engine_name(job.device, False), job.replicas, "",
-                              skipped="torch SyncBatchNorm runs on CUDA/XPU only (it raises on CPU)")
     if not has_bn:
-        rule = "global"
-    elif job.sync_bn:
-        rule = "sync-bn"
-    else:
-        rule = "ddp-broadcast" if job.framework == "torch" else "mirrored-local"
-    started = time.perf_counter()
-    observed = observe(job)
+        return "global"
+    if job.sync_bn:
+        return "sync-bn"
+    return "ddp-broadcast" if job.framework == "torch" else "mirrored-local"
+
+
+def sync_refused(job):
+    """Why the engine cannot synchronize BN on this device (None when it can)."""
+    if job.framework == "torch" and rule_for(job) == "sync-bn":
+        import torch_impl.distributed as engine
+        if not engine.sync_bn_available(job.device):
+            return "torch SyncBatchNorm runs on CUDA/XPU only (on CPU it raises ValueError)"
+    return None
+
+
+def run_job(job: Job, observed=None) -> DistributedRow:
+    rule = rule_for(job)
+    engine = engine_module(job.framework)
+    refused = sync_refused(job)
+    if refused:
+        return DistributedRow(job.framework, engine.engine_name(job.device, False), job.replicas, rule,
+                              skipped=refused)
+    observed = observed or observe_mirrored(job)
     tolerances = {"loss": GRAD_POLICY, "grad": GRAD_POLICY, "weight": WEIGHT_POLICY, "buffer": WEIGHT_POLICY}
-    row = DistributedRow(job.framework, engine.engine_name(job.device, job.sync_bn and has_bn), job.replicas, rule,
+    row = DistributedRow(job.framework, engine.engine_name(job.device, rule == "sync-bn"), job.replicas, rule,
                          tolerances=tolerances, seconds_per_step=observed.get("seconds_per_step"))
     if rule in ("global", "sync-bn"):
         per_key = expect_global(job, observed)
@@ -194,8 +234,13 @@ def run_job(job: Job) -> DistributedRow:
         if errors:
             row.worst[category] = max(errors, key=errors.get)
             row.errors[category] = errors[row.worst[category]]
-    del started
     return row
+
+
+def run_torch_jobs(jobs) -> list:
+    runnable = [job for job in jobs if not sync_refused(job)]
+    observed = dict(zip(map(id, runnable), observe_torch(runnable))) if runnable else {}
+    return [run_job(job, observed.get(id(job))) for job in jobs]
 
 
 def engine_module(framework):
@@ -210,24 +255,9 @@ def engine_module(framework):
     return engine
 
 
-def engine_sync_available(framework, device):
-    if framework == "torch":
-        import torch_impl.distributed as engine
-        return engine.sync_bn_available(device)
-    return True  # Keras BatchNormalization(synchronized=True); tf_impl SyncBatchNorm2d
-
-
 def hyper_of(job):
     from .training import Hyper
     return Hyper(**job.hyper)
-
-
-def observe(job: Job) -> dict:
-    """The engine's run: {losses[step], grads (step 1), weights[step] (replica 0),
-    buffers[replica][step], seconds_per_step}, canonical keys and layouts."""
-    if job.framework == "torch":
-        return observe_torch(job)
-    return observe_mirrored(job)
 
 
 def native_options(adapter, model, hyper):
@@ -238,36 +268,57 @@ def native_options(adapter, model, hyper):
             "head": None}
 
 
-def observe_torch(job: Job) -> dict:
+def observe_torch(jobs) -> list:
+    """DDP runs of every job in one spawn (same replicas, device, timeout for all)."""
     import torch_impl.distributed as engine
 
     from .adapters import adapter
     torch_adapter = adapter("torch")
-    model = torch_adapter.build(job.model, **job.kwargs)
-    torch_adapter.load_state_dict(model, job.initial)
-    spec = torch_adapter.spec(model)
-    masks = ShardMasks(job.seed, job.replicas, False, spec.flatten_linear.values() if spec else ())
+    runs = []
+    for job in jobs:
+        model = torch_adapter.build(job.model, **job.kwargs)
+        torch_adapter.load_state_dict(model, job.initial)
+        spec = torch_adapter.spec(model)
+        runs.append({"model": model, "batches": job.batches,
+                     "trainer_options": native_options(torch_adapter, model, hyper_of(job)),
+                     "masks": ShardMasks(job.seed, job.replicas, False, spec.flatten_linear.values() if spec else ())})
+    first = jobs[0]
     with tempfile.TemporaryDirectory(prefix="parity-ddp-") as workdir:
         started = time.perf_counter()
-        records = engine.data_parallel_steps(
-            model, job.batches, job.replicas, trainer_options=native_options(torch_adapter, model, hyper_of(job)),
-            masks=masks, sync_bn=job.sync_bn, device=job.device, timeout_s=job.timeout_s, workdir=workdir,
-            hang_rank=job.hang_rank)
+        per_run = engine.data_parallel_steps(runs, first.replicas, sync_bn=first.sync_bn, device=first.device,
+                                             timeout_s=first.timeout_s, workdir=workdir, hang_rank=first.hang_rank)
         elapsed = time.perf_counter() - started
+    return [torch_observed(job, records, elapsed / sum(len(j.batches) for j in jobs))
+            for job, records in zip(jobs, per_run)]
+
+
+def torch_observed(job, records, seconds_per_step):
     steps = len(job.batches)
     return {
         "losses": [float(np.mean([records[r][s]["loss"] for r in range(job.replicas)])) for s in range(steps)],
         "grads": records[0][0]["grads"],
         "weights": [records[0][s]["weights"] for s in range(steps)],
         "buffers": [[records[r][s]["buffers"] for s in range(steps)] for r in range(job.replicas)],
-        "seconds_per_step": elapsed / steps,  # process start included: see benchmarks for steady state
+        "seconds_per_step": seconds_per_step,  # process start included: see benchmarks for steady state
     }
+
+
+_STRATEGIES = {}
+
+
+def shared_strategy(engine, replicas, device):
+    """One MirroredStrategy per process: a second one numbers its collectives from the same
+    keys, and TF then mixes up the two (shape mismatch in collective instance N)."""
+    key = (replicas, device)
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = engine.mirrored_strategy(replicas, device)
+    return _STRATEGIES[key]
 
 
 def observe_mirrored(job: Job) -> dict:
     from .adapters import adapter
     engine = engine_module(job.framework)
-    strategy = engine.mirrored_strategy(job.replicas, job.device)
+    strategy = shared_strategy(engine, job.replicas, job.device)
     native = adapter(job.framework)
     channels = job.batches[0][0].shape[1]
     with strategy.scope():
@@ -426,23 +477,23 @@ def complete(state, initial):
 
 # --- the TF engines run in a child process ---------------------------------------------
 
-def run_in_child(job: Job) -> DistributedRow:
+def run_in_child(jobs) -> list:
     """TensorFlow must be told its logical devices before it starts, so each Mirrored job
     runs in a fresh interpreter; killed (with its process group) on timeout or Ctrl-C."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory(prefix="parity-mirrored-") as workdir:
         with open(os.path.join(workdir, "job.pkl"), "wb") as f:
-            pickle.dump(job, f)
+            pickle.dump(jobs, f)
         env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
                "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        limit = sum(job.timeout_s * 4 for job in jobs) + 300
         with open(os.path.join(workdir, "stderr"), "w") as stderr:
             process = subprocess.Popen([sys.executable, "-c", "from parity.distributed import child_main; child_main()",
                                         workdir], env=env, stdout=stderr, stderr=stderr, start_new_session=True)
             try:
-                process.wait(timeout=job.timeout_s * 4 + 300)
+                process.wait(timeout=limit)
             except subprocess.TimeoutExpired:
-                raise TimeoutError(f"{job.framework}: the MirroredStrategy process did not finish in "
-                                   f"{job.timeout_s * 4 + 300:g} s; ended it") from None
+                raise TimeoutError(f"the MirroredStrategy process did not finish in {limit:g} s; ended it") from None
             finally:
                 if process.poll() is None:
                     os.killpg(process.pid, signal.SIGKILL)
@@ -450,7 +501,7 @@ def run_in_child(job: Job) -> DistributedRow:
         if process.returncode != 0:
             with open(os.path.join(workdir, "stderr")) as f:
                 tail = f.read()[-3000:]
-            raise RuntimeError(f"{job.framework} MirroredStrategy process failed (exit {process.returncode}):\n{tail}")
+            raise RuntimeError(f"the MirroredStrategy process failed (exit {process.returncode}):\n{tail}")
         with open(os.path.join(workdir, "row.pkl"), "rb") as f:
             return pickle.load(f)
 
@@ -458,10 +509,16 @@ def run_in_child(job: Job) -> DistributedRow:
 def child_main():
     workdir = sys.argv[1]
     with open(os.path.join(workdir, "job.pkl"), "rb") as f:
-        job = pickle.load(f)
-    row = run_job(job)
+        jobs = pickle.load(f)
+    rows = []
+    for job in jobs:  # one strategy for all: TF's logical devices are set once per process
+        try:
+            rows.append(run_job(job))
+        except Exception as exc:  # noqa: BLE001 - reported per job
+            rows.append(DistributedRow(job.framework, "", job.replicas, rule_for(job),
+                                       error=f"{type(exc).__name__}: {exc}"))
     with open(os.path.join(workdir, "row.pkl"), "wb") as f:
-        pickle.dump(row, f)
+        pickle.dump(rows, f)
 
 
 # --- command line -----------------------------------------------------------------------

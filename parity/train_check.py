@@ -280,10 +280,17 @@ def register(subparsers) -> None:
     s.add_argument("--batch", type=int, default=4)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    # --- data-parallel check (issue 14, parity/distributed.py): --replicas N, --sync-bn ---
+    from .distributed import add_options
+    add_options(s)
+    # --- end data-parallel options ---
     s.set_defaults(func=cmd_train_check)
 
 
 def cmd_train_check(args, console) -> int:
+    if getattr(args, "replicas", 1) > 1:  # data-parallel check (issue 14): parity/distributed.py
+        from .distributed import cmd_distributed_check
+        return cmd_distributed_check(args, console)
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
     unknown = [f for f in frameworks if f not in ("keras", "tf")]
     if unknown or not frameworks:

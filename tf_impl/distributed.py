@@ -28,7 +28,8 @@ def engine_name(device="cpu", sync_bn=False):
 def split_host_cpu(replicas):
     """N logical CPU devices; must run before TensorFlow initializes its devices."""
     cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+    if len(tf.config.get_logical_device_configuration(cpu) or ()) != replicas:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
 
 
 def mirrored_strategy(replicas, device="cpu"):
@@ -44,19 +45,20 @@ def mirrored_strategy(replicas, device="cpu"):
 
 
 class SyncBatchNorm2d(BatchNorm2d):
-    """BatchNorm2d whose training-mode moments are those of the global batch: sums of x and
-    x^2 and the count all-reduced across replicas (what Keras' synchronized=True does)."""
+    """BatchNorm2d whose training-mode moments are those of the global batch, all-reduced
+    across replicas in two passes: the mean first, then the squared deviations from it.
+    (One pass, E[x^2] - E[x]^2 as Keras' synchronized=True computes it, cancels badly when
+    the variance is small next to the mean: a few values per channel at 1x1 maps.)"""
 
     def __call__(self, x, training=False):
         context = tf.distribute.get_replica_context()
         if not training or self.frozen or context is None:
             return super().__call__(x, training=training)
-        count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
-        total, squares, count = context.all_reduce(
-            tf.distribute.ReduceOp.SUM,
-            [tf.reduce_sum(x, axis=[0, 1, 2]), tf.reduce_sum(tf.square(x), axis=[0, 1, 2]), count])
-        mean = total / count
-        var = tf.maximum(squares / count - tf.square(mean), 0.0)
+        total = tf.distribute.ReduceOp.SUM
+        local_count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
+        sums, count = context.all_reduce(total, [tf.reduce_sum(x, axis=[0, 1, 2]), local_count])
+        mean = sums / count
+        var = context.all_reduce(total, tf.reduce_sum(tf.square(x - mean), axis=[0, 1, 2])) / count
         unbiased = var * count / tf.maximum(count - 1.0, 1.0)
         self.running_mean.assign_sub(self.momentum * (self.running_mean - mean))
         self.running_var.assign_sub(self.momentum * (self.running_var - unbiased))

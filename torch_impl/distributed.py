@@ -55,22 +55,24 @@ def free_port():
         return s.getsockname()[1]
 
 
-def data_parallel_steps(model, batches, replicas, *, trainer_options, masks=None, sync_bn=False, device="cpu",
-                        timeout_s=120.0, workdir, hang_rank=None):
-    """Train `model` one step per global batch with DDP over `replicas` processes; returns the
+def data_parallel_steps(runs, replicas, *, sync_bn=False, device="cpu", timeout_s=120.0, workdir, hang_rank=None):
+    """Train each run's model one step per global batch with DDP over `replicas` processes
+    (one spawn, one process group for all runs: starting gloo ranks is the slow part).
+    runs: [{model, batches, trainer_options, masks}], masks(shape, rate, replica) = the
+    global batch's dropout mask, this replica's rows (or None). Returns, per run, the
     per-rank records [rank][step] = {loss, buffers, grads (step 1), weights (rank 0)}.
-    `masks(shape, rate, replica)`: dropout masks (global mask, this replica's rows).
     A rank stuck in a collective fails after timeout_s naming itself; every process is
     ended on success, failure and Ctrl-C. `hang_rank` (tests) never joins the collective."""
     check_devices(replicas, device, sync_bn)
     port = free_port()
-    args = (replicas, port, model, batches, trainer_options, masks, sync_bn, device, timeout_s, workdir, hang_rank)
+    args = (replicas, port, runs, sync_bn, device, timeout_s, workdir, hang_rank)
     context = mp.spawn(run_rank, args=args, nprocs=replicas, join=False, start_method="spawn")
     try:
         wait_for(context, deadline=time.monotonic() + timeout_s * 2 + 120)
     finally:
         end_all(context)
-    return [read_records(workdir, rank) for rank in range(replicas)]
+    records = [read_records(workdir, rank) for rank in range(replicas)]
+    return [[records[rank][i] for rank in range(replicas)] for i in range(len(runs))]
 
 
 def wait_for(context, deadline):
@@ -96,8 +98,7 @@ def read_records(workdir, rank):
         return pickle.load(f)
 
 
-def run_rank(rank, replicas, port, model, batches, trainer_options, masks, sync_bn, device, timeout_s, workdir,
-             hang_rank=None):
+def run_rank(rank, replicas, port, runs, sync_bn, device, timeout_s, workdir, hang_rank=None):
     """One replica, started as torchrun starts a worker (its environment variables)."""
     os.environ.update(MASTER_ADDR=LOOPBACK, MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(replicas),
                       LOCAL_RANK=str(rank))
@@ -107,7 +108,8 @@ def run_rank(rank, replicas, port, model, batches, trainer_options, masks, sync_
     try:
         if rank == hang_rank:
             time.sleep(timeout_s * 10)  # a rank that never reaches the collective
-        records = train_rank(rank, replicas, model, batches, trainer_options, masks, sync_bn, device)
+        records = [train_rank(rank, replicas, run["model"], run["batches"], run["trainer_options"], run["masks"],
+                              sync_bn, device) for run in runs]
     except Exception as exc:
         raise RuntimeError(f"rank {rank} of {replicas}: {type(exc).__name__}: {exc}"
                            f"{timeout_hint(exc, timeout_s)}\n{traceback.format_exc()}") from None
