@@ -256,15 +256,16 @@ def test_predict_agrees_across_frameworks(tmp_path, capsys):
 
 # --- train and finetune ---------------------------------------------------------------
 
-def test_train_lenet_on_digits_three_frameworks_and_resume(tmp_path):
+def test_train_lenet_on_digits_three_frameworks_and_resume(tmp_path, capsys):
     pytest.importorskip("sklearn")
     from safetensors import safe_open
 
     from parity import train_cli
+    from parity.cli import main
     out = tmp_path / "run"
     argv = ["train", "lenet", "--frameworks", "torch,keras,tf", "--epochs", "1", "--limit", "96", "--batch", "32",
             "--out", str(out), "--control"]
-    assert run_command(train_cli, argv) == 0
+    assert main(argv) == 0
     saved = json.loads((out / "run.json").read_text())
     assert saved["epochs_done"] == 1
     curves = saved["curves"]
@@ -280,9 +281,8 @@ def test_train_lenet_on_digits_three_frameworks_and_resume(tmp_path):
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG" and json.loads((out / "curves.json").read_text())
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temp files left behind
 
-    with pytest.raises(ValueError, match="already holds a run"):
-        run_command(train_cli, argv)
-    assert run_command(train_cli, [*argv[:4], "--epochs", "2", *argv[6:], "--resume"]) == 0
+    assert main(argv) == 2 and "pass --resume" in " ".join(capsys.readouterr().err.split())
+    assert main([*argv[:4], "--epochs", "2", *argv[6:], "--resume"]) == 0
     saved = json.loads((out / "run.json").read_text())
     assert saved["epochs_done"] == 2 and len(saved["curves"]["tf"]["step_loss"]) == 6
     assert [e["epoch"] for e in saved["curves"]["torch"]["epochs"]] == [1, 2]
