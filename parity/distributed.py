@@ -20,6 +20,7 @@ The rule checked depends on the model and the engine (`rule` in the table):
 The table also reports the error under the other engine's buffer rule, to show the check
 tells them apart.
 """
+import concurrent.futures
 import os
 import pickle
 import signal
@@ -157,10 +158,18 @@ def distributed_checks(model_names, *, replicas=2, frameworks=FRAMEWORKS, sync_b
     rows = {}
     torch_jobs = [key for key in jobs if key[1] == "torch"]
     mirrored_jobs = [key for key in jobs if key[1] != "torch"]
-    if torch_jobs:
-        rows.update(guarded(torch_jobs, jobs, lambda keys: run_torch_jobs([jobs[k] for k in keys])))
-    if mirrored_jobs:
-        rows.update(guarded(mirrored_jobs, jobs, lambda keys: run_in_child([jobs[k] for k in keys])))
+    # The MirroredStrategy child and the DDP ranks run at the same time (both mostly wait on starts).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        mirrored = pool.submit(guarded, mirrored_jobs, jobs, lambda keys: run_in_child([jobs[k] for k in keys])) \
+            if mirrored_jobs else None
+        try:
+            if torch_jobs:
+                rows.update(guarded(torch_jobs, jobs, lambda keys: run_torch_jobs([jobs[k] for k in keys])))
+            if mirrored is not None:
+                rows.update(mirrored.result())
+        except BaseException:  # Ctrl-C: end the child too (its own session does not get the signal)
+            end_children()
+            raise
     for result in results:
         result.rows = [rows[result.model, f] for f in frameworks]
     return results
@@ -490,20 +499,34 @@ def run_in_child(jobs) -> list:
         with open(os.path.join(workdir, "stderr"), "w") as stderr:
             process = subprocess.Popen([sys.executable, "-c", "from parity.distributed import child_main; child_main()",
                                         workdir], env=env, stdout=stderr, stderr=stderr, start_new_session=True)
+            _CHILDREN.add(process)
             try:
                 process.wait(timeout=limit)
             except subprocess.TimeoutExpired:
                 raise TimeoutError(f"the MirroredStrategy process did not finish in {limit:g} s; ended it") from None
             finally:
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+                end_child(process)
         if process.returncode != 0:
             with open(os.path.join(workdir, "stderr")) as f:
                 tail = f.read()[-3000:]
             raise RuntimeError(f"the MirroredStrategy process failed (exit {process.returncode}):\n{tail}")
         with open(os.path.join(workdir, "row.pkl"), "rb") as f:
             return pickle.load(f)
+
+
+_CHILDREN = set()
+
+
+def end_child(process):
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    _CHILDREN.discard(process)
+
+
+def end_children():
+    for process in list(_CHILDREN):
+        end_child(process)
 
 
 def child_main():

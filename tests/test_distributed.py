@@ -1,0 +1,81 @@
+"""Data-parallel training on each framework's own engine equals the single process it stands
+for (issue 14): torch DDP over gloo ranks, MirroredStrategy for tf_impl and Keras on TF.
+
+Starting gloo ranks and a TensorFlow interpreter is the slow part: the default run checks
+lenet on the three engines (the DDP ranks and the TF child side by side), the timeout and the
+refusals; resnet18 and vgg11_bn (per-replica and synchronized BN) run with -m slow."""
+import multiprocessing
+
+import pytest
+
+from parity.distributed import distributed_check, distributed_checks
+
+TINY = dict(replicas=2, steps=2, size=32)
+SYNC = dict(replicas=2, steps=2, size=64, batch=8)  # synchronized BN: 4 samples per replica
+
+
+def assert_passed(result):
+    for row in result.rows:
+        assert row.error is None, f"{result.model} {row.framework}: {row.error}"
+        assert row.passed, f"{result.model} {row.framework}: {row.errors} > {row.tolerances} at {row.worst}"
+
+
+def test_lenet_on_two_replicas_of_each_engine():
+    result = distributed_check("lenet", frameworks=("torch", "keras", "tf"), **TINY)
+    assert_passed(result)
+    assert {r.rule for r in result.rows} == {"global"}  # no BatchNorm: equal to one process
+    assert set(result.rows[0].errors) == {"loss", "grad", "weight"}
+    assert multiprocessing.active_children() == []  # every DDP rank ended
+
+
+@pytest.mark.slow
+def test_resnet18_on_two_replicas_of_each_engine():
+    # 64 px: at 32 px layer4's BatchNorm sees 2 values per channel per shard, and summation-order
+    # noise (1 thread per rank) is amplified past the fp32 policy
+    [result] = distributed_checks(["resnet18"], frameworks=("torch", "keras", "tf"), **{**TINY, "size": 64})
+    assert_passed(result)
+    rules = {r.framework: r.rule for r in result.rows}
+    assert rules == {"torch": "ddp-broadcast", "keras": "mirrored-local", "tf": "mirrored-local"}
+    for row in result.rows:
+        # the buffers fail the other engine's rule by far: the check tells the two rules apart
+        assert row.other_rule_error > 100 * row.tolerances["buffer"], row
+        assert set(row.errors) == {"loss", "grad", "weight", "buffer"}
+    assert multiprocessing.active_children() == []
+
+
+def test_a_rank_that_never_joins_times_out_naming_the_rank():
+    result = distributed_check("lenet", frameworks=("torch",), timeout_s=5, hang_rank=1, **TINY)
+    [row] = result.rows
+    assert row.error is not None and "rank 0 of 2" in row.error and "timed out" in row.error, row.error
+    assert multiprocessing.active_children() == []  # the hung rank was ended too
+
+
+def test_torch_sync_bn_is_refused_on_cpu_without_starting_ranks():
+    [row] = distributed_check("resnet18", frameworks=("torch",), sync_bn=True, **TINY).rows
+    assert row.skipped and "CUDA" in row.skipped and row.error is None
+
+
+def test_cli_dispatches_replicas_and_rejects_unknown_frameworks():
+    from parity.cli import main
+    assert main(["train-check", "lenet", "--replicas", "2", "--frameworks", "onnx"]) == 2
+
+
+@pytest.mark.slow
+def test_cli_resnet18_two_replicas(tmp_path):
+    import json
+
+    from parity.cli import main
+    out = tmp_path / "dp.json"
+    assert main(["train-check", "resnet18", "--replicas", "2", "--steps", "2", "--size", "64",
+                 "--frameworks", "torch,keras,tf", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["passed"]
+
+
+@pytest.mark.slow
+def test_vgg11_bn_per_replica_and_synchronized_bn():
+    plain, = distributed_checks(["vgg11_bn"], frameworks=("torch", "keras", "tf"), **TINY)
+    assert_passed(plain)  # dropout active: every replica drops its rows of the global batch's mask
+    synced, = distributed_checks(["vgg11_bn"], frameworks=("torch", "keras", "tf"), sync_bn=True, **SYNC)
+    assert_passed(synced)
+    rules = {r.framework: (r.rule, r.skipped is not None) for r in synced.rows}
+    assert rules == {"torch": ("sync-bn", True), "keras": ("sync-bn", False), "tf": ("sync-bn", False)}
