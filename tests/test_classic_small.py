@@ -6,7 +6,7 @@ import pytest
 
 import parity
 from parity.adapters.base import to_nchw_outputs, to_nhwc
-from conftest import assert_no_layout_transposes, recorded_onnx_exports
+from conftest import assert_no_layout_transposes, assert_tolerance_pinned, normalized_error, recorded_onnx_exports
 from parity.calibrate import calibrated_torch_model, seeded_input
 
 FAMILIES = {
@@ -51,10 +51,6 @@ OWN_KEYS = {
             "classifier.1.4.weight": (1000, 1000, 1, 1), "classifier.1.4.bias": (1000,)},
 }
 OWN_KEY_COUNTS = {"lenet": 10, "nin": 24}
-
-
-def normalized_error(y, ref):
-    return float(np.abs(y - ref).max() / np.abs(ref).max())
 
 
 # --- catalogue and builders ---------------------------------------------------------
@@ -214,6 +210,7 @@ def test_onnx_from_all_three_frameworks(name):
         assert r.error is None, f"{r.target}: {r.error}"
         assert r.passed, f"{r.target}: {r.normalized_error:.2e}"
     assert report.passed, report.notes
+    assert_tolerance_pinned(report)
     assert_no_layout_transposes(exports, known_issue=FLATTEN_EXPORT_TRANSPOSE.get(name))
 
 

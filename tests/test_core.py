@@ -88,7 +88,8 @@ def test_missing_file(tmp_path):
 
 
 def test_failed_write_leaves_nothing_behind(tmp_path):
-    with pytest.raises(Exception):
+    from safetensors import SafetensorError
+    with pytest.raises(SafetensorError, match="dtype"):
         parity.save_state({"a": "not an array"}, tmp_path / "w.safetensors")
     assert list(tmp_path.iterdir()) == []
 
@@ -138,17 +139,6 @@ def test_unknown_model_and_framework():
         parity.build("resnet5")
     with pytest.raises(ValueError, match="unknown framework 'jax'"):
         parity.build("resnet18", framework="jax")
-
-
-def test_tolerance_policy():
-    from parity import tolerance
-    assert tolerance.threshold() == 1e-5
-    assert tolerance.threshold(device="cuda") == 1e-4
-    assert tolerance.threshold(device="cuda", tf32=True) == 1e-2
-    assert tolerance.threshold("fp16") == 1e-2 and tolerance.threshold("bf16") == 5e-2
-    err = tolerance.measure(np.array([[1.0, 2.1]]), np.array([[1.0, 2.0]]), classifier=True)
-    assert err.max_abs == pytest.approx(0.1) and err.normalized == pytest.approx(0.05) and err.top1_agreement == 1.0
-    assert tolerance.measure(np.array([np.nan]), np.array([1.0])).normalized == float("inf")
 
 
 def test_import_torch_impl_without_tensorflow():

@@ -12,22 +12,13 @@ import parity
 from parity import layouts, onnx_utils
 from parity.adapters import adapter
 from conftest import assert_no_layout_transposes, recorded_onnx_exports
+from conftest import nchw as _nchw
+from conftest import nhwc as _nhwc
+from conftest import normalized_error as _error
 from parity.calibrate import calibrated_torch_model, seeded_input
 
 FPN_OUTPUTS = ("p2", "p3", "p4", "p5", "pool")
 TOL = 1e-5
-
-
-def _nhwc(x):
-    return np.ascontiguousarray(np.asarray(x).transpose(0, 2, 3, 1))
-
-
-def _nchw(y):
-    return np.asarray(y).transpose(0, 3, 1, 2)
-
-
-def _error(y, ref):
-    return float(np.abs(y - ref).max() / max(np.abs(ref).max(), 1e-12))
 
 
 def _shapes(model, framework):

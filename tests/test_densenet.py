@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import parity
-from conftest import recorded_onnx_exports, transposes
+from conftest import (assert_same_batchnorm_epsilon, assert_tolerance_pinned, randomize_keras_batch_norms,
+                      recorded_onnx_exports, transposes)
 from parity import registry, tolerance
 
 TORCHVISION = ("densenet121", "densenet161", "densenet169", "densenet201")
@@ -175,6 +176,7 @@ def test_densenet121_onnx_parity(densenet121_onnx_report):
     assert [r.target for r in results] == ["keras", "tf", "onnx:torch", "onnx:keras", "onnx:tf"]
     assert all(r.passed and r.error is None for r in results), results
     assert all(r.top1_agreement == 1.0 for r in results)
+    assert_tolerance_pinned(densenet121_onnx_report)
 
 
 def test_densenet121_onnx_exports_keep_no_layout_transposes(densenet121_onnx_report):
@@ -205,15 +207,7 @@ def _keras_application(name, size=64, seed=0):
     build = {"densenet121": keras.applications.DenseNet121, "densenet169": keras.applications.DenseNet169,
              "densenet201": keras.applications.DenseNet201}[name]
     model = build(weights=None, classifier_activation=None, input_shape=(size, size, 3))
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
-            layer.beta.assign(rng.normal(0.0, 0.2, n).astype(np.float32))
-            layer.moving_mean.assign(rng.normal(0.0, 0.5, n).astype(np.float32))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
-    return model
+    return randomize_keras_batch_norms(model, seed)
 
 
 def _keras_application_output(model, x_nchw):
@@ -230,6 +224,8 @@ def _assert_reproduces_keras_application(keras_app, x):
     for fw in FRAMEWORKS:
         model = parity.build(catalogue_name, framework=fw)
         parity.load_state_dict(model, state, strict=True)
+        if fw == "torch":
+            assert_same_batchnorm_epsilon(keras_app, model)
         error = tolerance.measure(parity.run(model, x)[0], reference, classifier=True)
         assert error.normalized <= TOL and error.top1_agreement == 1.0, (fw, error)
 

@@ -5,19 +5,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import parity
-from parity.calibrate import calibrated_torch_model, seeded_input
+from conftest import normalized_error, three
+from parity.calibrate import seeded_input
 from parity.layerwise import compare, likely_cause
 
 
 @pytest.fixture(scope="module")
 def resnet18():
-    reference = calibrated_torch_model("resnet18", input_size=(3, 48, 48))
-    state = parity.state_dict(reference)
-    models = {"torch": reference}
-    for framework in ("keras", "tf"):
-        models[framework] = parity.build("resnet18", framework=framework)
-        parity.load_state_dict(models[framework], state)
-    return models, state
+    return three("resnet18", input_size=(3, 48, 48))
 
 
 @pytest.mark.parametrize("framework", ["keras", "tf"])
@@ -70,6 +65,32 @@ def test_selftest_catches_every_applicable_bug_at_its_layer(framework):
     assert len(applicable) >= 7
     for r in applicable:
         assert r.caught and r.named_layer == r.expected_layer, r
+    not_applicable = {r.mutation: r.note for r in rows if r.caught is None}
+    assert set(not_applicable) == {"pool padding zero vs -inf", "permuted flatten"}
+    assert "non-negative" in not_applicable["pool padding zero vs -inf"]  # the stem pool follows a ReLU
+
+
+@pytest.mark.parametrize("framework", ["keras", "tf"])
+def test_selftest_names_a_permuted_flatten_at_its_linear(framework):
+    from parity.selftest import selftest
+    (row,) = selftest("lenet", framework, mutations=("permuted flatten",))
+    assert row.expected_layer in parity.registry.get("lenet").flatten_linear
+    assert row.caught and row.named_layer == row.expected_layer and row.likely_cause == "layout", row
+
+
+def test_selftest_pool_padding_mutation_swaps_minus_inf_for_zero():
+    """Every catalogue max-pool with padding follows a ReLU, where the mutation cannot show
+    (selftest reports it n/a with that reason); on negative inputs it changes the pool."""
+    import tensorflow as tf
+
+    from parity.selftest import _tf_swap_pool_padding
+    from tf_impl.layers import max_pool2d
+    x = tf.constant(-1.0 - np.random.default_rng(0).random((1, 7, 7, 2), dtype=np.float32))
+    correct = max_pool2d(x, 3, 2, padding=1).numpy()
+    with _tf_swap_pool_padding():
+        mutated = max_pool2d(x, 3, 2, padding=1).numpy()
+    zero_padded = tf.nn.max_pool2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 3, 2, "VALID").numpy()
+    assert np.array_equal(mutated, zero_padded) and not np.array_equal(mutated, correct)
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -81,4 +102,4 @@ def test_frameworks_agree_at_any_input_size(resnet18, size, batch):
     for framework in ("keras", "tf"):
         y = parity.run(models[framework], x)[0]
         assert y.shape == ref.shape == (batch, 1000)
-        assert np.abs(y - ref).max() / np.abs(ref).max() < 1e-5, (framework, size, batch)
+        assert normalized_error(y, ref) < 1e-5, (framework, size, batch)

@@ -7,7 +7,6 @@ alone, so there each framework must use exactly the family's epsilon: the test s
 the other plausible value fails."""
 import copy
 
-import numpy as np
 import pytest
 import torch
 

@@ -18,7 +18,9 @@ import pytest
 import torch
 
 import parity
-from conftest import keras_apply, recorded_onnx_exports, transposes
+from conftest import (PINNED_TOLERANCE, assert_same_batchnorm_epsilon, assert_tolerance_pinned, keras_apply,
+                      randomize_keras_batch_norms)
+from conftest import recorded_onnx_exports, transposes
 from conftest import nchw as _nchw
 from conftest import nhwc as _nhwc
 from conftest import normalized_error as _normalized
@@ -58,6 +60,8 @@ def parity_bound(noise):
 
 
 def assert_report_within_bound(report, noise):
+    assert_tolerance_pinned(report)
+    assert parity_bound(noise) <= PINNED_TOLERANCE[report.model]
     for r in report.results:
         assert r.error is None, f"{report.model} {r.target}: {r.error}"
         assert r.normalized_error <= parity_bound(noise), \
@@ -184,6 +188,7 @@ def test_native_parity_even_and_odd_v3(name, size):
     ref = parity.run(models["torch"], x)[0]
     assert ref.shape == (1, 1000) and np.abs(ref).max() > 1e-3
     noise = reference_noise(models["torch"], x)
+    assert parity_bound(noise) <= PINNED_TOLERANCE[name]
     for framework in ("keras", "tf"):
         err = _normalized(parity.run(models[framework], x)[0], ref)
         assert err <= parity_bound(noise), f"{framework} at {size}: {err:.2e} (reference noise {noise:.1e})"
@@ -228,14 +233,7 @@ def _keras_applications_inception_v3(size, seed=0):
     import keras
     keras.utils.set_random_seed(seed)
     model = keras.applications.InceptionV3(weights=None, classifier_activation=None, input_shape=(size, size, 3))
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            layer.beta.assign(rng.normal(0.0, 0.2, n).astype(np.float32))
-            layer.moving_mean.assign(rng.normal(0.0, 0.5, n).astype(np.float32))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
-    return model
+    return randomize_keras_batch_norms(model, seed)  # its BNs have no gamma (scale=False)
 
 
 def test_import_keras_applications_inception_v3():
@@ -253,6 +251,8 @@ def test_import_keras_applications_inception_v3():
     assert np.all(state["Mixed_7c.branch_pool.bn.weight"] == 1.0)  # keras has no BN scale
     for framework, model in three(name).items():
         parity.load_state_dict(model, state, strict=True)
+        if framework == "torch":
+            assert_same_batchnorm_epsilon(reference_model, model)
         err = _normalized(parity.run(model, x)[0], reference)
         assert err <= TOL, f"{framework}: {err:.2e} from keras.applications.InceptionV3"
 

@@ -7,7 +7,6 @@ torch_impl's calibrated state, must give the same outputs within the fp32 policy
 keras.applications is the external reference of every importer (tests of parity.weights in
 the family files and below).
 """
-import numpy as np
 import pytest
 import torch
 

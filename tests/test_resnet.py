@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import parity
-from conftest import assert_native_parity, normalized_error, recorded_onnx_exports, three, transposes
+from conftest import (assert_native_parity, assert_tolerance_pinned, normalized_error, recorded_onnx_exports, three,
+                      transposes)
 from parity.calibrate import seeded_input
 
 RESNETS = parity.list_models("resnet")
@@ -80,6 +81,7 @@ def test_onnx_from_all_three_frameworks(name):
     for r in report.results:
         assert r.error is None, r.error
         assert r.passed, f"{r.target}: {r.normalized_error:.2e}"
+    assert_tolerance_pinned(report)
     assert {framework for framework, _ in exports} == {"torch", "keras", "tf"}
     for graph in exports.values():
         assert graph.inputs == ["input"] and graph.outputs == ["logits"]

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 import parity
-from conftest import recorded_onnx_exports, transposes
+from conftest import assert_native_parity, assert_tolerance_pinned, normalized_error, randomize_keras_batch_norms
+from conftest import assert_same_batchnorm_epsilon, recorded_onnx_exports, transposes
+from conftest import three as _three
 from parity.calibrate import calibrated_torch_model, seeded_input
 
 V2 = parity.list_models("resnet_v2")
@@ -13,20 +15,6 @@ KERAS_V1 = parity.list_models("resnet_keras")
 SMALL = ["resnet18_v2", "resnet50_v2", "resnet50_keras"]
 LARGE = [n for n in V2 + KERAS_V1 if n not in SMALL]
 FRAMEWORKS = ("torch", "keras", "tf")
-
-
-def normalized_error(y, ref):
-    return float(np.abs(y - ref).max() / np.abs(ref).max())
-
-
-def _three(name, input_size=(3, 64, 64), **kwargs):
-    torch_model = calibrated_torch_model(name, input_size=input_size, **kwargs)
-    state = parity.state_dict(torch_model)
-    models = {"torch": torch_model}
-    for framework in ("keras", "tf"):
-        models[framework] = parity.build(name, framework=framework, **kwargs)
-        parity.load_state_dict(models[framework], state)
-    return models, state
 
 
 _BUILT = {}
@@ -37,16 +25,6 @@ def three(name):
     if name not in _BUILT:
         _BUILT[name] = _three(name)
     return _BUILT[name]
-
-
-def _assert_parity(models, sizes, batch):
-    for size in sizes:
-        x = seeded_input((batch, 3, size, size), seed=size)
-        ref = parity.run(models["torch"], x)[0]
-        assert np.abs(ref).max() > 1e-3 and np.isfinite(ref).all(), "degenerate reference"
-        for framework in ("keras", "tf"):
-            err = normalized_error(parity.run(models[framework], x)[0], ref)
-            assert err < 1e-5, f"{framework} at {size}x{size}: normalized error {err:.2e}"
 
 
 # --- catalogue, module paths, structure (torch on the meta device: no memory, no init) -----
@@ -138,13 +116,13 @@ def test_keys_and_shapes_are_equal_in_the_three(name):
 @pytest.mark.parametrize("name", SMALL)
 def test_native_parity_even_and_odd(name):
     models, _ = three(name)
-    _assert_parity(models, parity.registry.get(name).test_sizes, batch=2)
+    assert_native_parity(models, parity.registry.get(name).test_sizes, batch=2)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", LARGE)
 def test_native_parity_even_and_odd_large(name):
-    _assert_parity(_three(name)[0], parity.registry.get(name).test_sizes, batch=1)
+    assert_native_parity(_three(name)[0], parity.registry.get(name).test_sizes, batch=1)
 
 
 @pytest.mark.parametrize("name", ["resnet18_v2", "resnet50_keras"])
@@ -174,6 +152,7 @@ def test_onnx_from_all_three_frameworks(name):
     with recorded_onnx_exports() as exports:
         report = parity.check(name, size=parity.registry.get(name).test_sizes[1], batch=2)
     assert len(exports) == 3 and not transposes(exports), transposes(exports)
+    assert_tolerance_pinned(report)
     targets = {r.target: r for r in report.results}
     assert set(targets) == {"keras", "tf", "onnx:torch", "onnx:keras", "onnx:tf"}
     assert report.passed, report.notes
@@ -253,15 +232,7 @@ def _keras_application(factory, input_size, seed=0):
     import keras
     model = getattr(keras.applications, factory)(weights=None, input_shape=(input_size, input_size, 3),
                                                  classifier_activation=None)
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
-            layer.beta.assign(rng.normal(0.0, 0.2, n).astype(np.float32))
-            layer.moving_mean.assign(rng.normal(0.0, 0.5, n).astype(np.float32))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
-    return model
+    return randomize_keras_batch_norms(model, seed)
 
 
 def _assert_reproduces(factory, expected_name, frameworks, input_size=64, batch=2):
@@ -277,6 +248,8 @@ def _assert_reproduces(factory, expected_name, frameworks, input_size=64, batch=
     for framework in frameworks:
         model = parity.build(name, framework=framework)
         parity.load_state_dict(model, state, strict=True)
+        if framework == "torch":
+            assert_same_batchnorm_epsilon(reference_model, model)
         err = normalized_error(parity.run(model, x)[0], reference)
         assert err < 1e-5, f"{framework} vs keras.applications {factory}: normalized error {err:.2e}"
         if framework == "keras":

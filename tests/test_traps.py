@@ -5,23 +5,11 @@ import tensorflow as tf
 import torch
 from torch import nn
 
+from conftest import keras_apply as _keras_apply
+from conftest import nchw as _nchw
+from conftest import nhwc as _nhwc
 from parity import layouts
 from tf_impl import layers as tfl
-
-
-def _nhwc(x):
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-
-
-def _nchw(y):
-    return np.asarray(y).transpose(0, 3, 1, 2)
-
-
-def _keras_apply(build, x_nhwc):
-    import keras
-    inputs = keras.Input(shape=x_nhwc.shape[1:])
-    model = keras.Model(inputs, build(inputs))
-    return model, np.asarray(model(x_nhwc, training=False))
 
 
 def _copy_conv(torch_conv, conv_var):
