@@ -320,7 +320,7 @@ def evaluate(framework, model, loader, device="cpu"):
     a = adapter(framework)
     loss, correct, seen = 0.0, 0, 0
     for x, labels in loader.batches(0):
-        logits = (a.run(model, x, device=device) if framework == "torch" else a.run(model, x))[0]
+        logits = a.run(model, x, device=device)[0]
         probs = softmax(logits)
         loss += float(-np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-300)).sum())
         correct += int((np.argmax(logits, axis=-1) == labels).sum())
