@@ -19,6 +19,8 @@ from keras import ops
 
 
 def engine_name(device="cpu", sync_bn=False):
+    if keras.backend.backend() == "jax":
+        return "keras.distribution.DataParallel (JAX SPMD, host devices)"
     return f"MirroredStrategy ({'GPUs' if device in ('cuda', 'gpu') else 'logical CPUs'}" \
            f"{', BatchNormalization(synchronized=True)' if sync_bn else ''})"
 
@@ -151,3 +153,70 @@ def replica_dropout(masks):
     finally:
         backend.random.dropout = original
 
+
+
+# --- Keras on JAX: keras.distribution.DataParallel -------------------------------------
+# The step is written for the global batch; the inputs are sharded over the device mesh's
+# batch axis and the variables replicated, and XLA's SPMD partitioner inserts the
+# all-reduces. So the loss is the plain global mean, and BatchNorm's batch statistics are
+# the global batch's (synchronized by construction; there is no per-replica BN here).
+
+def jax_data_parallel(replicas):
+    """DataParallel over the first `replicas` devices (on CPU: start the process with
+    XLA_FLAGS=--xla_force_host_platform_device_count=N)."""
+    devices = keras.distribution.list_devices()
+    if len(devices) < replicas:
+        raise RuntimeError(f"DataParallel over {replicas} devices: JAX sees {len(devices)} "
+                           f"(XLA_FLAGS=--xla_force_host_platform_device_count={replicas} on CPU)")
+    return keras.distribution.DataParallel(devices=devices[:replicas])
+
+
+def jax_trainer_parts(model, *, optimizer, lr, momentum, nesterov, dampening, weight_decay, betas, eps, alpha,
+                      bn_momentum=0.1, **_):
+    """The torch-formula Keras optimizer and torch's BN momentum, as keras_impl.train sets them."""
+    from .optimizers import make_optimizer
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 1.0 - bn_momentum
+    return make_optimizer(optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov, dampening=dampening,
+                          weight_decay=weight_decay, betas=betas, eps=eps, alpha=alpha)
+
+
+def jax_run_steps(model, optimizer, batches, *, loss, aux_weights, label_smoothing, distribution=None):
+    """One jitted, stateless train step per global (x_nhwc, labels) batch; with a
+    distribution the batch is sharded over its devices. Returns [(loss, gradients)] and
+    writes the trained values back into the model's variables."""
+    import jax
+    trainable, non_trainable = model.trainable_variables, model.non_trainable_variables
+    optimizer.build(trainable)
+
+    def compute(trainable_values, non_trainable_values, x, labels):
+        outputs, non_trainable_values = model.stateless_call(trainable_values, non_trainable_values, x,
+                                                             training=True)
+        per_example = per_example_loss(outputs, labels, loss=loss, aux_weights=aux_weights,
+                                       label_smoothing=label_smoothing)
+        return ops.mean(per_example), non_trainable_values
+
+    grad_fn = jax.value_and_grad(compute, has_aux=True)
+
+    @jax.jit
+    def step(trainable_values, non_trainable_values, optimizer_values, x, labels):
+        (value, non_trainable_values), grads = grad_fn(trainable_values, non_trainable_values, x, labels)
+        trainable_values, optimizer_values = optimizer.stateless_apply(optimizer_values, grads, trainable_values)
+        return value, grads, trainable_values, non_trainable_values, optimizer_values
+
+    values = ([v.value for v in trainable], [v.value for v in non_trainable], [v.value for v in optimizer.variables])
+    results = []
+    for x, labels in batches:
+        if distribution is not None:
+            x = keras.distribution.distribute_tensor(x, distribution.get_data_layout(x.shape))
+            labels = keras.distribution.distribute_tensor(labels, distribution.get_data_layout(labels.shape))
+            devices = len(distribution.device_mesh.devices.flatten())
+            if len(x.sharding.device_set) != devices:
+                raise RuntimeError(f"the batch is on {len(x.sharding.device_set)} devices, not the mesh's {devices}")
+        value, grads, *values = step(*values, x, labels)
+        results.append((float(value), [ops.convert_to_numpy(g) for g in grads]))
+    for variables, new in zip((trainable, non_trainable, optimizer.variables), values):
+        for variable, value in zip(variables, new):
+            variable.assign(value)
+    return results

@@ -34,13 +34,15 @@ import numpy as np
 
 from .train_check import DEFAULT_HYPER, GRAD_POLICY, WEIGHT_POLICY, build_kwargs, is_buffer, make_batches, normalized
 
-FRAMEWORKS = ("torch", "keras", "tf")
+FRAMEWORKS = ("torch", "keras", "tf", "jax")  # jax: Keras 3 on the JAX backend
+DEFAULT_FRAMEWORKS = ("torch", "keras", "tf")
 CATEGORIES = ("loss", "grad", "weight", "buffer")
 RULES = {
     "global": "equal to one process on the global batch",
     "sync-bn": "synchronized BN: equal to one process on the global batch",
     "ddp-broadcast": "per-replica BN: mean of per-shard gradients; rank 0's buffers broadcast each forward",
     "mirrored-local": "per-replica BN: mean of per-shard gradients; each replica keeps its own BN statistics",
+    "spmd-global": "SPMD on the global batch (BN statistics global): equal to one device",
 }
 OTHER_RULE = {"ddp-broadcast": "mirrored-local", "mirrored-local": "ddp-broadcast"}
 
@@ -132,7 +134,7 @@ def distributed_check(model_name, **options) -> DistributedResult:
     return distributed_checks([model_name], **options)[0]
 
 
-def distributed_checks(model_names, *, replicas=2, frameworks=FRAMEWORKS, sync_bn=False, steps=2, size=None,
+def distributed_checks(model_names, *, replicas=2, frameworks=DEFAULT_FRAMEWORKS, sync_bn=False, steps=2, size=None,
                        batch=None, seed=0, optimizer="sgd", device="cpu", timeout_s=120.0, hang_rank=None,
                        **hyper) -> list:
     """distributed_check for several models, sharing the slow starts: one DDP spawn for all
@@ -157,16 +159,22 @@ def distributed_checks(model_names, *, replicas=2, frameworks=FRAMEWORKS, sync_b
                                         sync_bn, seed, device, timeout_s, hang_rank)
     rows = {}
     torch_jobs = [key for key in jobs if key[1] == "torch"]
-    mirrored_jobs = [key for key in jobs if key[1] != "torch"]
-    # The MirroredStrategy child and the DDP ranks run at the same time (both mostly wait on starts).
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    mirrored_jobs = [key for key in jobs if key[1] in ("keras", "tf")]
+    jax_jobs = [key for key in jobs if key[1] == "jax"]
+    # The MirroredStrategy child, the JAX child and the DDP ranks run at the same time (all mostly
+    # wait on process and framework starts on a small machine).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         mirrored = pool.submit(guarded, mirrored_jobs, jobs, lambda keys: run_in_child([jobs[k] for k in keys])) \
             if mirrored_jobs else None
+        on_jax = pool.submit(guarded, jax_jobs, jobs,
+                             lambda keys: run_in_child([jobs[k] for k in keys], backend="jax")) if jax_jobs else None
         try:
             if torch_jobs:
                 rows.update(guarded(torch_jobs, jobs, lambda keys: run_torch_jobs([jobs[k] for k in keys])))
             if mirrored is not None:
                 rows.update(mirrored.result())
+            if on_jax is not None:
+                rows.update(on_jax.result())
         except BaseException:  # Ctrl-C: end the child too (its own session does not get the signal)
             end_children()
             raise
@@ -207,6 +215,8 @@ def initial_state(model_name, size, batch, steps, seed):
 # --- one framework -------------------------------------------------------------------
 
 def rule_for(job):
+    if job.framework == "jax":
+        return "spmd-global"
     has_bn = any(is_buffer(k) for k in job.initial)
     if not has_bn:
         return "global"
@@ -231,11 +241,13 @@ def run_job(job: Job, observed=None) -> DistributedRow:
     if refused:
         return DistributedRow(job.framework, engine.engine_name(job.device, False), job.replicas, rule,
                               skipped=refused)
-    observed = observed or observe_mirrored(job)
+    observed = observed or (observe_jax(job) if job.framework == "jax" else observe_mirrored(job))
     tolerances = {"loss": GRAD_POLICY, "grad": GRAD_POLICY, "weight": WEIGHT_POLICY, "buffer": WEIGHT_POLICY}
     row = DistributedRow(job.framework, engine.engine_name(job.device, rule == "sync-bn"), job.replicas, rule,
                          tolerances=tolerances, seconds_per_step=observed.get("seconds_per_step"))
-    if rule in ("global", "sync-bn"):
+    if rule == "spmd-global":
+        per_key = expect_global(job, observed, observed.pop("single"))
+    elif rule in ("global", "sync-bn"):
         per_key = expect_global(job, observed)
     else:
         per_key, row.other_rule_error = expect_per_replica(job, observed, rule)
@@ -255,7 +267,7 @@ def run_torch_jobs(jobs) -> list:
 def engine_module(framework):
     if framework == "torch":
         import torch_impl.distributed as engine
-    elif framework == "keras":
+    elif framework in ("keras", "jax"):
         import keras_impl.distributed as engine
     elif framework == "tf":
         import tf_impl.distributed as engine
@@ -364,6 +376,50 @@ def observe_mirrored(job: Job) -> dict:
     return observed
 
 
+def observe_jax(job: Job) -> dict:
+    """Keras on JAX: the same jitted step without a distribution (one device, the
+    single-process side) and under keras.distribution.DataParallel over N host devices."""
+    import keras
+
+    import keras_impl.distributed as engine
+
+    from .adapters import adapter
+    from .training import loss_kind
+    native = adapter("keras")
+    hyper = hyper_of(job)
+    channels = job.batches[0][0].shape[1]
+    batches = [(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), y) for x, y in job.batches]
+
+    def run(distribution):
+        model = native.build(job.model, input_size=(channels, job.size, job.size), **job.kwargs)
+        if any(isinstance(layer, keras.layers.Dropout) for layer in model.layers):
+            raise NotImplementedError("dropout masks are not injected into the JAX step; use a model without "
+                                      "dropout on --frameworks jax")
+        native.load_state_dict(model, job.initial)
+        spec = native.spec(model)
+        optimizer = engine.jax_trainer_parts(model, **hyper.native())
+        started = time.perf_counter()
+        steps = engine.jax_run_steps(model, optimizer, batches, loss=loss_kind(spec),
+                                     aux_weights=tuple(spec.aux_weights) if spec else (),
+                                     label_smoothing=hyper.label_smoothing, distribution=distribution)
+        elapsed = time.perf_counter() - started
+        slots = native.slots(model)
+        by_id = {id(s.variable): (k, s) for k, s in slots.items() if s.variable is not None}
+        grads = {by_id[id(v)][0]: canonical(by_id[id(v)][1], g) for v, g in zip(model.trainable_variables, steps[0][1])}
+        state = native.state_dict(model)
+        return [loss for loss, _ in steps], grads, state, elapsed
+
+    losses, grads, state, _ = run(None)
+    distribution = engine.jax_data_parallel(job.replicas)
+    with distribution.scope():
+        dp_losses, dp_grads, dp_state, elapsed = run(distribution)
+    weights = {k: v for k, v in dp_state.items() if not is_buffer(k)}
+    buffers = {k: v for k, v in dp_state.items() if is_buffer(k)}
+    return {"losses": dp_losses, "grads": dp_grads, "weights": [weights],
+            "buffers": [[buffers]] if buffers else [[]], "seconds_per_step": elapsed / len(batches),
+            "single": (losses, grads, [state])}
+
+
 class StepMasks:
     """ShardMasks pinned to one step (run_steps numbers its batches from 0)."""
 
@@ -423,8 +479,8 @@ def errors_by_key(observed: dict, expected: dict) -> dict:
     return {k: normalized(observed[k], v) for k, v in expected.items()}
 
 
-def expect_global(job, observed):
-    losses, grads, states = single_process(job, job.initial, job.batches)
+def expect_global(job, observed, single=None):
+    losses, grads, states = single or single_process(job, job.initial, job.batches)
     last = states[-1]
     per_key = {
         "loss": {f"step {i + 1}": abs(a - b) / max(abs(b), 1e-12) for i, (a, b) in enumerate(zip(observed["losses"], losses))},
@@ -486,14 +542,15 @@ def complete(state, initial):
 
 # --- the TF engines run in a child process ---------------------------------------------
 
-def run_in_child(jobs) -> list:
+def run_in_child(jobs, backend="tensorflow") -> list:
     """TensorFlow must be told its logical devices before it starts, so each Mirrored job
     runs in a fresh interpreter; killed (with its process group) on timeout or Ctrl-C."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory(prefix="parity-mirrored-") as workdir:
         with open(os.path.join(workdir, "job.pkl"), "wb") as f:
             pickle.dump(jobs, f)
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "XLA_FLAGS": f"--xla_force_host_platform_device_count={jobs[0].replicas}",
                "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
         limit = sum(job.timeout_s * 4 for job in jobs) + 300
         with open(os.path.join(workdir, "stderr"), "w") as stderr:

@@ -4,6 +4,7 @@ for (issue 14): torch DDP over gloo ranks, MirroredStrategy for tf_impl and Kera
 Starting gloo ranks and a TensorFlow interpreter is the slow part: the default run checks
 lenet on the three engines (the DDP ranks and the TF child side by side), the timeout and the
 refusals; resnet18 and vgg11_bn (per-replica and synchronized BN) run with -m slow."""
+import importlib.util
 import multiprocessing
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from parity.distributed import distributed_check, distributed_checks
 
 TINY = dict(replicas=2, steps=2, size=32)
+ENGINES = ("torch", "keras", "tf", "jax") if importlib.util.find_spec("jax") else ("torch", "keras", "tf")
 SYNC = dict(replicas=2, steps=2, size=64, batch=8)  # synchronized BN: 4 samples per replica
 
 
@@ -21,9 +23,10 @@ def assert_passed(result):
 
 
 def test_lenet_on_two_replicas_of_each_engine():
-    result = distributed_check("lenet", frameworks=("torch", "keras", "tf"), **TINY)
+    result = distributed_check("lenet", frameworks=ENGINES, **TINY)
     assert_passed(result)
-    assert {r.rule for r in result.rows} == {"global"}  # no BatchNorm: equal to one process
+    rules = {r.framework: r.rule for r in result.rows}  # no BatchNorm: equal to one process
+    assert rules == {f: ("spmd-global" if f == "jax" else "global") for f in ENGINES}
     assert set(result.rows[0].errors) == {"loss", "grad", "weight"}
     assert multiprocessing.active_children() == []  # every DDP rank ended
 
@@ -58,6 +61,16 @@ def test_torch_sync_bn_is_refused_on_cpu_without_starting_ranks():
 def test_cli_dispatches_replicas_and_rejects_unknown_frameworks():
     from parity.cli import main
     assert main(["train-check", "lenet", "--replicas", "2", "--frameworks", "onnx"]) == 2
+
+
+@pytest.mark.slow
+def test_resnet18_synchronized_bn_equals_one_process():
+    [result] = distributed_checks(["resnet18"], frameworks=ENGINES, sync_bn=True, **SYNC)
+    rows = {r.framework: r for r in result.rows}
+    assert rows["torch"].skipped  # SyncBatchNorm is CUDA-only in torch
+    assert_passed(result)
+    assert {f: r.rule for f, r in rows.items() if f != "torch"} == \
+        {f: ("spmd-global" if f == "jax" else "sync-bn") for f in ENGINES if f != "torch"}
 
 
 @pytest.mark.slow

@@ -147,8 +147,9 @@ def train_rank(rank, replicas, model, batches, trainer_options, masks, sync_bn, 
     for step, (x, labels) in enumerate(batches):
         if replica_masks is not None:
             replica_masks.step = step
+        started = time.perf_counter()
         loss, _ = trainer.step(shard(x, rank, replicas), shard(labels, rank, replicas))
-        record = {"loss": loss, "buffers": buffers(model)}
+        record = {"loss": loss, "seconds": time.perf_counter() - started, "buffers": buffers(model)}
         if step == 0:
             record["grads"] = dict(zip(names, trainer.gradients()))  # already averaged by DDP
         if rank == 0:
