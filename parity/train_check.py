@@ -22,6 +22,9 @@ GRAD_POLICY = THRESHOLDS["fp32-cpu"]  # first-step gradients and losses: the inf
 WEIGHT_POLICY = 1e-4
 # loss: step 1 (the train-mode forward); later loss: steps 2..K, which follow the weights.
 CATEGORIES = ("loss", "grad", "later loss", "weight", "buffer")
+# A gradient below this fraction of the model's largest is zero in exact arithmetic (a conv
+# bias under BatchNorm): its rounding is judged on the model-wide scale, not its own.
+ZERO_GRADIENT = 1e-6
 ADAPTIVE = ("adam", "adamw", "rmsprop")  # updates normalized by sqrt(v): see sign_undetermined
 
 # Defaults per optimizer, in torch's vocabulary.
@@ -66,9 +69,9 @@ class TrainCheckResult:
         return all(r.passed for r in self.results)
 
 
-def normalized(a, ref) -> float:
+def normalized(a, ref, floor=0.0) -> float:
     a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
-    scale = np.abs(ref).max() if ref.size else 0.0
+    scale = max(np.abs(ref).max() if ref.size else 0.0, floor)
     diff = np.abs(a - ref).max() if ref.size else 0.0
     return float(diff / scale) if scale > 0 else float(diff)
 
@@ -81,6 +84,7 @@ def compare(result, reference, undetermined=None) -> tuple[dict, dict, dict]:
     """Per-key errors by category, worst per category and its key. `undetermined`: {key: mask}
     of weight elements left out (see sign_undetermined)."""
     undetermined = undetermined or {}
+    largest = max((float(np.abs(g).max()) for g in reference.grads.values() if g.size), default=0.0)
 
     def weight_error(k, v):
         keep = ~undetermined[k] if k in undetermined else slice(None)
@@ -91,7 +95,8 @@ def compare(result, reference, undetermined=None) -> tuple[dict, dict, dict]:
                  for i, (a, b) in enumerate(zip(result.losses[:1], reference.losses[:1]))},
         "later loss": {f"step {i + 2}": abs(a - b) / max(abs(b), 1e-12)
                        for i, (a, b) in enumerate(zip(result.losses[1:], reference.losses[1:]))},
-        "grad": {k: normalized(result.grads[k], g) for k, g in reference.grads.items() if k in result.grads},
+        "grad": {k: normalized(result.grads[k], g, floor=ZERO_GRADIENT * largest)
+                 for k, g in reference.grads.items() if k in result.grads},
         "weight": {k: weight_error(k, v) for k, v in reference.state.items() if not is_buffer(k)},
         "buffer": {k: normalized(result.state[k], v) for k, v in reference.state.items() if is_buffer(k)},
     }
@@ -105,7 +110,8 @@ def sign_undetermined(grads, tolerance) -> dict:
     lr*sign(g) however small g is. Where the reference's first gradient is within the
     gradient tolerance of zero, its sign is rounding, in torch fp64 vs fp32 as much as
     across frameworks; those elements are left out of the weight comparison (and counted)."""
-    return {k: np.abs(g) <= tolerance * np.abs(g).max() for k, g in grads.items()}
+    largest = max((float(np.abs(g).max()) for g in grads.values() if g.size), default=0.0)
+    return {k: np.abs(g) <= max(tolerance * np.abs(g).max(), ZERO_GRADIENT * largest) for k, g in grads.items()}
 
 
 def count_undetermined(undetermined, grads) -> int:

@@ -1,0 +1,279 @@
+"""Training parity (issue 11): each documented trap as a test that fails when the rule is
+broken (the naive framework-native version is shown to differ), and train-check on each
+family's representative. Tiny tensors and inputs; the full cross product is `-m slow`."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from keras_impl import optimizers as keras_opt  # noqa: E402
+from parity.training import Hyper, lr_at  # noqa: E402
+from tf_impl import optimizers as tf_opt  # noqa: E402
+
+RNG = np.random.default_rng(0)
+P0 = RNG.normal(size=(3, 4)).astype(np.float32)
+GRADS = [RNG.normal(size=(3, 4)).astype(np.float32) * s for s in (1.0, 0.5, 2.0, 1e-3)]
+LRS = [0.1, 0.1, 0.02, 0.05]  # the lr changes between steps: momentum conventions diverge
+
+
+def torch_run(make, grads=GRADS, lrs=LRS):
+    p = torch.nn.Parameter(torch.from_numpy(P0.copy()))
+    opt = make([p])
+    for g, lr in zip(grads, lrs):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        p.grad = torch.from_numpy(g.copy())
+        opt.step()
+    return p.detach().numpy()
+
+
+def keras_run(opt, grads=GRADS, lrs=LRS):
+    v = keras.Variable(P0.copy())
+    opt.build([v])
+    for g, lr in zip(grads, lrs):
+        opt.learning_rate = lr
+        opt.apply([tf.constant(g)], [v])
+    return np.asarray(v.numpy())
+
+
+def tf_run(opt, grads=GRADS, lrs=LRS):
+    v = tf.Variable(P0.copy())
+    opt.build([v])
+    for g, lr in zip(grads, lrs):
+        opt.learning_rate.assign(lr)
+        opt.apply([tf.constant(g)], [v])
+    return v.numpy()
+
+
+def close(a, b, tol=1e-5):
+    return np.abs(a - b).max() <= tol * max(np.abs(b).max(), 1.0)
+
+
+# --- optimizers: torch's formula, and the native one that is not it -------------------------
+
+def test_sgd_momentum_under_changing_lr():
+    ref = torch_run(lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2))
+    assert close(keras_run(keras_opt.TorchSGD(0.1, momentum=0.9, coupled_decay=1e-2)), ref)
+    assert close(tf_run(tf_opt.TorchSGD(0.1, momentum=0.9, coupled_decay=1e-2)), ref)
+    # Keras keeps v = mu*v - lr*g: equal while lr is constant, not once it changes.
+    plain = torch_run(lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9))
+    assert not close(keras_run(keras.optimizers.SGD(0.1, momentum=0.9)), plain, 1e-4)
+    constant = [0.1] * 4
+    assert close(keras_run(keras.optimizers.SGD(0.1, momentum=0.9), lrs=constant),
+                 torch_run(lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), lrs=constant), 1e-5)
+
+
+def test_sgd_nesterov_and_dampening():
+    ref = torch_run(lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True))
+    assert close(keras_run(keras_opt.TorchSGD(0.1, momentum=0.9, nesterov=True)), ref)
+    assert close(tf_run(tf_opt.TorchSGD(0.1, momentum=0.9, nesterov=True)), ref)
+    ref = torch_run(lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.5))
+    assert close(keras_run(keras_opt.TorchSGD(0.1, momentum=0.9, dampening=0.5)), ref)
+    assert close(tf_run(tf_opt.TorchSGD(0.1, momentum=0.9, dampening=0.5)), ref)
+
+
+def test_adam_epsilon_outside_the_corrected_sqrt():
+    eps = 1e-3  # large enough for the placement to matter
+    ref = torch_run(lambda p: torch.optim.Adam(p, lr=0.1, eps=eps))
+    assert close(keras_run(keras_opt.TorchAdam(0.1, epsilon=eps)), ref)
+    assert close(tf_run(tf_opt.TorchAdam(0.1, eps=eps)), ref)
+    # Keras' Adam adds epsilon to the uncorrected sqrt(v).
+    assert not close(keras_run(keras.optimizers.Adam(0.1, epsilon=eps)), ref, 1e-4)
+
+
+def test_weight_decay_coupled_vs_decoupled():
+    coupled = torch_run(lambda p: torch.optim.Adam(p, lr=0.1, weight_decay=0.1))
+    decoupled = torch_run(lambda p: torch.optim.AdamW(p, lr=0.1, weight_decay=0.1))
+    assert close(keras_run(keras_opt.TorchAdam(0.1, decay=0.1)), coupled)
+    assert close(tf_run(tf_opt.TorchAdam(0.1, decay=0.1)), coupled)
+    assert close(keras_run(keras_opt.TorchAdamW(learning_rate=0.1, decay=0.1)), decoupled)
+    assert close(tf_run(tf_opt.TorchAdamW(0.1, decay=0.1)), decoupled)
+    assert not close(coupled, decoupled, 1e-3)
+    # Keras' weight_decay is decoupled: it is not torch's Adam(weight_decay).
+    assert not close(keras_run(keras_opt.TorchAdam(0.1, weight_decay=0.1)), coupled, 1e-4)
+
+
+def test_rmsprop_sqrt_v_plus_eps_and_alpha():
+    eps = 1e-2
+    ref = torch_run(lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.99, eps=eps, momentum=0.9, weight_decay=1e-2))
+    assert close(keras_run(keras_opt.TorchRMSprop(0.01, alpha=0.99, epsilon=eps, momentum=0.9, coupled_decay=1e-2)), ref)
+    assert close(tf_run(tf_opt.TorchRMSprop(0.01, alpha=0.99, eps=eps, momentum=0.9, coupled_decay=1e-2)), ref)
+    plain = torch_run(lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.99, eps=eps))
+    assert not close(keras_run(keras.optimizers.RMSprop(0.01, rho=0.99, epsilon=eps)), plain, 1e-4)
+
+
+def test_global_vs_per_variable_clipping():
+    grads = [RNG.normal(size=(5,)).astype(np.float32) * 3, RNG.normal(size=(7,)).astype(np.float32)]
+    tensors = [torch.nn.Parameter(torch.zeros(len(g))) for g in grads]
+    for t, g in zip(tensors, grads):
+        t.grad = torch.from_numpy(g.copy())
+    torch.nn.utils.clip_grad_norm_(tensors, 1.0)
+    ref = [t.grad.numpy() for t in tensors]
+    for clip in (keras_opt.clip_by_global_norm, tf_opt.clip_by_global_norm):
+        got = [np.asarray(g) for g in clip([tf.constant(g) for g in grads], 1.0)]
+        assert all(close(a, b) for a, b in zip(got, ref))
+    per_variable = [g * min(1.0, 1.0 / np.linalg.norm(g)) for g in grads]  # Keras clipnorm
+    assert not all(close(a, b, 1e-3) for a, b in zip(per_variable, ref))
+
+
+# --- loss --------------------------------------------------------------------------------
+
+def test_cross_entropy_from_logits_and_label_smoothing():
+    from keras_impl.train import compute_loss as keras_loss
+    from tf_impl.train import compute_loss as tf_loss
+    logits = RNG.normal(size=(4, 5)).astype(np.float32) * 3
+    labels = np.array([0, 3, 1, 4])
+    for smoothing in (0.0, 0.1):
+        ref = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels),
+                                                label_smoothing=smoothing).item()
+        for loss in (keras_loss, tf_loss):
+            got, _ = loss(tf.constant(logits), tf.constant(labels), loss="cross_entropy", aux_weights=(),
+                          label_smoothing=smoothing)
+            assert abs(float(got) - ref) < 1e-6 * abs(ref)
+    # Keras' default from_logits=False reads the logits as probabilities.
+    wrong = keras.losses.CategoricalCrossentropy()(np.eye(5, dtype=np.float32)[labels], logits)
+    assert abs(float(wrong) - torch.nn.functional.cross_entropy(torch.from_numpy(logits),
+                                                                torch.from_numpy(labels)).item()) > 1e-2
+
+
+# --- BatchNorm ---------------------------------------------------------------------------
+
+def _torch_bn_after_step(x):
+    bn = torch.nn.BatchNorm2d(x.shape[-1]).train()
+    bn(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+    return bn.running_mean.numpy(), bn.running_var.numpy()
+
+
+def test_bn_running_var_unbiased_and_momentum_convention():
+    from keras_impl.layers import TorchBatchNormalization, batch_norm
+    from tf_impl.layers import BatchNorm2d
+    x = RNG.normal(size=(2, 3, 3, 4)).astype(np.float32) * 2 + 1  # 18 values per channel: n/(n-1) = 1.06
+    mean_ref, var_ref = _torch_bn_after_step(x)
+
+    inputs = keras.Input((3, 3, 4))
+    layer_model = keras.Model(inputs, batch_norm(inputs, name="bn"))  # torch's momentum 0.1
+    layer_model(x, training=True)
+    keras_bn = layer_model.get_layer("bn")
+    assert isinstance(keras_bn, TorchBatchNormalization) and keras_bn.momentum == pytest.approx(0.9)
+    assert close(keras_bn.moving_mean.numpy(), mean_ref) and close(keras_bn.moving_variance.numpy(), var_ref)
+    tf_bn = BatchNorm2d(4)
+    tf_bn(tf.constant(x), training=True)
+    assert close(tf_bn.running_mean.numpy(), mean_ref) and close(tf_bn.running_var.numpy(), var_ref)
+
+    # Keras' own layer stores the biased variance; momentum=0.1 in Keras keeps only 10% of the old.
+    plain = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9)
+    plain(x, training=True)
+    assert close(plain.moving_mean.numpy(), mean_ref) and not close(plain.moving_variance.numpy(), var_ref, 1e-3)
+    swapped = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.1)
+    swapped(x, training=True)
+    assert not close(swapped.moving_mean.numpy(), mean_ref, 1e-3)
+
+
+def test_frozen_bn_statistics_do_not_move_in_any_framework():
+    from parity.adapters import adapter
+    from parity.training import train_steps
+    x = RNG.normal(size=(2, 3, 32, 32)).astype(np.float32)
+    batches = [(x, np.array([0, 1]))]
+    torch_model = adapter("torch").build("resnet18", num_classes=4)
+    initial = adapter("torch").state_dict(torch_model)
+    models = {"torch": torch_model}
+    for fw in ("keras", "tf"):
+        models[fw] = adapter(fw).build("resnet18", num_classes=4, input_size=(3, 32, 32))
+        adapter(fw).load_state_dict(models[fw], initial)
+    for fw, model in models.items():
+        result = train_steps(model, batches, optimizer="sgd", lr=0.1, freeze="backbone")
+        assert set(result.grads) == {"fc.weight", "fc.bias"}, fw
+        for key, value in result.state.items():
+            if not key.startswith("fc."):
+                assert np.array_equal(value, initial[key]), (fw, key)
+        assert not np.array_equal(result.state["fc.weight"], initial["fc.weight"])
+    # torch's requires_grad_(False) alone (BN left in train mode) still moves the statistics.
+    naive = adapter("torch").build("resnet18", num_classes=4)
+    adapter("torch").load_state_dict(naive, initial)
+    naive.requires_grad_(False)
+    naive.train()(torch.from_numpy(x))
+    assert not np.array_equal(naive.bn1.running_mean.numpy(), initial["bn1.running_mean"])
+
+
+# --- schedules ---------------------------------------------------------------------------
+
+def test_lr_schedules_per_epoch_as_torch():
+    p = [torch.nn.Parameter(torch.zeros(1))]
+    for hyper, make in ((Hyper(lr=0.1, schedule="step", step_size=2, gamma=0.5),
+                         lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=2, gamma=0.5)),
+                        (Hyper(lr=0.1, schedule="cosine", epochs=5, eta_min=0.001),
+                         lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=5, eta_min=0.001))):
+        opt = torch.optim.SGD(p, lr=0.1)
+        scheduler = make(opt)
+        for epoch in range(7):
+            assert lr_at(hyper, epoch) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
+            opt.step()
+            scheduler.step()
+
+
+def test_dropout_masks_identical_across_frameworks():
+    from parity.training import DropoutMasks
+    masks = DropoutMasks(3)
+    nchw = masks.for_layout(False)((2, 4, 3, 5), 0.5)
+    nhwc = masks.for_layout(True)((2, 3, 5, 4), 0.5)
+    assert np.array_equal(nchw.transpose(0, 2, 3, 1), nhwc)
+    assert set(np.unique(nchw)) == {0.0, 2.0}
+    # After a spatial flatten NHWC frameworks order features (H, W, C): the mask follows.
+    flat_torch = masks.for_layout(False, [(4, 3, 5)])((2, 60), 0.5)
+    flat_keras = masks.for_layout(True, [(4, 3, 5)])((2, 60), 0.5)
+    assert np.array_equal(flat_torch.reshape(2, 4, 3, 5).transpose(0, 2, 3, 1).reshape(2, 60), flat_keras)
+
+
+# --- train-check on each family's representative -------------------------------------------
+
+# (model, input size, optimizer, frozen backbone): one optimizer per model, rotated.
+REPRESENTATIVES = [
+    ("lenet", 28, "sgd", False), ("alexnet", 64, "adam", False), ("vgg11_bn", 32, "adamw", False),
+    ("nin", 67, "sgd", True), ("googlenet", 64, "adam", False), ("inception_v3", 299, "adamw", False),
+    ("resnet18", 64, "sgd", True), ("resnet50", 64, "adam", False), ("resnet18_v2", 64, "adamw", False),
+    ("densenet121", 64, "sgd", False), ("unet", 32, "adam", False), ("resnet18_fpn", 64, "adamw", True),
+]
+DEFAULT_RUN = {"lenet", "nin", "resnet18"}
+# Open finding (docs/training.md): keras_impl and tf_impl agree with each other but their
+# first-step U-Net gradients are up to 7% from torch (fp64 and fp32 agree to 7e-6).
+KNOWN_FAILURES = {"unet": "U-Net first-step gradients differ from torch in keras/tf (open, docs/training.md)"}
+
+
+def _marks(name):
+    marks = [] if name in DEFAULT_RUN else [pytest.mark.slow]
+    if name in KNOWN_FAILURES:
+        marks.append(pytest.mark.xfail(reason=KNOWN_FAILURES[name], strict=False))
+    return marks
+
+
+def _train_check(name, size, optimizer, freeze):
+    from parity.train_check import train_check
+    # Inception v3's aux head needs a 17x17 Mixed_6e map: 299 px, so a batch of 2 there.
+    result = train_check(name, optimizer=optimizer, steps=3, size=size, batch=2 if size > 200 else 4, freeze=freeze)
+    failures = [f"{r.framework}: {r.error or r.first_divergence} ({r.likely_cause}) {r.errors}"
+                for r in result.results if not r.passed]
+    assert not failures, failures
+
+
+@pytest.mark.parametrize("name,size,optimizer,freeze", [pytest.param(*r, marks=_marks(r[0])) for r in REPRESENTATIVES])
+def test_train_check_representative(name, size, optimizer, freeze):
+    _train_check(name, size, optimizer, freeze)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
+@pytest.mark.parametrize("freeze", [False, True])
+@pytest.mark.parametrize("name,size", [pytest.param(r[0], r[1], marks=_marks(r[0])) for r in REPRESENTATIVES])
+def test_train_check_cross_product(name, size, optimizer, freeze):
+    _train_check(name, size, optimizer, freeze)
+
+
+def test_train_check_cli_exit_codes(tmp_path):
+    from parity.cli import main
+    out = tmp_path / "lenet.json"
+    assert main(["train-check", "lenet", "--size", "28", "--steps", "2", "--frameworks", "tf",
+                 "--json", str(out)]) == 0
+    assert out.exists()
+    assert main(["train-check", "lenet", "--frameworks", "onnx"]) == 2
