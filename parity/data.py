@@ -128,9 +128,9 @@ def open_source(source: str = "digits", *, seed: int = 0, test_fraction: float =
     if source == "digits":
         split = _digits(seed, test_fraction)
     elif kind in ("mnist", "fashion-mnist", "idx") and where:
-        split = idx_split(Path(where), FASHION_CLASSES if kind == "fashion-mnist" else None)
+        split = idx_split(Path(where).expanduser(), FASHION_CLASSES if kind == "fashion-mnist" else None)
     else:
-        path = Path(source)
+        path = Path(source).expanduser()
         if not path.exists():
             raise DataError(f"{source}: no such data source; use 'digits', mnist:DIR, fashion-mnist:DIR or an "
                             f"ImageFolder directory")
