@@ -48,6 +48,7 @@ class RunConfig:
     num_classes: int | None = None  # None: the data's class count
     weights: str | None = None  # finetune: the pretrained file
     control: bool = False  # also train CONTROL
+    same_dropout: bool = False  # identical dropout masks in every framework (parity.training.DropoutMasks)
 
 
 @dataclass
@@ -107,13 +108,18 @@ def add_training_arguments(s, *, lr=0.003, normalize=None, out_help="runs/MODEL"
     s.add_argument("--control", action="store_true",
                    help=f"also train {CONTROL}: torch from weights perturbed by {CONTROL_NOISE:g} (relative), the "
                         f"drift any two exact implementations show (chaotic runs: ResNets at a high lr)")
+    s.add_argument("--same-dropout", action="store_true",
+                   help="draw the same dropout masks in every framework (slower; by default each framework "
+                        "uses its own RNG, so runs of models with dropout drift apart from the first step)")
     s.add_argument("--json", metavar="FILE", help="also write the final table as JSON")
 
 
 def config_from_args(args, **extra) -> RunConfig:
     from .predict import select_frameworks
     from .registry import get
-    get(args.model)
+    if not get(args.model).classifier:
+        raise ValueError(f"{args.model} is not a classifier (its outputs are maps); parity train and finetune "
+                         f"train classifiers on labelled images; use parity train-check for it")
     set_threads(args.threads)
     frameworks, _ = select_frameworks(args.frameworks)
     if args.control and "torch" not in frameworks:
@@ -129,7 +135,7 @@ def config_from_args(args, **extra) -> RunConfig:
     return RunConfig(model=args.model, frameworks=frameworks, data=args.data, epochs=args.epochs, batch=args.batch,
                      size=args.size, normalize=args.normalize or "half", augment=args.augment, limit=args.limit,
                      seed=args.seed, device=args.device, out=args.out or str(Path("runs") / args.model),
-                     hyper=hyper, control=args.control, **extra)
+                     hyper=hyper, control=args.control, same_dropout=args.same_dropout, **extra)
 
 
 def cmd_train(args, console) -> int:
@@ -277,7 +283,9 @@ def make_trainers(models, config, freeze):
     from .adapters import adapter
     from .training import Hyper
     hyper = Hyper(**config.hyper, freeze=freeze)
-    return {f: adapter(framework_of(f)).trainer(m, hyper, device=config.device) for f, m in models.items()}
+    dropout_seed = config.seed if config.same_dropout else None
+    return {f: adapter(framework_of(f)).trainer(m, hyper, device=config.device, dropout_seed=dropout_seed)
+            for f, m in models.items()}
 
 
 def train_epoch(epoch, config, trainers, data, curves, console) -> dict:
@@ -380,7 +388,8 @@ def _load_run(out: Path):
 
 def _check_same_run(saved, config):
     before = saved["config"]
-    for key in ("model", "data", "frameworks", "size", "normalize", "batch", "seed", "limit", "control"):
+    for key in ("model", "data", "frameworks", "size", "normalize", "batch", "seed", "limit", "control",
+                "same_dropout"):
         if before.get(key) != asdict(config).get(key):
             raise ValueError(f"--resume: {key} was {before.get(key)!r} in the saved run, now {asdict(config).get(key)!r}")
 
