@@ -263,9 +263,12 @@ def test_keras_applications_import(factory, name):
 
 DEEP_APPLICATIONS = [("ResNet101V2", "resnet101_v2"), ("ResNet152V2", "resnet152_v2"),
                      ("ResNet101", "resnet101_keras"), ("ResNet152", "resnet152_keras")]
+# The 152-layer importers differ from the 101-layer ones only in blocks per stage: -m slow.
+DEEPEST = ("resnet152_v2", "resnet152_keras")
 
 
-@pytest.mark.parametrize("factory, name", DEEP_APPLICATIONS)
+@pytest.mark.parametrize("factory, name", [pytest.param(f, n, marks=pytest.mark.slow) if n in DEEPEST else (f, n)
+                                           for f, n in DEEP_APPLICATIONS])
 def test_keras_applications_import_deep(factory, name):
     # keras_impl and tf_impl share their unit code with the 50-layer models above and equal
     # torch_impl natively (test_native_parity_even_and_odd_large); all three here is -m slow.
