@@ -6,11 +6,13 @@ warm-up, each repeat times every runtime once, round-robin, starting one place l
 each time: load on a shared machine then hits every runtime alike instead of whichever
 ran during a busy spell. A runtime's figure is the median of its repeats.
 
-Runtimes (`RUNTIMES`): torch eager, torch channels_last, torch.compile, Keras (its call
-under tf.function), tf_impl under tf.function and with XLA (jit_compile=True), and
-onnxruntime on the ONNX export of each framework. A runtime that cannot run (torch.compile
-without a compiler, a dtype a runtime lacks, a build that cannot reach the GPU) becomes a
-row with a note; nothing falls back to the CPU.
+Runtimes (`RUNTIMES`): torch eager, torch channels_last, torch.compile, Keras on its
+backend (TensorFlow: under tf.function; torch: eager; JAX: one jax.jit), tf_impl under
+tf.function and with XLA (jit_compile=True), and onnxruntime on the ONNX export of each
+framework. By default every runtime whose packages are installed. A runtime that cannot
+run (torch.compile without a compiler, a dtype a runtime lacks, a build that cannot reach
+the GPU, a package asked for but not installed) becomes a row with a note; nothing falls
+back to the CPU.
 
 Modules: result (names, statuses, records), timing (the interleaved measurement),
 runtimes (building and calling each runtime), environment (TF32, threads, versions),
