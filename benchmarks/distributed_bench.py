@@ -4,11 +4,12 @@ Weak scaling: every replica trains --per-replica samples per step, so the global
 N x per-replica. Throughput = global batch / median step time (the first step, with tracing
 and warm-up, left out); per-replica throughput = throughput / N; scaling efficiency =
 throughput(N) / (N x throughput(1)). Engines: torch DDP (gloo ranks, one thread each),
-MirroredStrategy over logical CPU devices for tf_impl and Keras on TF (one child interpreter
-per replica count: TF's devices are fixed once it starts).
+MirroredStrategy over logical CPU devices for tf_impl and Keras on TF, and Keras on JAX with
+keras.distribution.DataParallel over host devices (one child interpreter per replica count:
+TF's devices and XLA's host device count are fixed once they start).
 
     python benchmarks/distributed_bench.py [--model resnet18] [--size 32] [--per-replica 8]
-        [--steps 6] [--replicas 2] [--frameworks torch,keras,tf] [--out benchmarks/distributed.json]
+        [--steps 6] [--replicas 2] [--frameworks torch,keras,tf,jax] [--out benchmarks/distributed.json]
 
 On a machine with fewer free cores than replicas the efficiency mostly measures contention;
 the JSON records os.cpu_count() and the load average beside the figures.
@@ -83,8 +84,29 @@ def mirrored_step_times(framework, model, size, replicas, per_replica, steps):
     return times
 
 
+def jax_step_times(model, size, replicas, per_replica, steps):
+    import keras_impl.distributed as engine
+
+    from parity.adapters import adapter
+    from parity.training import loss_kind
+    state, kwargs, size = initial(model, size)
+    native = adapter("keras")
+    distribution = engine.jax_data_parallel(replicas)
+    with distribution.scope():
+        net = native.build(model, input_size=(3, size, size), **kwargs)
+        native.load_state_dict(net, state)
+        optimizer = engine.jax_trainer_parts(net, **hyper().native())
+        batches = [(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), y)
+                   for x, y in batches_for(model, size, per_replica * replicas, steps)]
+        results = engine.jax_run_steps(net, optimizer, batches, loss=loss_kind(native.spec(net)), aux_weights=(),
+                                       label_smoothing=0.0, distribution=distribution)
+    return [seconds for _, _, seconds in results]
+
+
 def in_child(framework, model, size, replicas, per_replica, steps):
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
+    backend = "jax" if framework == "jax" else "tensorflow"
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={replicas}",
            "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", framework, "--model", model,
                           "--size", str(size), "--replicas", str(replicas), "--per-replica", str(per_replica),
@@ -108,12 +130,14 @@ def main(argv=None):
     p.add_argument("--per-replica", type=int, default=8)
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--replicas", type=int, default=2)
-    p.add_argument("--frameworks", default="torch,keras,tf")
+    p.add_argument("--frameworks", default="torch,keras,tf,jax", help="jax: Keras on JAX, DataParallel")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "distributed.json"))
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        times = mirrored_step_times(args.child, args.model, args.size, args.replicas, args.per_replica, args.steps)
+        measure = jax_step_times if args.child == "jax" else \
+            lambda *a: mirrored_step_times(args.child, *a)
+        times = measure(args.model, args.size, args.replicas, args.per_replica, args.steps)
         print(json.dumps(times))
         return 0
     rows = []

@@ -13,6 +13,7 @@ and reads/checkpoints see replica 0's copy. BatchNormalization(synchronized=True
 the batch moments (TF backend only), so every replica normalizes with the global batch.
 """
 import contextlib
+import time
 
 import keras
 from keras import ops
@@ -184,7 +185,7 @@ def jax_trainer_parts(model, *, optimizer, lr, momentum, nesterov, dampening, we
 
 def jax_run_steps(model, optimizer, batches, *, loss, aux_weights, label_smoothing, distribution=None):
     """One jitted, stateless train step per global (x_nhwc, labels) batch; with a
-    distribution the batch is sharded over its devices. Returns [(loss, gradients)] and
+    distribution the batch is sharded over its devices. Returns [(loss, gradients, seconds)] and
     writes the trained values back into the model's variables."""
     import jax
     trainable, non_trainable = model.trainable_variables, model.non_trainable_variables
@@ -214,8 +215,10 @@ def jax_run_steps(model, optimizer, batches, *, loss, aux_weights, label_smoothi
             devices = len(distribution.device_mesh.devices.flatten())
             if len(x.sharding.device_set) != devices:
                 raise RuntimeError(f"the batch is on {len(x.sharding.device_set)} devices, not the mesh's {devices}")
+        started = time.perf_counter()
         value, grads, *values = step(*values, x, labels)
-        results.append((float(value), [ops.convert_to_numpy(g) for g in grads]))
+        loss = float(value)  # waits for the step
+        results.append((loss, [ops.convert_to_numpy(g) for g in grads], time.perf_counter() - started))
     for variables, new in zip((trainable, non_trainable, optimizer.variables), values):
         for variable, value in zip(variables, new):
             variable.assign(value)

@@ -104,6 +104,8 @@ def run_rank(rank, replicas, port, runs, sync_bn, device, timeout_s, workdir, ha
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)  # N ranks share the machine's cores
     backend = "nccl" if device == "cuda" else "gloo"
+    if device == "cuda":
+        torch.cuda.set_device(rank)  # one GPU per rank, before NCCL starts
     dist.init_process_group(backend, init_method="env://", timeout=datetime.timedelta(seconds=timeout_s))
     try:
         if rank == hang_rank:
