@@ -186,10 +186,12 @@ def _run_target(target, name, built, state, x, tmp, shape, spec, device, tf32):
         with devices.placed(kind, device):
             return adapter(kind).run(model, x), model
     from . import onnx_utils
-    if source in ("keras", "tf"):
-        onnx_utils.require_memory_for_tf2onnx(state, source)
     path = tmp / f"{name}.{source}.onnx"
-    adapter(source).export_onnx(model.cpu() if source == "torch" else model, path, shape, spec.outputs)
+    if source in ("keras", "tf"):  # big models in a child: an OOM kill becomes this target's error
+        from .onnx_guard import export_guarded
+        export_guarded(source, model, name, state, path, shape, spec.outputs)
+    else:
+        adapter(source).export_onnx(model.cpu(), path, shape, spec.outputs)
     session = onnx_utils.session(path, device, tf32)
     outputs = onnx_utils.run(session, x)
     del session

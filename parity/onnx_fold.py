@@ -155,3 +155,192 @@ def _scale_or_shift(conv, op_type, vector, initializers, constant):
             conv.input.append(bias_name)
         else:
             conv.input[2] = bias_name
+
+
+def linear_as_gemm(graph, initializers: dict) -> int:
+    """MatMul(x, W (in, out)) [-> Add(b)] on a 2-D x becomes Gemm(x, W.T[, b], transB=1): the
+    op and the (out, in) weight layout torch's exporter writes for a Linear. Returns the number."""
+    from onnx import helper
+
+    small = {t.name: t for t in graph.initializer}
+    consumers = _consumers(graph)
+    ranks = _ranks(graph, initializers)
+    outputs = {o.name for o in graph.output}
+    removed, replaced = set(), {}
+    for matmul in [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in initializers]:
+        weight = initializers[matmul.input[1]]
+        if weight.ndim != 2 or ranks.get(matmul.input[0]) != 2 or len(consumers[matmul.input[1]]) != 1:
+            continue
+        inputs, output = [matmul.input[0], matmul.input[1]], matmul.output[0]
+        bias, add = _bias_of(matmul, consumers, outputs, initializers, small)
+        if bias is not None and bias.size == weight.shape[1]:
+            inputs.append(f"{matmul.input[1]}__bias")
+            initializers[inputs[-1]] = np.ascontiguousarray(bias.reshape(-1), dtype=np.float32)
+            output = add.output[0]
+            removed.add(id(add))
+        initializers[matmul.input[1]] = np.ascontiguousarray(weight.T)
+        replaced[id(matmul)] = helper.make_node("Gemm", inputs, [output], name=matmul.name, transB=1)
+    _rebuild(graph, initializers, removed, replaced)
+    return len(replaced)
+
+
+def _bias_of(matmul, consumers, outputs, initializers, small):
+    """(bias vector, Add node) where the MatMul's only consumer adds a constant vector, else (None, None)."""
+    from onnx import numpy_helper
+
+    users = consumers.get(matmul.output[0], [])
+    if len(users) != 1 or users[0].op_type != "Add" or matmul.output[0] in outputs:
+        return None, None
+    add = users[0]
+    other = add.input[1] if add.input[0] == matmul.output[0] else add.input[0]
+    bias = initializers.get(other)
+    if bias is None and other in small:
+        bias = numpy_helper.to_array(small[other])
+    return (bias, add) if bias is not None and bias.ndim <= 2 else (None, None)
+
+
+def scale_shift_as_batch_norm(graph, initializers: dict) -> int:
+    """A per-channel Mul -> Add left after the conv folding (a BatchNorm that does not follow a
+    conv: DenseNet's pre-activation, Inception's input normalisation) becomes one
+    BatchNormalization(mean 0, var 1, epsilon 0), which computes exactly x * scale + shift
+    and is the op torch's exporter writes there. Returns the number rewritten."""
+    from onnx import helper, numpy_helper
+
+    small = {t.name: t for t in graph.initializer}
+
+    def constant(name):
+        if name in initializers:
+            return initializers[name]
+        return numpy_helper.to_array(small[name]) if name in small else None
+
+    consumers = _consumers(graph)
+    ranks = _ranks(graph, initializers)
+    outputs = {o.name for o in graph.output}
+    removed, replaced = set(), {}
+    for mul in [n for n in graph.node if n.op_type == "Mul"]:
+        x, scale_name = _data_and_constant(mul, constant)
+        users = consumers.get(mul.output[0], [])
+        if x is None or ranks.get(x) != 4 or len(users) != 1 or users[0].op_type != "Add" or mul.output[0] in outputs:
+            continue
+        add = users[0]
+        _, shift_name = _data_and_constant(add, constant)
+        if shift_name is None:
+            continue
+        scale, shift = _channel_vector(constant(scale_name)), _channel_vector(constant(shift_name))
+        if scale is None or shift is None or scale.size != shift.size:
+            continue
+        names = [f"{mul.output[0]}__bn_{part}" for part in ("scale", "shift", "mean", "var")]
+        for name, value in zip(names, (scale, shift, np.zeros_like(scale), np.ones_like(scale))):
+            initializers[name] = value
+        replaced[id(mul)] = helper.make_node("BatchNormalization", [x, *names], [add.output[0]],
+                                             name=mul.name, epsilon=0.0)
+        removed.add(id(add))
+    _rebuild(graph, initializers, removed, replaced)
+    return len(replaced)
+
+
+def _data_and_constant(node, constant):
+    """(the non-constant input, the constant input) of a binary node, else (None, None)."""
+    a, b = node.input
+    if constant(b) is not None and constant(a) is None:
+        return a, b
+    if constant(a) is not None and constant(b) is None:
+        return b, a
+    return None, None
+
+
+def _channel_vector(value):
+    """A float32 (C,1,1) or (1,C,1,1) constant as (C,), else None (NCHW broadcasting only)."""
+    if value is None or value.dtype != np.float32 or value.ndim not in (3, 4) or value.shape[-2:] != (1, 1):
+        return None
+    if value.ndim == 4 and value.shape[0] != 1:
+        return None
+    return np.ascontiguousarray(value.reshape(-1))
+
+
+def _consumers(graph):
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return consumers
+
+
+def _ranks(graph, initializers):
+    """{tensor name: rank} by ONNX shape inference on the graph without its weight bytes."""
+    return {name: len(dims) for name, dims in _shapes(graph, initializers).items()}
+
+
+def _shapes(graph, initializers):
+    """{tensor name: [dim value or None]} by ONNX shape inference, weights given as shapes only."""
+    import onnx
+    from onnx import helper
+
+    probe = onnx.GraphProto()
+    probe.CopyFrom(graph)
+    for name, value in initializers.items():
+        probe.input.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype),
+                                                         value.shape))
+    model = helper.make_model(probe, opset_imports=[helper.make_opsetid("", OPSET)])
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    shapes = {}
+    for value in (*inferred.input, *inferred.value_info, *inferred.output):
+        if value.type.tensor_type.HasField("shape"):
+            shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None
+                                  for d in value.type.tensor_type.shape.dim]
+    return shapes
+
+
+def _rebuild(graph, initializers, removed, replaced):
+    """Drop the `removed` nodes and swap the `replaced` ones (both by id() of wrappers the
+    caller still holds), then the constants nothing reads any more."""
+    if not removed and not replaced:
+        return
+    nodes = [replaced.get(id(n), n) for n in graph.node if id(n) not in removed]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {n for node in graph.node for n in node.input}
+    for tensor in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(tensor)
+    for name in [n for n in initializers if n not in used]:
+        del initializers[name]
+
+
+def global_pools_as_torch_writes_them(graph, initializers: dict) -> int:
+    """Spell global average pooling and the flatten after it as torch's exporter does:
+    an AveragePool whose kernel covers the whole (known) map becomes ReduceMean over H, W
+    (keepdims), and a Squeeze of H, W becomes Reshape(0, -1). Same values, same kernels."""
+    from onnx import helper, numpy_helper
+
+    shapes = _shapes(graph, initializers)
+    small = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    replaced, nodes = {}, list(graph.node)  # held: protobuf wrappers keep their id() only while alive
+    for node in nodes:
+        shape = shapes.get(node.input[0]) if node.input else None
+        if shape is None or len(shape) != 4:
+            continue
+        if node.op_type == "AveragePool" and _covers_the_map(node, shape):
+            axes = _small_constant(graph, f"{node.name}__axes", np.array([2, 3], np.int64))
+            replaced[id(node)] = helper.make_node("ReduceMean", [node.input[0], axes], list(node.output),
+                                                  name=node.name, keepdims=1)
+        elif node.op_type == "Squeeze" and len(node.input) == 2 and node.input[1] in small \
+                and sorted(int(a) % 4 for a in small[node.input[1]].reshape(-1)) == [2, 3]:
+            target = _small_constant(graph, f"{node.name}__shape", np.array([0, -1], np.int64))
+            replaced[id(node)] = helper.make_node("Reshape", [node.input[0], target], list(node.output), name=node.name)
+    _rebuild(graph, initializers, set(), replaced)
+    return len(replaced)
+
+
+def _covers_the_map(pool, shape):
+    attributes = {a.name: a for a in pool.attribute}
+    kernel = list(attributes["kernel_shape"].ints) if "kernel_shape" in attributes else None
+    pads = list(attributes["pads"].ints) if "pads" in attributes else []
+    auto_pad = attributes["auto_pad"].s if "auto_pad" in attributes else b"NOTSET"
+    return (kernel is not None and None not in shape[2:] and kernel == shape[2:] and not any(pads)
+            and auto_pad in (b"NOTSET", b"VALID", b""))
+
+
+def _small_constant(graph, name, value):
+    from onnx import numpy_helper
+    graph.initializer.append(numpy_helper.from_array(value, name))
+    return name

@@ -38,6 +38,9 @@ def export_tf_callable(fn, path, input_shape, output_names, model_name="model", 
     with _step("fold"):
         initializers = onnx_fold.fold_weights(proto.graph, weights)
         onnx_fold.fold_scale_shift_into_convs(proto.graph, initializers)
+        onnx_fold.scale_shift_as_batch_norm(proto.graph, initializers)
+        onnx_fold.linear_as_gemm(proto.graph, initializers)
+        onnx_fold.global_pools_as_torch_writes_them(proto.graph, initializers)
         fold_pads_into_max_pools(proto.graph)
     with _step("write"):
         onnx_write.finalize(proto, initializers, path, output_names, external)
