@@ -112,31 +112,46 @@ class OnnxGraph:
 
 @contextlib.contextmanager
 def recorded_onnx_exports():
-    """{(framework, file name): OnnxGraph} of every ONNX export made inside the block,
-    through any adapter (parity.check's exports included)."""
+    """{(framework, file name): OnnxGraph} of every ONNX export made inside the block: what
+    an adapter writes, and what parity.check opens (its big Keras/TF models export in a
+    child process, named <model>.<framework>.onnx)."""
     import onnx
 
+    from parity import onnx_utils
     from parity.adapters import ADAPTERS
     log = {}
+
+    def record(framework, path):
+        graph = onnx.load(str(path), load_external_data=False).graph
+        dims = graph.input[0].type.tensor_type.shape.dim
+        log[(framework, Path(path).name)] = OnnxGraph(
+            [n.op_type for n in graph.node], [i.name for i in graph.input], [o.name for o in graph.output],
+            [d.dim_param or d.dim_value for d in dims])
 
     def recording(adapter):
         original = adapter.export_onnx
 
         def export_onnx(model, path, *args, **kwargs):
             result = original(model, path, *args, **kwargs)
-            graph = onnx.load(str(path), load_external_data=False).graph
-            dims = graph.input[0].type.tensor_type.shape.dim
-            log[(adapter.framework, Path(path).name)] = OnnxGraph(
-                [n.op_type for n in graph.node], [i.name for i in graph.input], [o.name for o in graph.output],
-                [d.dim_param or d.dim_value for d in dims])
+            record(adapter.framework, path)
             return result
         return export_onnx
 
+    original_session = onnx_utils.session
+
+    def session(path, *args, **kwargs):
+        framework = Path(path).name.removesuffix(".onnx").rsplit(".", 1)[-1]
+        if framework in ADAPTERS:
+            record(framework, path)
+        return original_session(path, *args, **kwargs)
+
     for adapter in ADAPTERS.values():
         adapter.export_onnx = recording(adapter)
+    onnx_utils.session = session
     try:
         yield log
     finally:
+        onnx_utils.session = original_session
         for adapter in ADAPTERS.values():
             del adapter.export_onnx  # the class's method again
 
