@@ -76,10 +76,11 @@ def mirrored_step_times(framework, model, size, replicas, per_replica, steps):
         native.load_state_dict(net, state)
         trainer = native.trainer(net, hyper())
     times = []
+    compiled = engine.data_parallel_step(strategy, trainer.native, per_replica * replicas)
     for x, labels in batches_for(model, size, per_replica * replicas, steps):
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         started = time.perf_counter()
-        engine.run_steps(strategy, trainer.native, [(x, labels)])
+        engine.run_step(strategy, compiled, x, labels)
         times.append(time.perf_counter() - started)
     return times
 

@@ -365,11 +365,11 @@ def observe_mirrored(job: Job) -> dict:
     buffer_keys = [k for k in slots if is_buffer(k)]
     observed = {"losses": [], "weights": [], "buffers": [[] for _ in range(job.replicas)]}
     times = []
+    compiled = engine.data_parallel_step(strategy, trainer.native, len(job.batches[0][0]))
     for step, batch in enumerate(job.batches):
         x = np.ascontiguousarray(batch[0].transpose(0, 2, 3, 1)) if native.channels_last else batch[0]
-        masks.step = step
         started = time.perf_counter()
-        [(loss, grads)] = engine.run_steps(strategy, trainer.native, [(x, batch[1])], masks=StepMasks(masks, step))
+        loss, grads = engine.run_step(strategy, compiled, x, batch[1], masks, step)
         times.append(time.perf_counter() - started)
         observed["losses"].append(loss)
         if step == 0:
@@ -428,25 +428,6 @@ def observe_jax(job: Job) -> dict:
     return {"losses": dp_losses, "grads": dp_grads, "weights": [weights],
             "buffers": [[buffers]] if buffers else [[]], "seconds_per_step": elapsed / len(batches),
             "single": (losses, grads, [state])}
-
-
-class StepMasks:
-    """ShardMasks pinned to one step (run_steps numbers its batches from 0)."""
-
-    def __init__(self, masks, step):
-        self.masks, self._step = masks, step
-
-    @property
-    def step(self):
-        return self._step
-
-    @step.setter
-    def step(self, value):
-        pass  # the step is fixed
-
-    def __call__(self, shape, rate, replica):
-        self.masks.step = self._step
-        return self.masks(shape, rate, replica)
 
 
 def canonical(slot, value):

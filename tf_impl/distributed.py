@@ -132,19 +132,21 @@ def replica_values(variable):
     return [v.numpy() for v in values] if values is not None else [variable.numpy()]
 
 
+def run_step(strategy, step, x, labels, masks=None, index=0):
+    """One global (x_nhwc, labels) batch through `step` (data_parallel_step, built once:
+    a new tf.function per batch would trace again every step). Returns the global loss
+    (sum of the replicas' scaled losses) and the step's gradients."""
+    if masks is not None:
+        masks.step = index
+    with replica_dropout(masks):
+        losses, grads = step(distribute(strategy, x), distribute(strategy, labels))
+    return float(sum(loss.numpy() for loss in losses)), [g.numpy() for g in grads]
+
+
 def run_steps(strategy, trainer, batches, masks=None):
-    """Train one step per global (x_nhwc, labels) batch; returns per step the global loss
-    (sum of the replicas' scaled losses) and the gradients of the step."""
-    global_batch = len(batches[0][0])
-    step = data_parallel_step(strategy, trainer, global_batch)
-    results = []
-    for i, (x, labels) in enumerate(batches):
-        if masks is not None:
-            masks.step = i
-        with replica_dropout(masks):
-            losses, grads = step(distribute(strategy, x), distribute(strategy, labels))
-        results.append((float(sum(l.numpy() for l in losses)), [g.numpy() for g in grads]))
-    return results
+    """Train one step per global (x_nhwc, labels) batch; [(loss, gradients)] per step."""
+    step = data_parallel_step(strategy, trainer, len(batches[0][0]))
+    return [run_step(strategy, step, x, labels, masks, i) for i, (x, labels) in enumerate(batches)]
 
 
 @contextlib.contextmanager
