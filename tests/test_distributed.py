@@ -98,9 +98,12 @@ def test_cli_resnet18_two_replicas(tmp_path):
 
 @pytest.mark.slow
 def test_vgg11_bn_per_replica_and_synchronized_bn():
+    """Needs about 20 GiB: VGG's 25088x4096 classifier in every replica, optimizer state and
+    the single-process runs (TF child 12.2 GB + parent 6.0 GB when stopped on a 24 GB machine)."""
     plain, = distributed_checks(["vgg11_bn"], frameworks=("torch", "keras", "tf"), **TINY)
     assert_passed(plain)  # dropout active: every replica drops its rows of the global batch's mask
-    synced, = distributed_checks(["vgg11_bn"], frameworks=("torch", "keras", "tf"), sync_bn=True, **SYNC)
+    # Keras' synchronized BN: see test_keras_synchronized_bn_gradients
+    synced, = distributed_checks(["vgg11_bn"], frameworks=("torch", "tf"), sync_bn=True, **SYNC)
     assert_passed(synced)
     rules = {r.framework: (r.rule, r.skipped is not None) for r in synced.rows}
-    assert rules == {"torch": ("sync-bn", True), "keras": ("sync-bn", False), "tf": ("sync-bn", False)}
+    assert rules == {"torch": ("sync-bn", True), "tf": ("sync-bn", False)}
