@@ -621,6 +621,8 @@ def cmd_distributed_check(args, console) -> int:
                                steps=max(args.steps, 2), size=args.size, batch=args.batch if args.batch != 4 else None,
                                seed=args.seed, optimizer=args.optimizer)
     console.print(table(result))
+    for rule in dict.fromkeys(r.rule for r in result.rows if r.rule):
+        console.print(f"{rule}: {RULES[rule]}")
     for row in result.rows:
         if row.error:
             console.print(f"{row.framework}: {row.error}")
@@ -654,6 +656,6 @@ def table(result: DistributedResult):
         verdict = "[green]pass[/green]" if r.passed else \
             "[red]FAIL[/red] at " + ", ".join(r.worst[c] for c in CATEGORIES
                                               if c in r.errors and r.errors[c] > r.tolerances[c])
-        t.add_row(r.framework, r.engine, RULES.get(r.rule, r.rule), *cells, other,
+        t.add_row(r.framework, r.engine, r.rule, *cells, other,
                   f"{r.seconds_per_step:.2f}" if r.seconds_per_step else "", verdict)
     return t
