@@ -4,8 +4,14 @@ for (issue 14): torch DDP over gloo ranks, MirroredStrategy for tf_impl and Kera
 Starting gloo ranks and a TensorFlow interpreter is the slow part: the default run checks
 lenet and resnet18 on every engine with one DDP spawn, one TF child and one JAX child, side by
 side, then the timeout and the refusals; vgg11_bn and synchronized BN run with -m slow."""
+import contextlib
 import importlib.util
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -45,6 +51,57 @@ def test_a_rank_that_never_joins_times_out_naming_the_rank():
     [row] = result.rows
     assert row.error is not None and "rank 0 of 2" in row.error and "timed out" in row.error, row.error
     assert multiprocessing.active_children() == []  # the hung rank was ended too
+
+
+def descendants(pid):
+    """{pid: command line} of every live process below `pid` (Linux /proc)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                parents[int(entry)] = int(fields[1])
+        except (ValueError, OSError, IndexError):
+            continue
+    found, frontier = {}, [pid]
+    while frontier:
+        current = frontier.pop()
+        for child, parent in parents.items():
+            if parent == current and child not in found:
+                with contextlib.suppress(OSError):
+                    found[child] = open(f"/proc/{child}/cmdline").read().replace("\0", " ")
+                frontier.append(child)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="walks /proc")
+def test_ctrl_c_ends_every_worker():
+    code = ("from parity.distributed import distributed_check; "
+            "distributed_check('lenet', frameworks=('torch', 'tf'), replicas=2, steps=2)")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers, deadline = {}, time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        workers = descendants(process.pid)
+        ranks = [p for p, cmd in workers.items() if "multiprocessing.spawn" in cmd]
+        mirrored = [p for p, cmd in workers.items() if "child_main" in cmd]
+        if len(ranks) == 2 and mirrored:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the check ended before the workers could be seen"
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+    time.sleep(1)
+    still = {p: cmd for p, cmd in workers.items() if _alive(p)}
+    assert still == {}, still
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_torch_sync_bn_is_refused_on_cpu_without_starting_ranks():
