@@ -76,10 +76,18 @@ def data_parallel_steps(runs, replicas, *, sync_bn=False, device="cpu", timeout_
 
 
 def wait_for(context, deadline):
-    while not context.join(timeout=0.5):
-        if time.monotonic() > deadline:
-            alive = [rank for rank, p in enumerate(context.processes) if p.is_alive()]
-            raise TimeoutError(f"DDP ranks {alive} did not finish before the deadline; ended them")
+    try:
+        while not context.join(timeout=0.5):
+            check_deadline(context, deadline)
+    except mp.ProcessRaisedException as exc:  # the failing rank's own message, without the spawn traceback
+        lines = [line for line in str(exc).splitlines() if line.startswith("RuntimeError: rank ")]
+        raise RuntimeError(lines[0][len("RuntimeError: "):] if lines else str(exc)) from None
+
+
+def check_deadline(context, deadline):
+    if time.monotonic() > deadline:
+        alive = [rank for rank, p in enumerate(context.processes) if p.is_alive()]
+        raise TimeoutError(f"DDP ranks {alive} did not finish before the deadline; ended them")
 
 
 def end_all(context):
