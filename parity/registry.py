@@ -86,5 +86,7 @@ def names(family: str | None = None) -> list[str]:
 def builder(spec: ModelSpec, framework: str):
     if framework not in FRAMEWORKS:
         raise ValueError(f"unknown framework {framework!r}; choose one of {', '.join(FRAMEWORKS)}")
+    from .frameworks import import_safely
+    import_safely(framework)  # torch and triton before TensorFlow: parity/frameworks.py
     module = importlib.import_module(f"{framework}_impl.{spec.module}")
     return getattr(module, spec.builder_name)

@@ -130,6 +130,8 @@ class Adapter:
         if spec and min(x.shape[2:]) < spec.min_size:
             raise InputError(f"{name}: input {x.shape[2]}x{x.shape[3]} is smaller than the "
                              f"architecture's minimum {spec.min_size}x{spec.min_size}")
+        from ..inputs import refuse_unfit_size
+        refuse_unfit_size(name, x.shape[1:])  # e.g. LeNet's flatten: 1x28x28 only
         if not np.isfinite(x).all():
             raise InputError(f"{name}: input holds NaN or Inf values")
 
