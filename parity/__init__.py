@@ -19,7 +19,7 @@ frameworks.guard_import_order()
 __version__ = "0.1.0"
 __all__ = ["build", "state_dict", "load_state_dict", "check", "run", "export_onnx", "save_state",
            "load_state", "list_models", "registry", "ParityError", "StateDictError", "WeightFileError",
-           "InputError", "compare", "weights"]
+           "InputError", "compare", "weights", "train_steps"]
 
 
 def build(name: str, framework: str = "torch", **kwargs):
@@ -65,6 +65,13 @@ def compare(reference, candidate, inputs, *, tolerance=None, layerwise=None):
     layer; see parity.layerwise.compare and docs/diagnostics.md."""
     from .layerwise import compare as _compare
     return _compare(reference, candidate, inputs, tolerance=tolerance, layerwise=layerwise)
+
+
+def train_steps(model, batches, **hyper):
+    """One training step per (x_nchw, labels) batch in any framework, with torch.optim's meaning;
+    returns losses, first-step gradients and the final canonical state (see parity.training)."""
+    from .training import train_steps as _train_steps
+    return _train_steps(model, batches, **hyper)
 
 
 def list_models(family: str | None = None) -> list[str]:
