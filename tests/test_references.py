@@ -111,3 +111,12 @@ def test_a_wrong_batchnorm_epsilon_fails_the_reference(name):
             module.eps = 1e-3 if module.eps != 1e-3 else 1e-5  # Keras' default, or torch's
     assert reference_error(name, ours) > 10 * tolerance.threshold()
 
+
+
+def test_tensorflow_same_padding_on_a_stride_2_conv_fails_the_reference():
+    """TF's "SAME" at stride 2 on an even size pads 2 before and 3 after where torch pads 3 and 3:
+    the shapes agree, every window is shifted by one pixel."""
+    ours = calibrated_torch_model("resnet18", input_size=(3, 64, 64))
+    ours.conv1.padding = (0, 0)
+    ours.conv1.register_forward_pre_hook(lambda _module, args: (torch.nn.functional.pad(args[0], (2, 3, 2, 3)),))
+    assert reference_error("resnet18", ours, size=64) > 10 * tolerance.threshold()
