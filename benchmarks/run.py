@@ -41,7 +41,9 @@ import numpy as np  # noqa: E402
 from parity.bench import interleaved_timings, ort_session  # noqa: E402
 from parity.calibrate import calibrated_torch_model, seeded_input  # noqa: E402
 
-SECTIONS = ("torchvision", "keras_applications", "onnx", "transfer", "bench", "keras_torch", "precision")
+from benchmarks.export_bench import TITLE as EXPORT_TITLE, export_section  # noqa: E402
+
+SECTIONS = ("torchvision", "keras_applications", "onnx", "export", "transfer", "bench", "keras_torch", "precision")
 MARKER = "<!-- benchmarks/run.py section {section}: {edge} -->"
 # A second instance of the reference, same weights, timed with the rest: its ratio is the
 # noise floor of the comparison on this machine (an A/A test).
@@ -558,10 +560,10 @@ def main(argv=None) -> int:
     args = parse(argv)
     apply_threads(args.threads)
     runners = {"torchvision": torchvision_section, "keras_applications": keras_applications_section,
-               "onnx": onnx_section, "transfer": transfer_section, "bench": bench_section,
+               "onnx": onnx_section, "export": export_section, "transfer": transfer_section, "bench": bench_section,
                "keras_torch": keras_torch_section, "precision": precision_section}
     titles = {"torchvision": "torch_impl vs torchvision", "keras_applications": "keras_impl vs keras.applications",
-              "onnx": "The three ONNX exports in onnxruntime", "transfer": "Weight transfer",
+              "onnx": "The three ONNX exports in onnxruntime", "export": EXPORT_TITLE, "transfer": "Weight transfer",
               "bench": "parity bench (every runtime)", "keras_torch": "Keras on the torch backend",
               "precision": "fp16 / bf16 parity"}
     payload = {}
