@@ -344,3 +344,98 @@ def _small_constant(graph, name, value):
     from onnx import numpy_helper
     graph.initializer.append(numpy_helper.from_array(value, name))
     return name
+
+
+def flatten_as_torch_writes_it(graph, initializers: dict) -> int:
+    """The flatten before a Linear becomes Reshape(x, [0, -1]) of the NCHW map, as torch writes
+    it: tf_impl's Flatten, and Keras' Reshape whose shape is computed (Shape/Gather/Concat),
+    alike. An NHWC->NCHW layout Transpose before it goes too: the Gemm's weight columns are
+    then permuted from NHWC- to NCHW-flatten order (torch's canonical layout). Returns the
+    number rewritten."""
+    from onnx import helper
+
+    shapes = _shapes(graph, initializers)
+    consumers, producers = _consumers(graph), {o: n for n in graph.node for o in n.output}
+    outputs = {o.name for o in graph.output}
+    replaced, removed, nodes = {}, set(), list(graph.node)  # held: id() of live wrappers
+    for gemm in [n for n in nodes if n.op_type == "Gemm" and n.input[1] in initializers]:
+        flatten = producers.get(gemm.input[0])
+        weight = initializers[gemm.input[1]]
+        if (flatten is None or flatten.op_type not in ("Flatten", "Reshape") or _axis(flatten, 1) != 1
+                or len(consumers[gemm.input[0]]) != 1 or len(consumers[gemm.input[1]]) != 1
+                or _attribute(gemm, "transB", 0) != 1 or _attribute(gemm, "transA", 0) != 0):
+            continue
+        x = flatten.input[0]
+        if not _static_features(shapes.get(x), weight.shape[1]):
+            continue
+        transpose = producers.get(x)
+        if (transpose is not None and transpose.op_type == "Transpose" and len(consumers[x]) == 1
+                and x not in outputs and _attribute(transpose, "perm", None) == [0, 2, 3, 1]
+                and _static_features(shapes.get(transpose.input[0]), weight.shape[1])):
+            _, c, h, w = shapes[transpose.input[0]]
+            initializers[gemm.input[1]] = np.ascontiguousarray(
+                weight.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(weight.shape))
+            x = transpose.input[0]
+            removed.add(id(transpose))
+        target = _small_constant(graph, f"{flatten.name}__flat", np.array([0, -1], np.int64))
+        replaced[id(flatten)] = helper.make_node("Reshape", [x, target], list(flatten.output), name=flatten.name)
+    _rebuild(graph, initializers, removed, replaced)
+    _drop_dead_nodes(graph)
+    return len(replaced)
+
+
+def identity_reshapes_removed(graph, initializers: dict) -> int:
+    """A Reshape to the shape its input already has (tf2onnx writes the NCHW<->NHWC
+    transposes around a 1-channel input as Reshapes, which then cancel into one no-op
+    Reshape): its consumers read its input instead. Returns the number removed."""
+    from onnx import numpy_helper
+
+    shapes = _shapes(graph, initializers)
+    small = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    removed, nodes = set(), list(graph.node)
+    for node in nodes:
+        if node.op_type != "Reshape" or node.output[0] in outputs or node.input[1] not in small:
+            continue
+        source, target = shapes.get(node.input[0]), [int(d) for d in small[node.input[1]].reshape(-1)]
+        if (source is None or len(source) != len(target) or len(target) < 2 or None in source[1:]
+                or target[0] not in (0, -1) or target[1:] != source[1:]):
+            continue
+        for user in nodes:
+            user.input[:] = [node.input[0] if n == node.output[0] else n for n in user.input]
+        removed.add(id(node))
+    _rebuild(graph, initializers, removed, {})
+    return len(removed)
+
+
+def _static_features(shape, features):
+    """True for a rank >= 2 shape whose non-batch dims are known and multiply to `features`."""
+    return shape is not None and len(shape) >= 2 and None not in shape[1:] and int(np.prod(shape[1:])) == features
+
+
+def _attribute(node, name, default):
+    from onnx import helper
+    for a in node.attribute:
+        if a.name == name:
+            value = helper.get_attribute_value(a)
+            return list(value) if isinstance(value, (list, tuple)) else value
+    return default
+
+
+def _axis(node, default):
+    return _attribute(node, "axis", default) if node.op_type == "Flatten" else default
+
+
+def _drop_dead_nodes(graph):
+    """Remove nodes nothing reads (the shape arithmetic of a replaced Reshape), then their constants."""
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {n for node in graph.node for n in node.input} | outputs
+        dead = [n for n in graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    used = {n for node in graph.node for n in node.input}
+    for tensor in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(tensor)

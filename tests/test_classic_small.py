@@ -194,9 +194,9 @@ def test_deep_bn_vggs_match_the_float64_reference(trio):
 
 # tf2onnx holds about 50x the weight bytes while converting (NiN: 29 MB of weights, 1.5 GB;
 # AlexNet's Keras export: ~3 minutes and ~15 GB here), so the big classifiers are slow tests.
-# LeNet's Keras/TF exports keep one Transpose before the NHWC flatten (measured; NiN has no flatten).
+# LeNet: no Transpose left (parity/onnx_fold.py flatten_as_torch_writes_it); AlexNet/VGG not re-measured.
 FLATTEN_EXPORT_TRANSPOSE = {name: "the Keras/TF export keeps the NHWC->NCHW Transpose before its flatten"
-                            for name in ("lenet", "alexnet", "vgg11")}
+                            for name in ("alexnet", "vgg11")}
 
 
 @pytest.mark.parametrize("name", ["lenet", "nin", pytest.param("alexnet", marks=pytest.mark.slow),

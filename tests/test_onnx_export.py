@@ -18,7 +18,7 @@ TOL = 1e-5  # fp32 CPU policy
 # size; every catalogue model under -m slow. Not below: where a feature map shrinks to 1x1,
 # tf2onnx turns the NHWC<->NCHW transposes around it into Reshapes before it can cancel them
 # (resnet18 at 32 px: 4 Reshapes more than torch's, with the old constant-folding path too).
-REPRESENTATIVES = ("resnet18",)  # densenet121 and googlenet match too (-m slow): 95 s and 63 s here
+REPRESENTATIVES = ("resnet18", "lenet")  # densenet121 and googlenet match too (-m slow): 95 s and 63 s here
 # Where keras_impl/tf_impl spell an op differently from torch_impl the graphs differ whatever
 # the exporter does (docs/onnx.md lists them). xfail (not strict: the slow sweep has not been
 # run over all their sizes), so the reason shows in the report.
@@ -26,7 +26,6 @@ DIFFERENT_SPELLING = {
     "vgg": "flatten: Keras Shape/Gather/Concat + Reshape, tf_impl Flatten, torch Reshape; "
            "AdaptiveAvgPool2d(7): Slice/Concat/ReduceMean below 7x7 maps, no op in Keras at 7x7",
     "alexnet": "flatten spelled differently (as vgg); Keras drops the identity AdaptiveAvgPool2d(6)",
-    "lenet": "flatten: Keras Shape/Gather/Concat + Reshape, tf_impl Flatten, torch Reshape",
     "unet": "tf_impl's transposed conv with output padding adds Slice + Add",
     "fpn": "nearest upsampling: Gather + Transpose in Keras/TF, Resize in torch",
 }
