@@ -194,8 +194,9 @@ def test_deep_bn_vggs_match_the_float64_reference(trio):
 
 # tf2onnx holds about 50x the weight bytes while converting (NiN: 29 MB of weights, 1.5 GB;
 # AlexNet's Keras export: ~3 minutes and ~15 GB here), so the big classifiers are slow tests.
-# LeNet: no Transpose left (parity/onnx_fold.py flatten_as_torch_writes_it); AlexNet/VGG not re-measured.
-FLATTEN_EXPORT_TRANSPOSE = {name: "the Keras/TF export keeps the NHWC->NCHW Transpose before its flatten"
+# Keras/TF keep no Transpose (the flatten: parity/onnx_fold.py); torch's own export of an adaptive
+# pool on a map it does not divide (alexnet 160 px, vgg11 64 px) keeps 2 around a GatherND (measured).
+FLATTEN_EXPORT_TRANSPOSE = {name: "torch's export keeps 2 Transposes around the GatherND of its adaptive pool"
                             for name in ("alexnet", "vgg11")}
 
 

@@ -23,9 +23,9 @@ REPRESENTATIVES = ("resnet18", "lenet")  # densenet121 and googlenet match too (
 # the exporter does (docs/onnx.md lists them). xfail (not strict: the slow sweep has not been
 # run over all their sizes), so the reason shows in the report.
 DIFFERENT_SPELLING = {
-    "vgg": "flatten: Keras Shape/Gather/Concat + Reshape, tf_impl Flatten, torch Reshape; "
-           "AdaptiveAvgPool2d(7): Slice/Concat/ReduceMean below 7x7 maps, no op in Keras at 7x7",
-    "alexnet": "flatten spelled differently (as vgg); Keras drops the identity AdaptiveAvgPool2d(6)",
+    "vgg": "AdaptiveAvgPool2d(7) on a map that is not 7x7: torch GatherND/Where/Gather/Add/Div between "
+           "2 Transposes, Keras/TF Slice/ReduceMean/Concat (the flatten matches since onnx_fold)",
+    "alexnet": "AdaptiveAvgPool2d(6) on a map that is not 6x6, as vgg",
     "unet": "tf_impl's transposed conv with output padding adds Slice + Add",
     "fpn": "nearest upsampling: Gather + Transpose in Keras/TF, Resize in torch",
 }
