@@ -439,3 +439,51 @@ def _drop_dead_nodes(graph):
     used = {n for node in graph.node for n in node.input}
     for tensor in [t for t in graph.initializer if t.name not in used]:
         graph.initializer.remove(tensor)
+
+
+def transposed_convs_as_torch_writes_them(graph, initializers: dict) -> int:
+    """ConvTranspose -> Slice that keeps the whole (known) map -> Add(per-channel constant)
+    becomes one ConvTranspose with a bias, as torch writes a ConvTranspose2d (tf_impl's
+    conv2d_transpose with an explicit output shape converts to the crop and the bias add).
+    Returns the number rewritten."""
+    from onnx import numpy_helper
+
+    shapes = _shapes(graph, initializers)
+    small = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    consumers, outputs = _consumers(graph), {o.name for o in graph.output}
+    removed, nodes = set(), list(graph.node)
+    for conv in [n for n in nodes if n.op_type == "ConvTranspose" and n.input[1] in initializers
+                 and len(n.input) < 3]:
+        users = consumers.get(conv.output[0], [])
+        if len(users) != 1 or users[0].op_type != "Slice" or conv.output[0] in outputs:
+            continue
+        crop = users[0]
+        adds = consumers.get(crop.output[0], [])
+        if (not _keeps_everything(crop, shapes.get(crop.input[0]), small) or len(adds) != 1
+                or adds[0].op_type != "Add" or crop.output[0] in outputs):
+            continue
+        add = adds[0]
+        other = add.input[1] if add.input[0] == crop.output[0] else add.input[0]
+        weight = initializers[conv.input[1]]
+        bias = _per_channel(initializers.get(other, small.get(other)), weight.shape[1] * _attribute(conv, "group", 1))
+        if bias is None:
+            continue
+        initializers[f"{conv.input[1]}__bias"] = np.ascontiguousarray(bias, dtype=np.float32)
+        conv.input.append(f"{conv.input[1]}__bias")
+        conv.output[0] = add.output[0]
+        removed.update((id(crop), id(add)))
+    _rebuild(graph, initializers, removed, {})
+    return len(removed) // 2
+
+
+def _keeps_everything(crop, shape, small):
+    """True for a Slice with constant starts 0, unit steps and ends past each (known) dim."""
+    if shape is None or len(crop.input) < 4 or any(n not in small for n in crop.input[1:]):
+        return False
+    starts, ends, axes = (small[n].reshape(-1).tolist() for n in crop.input[1:4])
+    steps = small[crop.input[4]].reshape(-1).tolist() if len(crop.input) > 4 else [1] * len(axes)
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        dim = shape[axis % len(shape)]
+        if start != 0 or step != 1 or end < 0 or (dim is None and end < 2**31 - 1) or (dim is not None and end < dim):
+            return False
+    return True

@@ -43,6 +43,7 @@ def export_tf_callable(fn, path, input_shape, output_names, model_name="model", 
         onnx_fold.global_pools_as_torch_writes_them(proto.graph, initializers)
         onnx_fold.flatten_as_torch_writes_it(proto.graph, initializers)
         onnx_fold.identity_reshapes_removed(proto.graph, initializers)
+        onnx_fold.transposed_convs_as_torch_writes_them(proto.graph, initializers)
         fold_pads_into_max_pools(proto.graph)
     with _step("write"):
         onnx_write.finalize(proto, initializers, path, output_names, external)
