@@ -100,7 +100,8 @@ def test_bench_measures_every_runtime(resnet18_bench):
         assert t.throughput == pytest.approx(1e3 / t.latency_ms)
         assert t.error_vs_torch < 1e-5, (t.runtime, t.error_vs_torch)  # the same function everywhere
     assert result.timing("torch").ratio == 1.0
-    assert result.onnx_spread is not None and result.onnx_spread >= 0
+    onnx = [t.latency_ms for t in measured if t.runtime.startswith("onnx:")]
+    assert len(onnx) == 3 and result.onnx_spread == pytest.approx((max(onnx) - min(onnx)) / min(onnx))
     assert not result.failed
 
 
