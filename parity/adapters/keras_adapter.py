@@ -63,7 +63,7 @@ class KerasAdapter(Adapter):
         inference = getattr(model, "inference_model", model)  # aux heads do not run (and may not fit) here
         weighted = [layer for layer in inference.layers if layer.weights]
         probe = keras.Model(inference.inputs, [layer.output for layer in weighted])
-        outs = probe(to_nhwc(x_nchw), training=False)
+        outs = probe([to_nhwc(x_nchw)], training=False)  # the structure of `inference.inputs`, a list
         return dict(zip([layer.name for layer in weighted], to_nchw_outputs([ops.convert_to_numpy(o) for o in outs])))
 
     def export_onnx(self, model, path, input_shape, output_names=("logits",)):
