@@ -159,7 +159,7 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
             if on_target:
                 on_target(target)
     built.clear()
-    _release_framework_memory()
+    release_framework_memory()
     report.passed = report.passed and all(r.passed for r in report.results)
     return report
 
@@ -199,7 +199,7 @@ def _run_target(target, name, built, state, x, tmp, shape, spec, device, tf32):
     return outputs, None
 
 
-def _release_framework_memory():
+def release_framework_memory():
     """Drop Keras' global graph state and collect, so a sweep does not grow model by model."""
     import gc
     import sys

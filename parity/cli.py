@@ -442,6 +442,7 @@ def cmd_selftest(args, console):
     from rich.table import Table
 
     from . import registry
+    from .checker import release_framework_memory
     from .inputs import refuse_unfit_size
     from .selftest import selftest
     names = _model_names(args)
@@ -455,6 +456,7 @@ def cmd_selftest(args, console):
                 rows += selftest(name, framework, size=args.size)
             except Exception as exc:  # noqa: BLE001 - one bad model must not end the sweep
                 errors.append({"model": name, "framework": framework, "error": _describe(exc)})
+        release_framework_memory()  # `selftest --all` grew to 24 GB and was OOM-killed without this
     table = Table(title="selftest: injected bugs")
     for col in ("model", "framework", "mutation", "expected layer", "named layer", "cause", "result"):
         table.add_column(col)
