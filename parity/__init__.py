@@ -74,5 +74,17 @@ def train_steps(model, batches, **hyper):
     return _train_steps(model, batches, **hyper)
 
 
+# Submodules the docs call as parity.X.Y: imported on first use, so `import parity` stays light.
+_LAZY_SUBMODULES = {"bench", "devices", "distributed", "training", "checker", "tolerance", "layerwise", "data",
+                    "calibrate", "onnx_utils", "precision", "selftest", "report", "io", "layouts", "inputs"}
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'parity' has no attribute {name!r}")
+
+
 def list_models(family: str | None = None) -> list[str]:
     return registry.names(family)

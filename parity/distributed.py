@@ -566,7 +566,7 @@ def run_in_child(jobs, backend="tensorflow") -> list:
                 tail = f.read()[-3000:]
             raise RuntimeError(f"the MirroredStrategy process failed (exit {process.returncode}):\n{tail}")
         with open(os.path.join(workdir, "row.pkl"), "rb") as f:
-            return pickle.load(f)
+            return pickle.load(f)  # IPC only: written by this run's own processes in a private 0700 TemporaryDirectory
 
 
 _CHILDREN = set()
@@ -587,7 +587,7 @@ def end_children():
 def child_main():
     workdir = sys.argv[1]
     with open(os.path.join(workdir, "job.pkl"), "rb") as f:
-        jobs = pickle.load(f)
+        jobs = pickle.load(f)  # IPC only: written by this run's own processes in a private 0700 TemporaryDirectory
     rows = []
     for job in jobs:  # one strategy for all: TF's logical devices are set once per process
         try:

@@ -103,7 +103,7 @@ def end_all(context):
 
 def read_records(workdir, rank):
     with open(os.path.join(workdir, f"rank{rank}.pkl"), "rb") as f:
-        return pickle.load(f)
+        return pickle.load(f)  # IPC only: written by this run's own processes in a private 0700 TemporaryDirectory
 
 
 def run_rank(rank, replicas, port, runs, sync_bn, device, timeout_s, workdir, hang_rank=None):
