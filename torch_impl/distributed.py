@@ -10,8 +10,8 @@ raises, so it is refused here up front.
 """
 import copy
 import datetime
+import json
 import os
-import pickle
 import socket
 import time
 import traceback
@@ -102,8 +102,34 @@ def end_all(context):
 
 
 def read_records(workdir, rank):
-    with open(os.path.join(workdir, f"rank{rank}.pkl"), "rb") as f:
-        return pickle.load(f)  # IPC only: written by this run's own processes in a private 0700 TemporaryDirectory
+    """Rank `rank`'s records as write_records wrote them: numbers from rank{R}.json, arrays
+    from rank{R}.npz (loaded without pickle)."""
+    with open(os.path.join(workdir, f"rank{rank}.json")) as f:
+        records = json.load(f)
+    for run in records:
+        for record in run:
+            record.update({kind: {} for kind in record.pop("array_fields")})
+    with np.load(os.path.join(workdir, f"rank{rank}.npz"), allow_pickle=False) as arrays:
+        for name in arrays.files:
+            run, step, kind, key = name.split("/", 3)
+            records[int(run)][int(step)][kind][key] = arrays[name]
+    return records
+
+
+def write_records(workdir, rank, records):
+    """[run][step] = {loss, seconds, buffers, grads, weights}: the numbers as JSON, the
+    arrays (buffers, grads, weights by parameter name) in an npz; each file is replaced whole."""
+    numbers = [[{**{k: v for k, v in record.items() if not isinstance(v, dict)},
+                 "array_fields": [k for k, v in record.items() if isinstance(v, dict)]} for record in run]
+               for run in records]
+    arrays = {f"{i}/{s}/{kind}/{key}": value for i, run in enumerate(records) for s, record in enumerate(run)
+              for kind, values in record.items() if isinstance(values, dict) for key, value in values.items()}
+    for name, write in ((f"rank{rank}.npz", lambda f: np.savez(f, **arrays)),
+                        (f"rank{rank}.json", lambda f: f.write(json.dumps(numbers).encode()))):
+        path = os.path.join(workdir, name)
+        with open(path + ".tmp", "wb") as f:
+            write(f)
+        os.replace(path + ".tmp", path)
 
 
 def run_rank(rank, replicas, port, runs, sync_bn, device, timeout_s, workdir, hang_rank=None):
@@ -125,9 +151,7 @@ def run_rank(rank, replicas, port, runs, sync_bn, device, timeout_s, workdir, ha
                            f"{timeout_hint(exc, timeout_s)}\n{traceback.format_exc()}") from None
     finally:
         dist.destroy_process_group()
-    with open(os.path.join(workdir, f"rank{rank}.pkl.tmp"), "wb") as f:
-        pickle.dump(records, f)
-    os.replace(os.path.join(workdir, f"rank{rank}.pkl.tmp"), os.path.join(workdir, f"rank{rank}.pkl"))
+    write_records(workdir, rank, records)
 
 
 def timeout_hint(exc, timeout_s):
