@@ -25,7 +25,7 @@ class ExportStepError(RuntimeError):
 def export_tf_callable(fn, path, input_shape, output_names, model_name="model", external=None):
     """tf2onnx from a callable taking NHWC; the ONNX input and feature-map outputs are NCHW.
     `external`: write the weights as external data (None: only past protobuf's 2 GiB)."""
-    from . import onnx_fold, onnx_write
+    from . import onnx_canon, onnx_fold, onnx_write
 
     def _step(step):
         return _Step(model_name, step)
@@ -45,6 +45,7 @@ def export_tf_callable(fn, path, input_shape, output_names, model_name="model", 
         onnx_fold.identity_reshapes_removed(proto.graph, initializers)
         onnx_fold.transposed_convs_as_torch_writes_them(proto.graph, initializers)
         fold_pads_into_max_pools(proto.graph)
+        onnx_canon.canonical_spellings(proto.graph, initializers)
     with _step("write"):
         onnx_write.finalize(proto, initializers, path, output_names, external)
 

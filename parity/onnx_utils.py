@@ -114,9 +114,12 @@ def _allow_inlining_of_xla_calls(graph):
 
 
 def finalize(proto, path, output_names):
-    """Name the input and outputs, mark the batch axis dynamic, write atomically, check fully."""
+    """Spell the ops the three implementations write differently one way (onnx_canon), name the
+    input and outputs, mark the batch axis dynamic, write atomically, check fully."""
+    from .onnx_canon import canonical_spellings
     from .onnx_write import write_atomically
 
+    canonical_spellings(proto.graph, {})
     name_interface(proto.graph, output_names)
     write_atomically(proto, {}, path, external=False)
 

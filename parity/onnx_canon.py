@@ -1,0 +1,684 @@
+"""One spelling for the ops torch_impl, keras_impl and tf_impl write differently in ONNX.
+
+Applied to all three exports (torch's in onnx_utils.finalize, Keras/TF's after folding), so
+one model's three graphs run the same onnxruntime kernels. Each rewrite replaces a subgraph
+only where it is shown to compute the same values, and leaves any other graph as it is:
+
+- nearest upsampling by two Gathers (Keras/TF: torch's index rule, on NHWC between layout
+  Transposes) becomes torch's Resize(nearest, asymmetric, floor) to the same sizes, where
+  onnxruntime's Resize picks exactly the gathered rows and columns (checked on an index map);
+- an adaptive average pool on a map it does not divide (torch: GatherND/Where/Gather/Add/Div
+  between Transposes; Keras/TF: Slice/ReduceMean/Concat per bin) becomes one spelling, the
+  per-bin Slice/ReduceMean/Concat over H, then W; a subgraph is taken for one only after it
+  computed torch's adaptive pool on a random probe;
+- an AveragePool of kernel 1, stride 1 (an identity pool) goes, as keras_impl writes none;
+- shape arithmetic whose values are known (a static H, W read back with Shape at run time:
+  tf_impl's bilinear x2 `2 * tf.shape(x)[1:3]` and its pad-to-skip) is folded to constants;
+  a Pad that then pads nothing goes, and a bilinear Resize to sizes `(N, C) of its input +
+  constant integer multiples of H, W` becomes Resize by scales, as torch writes
+  F.interpolate(scale_factor=...) (checked to give the same values on a probe);
+- a Transpose that undoes the one before it goes, and so does a Reshape of a graph output
+  to the shape it already has.
+"""
+import numpy as np
+
+from .onnx_utils import OPSET
+
+# Ops an adaptive pool's subgraph may be spelled with (index arithmetic, no weights)
+_POOL_OPS = {"Transpose", "GatherND", "Gather", "Where", "Add", "Sub", "Mul", "Div", "Slice", "ReduceMean",
+             "ReduceSum", "Concat", "Reshape", "Squeeze", "Unsqueeze", "Cast", "Identity", "Expand"}
+_PROBE_TOL = 1e-5
+_NCHW_TO_NHWC, _NHWC_TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+# The Resize attributes torch's exporter writes for F.interpolate(mode="nearest", size=...)
+_TORCH_NEAREST = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor",
+                      antialias=0, cubic_coeff_a=-0.75, exclude_outside=0, extrapolation_value=0.0,
+                      keep_aspect_ratio_policy="stretch")
+
+
+def canonical_spellings(graph, initializers: dict) -> dict:
+    """Apply every rewrite of this module; {rewrite: number of places} (0 where nothing matched)."""
+    done = {"shape_arithmetic": 0, "bilinear_scales": 0}
+    while True:  # a Resize by scales has a static output shape, which lets more arithmetic fold
+        step = {"shape_arithmetic": shape_arithmetic_folded(graph, initializers),
+                "bilinear_scales": resize_sizes_as_scales(graph, initializers)}
+        done = {k: done[k] + step[k] for k in done}
+        if not any(step.values()):
+            break
+    return {**done,
+            "zero_pad": zero_pads_removed(graph, initializers),
+            "nearest_resize": nearest_gathers_as_resize(graph, initializers),
+            "adaptive_pool": adaptive_avg_pools_canonical(graph, initializers),
+            "identity_pool": identity_average_pools_removed(graph, initializers),
+            "inverse_transposes": inverse_transposes_cancelled(graph, initializers),
+            "output_reshape": identity_output_reshapes_removed(graph, initializers)}
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+class _Constants:
+    """Values of the graph's constants: big weights (`initializers`), small initializers and
+    Constant nodes."""
+
+    def __init__(self, graph=None, initializers=None):
+        from onnx import numpy_helper
+        self.big = initializers or {}
+        self.small = {t.name: t for t in graph.initializer} if graph is not None else {}
+        self.nodes = {n.output[0]: n for n in graph.node if n.op_type == "Constant"} if graph is not None else {}
+        self._numpy = numpy_helper
+
+    def __contains__(self, name):
+        return name in self.big or name in self.small or name in self.nodes
+
+    def get(self, name):
+        if name in self.big:
+            return self.big[name]
+        if name in self.small:
+            return self._numpy.to_array(self.small[name])
+        if name in self.nodes:
+            from onnx.reference import ReferenceEvaluator
+            return np.asarray(ReferenceEvaluator(self.nodes[name]).run(None, {})[0])
+        return None
+
+
+def _shapes(graph, initializers):
+    """{tensor: [dim or None]} by ONNX shape inference on a copy of the graph that holds no
+    big tensor's bytes (torch's graphs keep their weights inline)."""
+    import onnx
+    from onnx import helper
+
+    probe = onnx.GraphProto()
+    probe.node.extend(graph.node)
+    probe.input.extend(graph.input)
+    probe.output.extend(graph.output)
+    probe.value_info.extend(graph.value_info)
+    for tensor in graph.initializer:
+        if int(np.prod(tensor.dims)) <= 4096:
+            probe.initializer.append(tensor)
+        else:
+            probe.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+    for name, value in initializers.items():
+        probe.input.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype),
+                                                         value.shape))
+    model = helper.make_model(probe, opset_imports=[helper.make_opsetid("", OPSET)])
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    shapes = {}
+    for value in (*inferred.input, *inferred.value_info, *inferred.output):
+        if value.type.tensor_type.HasField("shape"):
+            shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None
+                                  for d in value.type.tensor_type.shape.dim]
+    return shapes
+
+
+def _consumers(graph):
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return consumers
+
+
+def _producers(graph):
+    return {o: n for n in graph.node for o in n.output}
+
+
+def _attribute(node, name, default):
+    from onnx import helper
+    for a in node.attribute:
+        if a.name == name:
+            value = helper.get_attribute_value(a)
+            return list(value) if isinstance(value, (list, tuple)) else value
+    return default
+
+
+def _constant(graph, name, value):
+    """Add a small initializer `name` (unique) holding `value`; returns its name."""
+    from onnx import numpy_helper
+    taken = {t.name for t in graph.initializer}
+    unique, k = name, 0
+    while unique in taken:
+        k += 1
+        unique = f"{name}_{k}"
+    graph.initializer.append(numpy_helper.from_array(np.asarray(value), unique))
+    return unique
+
+
+def _replace_nodes(graph, initializers, removed, added_after):
+    """Drop the nodes whose id() is in `removed`; insert each list in `added_after[id(node)]`
+    right after that node (kept or removed); then drop what nothing reads any more."""
+    nodes = []
+    for node in list(graph.node):  # held: id() of live wrappers
+        if id(node) not in removed:
+            nodes.append(node)
+        nodes.extend(added_after.get(id(node), []))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _drop_dead(graph, initializers)
+
+
+def _drop_dead(graph, initializers):
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {n for node in graph.node for n in node.input} | outputs
+        dead = [n for n in graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    used = {n for node in graph.node for n in node.input} | outputs
+    for tensor in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(tensor)
+    for name in [n for n in initializers if n not in used]:
+        del initializers[name]
+
+
+def _read_instead(graph, old, new):
+    """Every consumer of tensor `old` reads `new` instead."""
+    for node in graph.node:
+        if old in node.input:
+            node.input[:] = [new if n == old else n for n in node.input]
+
+
+def _run(nodes, inputs: dict, output, constants):
+    """Evaluate `nodes` (in order) in onnxruntime on `inputs` ({name: array}); the value of the
+    float tensor `output`."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    needed = {n for node in nodes for n in node.input if n and n in constants and n not in inputs}
+    const_nodes = [constants.nodes[n] for n in needed if n in constants.nodes]
+    initializers = [numpy_helper.from_array(np.asarray(constants.get(n)), n) for n in needed
+                    if n not in constants.nodes]
+    model = helper.make_model(
+        helper.make_graph(
+            [*const_nodes, *nodes], "probe",
+            [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+             for n, a in inputs.items()],
+            [helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None)], initializers),
+        opset_imports=[helper.make_opsetid("", OPSET)])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run([output], inputs)[0]
+
+
+# --- nearest upsampling ----------------------------------------------------------------------
+
+def nearest_gathers_as_resize(graph, initializers: dict) -> int:
+    """Gather(rows) -> Gather(columns) of a feature map with constant indices (on NCHW, or on NHWC
+    between the layout Transposes tf2onnx leaves) becomes torch's nearest Resize to the same
+    sizes, where onnxruntime's Resize picks exactly those rows and columns. Returns the number."""
+    if not any(n.op_type == "Gather" for n in graph.node):
+        return 0
+    from onnx import helper
+
+    constants = _Constants(graph, initializers)
+    consumers, producers = _consumers(graph), _producers(graph)
+    shapes = _shapes(graph, initializers)
+    outputs = {o.name for o in graph.output}
+    removed, added, done = set(), {}, 0
+    for first in [n for n in graph.node if n.op_type == "Gather"]:
+        match = _two_gathers(first, constants, consumers, producers, outputs)
+        if match is None or id(first) in removed:
+            continue
+        x, rows, cols, y, chain = match
+        shape = shapes.get(x)
+        if shape is None or len(shape) != 4 or None in shape[2:] or not _resize_picks(shape[2], shape[3], rows, cols):
+            continue
+        for extra in chain[3:]:  # more than one transpose back: they all read the one Resize
+            _read_instead(graph, extra.output[0], y)
+        prefix = f"{first.name or y}__resize"
+        head = helper.make_node("Shape", [x], [f"{prefix}_nc"], name=f"{prefix}_shape", start=0, end=2)
+        size_hw = _constant(graph, f"{prefix}_hw", np.array([len(rows), len(cols)], np.int64))
+        sizes = helper.make_node("Concat", [head.output[0], size_hw], [f"{prefix}_sizes"], name=f"{prefix}_concat",
+                                 axis=0)
+        resize = helper.make_node("Resize", [x, "", "", sizes.output[0]], [y], name=prefix, **_TORCH_NEAREST)
+        removed.update(id(n) for n in chain)
+        added[id(chain[-1])] = [head, sizes, resize]
+        done += 1
+    if done:
+        _replace_nodes(graph, initializers, removed, added)
+    return done
+
+
+def _two_gathers(first, constants, consumers, producers, outputs):
+    """(x NCHW, row indices, column indices, output name, [nodes replaced]) where `first` starts
+    a two-Gather nearest resize, else None."""
+    data = first.input[0]
+    before = producers.get(data)
+    nhwc = before is not None and before.op_type == "Transpose" and _attribute(before, "perm", None) == _NCHW_TO_NHWC
+    axes = (1, 2) if nhwc else (2, 3)
+    users = consumers.get(first.output[0], [])
+    if len(users) != 1 or users[0].op_type != "Gather" or first.output[0] in outputs:
+        return None
+    second = users[0]
+    picked = {_attribute(first, "axis", 0) % 4: constants.get(first.input[1]),
+              _attribute(second, "axis", 0) % 4: constants.get(second.input[1])}
+    if sorted(picked) != list(axes) or any(v is None or v.ndim != 1 or v.dtype.kind not in "iu" for v in picked.values()):
+        return None
+    rows, cols = (picked[a].astype(np.int64) for a in axes)
+    chain = [first, second]
+    x, y = data, second.output[0]
+    if nhwc:
+        after = consumers.get(second.output[0], [])
+        if (not after or second.output[0] in outputs
+                or any(n.op_type != "Transpose" or _attribute(n, "perm", None) != _NHWC_TO_NCHW for n in after)):
+            return None
+        if any(n.output[0] in outputs for n in after[1:]):
+            return None
+        x, y = before.input[0], after[0].output[0]
+        chain.extend(after)
+    return x, rows, cols, y, chain
+
+
+_RESIZE_PICKS = {}
+
+
+def _resize_picks(h, w, rows, cols) -> bool:
+    """True where onnxruntime's nearest Resize (torch's attributes) of an (h, w) map to
+    (len(rows), len(cols)) reads exactly rows x cols: run on a map of its own indices."""
+    if rows.min(initial=0) < 0 or cols.min(initial=0) < 0 or rows.max(initial=0) >= h or cols.max(initial=0) >= w:
+        return False
+    key = (h, w, tuple(rows.tolist()), tuple(cols.tolist()))
+    if key not in _RESIZE_PICKS:
+        from onnx import helper
+        index_map = np.arange(h * w, dtype=np.float32).reshape(1, 1, h, w)
+        sizes = np.array([1, 1, len(rows), len(cols)], np.int64)
+        node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], **_TORCH_NEAREST)
+        picked = _run([node], {"x": index_map, "sizes": sizes}, "y", _Constants())
+        _RESIZE_PICKS[key] = bool(np.array_equal(picked[0, 0], index_map[0, 0][np.ix_(rows, cols)]))
+    return _RESIZE_PICKS[key]
+
+
+# --- adaptive average pooling ----------------------------------------------------------------
+
+def adaptive_bins(size, bins):
+    """torch's AdaptiveAvgPool bins: [floor(i*size/bins), ceil((i+1)*size/bins)) for each i."""
+    return [((i * size) // bins, -(-((i + 1) * size) // bins)) for i in range(bins)]
+
+
+def adaptive_avg_pool_reference(x, out_h, out_w):
+    """numpy: torch's AdaptiveAvgPool2d((out_h, out_w)) of an NCHW array (float64 sums)."""
+    rows = np.stack([x[:, :, s:e].mean(axis=2, dtype=np.float64) for s, e in adaptive_bins(x.shape[2], out_h)], 2)
+    return np.stack([rows[:, :, :, s:e].mean(axis=3) for s, e in adaptive_bins(x.shape[3], out_w)], 3)
+
+
+def adaptive_avg_pools_canonical(graph, initializers: dict) -> int:
+    """A subgraph of index arithmetic (_POOL_OPS) from one feature map X to one map Y that
+    computes torch's adaptive average pool of X to Y's H, W (checked on a random probe) is
+    replaced by the per-bin spelling: Slice/ReduceMean per bin of H, Concat, then the same
+    over W (an axis whose size equals its bins is left out). Returns the number replaced."""
+    if not any(n.op_type in ("GatherND", "ReduceMean") for n in graph.node):
+        return 0
+    constants = _Constants(graph, initializers)
+    producers, consumers = _producers(graph), _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    shapes = _shapes(graph, initializers)
+    covered, removed, added = set(), set(), {}
+    for node in reversed(list(graph.node)):  # the last tensor of a pool first: the biggest subgraph
+        if node.op_type not in _POOL_OPS or id(node) in covered:
+            continue
+        y = node.output[0]
+        region = _pool_region(y, producers, consumers, outputs, constants)
+        if region is None:
+            continue
+        nodes, x = region
+        if any(id(n) in covered for n in nodes):
+            continue
+        sizes = _pool_sizes(shapes.get(x), shapes.get(y))
+        if sizes is None or not _computes_adaptive_pool(nodes, x, y, sizes, constants):
+            continue
+        covered.update(id(n) for n in nodes)
+        removed.update(id(n) for n in nodes)
+        added[id(nodes[-1])] = _per_bin_pool(graph, x, y, sizes)
+    if added:
+        _replace_nodes(graph, initializers, removed, added)
+    return len(added)
+
+
+def _pool_region(y, producers, consumers, outputs, constants):
+    """(nodes in graph order, X) of the _POOL_OPS subgraph that produces `y` from exactly one
+    tensor X not computed in it, every intermediate read only inside it; else None."""
+    found, sources, stack = {}, set(), [y]
+    while stack:
+        name = stack.pop()
+        if not name or name in constants:
+            continue
+        node = producers.get(name)
+        if node is None or node.op_type not in _POOL_OPS or node.domain not in ("", "ai.onnx"):
+            sources.add(name)
+            continue
+        if id(node) not in found:
+            found[id(node)] = node
+            stack.extend(node.input)
+        if len(found) > 2000:
+            return None
+    if len(sources) != 1 or len(found) < 2:
+        return None
+    inside = {o for n in found.values() for o in n.output}
+    for name in inside - {y}:
+        if name in outputs or any(id(c) not in found for c in consumers.get(name, [])):
+            return None
+    order = [n for n in producers.values() if id(n) in found]
+    order = list({id(n): n for n in order}.values())
+    return order, sources.pop()
+
+
+def _pool_sizes(x_shape, y_shape):
+    """(C, H, W, out H, out W) for a rank-4 X -> Y with the same known channels and a new
+    known H, W, else None."""
+    if x_shape is None or y_shape is None or len(x_shape) != 4 or len(y_shape) != 4:
+        return None
+    if None in x_shape[1:] or None in y_shape[1:] or x_shape[1] != y_shape[1] or x_shape[2:] == y_shape[2:]:
+        return None
+    return (x_shape[1], *x_shape[2:], *y_shape[2:])
+
+
+def _computes_adaptive_pool(nodes, x, y, sizes, constants) -> bool:
+    c, h, w, oh, ow = sizes
+    probe = np.random.default_rng(0).standard_normal((2, c, h, w)).astype(np.float32)
+    try:
+        value = _run(nodes, {x: probe}, y, constants)
+    except Exception:  # not runnable on its own (a shape it takes from elsewhere): not a pool
+        return False
+    expected = adaptive_avg_pool_reference(probe, oh, ow)
+    return value.shape == expected.shape and float(np.abs(value - expected).max()) <= _PROBE_TOL * float(np.abs(expected).max())
+
+
+def _per_bin_pool(graph, x, y, sizes):
+    """The nodes of the per-bin spelling of Y = adaptive average pool of X (its constants are
+    added to the graph)."""
+    from onnx import helper
+
+    _, h, w, oh, ow = sizes
+    prefix = f"{y}__adaptive_pool"
+    new, current = [], x
+    passes = [(axis, size, bins) for axis, size, bins in ((2, h, oh), (3, w, ow)) if size != bins]
+    for k, (axis, size, bins) in enumerate(passes):
+        axes = _constant(graph, f"{prefix}_axis{axis}", np.array([axis], np.int64))
+        parts = []
+        for i, (start, end) in enumerate(adaptive_bins(size, bins)):
+            starts = _constant(graph, f"{prefix}_a{axis}_start{i}", np.array([start], np.int64))
+            ends = _constant(graph, f"{prefix}_a{axis}_end{i}", np.array([end], np.int64))
+            piece = f"{prefix}_a{axis}_bin{i}"
+            new.append(helper.make_node("Slice", [current, starts, ends, axes], [piece], name=f"{piece}_slice"))
+            new.append(helper.make_node("ReduceMean", [piece, axes], [f"{piece}_mean"], name=f"{piece}_mean",
+                                        keepdims=1))
+            parts.append(f"{piece}_mean")
+        current = y if k == len(passes) - 1 else f"{prefix}_a{axis}"
+        new.append(helper.make_node("Concat", parts, [current], name=f"{prefix}_a{axis}_concat", axis=axis))
+    return new
+
+
+# --- shape arithmetic ------------------------------------------------------------------------
+
+# Ops that only move elements: run on a mask of which elements are known, they tell which
+# elements of the result are known. The inputs they move are listed (None: all).
+_MOVING = {"Gather": (0,), "Slice": (0,), "Squeeze": (0,), "Unsqueeze": (0,), "Reshape": (0,), "Transpose": (0,),
+           "Split": (0,), "Identity": (0,), "Expand": (0,), "Flatten": (0,), "Concat": None}
+# Element-wise ops: an element of the result is known where the inputs' elements are.
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Mod", "Neg", "Abs", "Floor", "Ceil", "Min", "Max", "Equal", "Less",
+                "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Where", "Cast"}
+_SMALL = 64  # elements: shape arithmetic, never feature maps
+
+
+def shape_arithmetic_folded(graph, initializers: dict) -> int:
+    """Nodes computed from Shape whose values are all known from the graph's static shapes
+    (everything but the batch size) become constants. Returns the number of nodes folded."""
+    if not any(n.op_type == "Shape" for n in graph.node):
+        return 0
+    constants = _Constants(graph, initializers)
+    shapes = _shapes(graph, initializers)
+    partial = {}  # tensor: (value with 1 where unknown, mask of the known elements)
+    folded = {}
+    for node in graph.node:
+        outputs = _partial_outputs(node, partial, constants, shapes)
+        if outputs is None:
+            continue
+        for name, (value, known) in zip(node.output, outputs):
+            partial[name] = (value, known)
+        if all(known.all() for _, known in outputs):
+            folded[id(node)] = node
+    from onnx import numpy_helper
+    outputs, readers = {o.name for o in graph.output}, _consumers(graph)
+    removed = {key for key, node in folded.items() if not any(o in outputs for o in node.output)}
+    for key in removed:
+        for name in folded[key].output:  # a constant where something left in the graph reads it
+            if any(id(r) not in removed for r in readers.get(name, [])):
+                graph.initializer.append(numpy_helper.from_array(partial[name][0], name))
+    if removed:
+        _replace_nodes(graph, initializers, removed, {})
+    return len(removed)
+
+
+def _partial_outputs(node, partial, constants, shapes):
+    """[(value, known mask)] for each output of `node` where its inputs are (partly) known
+    small tensors, else None."""
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type == "Shape":
+        dims = shapes.get(node.input[0])
+        if dims is None:
+            return None
+        start, end = _attribute(node, "start", 0), _attribute(node, "end", None)
+        dims = dims[start:end]
+        return [(np.array([d or 1 for d in dims], np.int64), np.array([d is not None for d in dims], bool))]
+    args = []
+    for name in node.input:
+        if not name:
+            args.append(None)
+        elif name in partial:
+            args.append(partial[name])
+        elif name in constants:
+            value = constants.get(name)
+            if value is None or value.size > _SMALL:
+                return None
+            args.append((value, np.ones(value.shape, bool)))
+        else:
+            return None
+    if not any(name in partial for name in node.input):
+        return None  # constants only: left as the exporter wrote them
+    if node.op_type not in _MOVING and node.op_type not in _ELEMENTWISE:
+        if not all(a is None or a[1].all() for a in args):
+            return None
+    values = _evaluate(node, [None if a is None else a[0] for a in args])
+    if values is None or any(v.size > _SMALL for v in values):
+        return None
+    if node.op_type in _MOVING:
+        moved = _MOVING[node.op_type] or range(len(args))
+        masked = [None if a is None else (a[1].astype(a[0].dtype) if i in moved else a[0]) for i, a in enumerate(args)]
+        masks = _evaluate(node, masked)
+        if masks is None:
+            return None
+        masks = [m != 0 for m in masks]
+    elif node.op_type in _ELEMENTWISE:
+        known = [a[1] for a in args if a is not None]
+        try:
+            mask = np.logical_and.reduce(np.broadcast_arrays(*known)) if len(known) > 1 else known[0]
+        except ValueError:
+            return None
+        masks = [np.broadcast_to(mask, values[0].shape).copy()]
+    else:
+        masks = [np.ones(v.shape, bool) for v in values]
+    return list(zip(values, masks))
+
+
+def _evaluate(node, args):
+    from onnx.reference import ReferenceEvaluator
+    try:
+        feeds = {n: a for n, a in zip(node.input, args) if n}
+        return [np.asarray(v) for v in ReferenceEvaluator(node, opsets={"": OPSET}).run(None, feeds)]
+    except Exception:  # an op the reference cannot run on its own: leave it
+        return None
+
+
+def zero_pads_removed(graph, initializers: dict) -> int:
+    """A Pad whose (constant) pads are all zero returns its input: its consumers read the input.
+    Returns the number removed."""
+    constants = _Constants(graph, initializers)
+    outputs = {o.name for o in graph.output}
+    removed = []
+    for pad in [n for n in graph.node if n.op_type == "Pad" and len(n.input) > 1]:
+        pads = constants.get(pad.input[1])
+        axes = pad.input[3] if len(pad.input) > 3 else ""
+        if pads is None or pads.any() or axes or pad.output[0] in outputs:
+            continue
+        _read_instead(graph, pad.output[0], pad.input[0])
+        removed.append(pad)
+    for pad in removed:
+        graph.node.remove(pad)
+    if removed:
+        _drop_dead(graph, initializers)
+    return len(removed)
+
+
+# The Resize attributes torch's exporter writes for F.interpolate(mode="bilinear", align_corners=False)
+_TORCH_BILINEAR = {**_TORCH_NEAREST, "mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+
+
+def resize_sizes_as_scales(graph, initializers: dict) -> int:
+    """A bilinear (half-pixel) Resize to sizes Concat((N, C) of its input, constant integer
+    multiples of its H, W) becomes Resize by scales (1, 1, k_h, k_w), as torch writes
+    F.interpolate(scale_factor=...), where onnxruntime gives the same values on a probe.
+    Returns the number rewritten."""
+    from onnx import helper
+
+    constants = _Constants(graph, initializers)
+    producers = _producers(graph)
+    shapes = None
+    replaced = {}
+    for resize in [n for n in graph.node if n.op_type == "Resize" and len(n.input) == 4 and n.input[3]]:
+        if (_attribute(resize, "mode", b"nearest") != b"linear"
+                or _attribute(resize, "coordinate_transformation_mode", b"half_pixel") != b"half_pixel"
+                or _attribute(resize, "antialias", 0) or _attribute(resize, "exclude_outside", 0)):
+            continue
+        x, hw = resize.input[0], _sizes_of(resize, producers, constants)
+        if hw is None:
+            continue
+        shapes = shapes or _shapes(graph, initializers)
+        shape = shapes.get(x)
+        if shape is None or len(shape) != 4 or None in shape[1:] or hw[0] % shape[2] or hw[1] % shape[3]:
+            continue
+        scales = np.array([1, 1, hw[0] // shape[2], hw[1] // shape[3]], np.float32)
+        if not _same_resize(shape[1:], hw, scales):
+            continue
+        name = _constant(graph, f"{resize.name or resize.output[0]}__scales", scales)
+        replaced[id(resize)] = helper.make_node("Resize", [x, "", name], list(resize.output), name=resize.name,
+                                                **_TORCH_BILINEAR)
+    if replaced:
+        nodes = [replaced.get(id(n), n) for n in list(graph.node)]
+        del graph.node[:]
+        graph.node.extend(nodes)
+        _drop_dead(graph, initializers)
+    return len(replaced)
+
+
+def _sizes_of(resize, producers, constants):
+    """(out H, out W) where the Resize's sizes are Concat((N, C) of its own input, constant
+    H, W), else None."""
+    concat = producers.get(resize.input[3])
+    if concat is None or concat.op_type != "Concat" or len(concat.input) != 2:
+        return None
+    head, hw = producers.get(concat.input[0]), constants.get(concat.input[1])
+    if hw is None or hw.shape != (2,) or head is None:
+        return None
+    if head.op_type == "Shape" and head.input[0] == resize.input[0]:
+        ok = _attribute(head, "start", 0) == 0 and _attribute(head, "end", None) == 2
+    elif head.op_type == "Slice":
+        shape = producers.get(head.input[0])
+        bounds = [constants.get(n) for n in head.input[1:]]
+        ok = (shape is not None and shape.op_type == "Shape" and shape.input[0] == resize.input[0]
+              and _attribute(shape, "start", 0) == 0 and _attribute(shape, "end", None) is None
+              and len(bounds) in (2, 3, 4) and all(b is not None for b in bounds)
+              and [b.reshape(-1).tolist() for b in bounds[:2]] == [[0], [2]]
+              and all(b.reshape(-1).tolist() in ([0], [1]) for b in bounds[2:3]) and
+              (len(bounds) < 3 or bounds[2].reshape(-1).tolist() == [0])
+              and (len(bounds) < 4 or bounds[3].reshape(-1).tolist() == [1]))
+    else:
+        return None
+    return tuple(int(v) for v in hw) if ok else None
+
+
+def _same_resize(chw, hw, scales) -> bool:
+    """True where onnxruntime's bilinear Resize of a (1, C, H, W) map by `scales` equals the
+    Resize to sizes (1, C, out H, out W), exactly."""
+    from onnx import helper
+    c, h, w = chw
+    probe = np.random.default_rng(0).standard_normal((1, min(c, 4), h, w)).astype(np.float32)
+    by_sizes = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], **_TORCH_BILINEAR)
+    by_scales = helper.make_node("Resize", ["x", "", "scales"], ["y"], **_TORCH_BILINEAR)
+    sized = _run([by_sizes], {"x": probe, "sizes": np.array([1, probe.shape[1], *hw], np.int64)}, "y", _Constants())
+    scaled = _run([by_scales], {"x": probe, "scales": scales}, "y", _Constants())
+    return sized.shape == scaled.shape and bool(np.array_equal(sized, scaled))
+
+
+# --- identities ------------------------------------------------------------------------------
+
+def identity_average_pools_removed(graph, initializers: dict) -> int:
+    """An AveragePool with kernel 1 and stride 1 and no padding returns its input: its consumers
+    read the input instead (torch and tf_impl write one for an adaptive pool that is the
+    identity, keras_impl none). Returns the number removed."""
+    outputs = {o.name for o in graph.output}
+    removed = []
+    for pool in [n for n in graph.node if n.op_type == "AveragePool"]:
+        if (set(_attribute(pool, "kernel_shape", [0])) != {1} or set(_attribute(pool, "strides", [1])) != {1}
+                or any(_attribute(pool, "pads", [])) or _attribute(pool, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", b"")
+                or len(pool.output) != 1 or pool.output[0] in outputs):
+            continue
+        _read_instead(graph, pool.output[0], pool.input[0])
+        removed.append(pool)
+    for pool in removed:
+        graph.node.remove(pool)
+    return len(removed)
+
+
+def inverse_transposes_cancelled(graph, initializers: dict) -> int:
+    """Transpose(p) -> Transpose(q) with q undoing p: the second one's consumers read the
+    first one's input. Returns the number of pairs cancelled."""
+    producers = _producers(graph)
+    outputs = {o.name for o in graph.output}
+    cancelled = 0
+    for second in [n for n in graph.node if n.op_type == "Transpose"]:
+        first = producers.get(second.input[0])
+        if first is None or first.op_type != "Transpose" or second.output[0] in outputs:
+            continue
+        p, q = _attribute(first, "perm", None), _attribute(second, "perm", None)
+        if p is None or q is None or len(p) != len(q) or [p[i] for i in q] != list(range(len(p))):
+            continue
+        _read_instead(graph, second.output[0], first.input[0])
+        cancelled += 1
+    if cancelled:
+        _drop_dead(graph, initializers)
+    return cancelled
+
+
+def identity_output_reshapes_removed(graph, initializers: dict) -> int:
+    """A Reshape that writes a graph output with the shape its input already has (tf2onnx spells
+    the layout transposes of a 1x1 map as Reshapes): the node before it writes the output.
+    Returns the number removed."""
+    shapes = _shapes(graph, initializers) if any(n.op_type == "Reshape" for n in graph.node) else {}
+    constants = _Constants(graph, initializers)
+    producers, consumers = _producers(graph), _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    inputs = {i.name for i in graph.input}
+    removed = []
+    for node in [n for n in graph.node if n.op_type == "Reshape" and n.output[0] in outputs]:
+        source, target = shapes.get(node.input[0]), constants.get(node.input[1])
+        before = producers.get(node.input[0])
+        if (source is None or target is None or before is None or node.input[0] in outputs | inputs
+                or len(consumers.get(node.input[0], [])) != 1 or not _same_shape(source, target.reshape(-1).tolist())):
+            continue
+        before.output[:] = [node.output[0] if n == node.input[0] else n for n in before.output]
+        removed.append(node)
+    for node in removed:
+        graph.node.remove(node)
+    if removed:
+        _drop_dead(graph, initializers)
+    return len(removed)
+
+
+def _same_shape(source, target):
+    """True where Reshape(target) of a tensor of shape `source` (batch maybe unknown) keeps it."""
+    if len(source) != len(target) or len(target) < 2 or None in source[1:]:
+        return False
+    return target[0] in (0, -1) and list(target[1:]) == list(source[1:])
