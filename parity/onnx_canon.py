@@ -69,6 +69,14 @@ class _Constants:
     def __contains__(self, name):
         return name in self.big or name in self.small or name in self.nodes
 
+    def size(self, name):
+        """Number of elements of a constant (without reading its bytes)."""
+        if name in self.big:
+            return self.big[name].size
+        if name in self.small:
+            return int(np.prod(self.small[name].dims))
+        return 1 if name in self.nodes else 0
+
     def get(self, name):
         if name in self.big:
             return self.big[name]
@@ -176,6 +184,24 @@ def _read_instead(graph, old, new):
     for node in graph.node:
         if old in node.input:
             node.input[:] = [new if n == old else n for n in node.input]
+
+
+def _bypassed(graph, node, producers, consumers) -> bool:
+    """Take out `node`, which returns its first input unchanged: its consumers read the input,
+    or, where it writes a graph output, the node before it writes that output instead.
+    False (graph unchanged) where neither can be done."""
+    source, target = node.input[0], node.output[0]
+    if target not in {o.name for o in graph.output}:
+        _read_instead(graph, target, source)
+        graph.node.remove(node)
+        return True
+    before = producers.get(source)
+    if (before is None or source in {o.name for o in graph.output} | {i.name for i in graph.input}
+            or len(consumers.get(source, [])) != 1):
+        return False
+    before.output[:] = [target if n == source else n for n in before.output]
+    graph.node.remove(node)
+    return True
 
 
 def _run(nodes, inputs: dict, output, constants):
@@ -469,7 +495,7 @@ def _partial_outputs(node, partial, constants, shapes):
             args.append(None)
         elif name in partial:
             args.append(partial[name])
-        elif name in constants:
+        elif name in constants and constants.size(name) <= _SMALL:
             value = constants.get(name)
             if value is None or value.size > _SMALL:
                 return None
@@ -516,20 +542,16 @@ def zero_pads_removed(graph, initializers: dict) -> int:
     """A Pad whose (constant) pads are all zero returns its input: its consumers read the input.
     Returns the number removed."""
     constants = _Constants(graph, initializers)
-    outputs = {o.name for o in graph.output}
-    removed = []
+    producers, consumers = _producers(graph), _consumers(graph)
+    removed = 0
     for pad in [n for n in graph.node if n.op_type == "Pad" and len(n.input) > 1]:
         pads = constants.get(pad.input[1])
         axes = pad.input[3] if len(pad.input) > 3 else ""
-        if pads is None or pads.any() or axes or pad.output[0] in outputs:
-            continue
-        _read_instead(graph, pad.output[0], pad.input[0])
-        removed.append(pad)
-    for pad in removed:
-        graph.node.remove(pad)
+        if pads is not None and not pads.any() and not axes:
+            removed += _bypassed(graph, pad, producers, consumers)
     if removed:
         _drop_dead(graph, initializers)
-    return len(removed)
+    return removed
 
 
 # The Resize attributes torch's exporter writes for F.interpolate(mode="bilinear", align_corners=False)
@@ -618,18 +640,14 @@ def identity_average_pools_removed(graph, initializers: dict) -> int:
     """An AveragePool with kernel 1 and stride 1 and no padding returns its input: its consumers
     read the input instead (torch and tf_impl write one for an adaptive pool that is the
     identity, keras_impl none). Returns the number removed."""
-    outputs = {o.name for o in graph.output}
-    removed = []
+    producers, consumers = _producers(graph), _consumers(graph)
+    removed = 0
     for pool in [n for n in graph.node if n.op_type == "AveragePool"]:
-        if (set(_attribute(pool, "kernel_shape", [0])) != {1} or set(_attribute(pool, "strides", [1])) != {1}
-                or any(_attribute(pool, "pads", [])) or _attribute(pool, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", b"")
-                or len(pool.output) != 1 or pool.output[0] in outputs):
-            continue
-        _read_instead(graph, pool.output[0], pool.input[0])
-        removed.append(pool)
-    for pool in removed:
-        graph.node.remove(pool)
-    return len(removed)
+        if (set(_attribute(pool, "kernel_shape", [0])) == {1} and set(_attribute(pool, "strides", [1])) == {1}
+                and not any(_attribute(pool, "pads", [])) and len(pool.output) == 1
+                and _attribute(pool, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID", b"")):
+            removed += _bypassed(graph, pool, producers, consumers)
+    return removed
 
 
 def inverse_transposes_cancelled(graph, initializers: dict) -> int:
@@ -660,21 +678,14 @@ def identity_output_reshapes_removed(graph, initializers: dict) -> int:
     constants = _Constants(graph, initializers)
     producers, consumers = _producers(graph), _consumers(graph)
     outputs = {o.name for o in graph.output}
-    inputs = {i.name for i in graph.input}
-    removed = []
+    removed = 0
     for node in [n for n in graph.node if n.op_type == "Reshape" and n.output[0] in outputs]:
         source, target = shapes.get(node.input[0]), constants.get(node.input[1])
-        before = producers.get(node.input[0])
-        if (source is None or target is None or before is None or node.input[0] in outputs | inputs
-                or len(consumers.get(node.input[0], [])) != 1 or not _same_shape(source, target.reshape(-1).tolist())):
-            continue
-        before.output[:] = [node.output[0] if n == node.input[0] else n for n in before.output]
-        removed.append(node)
-    for node in removed:
-        graph.node.remove(node)
+        if source is not None and target is not None and _same_shape(source, target.reshape(-1).tolist()):
+            removed += _bypassed(graph, node, producers, consumers)
     if removed:
         _drop_dead(graph, initializers)
-    return len(removed)
+    return removed
 
 
 def _same_shape(source, target):
