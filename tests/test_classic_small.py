@@ -194,10 +194,9 @@ def test_deep_bn_vggs_match_the_float64_reference(trio):
 
 # tf2onnx holds about 50x the weight bytes while converting (NiN: 29 MB of weights, 1.5 GB;
 # AlexNet's Keras export: ~3 minutes and ~15 GB here), so the big classifiers are slow tests.
-# Keras/TF keep no Transpose (the flatten: parity/onnx_fold.py); torch's own export of an adaptive
-# pool on a map it does not divide (alexnet 160 px, vgg11 64 px) keeps 2 around a GatherND (measured).
-FLATTEN_EXPORT_TRANSPOSE = {name: "torch's export keeps 2 Transposes around the GatherND of its adaptive pool"
-                            for name in ("alexnet", "vgg11")}
+# No export keeps a Transpose: the flatten (parity/onnx_fold.py), and torch's adaptive pool on a map
+# it does not divide (alexnet 160 px, vgg11 64 px), GatherND between 2 Transposes, respelled
+# per bin as Keras/TF write it (parity/onnx_canon.py).
 
 
 @pytest.mark.parametrize("name", ["lenet", "nin", pytest.param("alexnet", marks=pytest.mark.slow),
@@ -212,7 +211,7 @@ def test_onnx_from_all_three_frameworks(name):
         assert r.passed, f"{r.target}: {r.normalized_error:.2e}"
     assert report.passed, report.notes
     assert_tolerance_pinned(report)
-    assert_no_layout_transposes(exports, known_issue=FLATTEN_EXPORT_TRANSPOSE.get(name))
+    assert_no_layout_transposes(exports)
 
 
 # --- trap 1: the first Linear after a spatial flatten ----------------------------------

@@ -181,16 +181,9 @@ def test_resnet18_fpn_parity_native_and_onnx(fpn_targets):
 
 
 def test_resnet18_fpn_onnx_exports_keep_no_layout_transposes(fpn_targets):
-    assert_no_layout_transposes(fpn_targets[1], known_issue=FPN_EXPORT_TRANSPOSES)
-
-
-# Measured: the Keras/TF exports keep Transposes around the nearest resize's Gathers
-# (helper E's exporter rewrite, issue 15 item 4).
-FPN_EXPORT_TRANSPOSES = "the Keras/TF FPN exports keep Transposes around the nearest-resize Gathers"
-
-
-# Measured: tf_impl's bilinear x2 resize exports with 4 Transposes (Keras' does not).
-UNET_EXPORT_TRANSPOSES = {"unet_bilinear": "the tf_impl export of the bilinear resize keeps Transposes"}
+    """Keras/TF's nearest resize (Gathers between Transposes) is respelled as torch's Resize
+    (parity/onnx_canon.py)."""
+    assert_no_layout_transposes(fpn_targets[1])
 
 
 @pytest.mark.parametrize("name", ["unet", "unet_bilinear"])
@@ -200,7 +193,7 @@ def test_unet_parity_native_and_onnx(name, tmp_path):
     exports = {}
     errors = _errors_of_all_targets(name, (64, 70), (70,), tmp_path, exports, base_width=16)
     _assert_all_pass(errors, 2 + 2 + 3)
-    assert_no_layout_transposes(exports, known_issue=UNET_EXPORT_TRANSPOSES.get(name))
+    assert_no_layout_transposes(exports)  # tf_impl's bilinear x2: parity/onnx_canon.py
 
 
 def test_hdc_net_parity_native_and_onnx(tmp_path):
