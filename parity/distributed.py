@@ -25,8 +25,8 @@ The table also reports the error under the other engine's buffer rule, to show t
 tells them apart.
 """
 import concurrent.futures
+import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -36,7 +36,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .train_check import DEFAULT_HYPER, GRAD_POLICY, WEIGHT_POLICY, build_kwargs, is_buffer, make_batches, normalized
+from .train_check import (DEFAULT_HYPER, GRAD_POLICY, WEIGHT_POLICY, build_kwargs, gradient_floor, is_buffer,
+                          make_batches, normalized)
 
 FRAMEWORKS = ("torch", "keras", "tf", "jax")  # jax: Keras 3 on the JAX backend
 DEFAULT_FRAMEWORKS = ("torch", "keras", "tf")
@@ -466,8 +467,30 @@ def shard(array, replica, replicas):
     return array[replica * n:(replica + 1) * n]
 
 
-def errors_by_key(observed: dict, expected: dict) -> dict:
-    return {k: normalized(observed[k], v) for k, v in expected.items()}
+def cancelled(grads) -> set:
+    """Parameters whose gradient is zero in exact arithmetic, by train-check's rule
+    (gradient_floor): a conv bias right before a train-mode BatchNorm, whose computed gradient
+    is the rounding left over when the BatchNorm's backward removes the mean."""
+    floor = gradient_floor(grads)
+    return {k for k, g in grads.items() if g.size and float(np.abs(g).max()) < floor}
+
+
+def largest(arrays) -> float:
+    return max((float(np.abs(a).max()) for a in arrays if a.size), default=0.0)
+
+
+def gradient_errors(observed: dict, expected: dict) -> dict:
+    """A cancelled gradient (see cancelled) is rounding in any two computations: judged on the
+    model-wide scale (the largest gradient), not its own; every other gradient on its own."""
+    zero, scale = cancelled(expected), largest(expected.values())
+    return {k: normalized(observed[k], v, scale if k in zero else 0.0) for k, v in expected.items()}
+
+
+def weight_errors(observed: dict, expected: dict, initial: dict, zero: set) -> dict:
+    """Weights; one moved only by a cancelled gradient (a zero-initialized conv bias under
+    BatchNorm is then rounding too) is judged on the largest move of any weight."""
+    scale = largest(v - initial[k] for k, v in expected.items() if k in initial)
+    return {k: normalized(observed[k], v, scale if k in zero else 0.0) for k, v in expected.items()}
 
 
 def expect_global(job, observed, single=None, weights_at_step1=False):
@@ -475,11 +498,12 @@ def expect_global(job, observed, single=None, weights_at_step1=False):
     weights are judged after step 1 and the last step's error is returned for the record."""
     losses, grads, states = single or single_process(job, job.initial, job.batches)
     last = states[-1]
-    weights_after = lambda step: errors_by_key(  # noqa: E731
-        observed["weights"][step], {k: v for k, v in states[step].items() if not is_buffer(k)})
+    weights_after = lambda step: weight_errors(  # noqa: E731
+        observed["weights"][step], {k: v for k, v in states[step].items() if not is_buffer(k)}, job.initial,
+        cancelled(grads))
     per_key = {
         "loss": {f"step {i + 1}": abs(a - b) / max(abs(b), 1e-12) for i, (a, b) in enumerate(zip(observed["losses"], losses))},
-        "grad": errors_by_key(observed["grads"], grads),
+        "grad": gradient_errors(observed["grads"], grads),
         "weight": weights_after(-1),
         "buffer": {},
     }
@@ -500,14 +524,15 @@ def expect_per_replica(job, observed, rule):
     shard_runs = [single_process(job, job.initial, [(shard(first[0], r, job.replicas), shard(first[1], r, job.replicas))],
                                  replica=r, replicas=job.replicas) for r in range(job.replicas)]
     mean = lambda arrays: np.mean(np.stack(arrays), axis=0)  # noqa: E731
+    grads = {k: mean([run[1][k] for run in shard_runs]) for k in shard_runs[0][1]}
     per_key = {"loss": {"step 1": abs(observed["losses"][0] - float(np.mean([run[0][0] for run in shard_runs])))
                         / max(abs(float(np.mean([run[0][0] for run in shard_runs]))), 1e-12)},
-               "grad": errors_by_key(observed["grads"], {k: mean([run[1][k] for run in shard_runs])
-                                                         for k in shard_runs[0][1]}),
+               "grad": gradient_errors(observed["grads"], grads),
                "weight": {}, "buffer": {}}
     if job.hyper["optimizer"] == "sgd":  # an SGD step is linear in the gradient
         weights = {k: mean([run[2][0][k] for run in shard_runs]) for k in observed["weights"][0]}
-        per_key["weight"] = {f"{k} (step 1)": e for k, e in errors_by_key(observed["weights"][0], weights).items()}
+        errors = weight_errors(observed["weights"][0], weights, job.initial, cancelled(grads))
+        per_key["weight"] = {f"{k} (step 1)": e for k, e in errors.items()}
     for r, run in enumerate(shard_runs):
         for key, value in observed["buffers"][r][0].items():
             per_key["buffer"][f"{key} (replica {r}, step 1)"] = normalized(value, run[2][0][key])
@@ -543,16 +568,24 @@ def complete(state, initial):
 def run_in_child(jobs, backend="tensorflow") -> list:
     """TensorFlow must be told its logical devices before it starts, so each Mirrored job
     runs in a fresh interpreter; killed (with its process group) on timeout or Ctrl-C."""
+    rows = run_child("parity.distributed", "child_main", [vars(job) for job in jobs],  # vars: shared arrays stay shared
+                     replicas=jobs[0].replicas, backend=backend, limit=sum(job.timeout_s * 4 for job in jobs) + 300)
+    return [DistributedRow(**row) for row in rows]
+
+
+def run_child(module, function, payload, *, replicas, backend="tensorflow", limit=600.0):
+    """module.function() in a fresh interpreter with N host devices for TF's logical CPUs and
+    XLA (JAX), reading `payload` with read_payload(sys.argv[1] + "/jobs") and writing its
+    answer to sys.argv[1] + "/rows"; returns the answer. Killed with its process group on
+    timeout, failure or Ctrl-C."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory(prefix="parity-mirrored-") as workdir:
-        with open(os.path.join(workdir, "job.pkl"), "wb") as f:
-            pickle.dump(jobs, f)
+        write_payload(os.path.join(workdir, "jobs"), payload)
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2",
-               "XLA_FLAGS": f"--xla_force_host_platform_device_count={jobs[0].replicas}",
+               "XLA_FLAGS": f"--xla_force_host_platform_device_count={replicas}",
                "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-        limit = sum(job.timeout_s * 4 for job in jobs) + 300
         with open(os.path.join(workdir, "stderr"), "w") as stderr:
-            process = subprocess.Popen([sys.executable, "-c", "from parity.distributed import child_main; child_main()",
+            process = subprocess.Popen([sys.executable, "-c", f"from {module} import {function}; {function}()",
                                         workdir], env=env, stdout=stderr, stderr=stderr, start_new_session=True)
             _CHILDREN.add(process)
             try:
@@ -565,8 +598,7 @@ def run_in_child(jobs, backend="tensorflow") -> list:
             with open(os.path.join(workdir, "stderr")) as f:
                 tail = f.read()[-3000:]
             raise RuntimeError(f"the MirroredStrategy process failed (exit {process.returncode}):\n{tail}")
-        with open(os.path.join(workdir, "row.pkl"), "rb") as f:
-            return pickle.load(f)  # IPC only: written by this run's own processes in a private 0700 TemporaryDirectory
+        return read_payload(os.path.join(workdir, "rows"))
 
 
 _CHILDREN = set()
@@ -586,8 +618,7 @@ def end_children():
 
 def child_main():
     workdir = sys.argv[1]
-    with open(os.path.join(workdir, "job.pkl"), "rb") as f:
-        jobs = pickle.load(f)  # IPC only: written by this run's own processes in a private 0700 TemporaryDirectory
+    jobs = [job_from_dict(fields) for fields in read_payload(os.path.join(workdir, "jobs"))]
     rows = []
     for job in jobs:  # one strategy for all: TF's logical devices are set once per process
         try:
@@ -595,8 +626,50 @@ def child_main():
         except Exception as exc:  # noqa: BLE001 - reported per job
             rows.append(DistributedRow(job.framework, "", job.replicas, rule_for(job),
                                        error=f"{type(exc).__name__}: {exc}"))
-    with open(os.path.join(workdir, "row.pkl"), "wb") as f:
-        pickle.dump(rows, f)
+    write_payload(os.path.join(workdir, "rows"), [asdict(row) for row in rows])
+
+
+def job_from_dict(fields) -> Job:
+    return Job(**{**fields, "batches": [tuple(batch) for batch in fields["batches"]]})
+
+
+# Between the parent and the child nothing is pickled: arrays go to STEM.npz (np.load without
+# pickle), everything else to STEM.json, where an array is {"npz": its name in the npz}.
+
+def write_payload(stem, payload) -> None:
+    arrays, names = {}, {}  # one entry per array object: the jobs of several frameworks share one state
+
+    def plain(value):
+        if isinstance(value, np.ndarray):
+            if id(value) not in names:
+                names[id(value)] = f"a{len(names)}"
+                arrays[names[id(value)]] = value
+            return {"npz": names[id(value)]}
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value.item() if isinstance(value, np.generic) else value
+    tree = plain(payload)
+    with open(stem + ".npz", "wb") as f:
+        np.savez(f, **arrays)
+    with open(stem + ".json", "w") as f:
+        json.dump(tree, f)
+
+
+def read_payload(stem):
+    with open(stem + ".json") as f:
+        tree = json.load(f)
+    with np.load(stem + ".npz", allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+
+    def restore(value):
+        if isinstance(value, dict):
+            return arrays[value["npz"]] if set(value) == {"npz"} else {k: restore(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [restore(v) for v in value]
+        return value
+    return restore(tree)
 
 
 # --- command line -----------------------------------------------------------------------
