@@ -70,10 +70,12 @@ def per_example_loss(outputs, labels, *, loss, aux_weights, label_smoothing):
     return total
 
 
-def data_parallel_step(strategy, trainer, global_batch):
+def data_parallel_step(strategy, trainer, global_batch, returns="grads"):
     """A tf.function (x shards, label shards) -> (per-replica losses, summed gradients) that
     runs one synchronous step on every replica. `trainer`: keras_impl.train.Trainer built
-    under strategy.scope()."""
+    under strategy.scope().
+    returns="logits" (training runs): the replicas' main-head outputs instead of the gradients,
+    and global_batch=None scales each loss by the replicas' batch sizes at run time."""
     import tensorflow as tf
     if trainer.clip_grad_norm is not None:
         raise NotImplementedError("global gradient clipping is not wired into the data-parallel step")
@@ -86,15 +88,23 @@ def data_parallel_step(strategy, trainer, global_batch):
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
         grads = tape.gradient(loss, trainer.variables)
         trainer.optimizer.apply(grads, trainer.variables)  # all-reduces (sums) the gradients first
-        return loss, grads
+        return loss, (grads if returns == "grads" else main_output(outputs))
 
     @tf.function
     def step(x, labels):
         losses, grads = strategy.run(replica_step, args=(x, labels))
+        if returns == "logits":
+            return strategy.experimental_local_results(losses), strategy.experimental_local_results(grads)
         summed = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
         return strategy.experimental_local_results(losses), summed
 
     return step
+
+
+def main_output(outputs):
+    """The main head's output (the first of several heads)."""
+    outputs = list(outputs.values()) if isinstance(outputs, dict) else outputs
+    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
 
 
 def distribute(strategy, array):
@@ -119,12 +129,13 @@ def replica_values(variable):
 def run_step(strategy, step, x, labels, masks=None, index=0):
     """One global (x_nhwc, labels) batch through `step` (data_parallel_step, built once:
     a new tf.function per batch would trace again every step). Returns the global loss
-    (sum of the replicas' scaled losses) and the step's gradients."""
+    (sum of the replicas' scaled losses) and the step's gradients (or the replicas' outputs,
+    in replica order, for a step built with returns="logits")."""
     if masks is not None:
         masks.step = index
     with replica_dropout(masks):
-        losses, grads = step(distribute(strategy, x), distribute(strategy, labels))
-    return float(sum(loss.numpy() for loss in losses)), [g.numpy() for g in grads]
+        losses, values = step(distribute(strategy, x), distribute(strategy, labels))
+    return float(sum(loss.numpy() for loss in losses)), [v.numpy() for v in values]
 
 
 def run_steps(strategy, trainer, batches, masks=None):

@@ -79,6 +79,8 @@ def register(subparsers) -> None:
                                           "mnist:DIR / fashion-mnist:DIR (IDX .gz files) or an ImageFolder DIR.")
     s.add_argument("model")
     add_training_arguments(s)
+    s.add_argument("--replicas", type=int, default=1, help="N > 1: train data-parallel on each framework's engine "
+                   "(torch DDP, MirroredStrategy), 1 and N replicas side by side (parity/train_distributed.py)")
     s.set_defaults(func=cmd_train)
 
 
@@ -143,6 +145,9 @@ def cmd_train(args, console) -> int:
     _, notes = select_frameworks(args.frameworks)
     for note in notes:
         console.print(f"[yellow]{note}[/yellow]")
+    if getattr(args, "replicas", 1) > 1:  # data-parallel (issue 14)
+        from .train_distributed import cmd_train_replicas
+        return cmd_train_replicas(args, console)
     config = config_from_args(args)
     curves = run(config, console, resume=args.resume)
     _finish(config, curves, console, args.json)

@@ -88,10 +88,12 @@ def per_example_loss(outputs, labels, *, loss, aux_weights, label_smoothing):
     return tf.add_n(terms)
 
 
-def data_parallel_step(strategy, trainer, global_batch):
+def data_parallel_step(strategy, trainer, global_batch, returns="grads"):
     """A tf.function (x shards, label shards) -> (per-replica losses, summed gradients) that
     runs one synchronous step on every replica. `trainer`: tf_impl.train.Trainer built
-    under strategy.scope() (its optimizer state is mirrored too)."""
+    under strategy.scope() (its optimizer state is mirrored too).
+    returns="logits" (training runs): the replicas' main-head outputs instead of the gradients,
+    and global_batch=None scales each loss by the replicas' batch sizes at run time."""
     if trainer.clip_grad_norm is not None:
         raise NotImplementedError("global gradient clipping is not wired into the data-parallel step")
 
@@ -104,15 +106,23 @@ def data_parallel_step(strategy, trainer, global_batch):
         grads = tape.gradient(loss, trainer.variables)
         grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
         trainer.optimizer.apply(grads, trainer.variables)  # same update on every replica's copy
-        return loss, grads
+        return loss, (grads if returns == "grads" else main_output(outputs))
 
     @tf.function
     def step(x, labels):
         losses, grads = strategy.run(replica_step, args=(x, labels))
+        if returns == "logits":
+            return strategy.experimental_local_results(losses), strategy.experimental_local_results(grads)
         return (strategy.experimental_local_results(losses),
                 [strategy.experimental_local_results(g)[0] for g in grads])
 
     return step
+
+
+def main_output(outputs):
+    """The main head's output (the first of several heads)."""
+    outputs = list(outputs.values()) if isinstance(outputs, dict) else outputs
+    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
 
 
 def distribute(strategy, array):
@@ -135,12 +145,13 @@ def replica_values(variable):
 def run_step(strategy, step, x, labels, masks=None, index=0):
     """One global (x_nhwc, labels) batch through `step` (data_parallel_step, built once:
     a new tf.function per batch would trace again every step). Returns the global loss
-    (sum of the replicas' scaled losses) and the step's gradients."""
+    (sum of the replicas' scaled losses) and the step's gradients (or the replicas' outputs,
+    in replica order, for a step built with returns="logits")."""
     if masks is not None:
         masks.step = index
     with replica_dropout(masks):
-        losses, grads = step(distribute(strategy, x), distribute(strategy, labels))
-    return float(sum(loss.numpy() for loss in losses)), [g.numpy() for g in grads]
+        losses, values = step(distribute(strategy, x), distribute(strategy, labels))
+    return float(sum(loss.numpy() for loss in losses)), [v.numpy() for v in values]
 
 
 def run_steps(strategy, trainer, batches, masks=None):

@@ -10,6 +10,7 @@ raises, so it is refused here up front.
 """
 import copy
 import datetime
+import functools
 import json
 import os
 import socket
@@ -64,15 +65,34 @@ def data_parallel_steps(runs, replicas, *, sync_bn=False, device="cpu", timeout_
     A rank stuck in a collective fails after timeout_s naming itself; every process is
     ended on success, failure and Ctrl-C. `hang_rank` (tests) never joins the collective."""
     check_devices(replicas, device, sync_bn)
+    work = functools.partial(check_runs, runs, sync_bn, device)
+    records = launch(work, replicas, device=device, timeout_s=timeout_s, workdir=workdir, hang_rank=hang_rank)
+    return [[records[rank][i] for rank in range(replicas)] for i in range(len(runs))]
+
+
+def train_data_parallel(model, epoch_batches, lrs, trainer_options, replicas, *, device="cpu", timeout_s=120.0,
+                        workdir):
+    """A training run with DDP over `replicas` processes: epoch e (one per entry of `lrs`, its
+    learning rate) trains on the global batches epoch_batches(e) (a picklable callable; every
+    rank calls it and takes its contiguous shard). Returns [rank][step] = {epoch, loss,
+    correct, seconds} of that rank's shard; rank 0's list ends with {"state": the final
+    state_dict as numpy}."""
+    check_devices(replicas, device)
+    work = functools.partial(train_epochs, model, epoch_batches, lrs, trainer_options, device)
+    return [runs[0] for runs in launch(work, replicas, device=device, timeout_s=timeout_s, workdir=workdir)]
+
+
+def launch(work, replicas, *, device, timeout_s, workdir, hang_rank=None):
+    """Spawn `replicas` ranks that each run work(rank, replicas) -> [run][step] records in one
+    process group; returns every rank's records."""
     port = free_port()
-    args = (replicas, port, runs, sync_bn, device, timeout_s, workdir, hang_rank)
+    args = (replicas, port, work, device, timeout_s, workdir, hang_rank)
     context = mp.spawn(run_rank, args=args, nprocs=replicas, join=False, start_method="spawn")
     try:
         wait_for(context, deadline=time.monotonic() + timeout_s * 2 + 120)
     finally:
         end_all(context)
-    records = [read_records(workdir, rank) for rank in range(replicas)]
-    return [[records[rank][i] for rank in range(replicas)] for i in range(len(runs))]
+    return [read_records(workdir, rank) for rank in range(replicas)]
 
 
 def wait_for(context, deadline):
@@ -132,7 +152,7 @@ def write_records(workdir, rank, records):
         os.replace(path + ".tmp", path)
 
 
-def run_rank(rank, replicas, port, runs, sync_bn, device, timeout_s, workdir, hang_rank=None):
+def run_rank(rank, replicas, port, work, device, timeout_s, workdir, hang_rank=None):
     """One replica, started as torchrun starts a worker (its environment variables)."""
     os.environ.update(MASTER_ADDR=LOOPBACK, MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(replicas),
                       LOCAL_RANK=str(rank))
@@ -144,14 +164,18 @@ def run_rank(rank, replicas, port, runs, sync_bn, device, timeout_s, workdir, ha
     try:
         if rank == hang_rank:
             time.sleep(timeout_s * 10)  # a rank that never reaches the collective
-        records = [train_rank(rank, replicas, run["model"], run["batches"], run["trainer_options"], run["masks"],
-                              sync_bn, device) for run in runs]
+        records = work(rank, replicas)
     except Exception as exc:
         raise RuntimeError(f"rank {rank} of {replicas}: {type(exc).__name__}: {exc}"
                            f"{timeout_hint(exc, timeout_s)}\n{traceback.format_exc()}") from None
     finally:
         dist.destroy_process_group()
     write_records(workdir, rank, records)
+
+
+def check_runs(runs, sync_bn, device, rank, replicas):
+    return [train_rank(rank, replicas, run["model"], run["batches"], run["trainer_options"], run["masks"],
+                       sync_bn, device) for run in runs]
 
 
 def timeout_hint(exc, timeout_s):
@@ -190,6 +214,26 @@ def train_rank(rank, replicas, model, batches, trainer_options, masks, sync_bn, 
             record["weights"] = {k: v.detach().cpu().numpy().copy() for k, v in model.named_parameters()}
         records.append(record)
     return records
+
+
+def train_epochs(model, epoch_batches, lrs, trainer_options, device, rank, replicas):
+    local_device = torch.device(f"cuda:{rank}") if device == "cuda" else torch.device("cpu")
+    model = copy.deepcopy(model).to(local_device)  # a private copy: see train_rank
+    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[rank] if device == "cuda" else None)
+    trainer = Trainer(ddp, **trainer_options, device=local_device)
+    records = []
+    for epoch, lr in enumerate(lrs):
+        trainer.set_lr(lr)
+        for x, labels in epoch_batches(epoch):
+            labels = shard(labels, rank, replicas)
+            started = time.perf_counter()
+            loss, logits = trainer.step(shard(x, rank, replicas), labels)
+            records.append({"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started,
+                            "correct": int((np.argmax(logits, axis=-1) == labels).sum()), "seen": len(labels)})
+    if rank == 0:
+        records.append({"state": {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()
+                                  if not k.endswith("num_batches_tracked")}})
+    return [records]
 
 
 def shard(array, rank, replicas):

@@ -1,0 +1,301 @@
+"""`parity train MODEL --replicas N`: the short training of `parity train`, data-parallel on
+each framework's own engine, with one replica and with N, side by side.
+
+Engines (the same as `parity train-check --replicas`, docs/distributed.md): torch
+DistributedDataParallel (gloo on CPU, NCCL on CUDA) in spawned processes; tf_impl and Keras on
+TF with MirroredStrategy over logical CPU devices (or GPUs), in a child interpreter per replica
+count (TF's devices are fixed once it starts). Every run starts from the same weights (torch's
+seeded initialization, as `parity train`) and trains on the same global batches in the same
+order (parity.data.Loader, rebuilt from the run's configuration by every rank and child);
+replica r takes rows r*B/N .. (r+1)*B/N - 1 of each global batch. A last batch that does not
+split evenly keeps its first N*floor(B'/N) examples, in the one-replica run too.
+
+Reported per framework and replica count: the last epoch's training loss and accuracy, test
+loss and accuracy, examples/s of the training steps (the first step, with process warm-up and
+tracing, left out; a step of N replicas ends when the slowest ends), per replica, and the
+scaling efficiency throughput(N) / (N x throughput(1)), both measured in the same run, one
+engine at a time. Files in --out (each written atomically): replicas.json and
+<framework>/replicas-<n>/last.safetensors (the final canonical state).
+"""
+import math
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ENGINES = ("torch", "keras", "tf")
+
+
+@dataclass
+class ReplicaRun:
+    framework: str
+    replicas: int
+    engine: str = ""
+    loss: float = math.nan  # last epoch, mean over its examples
+    train_acc: float = math.nan
+    test_loss: float = math.nan
+    test_acc: float = math.nan
+    examples_per_s: float = math.nan  # training steps after the first
+    step_loss: list = field(default_factory=list)
+    checkpoint: str | None = None
+    error: str | None = None
+
+    @property
+    def per_replica(self) -> float:
+        return self.examples_per_s / self.replicas
+
+
+class GlobalBatches:
+    """epoch -> the run's global training batches (parity.data.Loader), each cut to a multiple
+    of `multiple` examples. Picklable: every DDP rank rebuilds the loader from the configuration
+    and draws the same batches."""
+
+    def __init__(self, config: dict, multiple: int):
+        self.config, self.multiple, self._loader = config, multiple, None
+
+    def __getstate__(self):
+        return {"config": self.config, "multiple": self.multiple, "_loader": None}
+
+    def __call__(self, epoch):
+        if self._loader is None:
+            self._loader = open_run_data(self.config)["train"]
+        cut = [(x[:len(y) - len(y) % self.multiple], y[:len(y) - len(y) % self.multiple])
+               for x, y in self._loader.batches(epoch)]
+        return [(x, y) for x, y in cut if len(y)]
+
+
+def open_run_data(config: dict) -> dict:
+    from .train_cli import RunConfig, open_data
+    return open_data(RunConfig(**config))
+
+
+# --- command line ---------------------------------------------------------------------
+
+def cmd_train_replicas(args, console) -> int:
+    """`parity train MODEL --replicas N` (dispatched from parity/train_cli.py)."""
+    from .train_cli import _write_json, config_from_args
+    refused = [flag for flag, on in (("--resume", args.resume), ("--control", args.control),
+                                     ("--same-dropout", args.same_dropout)) if on]
+    if refused:
+        raise ValueError(f"--replicas does not take {', '.join(refused)}")
+    config = config_from_args(args)
+    runs = train_data_parallel(config, args.replicas, console)
+    console.print(table(config, runs, args.replicas))
+    for run in runs:
+        if run.error:
+            console.print(f"{run.framework} x{run.replicas}: [red]{run.error}[/red]")
+    out = Path(config.out)
+    console.print(f"wrote {out / 'replicas.json'} and the final checkpoints in "
+                  + ", ".join(str(out / f / f"replicas-{n}") for f in config.frameworks for n in (1, args.replicas)))
+    if args.json:
+        _write_json(args.json, summary(config, runs, args.replicas))
+    return 2 if any(run.error for run in runs) else 0
+
+
+# --- the runs -------------------------------------------------------------------------
+
+def train_data_parallel(config, replicas: int, console=None) -> list:
+    """[ReplicaRun] for every framework of config, one replica and `replicas`, one engine at
+    a time (so the throughputs are not measured against each other)."""
+    from .train_cli import _write_json, seeded_state
+    from .training import Hyper, lr_at
+    if replicas < 2:
+        raise ValueError("--replicas must be at least 2")
+    if config.batch % replicas:
+        raise ValueError(f"--batch {config.batch} must split evenly over {replicas} replicas")
+    unknown = [f for f in config.frameworks if f not in ENGINES]
+    if unknown:
+        raise ValueError(f"--replicas runs torch, keras and tf; not {unknown}")
+    data = open_run_data(asdict(config))
+    input_size, num_classes = shapes(config, data)
+    state = seeded_state(config.model, config.frameworks, input_size, num_classes, config.seed)
+    lrs = [lr_at(Hyper(**config.hyper), epoch) for epoch in range(config.epochs)]
+    job = {"config": asdict(config), "state": state, "lrs": lrs, "multiple": replicas}
+    mirrored = [f for f in config.frameworks if f != "torch"]
+    runs = []
+    for n in (1, replicas):
+        if "torch" in config.frameworks:
+            report(console, config, ["torch"], n)
+            runs.append(guarded("torch", n, lambda n=n: torch_run(n, job)))
+        if mirrored:  # one child interpreter per replica count for Keras and tf_impl
+            report(console, config, mirrored, n)
+            runs += guarded_all(mirrored, n, lambda n=n: mirrored_runs(mirrored, n, job))
+    runs.sort(key=lambda r: (config.frameworks.index(r.framework), r.replicas))
+    _write_json(Path(config.out) / "replicas.json", summary(config, runs, replicas))
+    return runs
+
+
+def report(console, config, frameworks, replicas):
+    if console is not None:
+        console.print(f"training {config.model}: {', '.join(frameworks)} on {replicas} "
+                      f"replica{'s' if replicas > 1 else ''}")
+
+
+def guarded(framework, replicas, run) -> ReplicaRun:
+    return guarded_all([framework], replicas, lambda: [run()])[0]
+
+
+def guarded_all(frameworks, replicas, run) -> list:
+    try:
+        return run()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported per engine, exit 2
+        return [ReplicaRun(f, replicas, error=f"{type(exc).__name__}: {exc}") for f in frameworks]
+
+
+def mirrored_runs(frameworks, replicas, job) -> list:
+    """MirroredStrategy runs of `frameworks` in one child interpreter with `replicas` devices."""
+    from .distributed import end_children, run_child
+    try:
+        answers = run_child("parity.train_distributed", "mirrored_child_main",
+                            {**job, "frameworks": frameworks, "replicas": replicas}, replicas=replicas, limit=3600)
+    except BaseException:
+        end_children()
+        raise
+    return [ReplicaRun(**answer) for answer in answers]
+
+
+def shapes(config, data):
+    """(input size CHW, number of classes) as `parity train` builds the model."""
+    num_classes = config.num_classes or len(data["split"].classes)
+    return (data["prep"].channels, data["prep"].size, data["prep"].size), num_classes
+
+
+def torch_run(replicas, job) -> ReplicaRun:
+    """DDP over `replicas` ranks (torch_impl.distributed.train_data_parallel)."""
+    import torch_impl.distributed as engine
+
+    from .adapters import adapter
+    from .distributed import native_options
+    from .train_cli import RunConfig, build_model
+    from .training import Hyper
+    config = RunConfig(**job["config"])
+    data = open_run_data(job["config"])
+    input_size, num_classes = shapes(config, data)
+    model = build_model(config.model, "torch", input_size, num_classes, job["state"])
+    options = native_options(adapter("torch"), model, Hyper(**config.hyper))
+    with tempfile.TemporaryDirectory(prefix="parity-ddp-") as workdir:
+        ranks = engine.train_data_parallel(model, GlobalBatches(job["config"], job["multiple"]), job["lrs"], options,
+                                           replicas, device=config.device, workdir=workdir)
+    final = ranks[0].pop()["state"]
+    steps = [{"epoch": records[0]["epoch"], "loss": float(np.mean([r["loss"] for r in records])),
+              "correct": sum(r["correct"] for r in records), "seen": sum(r["seen"] for r in records),
+              "seconds": max(r["seconds"] for r in records)}  # the all-reduce waits for the slowest rank
+             for records in zip(*ranks)]
+    adapter("torch").load_state_dict(model, final)
+    return finish(config, "torch", replicas, engine.engine_name(config.device), model, steps, data)
+
+
+def mirrored_child_main():
+    """The child interpreter of one MirroredStrategy run (parity.distributed.run_child)."""
+    from .distributed import read_payload, write_payload
+    workdir = Path(sys.argv[1])
+    job = read_payload(str(workdir / "jobs"))
+    answers = [asdict(guarded(f, job["replicas"], lambda f=f: mirrored_run(f, job["replicas"], job)))
+               for f in job["frameworks"]]
+    write_payload(str(workdir / "rows"), answers)
+
+
+def mirrored_run(framework, replicas, job) -> ReplicaRun:
+    """MirroredStrategy over `replicas` devices: <framework>_impl.distributed.data_parallel_step
+    around the framework's own trainer (adapter.trainer), as the data-parallel check runs it."""
+    from .adapters import adapter
+    from .distributed import engine_module, shared_strategy
+    from .train_cli import RunConfig, build_model
+    from .training import Hyper
+    config = RunConfig(**job["config"])
+    engine = engine_module(framework)
+    strategy = shared_strategy(engine, replicas, config.device)
+    native = adapter(framework)
+    data = open_run_data(job["config"])
+    input_size, num_classes = shapes(config, data)
+    with strategy.scope():
+        model = build_model(config.model, framework, input_size, num_classes, job["state"])
+        trainer = native.trainer(model, Hyper(**config.hyper), device=config.device)
+    step = engine.data_parallel_step(strategy, trainer.native, None, returns="logits")
+    batches, steps = GlobalBatches(job["config"], job["multiple"]), []
+    for epoch, lr in enumerate(job["lrs"]):
+        if epoch and lr != job["lrs"][epoch - 1]:
+            trainer.set_lr(lr)
+        for x, labels in batches(epoch):
+            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if native.channels_last else x
+            started = time.perf_counter()
+            loss, logits = engine.run_step(strategy, step, x, labels)
+            seconds = time.perf_counter() - started
+            correct = int((np.argmax(np.concatenate(logits), axis=-1) == labels).sum())
+            steps.append({"epoch": epoch, "loss": loss, "correct": correct, "seen": len(labels), "seconds": seconds})
+    return finish(config, framework, replicas, engine.engine_name(config.device), model, steps, data)
+
+
+def finish(config, framework, replicas, engine, model, steps, data) -> ReplicaRun:
+    """Statistics of a finished run, its test loss and accuracy, and its final checkpoint."""
+    from .adapters import adapter
+    from .io import save_state
+    from .train_cli import evaluate
+    last = [s for s in steps if s["epoch"] == config.epochs - 1]
+    seen = sum(s["seen"] for s in last)
+    timed = steps[1:] or steps
+    run = ReplicaRun(framework, replicas, engine, loss=sum(s["loss"] * s["seen"] for s in last) / seen,
+                     train_acc=sum(s["correct"] for s in last) / seen,
+                     examples_per_s=sum(s["seen"] for s in timed) / sum(s["seconds"] for s in timed),
+                     step_loss=[float(s["loss"]) for s in steps])
+    run.test_loss, run.test_acc = evaluate(framework, model, data["test"], config.device)
+    path = Path(config.out) / framework / f"replicas-{replicas}" / "last.safetensors"
+    tags = {"model": config.model, "framework": framework, "replicas": str(replicas), "epoch": str(config.epochs),
+            "test_acc": f"{run.test_acc:.6f}", **data["prep"].to_metadata()}
+    save_state(adapter(framework).state_dict(model), path, tags)
+    run.checkpoint = str(path)
+    return run
+
+
+# --- report ---------------------------------------------------------------------------
+
+def efficiency(runs, framework, replicas):
+    """throughput(N) / (N x throughput(1)) of one framework (None if either run failed)."""
+    by_count = {r.replicas: r for r in runs if r.framework == framework and not r.error}
+    if 1 not in by_count or replicas not in by_count:
+        return None
+    return by_count[replicas].examples_per_s / (replicas * by_count[1].examples_per_s)
+
+
+def loss_gap(runs, framework, replicas):
+    """The largest per-step training-loss difference between the N-replica and 1-replica runs."""
+    by_count = {r.replicas: r for r in runs if r.framework == framework and not r.error}
+    if 1 not in by_count or replicas not in by_count:
+        return None
+    return float(np.max(np.abs(np.subtract(by_count[replicas].step_loss, by_count[1].step_loss))))
+
+
+def summary(config, runs, replicas) -> dict:
+    return {"config": asdict(config), "replicas": replicas, "runs": [asdict(r) for r in runs],
+            "scaling_efficiency": {f: efficiency(runs, f, replicas) for f in config.frameworks},
+            "max_step_loss_gap": {f: loss_gap(runs, f, replicas) for f in config.frameworks}}
+
+
+def table(config, runs, replicas):
+    from rich.table import Table
+    t = Table(title=f"{config.model} on {config.data}, data-parallel: {config.epochs} epochs, global batch "
+                    f"{config.batch}, {config.hyper.get('optimizer')} lr {config.hyper.get('lr')}, {config.device}")
+    columns = ("framework", "replicas", "loss", "train acc", "test acc", "ex/s", "per replica", "scaling eff.",
+               "step loss diff")
+    for column in columns:
+        t.add_column(column, justify="left" if column == "framework" else "right")
+    engines = "; ".join(dict.fromkeys(f"{r.framework}: {r.engine}" for r in runs if r.engine))
+    t.caption = (f"{engines}. ex/s: examples per second of the training steps after the first; scaling eff. = "
+                 f"ex/s(N) / (N x ex/s(1)); step loss diff: the largest against the same engine on 1 replica "
+                 f"(same start, same batches)")
+    for r in runs:
+        if r.error:
+            t.add_row(r.framework, str(r.replicas), *[""] * (len(columns) - 3),
+                      f"[red]error[/red] {r.error.splitlines()[0]}")
+            continue
+        eff = efficiency(runs, r.framework, replicas) if r.replicas > 1 else None
+        gap = loss_gap(runs, r.framework, replicas) if r.replicas > 1 else None
+        t.add_row(r.framework, str(r.replicas), f"{r.loss:.4f}", f"{r.train_acc:.3f}", f"{r.test_acc:.3f}",
+                  f"{r.examples_per_s:,.0f}", f"{r.per_replica:,.0f}", "-" if eff is None else f"{eff:.2f}",
+                  "reference" if r.replicas == 1 else ("-" if gap is None else f"{gap:.1e}"))
+    return t

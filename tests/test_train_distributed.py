@@ -1,0 +1,50 @@
+"""`parity train MODEL --replicas N` (issue 14): the short training run, data-parallel on each
+installed framework's engine, 1 and N replicas from the same start on the same global batches.
+LeNet has no BatchNorm, so N replicas must follow the one-replica run to rounding."""
+import json
+
+import numpy as np
+import pytest
+
+from parity.frameworks import missing
+
+INSTALLED = [f for f in ("torch", "keras", "tf") if missing(f) is None]
+
+
+@pytest.mark.skipif("torch" not in INSTALLED, reason="the run starts from torch's seeded weights")
+def test_lenet_on_two_replicas_follows_one_replica(tmp_path, capsys):
+    from parity.cli import main
+    from parity.io import load_state
+    out, summary = tmp_path / "run", tmp_path / "summary.json"
+    assert main(["train", "lenet", "--replicas", "2", "--epochs", "1", "--limit", "256", "--batch", "32",
+                 "--frameworks", ",".join(INSTALLED), "--out", str(out), "--json", str(summary)]) == 0
+    printed = capsys.readouterr().out
+    assert "scaling eff." in printed and "DistributedDataParallel" in printed
+    rows = [line for line in printed.splitlines() if line.startswith("│")]
+    assert len(rows) == 2 * len(INSTALLED) and not any("error" in row for row in rows), printed
+    record = json.loads(summary.read_text())
+    assert record == json.loads((out / "replicas.json").read_text())
+    runs = {(r["framework"], r["replicas"]): r for r in record["runs"]}
+    assert set(runs) == {(f, n) for f in INSTALLED for n in (1, 2)}
+    for framework in INSTALLED:
+        one, two = runs[framework, 1], runs[framework, 2]
+        assert one["error"] is None and two["error"] is None, (one["error"], two["error"])
+        assert len(two["step_loss"]) == len(one["step_loss"]) == 8  # 256 examples, global batch 32
+        # the same training: per-step losses and final weights equal to rounding
+        assert record["max_step_loss_gap"][framework] < 1e-5
+        assert abs(two["test_acc"] - one["test_acc"]) <= 1 / 256 and abs(two["loss"] - one["loss"]) < 1e-5
+        assert two["examples_per_s"] > 0
+        efficiency = record["scaling_efficiency"][framework]
+        assert efficiency == pytest.approx(two["examples_per_s"] / (2 * one["examples_per_s"]))
+        a, b = load_state(one["checkpoint"]), load_state(two["checkpoint"])
+        assert set(a) == set(b)
+        assert max(float(np.abs(a[k] - b[k]).max() / max(np.abs(a[k]).max(), 1e-12)) for k in a) < 1e-4
+    # every engine started from the same weights and saw the same batches
+    first = [runs[f, 1]["step_loss"][0] for f in INSTALLED]
+    assert max(first) - min(first) < 1e-5
+
+
+def test_replicas_refuse_an_uneven_global_batch(tmp_path):
+    from parity.cli import main
+    assert main(["train", "lenet", "--replicas", "3", "--batch", "32", "--limit", "64",
+                 "--frameworks", "torch", "--out", str(tmp_path)]) == 2
