@@ -397,6 +397,8 @@ def _pool_sizes(x_shape, y_shape):
         return None
     if None in x_shape[1:] or None in y_shape[1:] or x_shape[1] != y_shape[1] or x_shape[2:] == y_shape[2:]:
         return None
+    if y_shape[2:] == [1, 1]:  # a global pool: one ReduceMean in all three exports already (onnx_fold)
+        return None
     return (x_shape[1], *x_shape[2:], *y_shape[2:])
 
 
