@@ -11,6 +11,10 @@ so a run stopped by its time limit keeps what it measured):
   check      parity.check of keras_impl against torch_impl, strict fp32 and with TF32
   bench      parity bench --frameworks torch,keras at one batch, strict and with TF32
   precision  bf16 parity of torch autocast and Keras mixed precision (the noise rule applies)
+  training   (issue 11) parity train-check on the device: torch_impl (torch backend run only)
+             and keras_impl trained on the GPU, judged against torch fp64 on the CPU; the
+             examples/sec of parity's training step against a plain loop (train_bench.py);
+             `parity train lenet` on the embedded digits, two epochs
 
 --device cpu with a small --size runs the same steps on a CPU (how the script was tested).
 """
@@ -37,6 +41,11 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--precision-models", default="resnet50,vgg16_bn,googlenet")
     p.add_argument("--precision-batch", type=int, default=8)
+    p.add_argument("--parts", default="inference,training", help="comma list of inference, training")
+    p.add_argument("--train-models", default="lenet:28:sgd,resnet18:64:sgd,alexnet:64:adamw,googlenet:64:adam,"
+                                                  "resnet50:64:adam,densenet121:64:sgd",
+                   help="train-check runs, model:size:optimizer")
+    p.add_argument("--train-batch", type=int, default=64, help="train bench batch")
     p.add_argument("--summary", nargs="+", metavar="JSON", help="print the markdown tables of earlier runs")
     args = p.parse_args(argv)
     if args.summary:
@@ -66,6 +75,19 @@ def run(args) -> int:
         if out:
             out.write_text(json.dumps(record, indent=1, default=float))
 
+    parts = set(args.parts.split(","))
+    if "training" in parts:
+        frameworks = ("torch", "keras") if backend == "torch" else ("keras",)
+        for run in filter(None, args.train_models.split(",")):
+            name, size, optimizer = run.split(":")
+            step(f"train-check {name} {size}px {optimizer}",
+                 lambda name=name, size=int(size), optimizer=optimizer: train_check(args, name, size, optimizer,
+                                                                                    frameworks))
+        for name in ("lenet", "resnet18"):
+            step(f"train bench {name} batch {args.train_batch}", lambda name=name: train_bench(args, name, frameworks))
+        step("train lenet digits 2 epochs", lambda: short_training(args, frameworks))
+    if "inference" not in parts:
+        return finish(record, out, args.device)
     if backend == "torch":
         step(f"reference {args.model} vs torchvision", lambda: torchvision_reference(args))
     for tf32 in (False, True):
@@ -74,10 +96,44 @@ def run(args) -> int:
         step(f"bench {args.model} batch {args.batch} tf32={tf32}", lambda tf32=tf32: bench(args, tf32))
     for name in filter(None, args.precision_models.split(",")):
         step(f"precision {name} bf16", lambda name=name: precision(args, name))
-    record["environment"] = environment(args.device)
+    return finish(record, out, args.device)
+
+
+def finish(record, out, device) -> int:
+    record["environment"] = environment(device)
     if out:
         out.write_text(json.dumps(record, indent=1, default=float))
     return 0 if all(s["ok"] for s in record["steps"]) else 1
+
+
+def train_check(args, name, size, optimizer, frameworks) -> dict:
+    from dataclasses import asdict
+
+    from parity.train_check import train_check as run_train_check
+    result = run_train_check(name, optimizer=optimizer, size=size, frameworks=frameworks, device=args.device)
+    return {**asdict(result), "passed": result.passed}
+
+
+def train_bench(args, name, frameworks) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import train_bench as bench_module
+    options = argparse.Namespace(device=args.device, batch=args.train_batch, repeats=5)
+    batches, prep = bench_module.batches_for(name, args.train_batch, 10)
+    state = bench_module.initial_state(name, (prep.channels, prep.size, prep.size))
+    return {"rows": [bench_module.bench_framework(name, f, batches, prep, state, options) for f in frameworks]}
+
+
+def short_training(args, frameworks) -> dict:
+    import tempfile
+
+    from parity.cli import main as parity_main
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "table.json"
+        code = parity_main(["train", "lenet", "--frameworks", ",".join(frameworks), "--device", args.device,
+                            "--epochs", "2", "--out", str(Path(tmp) / "run"), "--json", str(table)])
+        if code != 0:
+            raise RuntimeError(f"parity train exited {code}")
+        return json.loads(table.read_text())
 
 
 def torchvision_reference(args) -> dict:
@@ -157,6 +213,19 @@ def _describe(step) -> str:
         rows = [r for r in result["runtimes"] if r["status"] == "ok"]
         return "; ".join(f"{r['runtime']} {r['throughput']:,.0f} img/s ({r['ratio']:.2f}x, err "
                          f"{r['error_vs_torch']:.1e}, tf32 {r['tf32']})" for r in rows)
+    if name.startswith("train-check"):
+        rows = ", ".join(f"{r['framework']}{' on ' + r['engine'] if r.get('engine') else ''} "
+                         + (f"error {r['error'][:80]}" if r["error"] else
+                            f"grad {r['errors']['grad']:.1e}/{r['tolerances']['grad']:.0e} "
+                            f"weight {r['errors']['weight']:.1e}/{r['tolerances']['weight']:.0e}")
+                         for r in result["results"])
+        return f"{'PASS' if result['passed'] else 'FAIL'}: {rows}"
+    if name.startswith("train bench"):
+        return "; ".join(f"{r['framework']} parity {r['examples_per_s']['parity']:,.0f} ex/s, plain "
+                         f"{r['examples_per_s']['plain']:,.0f} ex/s, ratio {r['ratio']:.2f} (A/A {r['aa_ratio']:.2f})"
+                         for r in result["rows"])
+    if name.startswith("train lenet"):
+        return json.dumps(result)[:400]
     if name.startswith("precision"):
         rows = ", ".join(f"{r['runtime']} {r['normalized_error']:.1e}" if r["status"] == "ok"
                          else f"{r['runtime']} {r['status']}" for r in result["results"])

@@ -1,10 +1,12 @@
 """One training step, the Keras 3 way: a train_step over keras.ops with an optimizer's apply().
 
 The math (loss, clipping, optimizer updates, BatchNorm statistics) is keras.ops; only the
-gradient itself is the backend's (tf.GradientTape on the tensorflow backend, as Keras'
-own guide to customizing train_step does). torch's vocabulary is translated by
-keras_impl/optimizers.py (torch formulas) and keras_impl/layers.TorchBatchNormalization
-(torch's running variance); docs/training.md has the table.
+gradient and the compilation are the backend's, as in Keras' own guides to customizing
+train_step: tf.GradientTape in a tf.function (tensorflow), autograd in eager mode (torch),
+and on JAX a jitted stateless step (jax.value_and_grad over model.stateless_call, then
+optimizer.stateless_apply). torch's vocabulary is translated by keras_impl/optimizers.py
+(torch formulas) and keras_impl/layers.TorchBatchNormalization (torch's running variance);
+docs/training.md has the table.
 """
 import contextlib
 
@@ -37,9 +39,6 @@ class Trainer:
                  weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8, alpha=0.99, label_smoothing=0.0,
                  clip_grad_norm=None, bn_momentum=0.1, loss="cross_entropy", aux_weights=(), head=None,
                  dropout_masks=None, device="cpu"):
-        if keras.backend.backend() != "tensorflow":
-            raise NotImplementedError(f"keras_impl training runs on the tensorflow backend; "
-                                      f"KERAS_BACKEND is {keras.backend.backend()!r}")
         self.model = model
         self.loss, self.aux_weights, self.label_smoothing = loss, aux_weights, label_smoothing
         self.clip_grad_norm, self.dropout_masks = clip_grad_norm, dropout_masks
@@ -53,12 +52,12 @@ class Trainer:
                                         dampening=dampening, weight_decay=weight_decay, betas=betas, eps=eps,
                                         alpha=alpha)
         self.optimizer.build(self.variables)
-        self._compiled = _compile(self.train_step)
+        self._compiled = BACKEND_STEPS[keras.backend.backend()](self)
         self._last_grads = []
 
     def train_step(self, x, labels):
-        outputs_loss, grads = _value_and_grad(self._forward, self.variables, x, labels)
-        loss, logits = outputs_loss
+        """The step on the tensorflow and torch backends (JAX's is stateless: jax_step)."""
+        (loss, logits), grads = value_and_grad(self._forward, self.variables, x, labels)
         if self.clip_grad_norm is not None:
             grads = clip_by_global_norm(grads, self.clip_grad_norm)
         self.optimizer.apply(grads, self.variables)
@@ -81,37 +80,112 @@ class Trainer:
         self.optimizer.learning_rate = lr
 
 
-def _value_and_grad(forward, variables, *args):
-    """(forward(*args), d forward[0] / d variables) with the backend's autodiff."""
+def value_and_grad(forward, variables, *args):
+    """(forward(*args), d forward[0] / d variables) with the backend's autodiff, eagerly or
+    inside the backend's compiled step (tensorflow, torch)."""
+    if keras.backend.backend() == "torch":
+        import torch
+        loss, logits = forward(*args)
+        values = [v.value for v in variables]
+        grads = torch.autograd.grad(loss, values, allow_unused=True)
+        grads = [torch.zeros_like(v) if g is None else g for g, v in zip(grads, values)]
+        return (loss.detach(), logits.detach()), grads
     import tensorflow as tf
     with tf.GradientTape() as tape:
         result = forward(*args)
     return result, tape.gradient(result[0], variables)
 
 
-def _compile(step):
+def tensorflow_step(trainer):
     import tensorflow as tf
-    return tf.function(step, jit_compile=False, reduce_retracing=True)
+    return tf.function(trainer.train_step, jit_compile=False, reduce_retracing=True)
+
+
+def torch_step(trainer):
+    """Eager, as Keras' own torch trainer runs unless jit_compile is asked for."""
+    def step(x, labels):
+        return trainer.train_step(ops.convert_to_tensor(x), ops.convert_to_tensor(labels))
+    return step
+
+
+def jax_step(trainer):
+    """A jitted stateless step; the new values are written back into the Keras variables
+    after each call, so the model, checkpoints and set_lr see the current state."""
+    import jax
+    model, optimizer = trainer.model, trainer.optimizer
+    groups = (model.trainable_variables, model.non_trainable_variables, optimizer.variables)
+
+    def compute(trainable, non_trainable, x, labels):
+        outputs, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+        loss, logits = compute_loss(outputs, labels, loss=trainer.loss, aux_weights=trainer.aux_weights,
+                                    label_smoothing=trainer.label_smoothing)
+        return loss, (logits, non_trainable)
+
+    @jax.jit
+    def compiled(trainable, non_trainable, optimizer_values, x, labels):
+        (loss, (logits, non_trainable)), grads = jax.value_and_grad(compute, has_aux=True)(
+            trainable, non_trainable, x, labels)
+        if trainer.clip_grad_norm is not None:
+            grads = clip_by_global_norm(grads, trainer.clip_grad_norm)
+        trainable, optimizer_values = optimizer.stateless_apply(optimizer_values, grads, trainable)
+        return loss, logits, grads, (trainable, non_trainable, optimizer_values)
+
+    def step(x, labels):
+        loss, logits, grads, values = compiled(*([v.value for v in group] for group in groups), x, labels)
+        for group, new in zip(groups, values):
+            for variable, value in zip(group, new):
+                variable.assign(value)
+        return loss, logits, grads
+    return step
+
+
+BACKEND_STEPS = {"tensorflow": tensorflow_step, "torch": torch_step, "jax": jax_step}
 
 
 @contextlib.contextmanager
 def injected_dropout(masks):
     """While active, Keras' Dropout multiplies by masks(shape, rate) (already scaled by
-    1/(1-rate)), fetched when the step runs, instead of drawing from Keras' seed generator."""
+    1/(1-rate)), fetched when the step runs, instead of drawing from Keras' seed generator.
+    It must be active while a compiled step traces (tensorflow, JAX) and while it runs."""
     if masks is None:
         yield
         return
-    import tensorflow as tf
     from keras.src import backend
     original = backend.random.dropout
-
-    def dropout(inputs, rate, noise_shape=None, seed=None):
-        mask = tf.numpy_function(lambda shape: masks(shape, rate), [tf.shape(inputs)], tf.float32, stateful=True)
-        return inputs * tf.reshape(mask, tf.shape(inputs))
-
-    backend.random.dropout = dropout
+    backend.random.dropout = MASKED_DROPOUT[keras.backend.backend()](masks)
     try:
         yield
     finally:
         backend.random.dropout = original
 
+
+def _tensorflow_dropout(masks):
+    import tensorflow as tf
+
+    def dropout(inputs, rate, noise_shape=None, seed=None):
+        mask = tf.numpy_function(lambda shape: masks(shape, rate), [tf.shape(inputs)], tf.float32, stateful=True)
+        return inputs * tf.reshape(mask, tf.shape(inputs))
+    return dropout
+
+
+def _torch_dropout(masks):
+    import torch
+
+    def dropout(inputs, rate, noise_shape=None, seed=None):
+        return inputs * torch.from_numpy(masks(tuple(inputs.shape), rate)).to(inputs.device)
+    return dropout
+
+
+def _jax_dropout(masks):
+    import jax
+    import numpy as np
+
+    def dropout(inputs, rate, noise_shape=None, seed=None):
+        shape = tuple(inputs.shape)  # static inside jit; the mask is fetched each time the step runs
+        mask = jax.pure_callback(lambda: np.asarray(masks(shape, rate), np.float32),
+                                 jax.ShapeDtypeStruct(shape, np.float32))
+        return inputs * mask
+    return dropout
+
+
+MASKED_DROPOUT = {"tensorflow": _tensorflow_dropout, "torch": _torch_dropout, "jax": _jax_dropout}

@@ -362,7 +362,7 @@ def cmd_train_check(args, console) -> int:
     console.print(table(result))
     for r in result.results:
         if r.first_divergence:
-            console.print(f"{r.framework}: first divergence at [bold]{r.first_divergence}[/bold]; likely cause: "
+            console.print(f"{r.label}: first divergence at [bold]{r.first_divergence}[/bold]; likely cause: "
                           f"{r.likely_cause}")
     if args.json:
         write_json(result, args.json)
