@@ -6,7 +6,8 @@ DistributedDataParallel (gloo on CPU, NCCL on CUDA) in spawned processes; tf_imp
 TF with MirroredStrategy over logical CPU devices (or GPUs), in a child interpreter per replica
 count (TF's devices are fixed once it starts). Every run starts from the same weights (torch's
 seeded initialization, as `parity train`) and trains on the same global batches in the same
-order (parity.data.Loader, rebuilt from the run's configuration by every rank and child);
+order (parity.data.Loader: the parent's, saved per epoch for the DDP ranks; the TF child
+rebuilds it from the run's configuration);
 replica r takes rows r*B/N .. (r+1)*B/N - 1 of each global batch. A last batch that does not
 split evenly keeps its first N*floor(B'/N) examples, in the one-replica run too.
 
@@ -17,6 +18,7 @@ scaling efficiency throughput(N) / (N x throughput(1)), both measured in the sam
 engine at a time. Files in --out (each written atomically): replicas.json and
 <framework>/replicas-<n>/last.safetensors (the final canonical state).
 """
+import functools
 import math
 import sys
 import tempfile
@@ -50,14 +52,11 @@ class ReplicaRun:
 
 class GlobalBatches:
     """epoch -> the run's global training batches (parity.data.Loader), each cut to a multiple
-    of `multiple` examples. Picklable: every DDP rank rebuilds the loader from the configuration
-    and draws the same batches."""
+    of `multiple` examples. The TF child rebuilds the loader from the configuration; the DDP
+    ranks read the parent's batches from files (torch_impl.distributed.save_batches)."""
 
     def __init__(self, config: dict, multiple: int):
         self.config, self.multiple, self._loader = config, multiple, None
-
-    def __getstate__(self):
-        return {"config": self.config, "multiple": self.multiple, "_loader": None}
 
     def __call__(self, epoch):
         if self._loader is None:
@@ -178,9 +177,12 @@ def torch_run(replicas, job) -> ReplicaRun:
     input_size, num_classes = shapes(config, data)
     model = build_model(config.model, "torch", input_size, num_classes, job["state"])
     options = native_options(adapter("torch"), model, Hyper(**config.hyper))
+    batches = GlobalBatches(job["config"], job["multiple"])
     with tempfile.TemporaryDirectory(prefix="parity-ddp-") as workdir:
-        ranks = engine.train_data_parallel(model, GlobalBatches(job["config"], job["multiple"]), job["lrs"], options,
-                                           replicas, device=config.device, workdir=workdir)
+        for epoch in range(config.epochs):
+            engine.save_batches(workdir, epoch, batches(epoch))
+        ranks = engine.train_data_parallel(model, functools.partial(engine.saved_batches, workdir), job["lrs"],
+                                           options, replicas, device=config.device, workdir=workdir)
     final = ranks[0].pop()["state"]
     steps = [{"epoch": records[0]["epoch"], "loss": float(np.mean([r["loss"] for r in records])),
               "correct": sum(r["correct"] for r in records), "seen": sum(r["seen"] for r in records),

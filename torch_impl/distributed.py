@@ -11,6 +11,7 @@ raises, so it is refused here up front.
 import copy
 import datetime
 import functools
+import gc
 import json
 import os
 import socket
@@ -80,6 +81,21 @@ def train_data_parallel(model, epoch_batches, lrs, trainer_options, replicas, *,
     check_devices(replicas, device)
     work = functools.partial(train_epochs, model, epoch_batches, lrs, trainer_options, device)
     return [runs[0] for runs in launch(work, replicas, device=device, timeout_s=timeout_s, workdir=workdir)]
+
+
+def save_batches(directory, epoch, batches):
+    """One epoch's global batches for the ranks, in an npz (x0, labels0, x1, ...): the parent's
+    one loader feeds every rank, which then imports nothing beyond torch and numpy."""
+    arrays = {f"{name}{i}": a for i, batch in enumerate(batches) for name, a in zip(("x", "labels"), batch)}
+    path = os.path.join(directory, f"epoch{epoch}.npz")
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(path + ".tmp", path)
+
+
+def saved_batches(directory, epoch):
+    with np.load(os.path.join(directory, f"epoch{epoch}.npz"), allow_pickle=False) as arrays:
+        return [(arrays[f"x{i}"], arrays[f"labels{i}"]) for i in range(len(arrays.files) // 2)]
 
 
 def launch(work, replicas, *, device, timeout_s, workdir, hang_rank=None):
@@ -165,6 +181,8 @@ def run_rank(rank, replicas, port, work, device, timeout_s, workdir, hang_rank=N
         if rank == hang_rank:
             time.sleep(timeout_s * 10)  # a rank that never reaches the collective
         records = work(rank, replicas)
+        gc.collect()  # a DDP wrapper kept alive by a reference cycle must not outlive the process group
+        dist.barrier()  # no rank closes its connections while another still works (gloo aborted 1 run in 5)
     except Exception as exc:
         raise RuntimeError(f"rank {rank} of {replicas}: {type(exc).__name__}: {exc}"
                            f"{timeout_hint(exc, timeout_s)}\n{traceback.format_exc()}") from None
