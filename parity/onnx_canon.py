@@ -518,6 +518,8 @@ def _partial_outputs(node, partial, constants, shapes):
         return None
     if node.op_type in _MOVING:
         moved = _MOVING[node.op_type] or range(len(args))
+        if any(a is not None and i not in moved and not a[1].all() for i, a in enumerate(args)):
+            return None  # where the elements go (indices, starts, shape) must be known
         masked = [None if a is None else (a[1].astype(a[0].dtype) if i in moved else a[0]) for i, a in enumerate(args)]
         masks = _evaluate(node, masked)
         if masks is None:

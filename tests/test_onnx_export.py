@@ -403,3 +403,22 @@ def test_global_mean_of_a_1x1_maps_nhwc_reshape_is_taken_on_nchw(keepdims):
             np.testing.assert_array_equal(_ort(rewritten, {"x": x}), _ort(model, {"x": x}))
         else:
             assert [n.op_type for n in rewritten.graph.node] == [n.op_type for n in model.graph.node]
+
+
+def test_shape_arithmetic_with_unknown_indices_is_not_folded():
+    """Gather(constant, indices from the batch size): the indices are not known, so neither is
+    the result, though every element it could pick is known (a trap for a partial evaluator)."""
+    from onnx import TensorProto, helper, numpy_helper
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Slice", ["shape", "zero", "one"], ["n"]),
+             helper.make_node("Sub", ["n", "one"], ["last"]),
+             helper.make_node("Gather", ["table", "last"], ["picked"], axis=0),
+             helper.make_node("Cast", ["picked"], ["y"], to=TensorProto.FLOAT)]
+    model = _model(nodes, [_value("x", ["batch", 3])], [_value("y", [1])],
+                   [numpy_helper.from_array(np.array([0], np.int64), "zero"),
+                    numpy_helper.from_array(np.array([1], np.int64), "one"),
+                    numpy_helper.from_array(np.array([10, 20, 30, 40], np.int64), "table")])
+    rewritten, done = _canonical(model)
+    assert done["shape_arithmetic"] == 0
+    x = np.zeros((3, 3), np.float32)
+    assert _ort(rewritten, {"x": x}).tolist() == [30.0]
