@@ -184,7 +184,7 @@ def _run_target(target, name, built, state, x, tmp, shape, spec, device, tf32):
     model = built[framework]
     if kind != "onnx":
         with devices.placed(kind, device):
-            return adapter(kind).run(model, x), model
+            return adapter(kind).run(model, x, device=device), model
     from . import onnx_utils
     path = tmp / f"{name}.{source}.onnx"
     if source in ("keras", "tf"):  # big models in a child: an OOM kill becomes this target's error
