@@ -176,7 +176,7 @@ def _drop_dead(graph, initializers):
             break
         for node in dead:
             graph.node.remove(node)
-    used = {n for node in graph.node for n in node.input} | outputs
+    used = {n for node in graph.node for n in node.input} | outputs | {i.name for i in graph.input}
     for tensor in [t for t in graph.initializer if t.name not in used]:
         graph.initializer.remove(tensor)
     for name in [n for n in initializers if n not in used]:
