@@ -278,3 +278,38 @@ def test_train_check_cli_exit_codes(tmp_path):
                  "--json", str(out)]) == 0
     assert out.exists()
     assert main(["train-check", "lenet", "--frameworks", "onnx"]) == 2
+
+
+# --- keras_impl training on the torch and JAX backends (child processes) ------------------
+
+_BACKEND_TRAIN_CHECK = """
+import json, sys
+from parity.train_check import train_check
+rows = {}
+for name, size, optimizer in json.loads(sys.argv[1]):
+    result = train_check(name, optimizer=optimizer, steps=3, size=size, frameworks=("keras",))
+    rows[name] = [{"engine": r.engine, "passed": r.passed, "errors": r.errors, "error": r.error,
+                   "first": r.first_divergence} for r in result.results]
+print(json.dumps(rows))
+"""
+# Dropout masks, BN statistics and the torch-formula optimizers through each backend's autodiff.
+BACKEND_RUNS = {"torch": [("lenet", 28, "sgd"), ("alexnet", 64, "adamw")],
+                "jax": [("lenet", 28, "adam"), ("resnet18", 32, "sgd")]}
+
+
+@pytest.mark.parametrize("backend", BACKEND_RUNS)
+def test_keras_training_on_other_backends(backend):
+    import json
+    import os
+    import subprocess
+    import sys
+    if backend == "jax":
+        pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    done = subprocess.run([sys.executable, "-c", _BACKEND_TRAIN_CHECK, json.dumps(BACKEND_RUNS[backend])],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, results in rows.items():
+        (row,) = results
+        assert row["engine"] == backend and row["passed"], (name, row)
