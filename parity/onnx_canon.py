@@ -609,24 +609,29 @@ def _sizes_of(resize, producers, constants):
     concat = producers.get(resize.input[3])
     if concat is None or concat.op_type != "Concat" or len(concat.input) != 2:
         return None
-    head, hw = producers.get(concat.input[0]), constants.get(concat.input[1])
-    if hw is None or hw.shape != (2,) or head is None:
+    hw = constants.get(concat.input[1])
+    if hw is None or hw.shape != (2,) or not _first_two_dims_of(concat.input[0], resize.input[0], producers, constants):
         return None
-    if head.op_type == "Shape" and head.input[0] == resize.input[0]:
-        ok = _attribute(head, "start", 0) == 0 and _attribute(head, "end", None) == 2
-    elif head.op_type == "Slice":
-        shape = producers.get(head.input[0])
-        bounds = [constants.get(n) for n in head.input[1:]]
-        ok = (shape is not None and shape.op_type == "Shape" and shape.input[0] == resize.input[0]
-              and _attribute(shape, "start", 0) == 0 and _attribute(shape, "end", None) is None
-              and len(bounds) in (2, 3, 4) and all(b is not None for b in bounds)
-              and [b.reshape(-1).tolist() for b in bounds[:2]] == [[0], [2]]
-              and all(b.reshape(-1).tolist() in ([0], [1]) for b in bounds[2:3]) and
-              (len(bounds) < 3 or bounds[2].reshape(-1).tolist() == [0])
-              and (len(bounds) < 4 or bounds[3].reshape(-1).tolist() == [1]))
-    else:
-        return None
-    return tuple(int(v) for v in hw) if ok else None
+    return tuple(int(v) for v in hw)
+
+
+def _first_two_dims_of(name, x, producers, constants) -> bool:
+    """True where tensor `name` is Shape(x)[0:2]: Shape(x, start 0, end 2), or a Slice of Shape(x)."""
+    node = producers.get(name)
+    if node is None:
+        return False
+    if node.op_type == "Shape":
+        return node.input[0] == x and _attribute(node, "start", 0) == 0 and _attribute(node, "end", None) == 2
+    shape = producers.get(node.input[0]) if node.op_type == "Slice" and len(node.input) >= 3 else None
+    if (shape is None or shape.op_type != "Shape" or shape.input[0] != x or _attribute(shape, "start", 0) != 0
+            or _attribute(shape, "end", None) is not None):
+        return False
+    given = [constants.get(n) for n in node.input[1:]]
+    if any(v is None for v in given):
+        return False
+    defaults = (None, None, np.array([0]), np.array([1]))  # axes 0, steps 1 where not given
+    values = [*given, *defaults[len(given):]]
+    return [v.reshape(-1).tolist() for v in values] == [[0], [2], [0], [1]]  # starts, ends, axes, steps
 
 
 def _same_resize(chw, hw, scales) -> bool:
