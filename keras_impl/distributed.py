@@ -200,39 +200,76 @@ def jax_run_steps(model, optimizer, batches, *, loss, aux_weights, label_smoothi
     """One jitted, stateless train step per global (x_nhwc, labels) batch; with a
     distribution the batch is sharded over its devices. Returns [(loss, gradients, seconds)] and
     writes the trained values back into the model's variables."""
-    import jax
-    trainable, non_trainable = model.trainable_variables, model.non_trainable_variables
-    optimizer.build(trainable)
+    step = JaxStep(model, optimizer, loss=loss, aux_weights=aux_weights, label_smoothing=label_smoothing,
+                   distribution=distribution)
+    results = [step(x, labels) for x, labels in batches]
+    step.write_back()
+    return results
 
-    def compute(trainable_values, non_trainable_values, x, labels):
-        outputs, non_trainable_values = model.stateless_call(trainable_values, non_trainable_values, x,
-                                                             training=True)
-        per_example = per_example_loss(outputs, labels, loss=loss, aux_weights=aux_weights,
-                                       label_smoothing=label_smoothing)
-        return ops.mean(per_example), non_trainable_values
 
-    grad_fn = jax.value_and_grad(compute, has_aux=True)
+class JaxStep:
+    """The jitted, stateless train step of Keras on JAX, built once: call(x_nhwc, labels) ->
+    (loss, gradients or, with returns="logits", the main head's output, seconds). The values
+    live in the step until write_back() puts them into the model's variables."""
 
-    @jax.jit
-    def step(trainable_values, non_trainable_values, optimizer_values, x, labels):
-        (value, non_trainable_values), grads = grad_fn(trainable_values, non_trainable_values, x, labels)
-        trainable_values, optimizer_values = optimizer.stateless_apply(optimizer_values, grads, trainable_values)
-        return value, grads, trainable_values, non_trainable_values, optimizer_values
+    def __init__(self, model, optimizer, *, loss, aux_weights, label_smoothing, distribution=None,
+                 returns="grads"):
+        import jax
+        self.model, self.optimizer, self.distribution = model, optimizer, distribution
+        optimizer.build(model.trainable_variables)
 
-    values = ([v.value for v in trainable], [v.value for v in non_trainable], [v.value for v in optimizer.variables])
-    results = []
-    for x, labels in batches:
-        if distribution is not None:
-            x = keras.distribution.distribute_tensor(x, distribution.get_data_layout(x.shape))
-            labels = keras.distribution.distribute_tensor(labels, distribution.get_data_layout(labels.shape))
-            devices = len(distribution.device_mesh.devices.flatten())
+        def compute(trainable_values, non_trainable_values, x, labels):
+            outputs, non_trainable_values = model.stateless_call(trainable_values, non_trainable_values, x,
+                                                                 training=True)
+            per_example = per_example_loss(outputs, labels, loss=loss, aux_weights=aux_weights,
+                                           label_smoothing=label_smoothing)
+            return ops.mean(per_example), (non_trainable_values, main_output(outputs))
+
+        grad_fn = jax.value_and_grad(compute, has_aux=True)
+
+        @jax.jit
+        def step(trainable_values, non_trainable_values, optimizer_values, x, labels):
+            (value, (non_trainable_values, logits)), grads = grad_fn(trainable_values, non_trainable_values, x,
+                                                                    labels)
+            trainable_values, optimizer_values = optimizer.stateless_apply(optimizer_values, grads, trainable_values)
+            return value, grads if returns == "grads" else logits, trainable_values, non_trainable_values, \
+                optimizer_values
+
+        self._step = step
+        self.read_values()
+
+    def read_values(self):
+        groups = (self.model.trainable_variables, self.model.non_trainable_variables, self.optimizer.variables)
+        self.values = tuple([v.value for v in group] for group in groups)
+        if self.distribution is not None:  # DataParallel replicates every variable
+            import jax
+            # the optimizer's state is created on one device; fed that, the step would compile twice
+            replicated = self.values[0][0].sharding
+            if isinstance(replicated, jax.sharding.NamedSharding):
+                replicated = jax.sharding.NamedSharding(replicated.mesh, jax.sharding.PartitionSpec())
+            self.values = tuple([jax.device_put(v, replicated) for v in group] for group in self.values)
+
+    def __call__(self, x, labels):
+        if self.distribution is not None:
+            x = keras.distribution.distribute_tensor(x, self.distribution.get_data_layout(x.shape))
+            labels = keras.distribution.distribute_tensor(labels, self.distribution.get_data_layout(labels.shape))
+            devices = len(self.distribution.device_mesh.devices.flatten())
             if len(x.sharding.device_set) != devices:
                 raise RuntimeError(f"the batch is on {len(x.sharding.device_set)} devices, not the mesh's {devices}")
         started = time.perf_counter()
-        value, grads, *values = step(*values, x, labels)
+        value, out, *values = self._step(*self.values, x, labels)
         loss = float(value)  # waits for the step
-        results.append((loss, [ops.convert_to_numpy(g) for g in grads], time.perf_counter() - started))
-    for variables, new in zip((trainable, non_trainable, optimizer.variables), values):
-        for variable, value in zip(variables, new):
-            variable.assign(value)
-    return results
+        self.values = tuple(values)
+        out = [ops.convert_to_numpy(g) for g in out] if isinstance(out, (list, tuple)) else ops.convert_to_numpy(out)
+        return loss, out, time.perf_counter() - started
+
+    def write_back(self):
+        for variables, new in zip((self.model.trainable_variables, self.model.non_trainable_variables,
+                                   self.optimizer.variables), self.values):
+            for variable, value in zip(variables, new):
+                variable.assign(value)
+
+    def set_lr(self, lr):
+        self.write_back()
+        self.optimizer.learning_rate = lr
+        self.read_values()

@@ -141,13 +141,13 @@ def config_from_args(args, **extra) -> RunConfig:
 
 
 def cmd_train(args, console) -> int:
+    if getattr(args, "replicas", 1) > 1:  # data-parallel (issue 14)
+        from .train_distributed import cmd_train_replicas
+        return cmd_train_replicas(args, console)
     from .predict import select_frameworks
     _, notes = select_frameworks(args.frameworks)
     for note in notes:
         console.print(f"[yellow]{note}[/yellow]")
-    if getattr(args, "replicas", 1) > 1:  # data-parallel (issue 14)
-        from .train_distributed import cmd_train_replicas
-        return cmd_train_replicas(args, console)
     config = config_from_args(args)
     curves = run(config, console, resume=args.resume)
     _finish(config, curves, console, args.json)

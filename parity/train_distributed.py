@@ -4,7 +4,9 @@ each framework's own engine, with one replica and with N, side by side.
 Engines (the same as `parity train-check --replicas`, docs/distributed.md): torch
 DistributedDataParallel (gloo on CPU, NCCL on CUDA) in spawned processes; tf_impl and Keras on
 TF with MirroredStrategy over logical CPU devices (or GPUs), in a child interpreter per replica
-count (TF's devices are fixed once it starts). Every run starts from the same weights (torch's
+count (TF's devices are fixed once it starts); with `--frameworks ...,jax`, Keras on JAX with
+keras.distribution.DataParallel over host devices (XLA's device count, also fixed at start, so
+a child too). Every run starts from the same weights (torch's
 seeded initialization, as `parity train`) and trains on the same global batches in the same
 order (parity.data.Loader: the parent's, saved per epoch for the DDP ranks; the TF child
 rebuilds it from the run's configuration);
@@ -28,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-ENGINES = ("torch", "keras", "tf")
+ENGINES = ("torch", "keras", "tf", "jax")  # jax: Keras 3 on the JAX backend (keras.distribution.DataParallel)
+CHILD_ENGINES = {"keras": "tensorflow", "tf": "tensorflow", "jax": "jax"}  # framework -> the child's Keras backend
 
 
 @dataclass
@@ -75,12 +78,29 @@ def open_run_data(config: dict) -> dict:
 
 def cmd_train_replicas(args, console) -> int:
     """`parity train MODEL --replicas N` (dispatched from parity/train_cli.py)."""
+    from .frameworks import missing
+    from .predict import select_frameworks
     from .train_cli import _write_json, config_from_args
     refused = [flag for flag, on in (("--resume", args.resume), ("--control", args.control),
                                      ("--same-dropout", args.same_dropout)) if on]
     if refused:
         raise ValueError(f"--replicas does not take {', '.join(refused)}")
+    wanted = [f for f in (args.frameworks or "").split(",") if f]
+    others = [f for f in wanted if f != "jax"]
+    _, notes = select_frameworks(",".join(others) or None)
+    for note in notes:
+        console.print(f"[yellow]{note}[/yellow]")
+    args.frameworks = ",".join(others) or None
     config = config_from_args(args)
+    if "jax" in wanted:  # Keras on JAX: opt-in, as in train-check --replicas
+        config.frameworks = [f for f in config.frameworks if f in others]
+        absent = missing("jax") or missing("keras")
+        if absent:
+            console.print(f"[yellow]jax left out: {absent}[/yellow]")
+        else:
+            config.frameworks.append("jax")
+        if not config.frameworks:
+            raise RuntimeError("no framework to run: " + absent)
     runs = train_data_parallel(config, args.replicas, console)
     console.print(table(config, runs, args.replicas))
     for run in runs:
@@ -110,18 +130,20 @@ def train_data_parallel(config, replicas: int, console=None) -> list:
         raise ValueError(f"--replicas runs torch, keras and tf; not {unknown}")
     data = open_run_data(asdict(config))
     input_size, num_classes = shapes(config, data)
-    state = seeded_state(config.model, config.frameworks, input_size, num_classes, config.seed)
+    starts = [f for f in config.frameworks if f != "jax"] or ["keras"]  # Keras on JAX starts as Keras would
+    state = seeded_state(config.model, starts, input_size, num_classes, config.seed)
     lrs = [lr_at(Hyper(**config.hyper), epoch) for epoch in range(config.epochs)]
     job = {"config": asdict(config), "state": state, "lrs": lrs, "multiple": replicas}
-    mirrored = [f for f in config.frameworks if f != "torch"]
     runs = []
     for n in (1, replicas):
         if "torch" in config.frameworks:
             report(console, config, ["torch"], n)
             runs.append(guarded("torch", n, lambda n=n: torch_run(n, job)))
-        if mirrored:  # one child interpreter per replica count for Keras and tf_impl
-            report(console, config, mirrored, n)
-            runs += guarded_all(mirrored, n, lambda n=n: mirrored_runs(mirrored, n, job))
+        for backend in ("tensorflow", "jax"):  # one child interpreter per Keras backend and replica count
+            frameworks = [f for f in config.frameworks if CHILD_ENGINES.get(f) == backend]
+            if frameworks:
+                report(console, config, frameworks, n)
+                runs += guarded_all(frameworks, n, lambda n=n, fs=frameworks, b=backend: child_runs(fs, n, job, b))
     runs.sort(key=lambda r: (config.frameworks.index(r.framework), r.replicas))
     _write_json(Path(config.out) / "replicas.json", summary(config, runs, replicas))
     return runs
@@ -146,12 +168,13 @@ def guarded_all(frameworks, replicas, run) -> list:
         return [ReplicaRun(f, replicas, error=f"{type(exc).__name__}: {exc}") for f in frameworks]
 
 
-def mirrored_runs(frameworks, replicas, job) -> list:
-    """MirroredStrategy runs of `frameworks` in one child interpreter with `replicas` devices."""
+def child_runs(frameworks, replicas, job, backend) -> list:
+    """The runs of `frameworks` in one child interpreter with `replicas` devices and KERAS_BACKEND
+    `backend` (MirroredStrategy on tensorflow, DataParallel on jax)."""
     from .distributed import end_children, run_child
     try:
-        answers = run_child("parity.train_distributed", "mirrored_child_main",
-                            {**job, "frameworks": frameworks, "replicas": replicas}, replicas=replicas, limit=3600)
+        answers = run_child("parity.train_distributed", "child_main", {**job, "frameworks": frameworks,
+                            "replicas": replicas}, replicas=replicas, backend=backend, limit=3600)
     except BaseException:
         end_children()
         raise
@@ -192,12 +215,13 @@ def torch_run(replicas, job) -> ReplicaRun:
     return finish(config, "torch", replicas, engine.engine_name(config.device), model, steps, data)
 
 
-def mirrored_child_main():
-    """The child interpreter of one MirroredStrategy run (parity.distributed.run_child)."""
+def child_main():
+    """The child interpreter of child_runs (parity.distributed.run_child)."""
     from .distributed import read_payload, write_payload
     workdir = Path(sys.argv[1])
     job = read_payload(str(workdir / "jobs"))
-    answers = [asdict(guarded(f, job["replicas"], lambda f=f: mirrored_run(f, job["replicas"], job)))
+    run = {"keras": mirrored_run, "tf": mirrored_run, "jax": jax_run}
+    answers = [asdict(guarded(f, job["replicas"], lambda f=f: run[f](f, job["replicas"], job)))
                for f in job["frameworks"]]
     write_payload(str(workdir / "rows"), answers)
 
@@ -233,6 +257,37 @@ def mirrored_run(framework, replicas, job) -> ReplicaRun:
     return finish(config, framework, replicas, engine.engine_name(config.device), model, steps, data)
 
 
+def jax_run(framework, replicas, job) -> ReplicaRun:
+    """Keras on JAX: keras_impl.distributed.JaxStep (jitted, stateless, written for the global
+    batch) under keras.distribution.DataParallel over `replicas` host devices."""
+    import keras_impl.distributed as engine
+
+    from .adapters import adapter
+    from .train_cli import RunConfig, build_model
+    from .training import Hyper, loss_kind
+    config = RunConfig(**job["config"])
+    data = open_run_data(job["config"])
+    input_size, num_classes = shapes(config, data)
+    hyper = Hyper(**config.hyper)
+    distribution = engine.jax_data_parallel(replicas)
+    with distribution.scope():
+        model = build_model(config.model, "keras", input_size, num_classes, job["state"])
+        spec = adapter("keras").spec(model)
+        optimizer = engine.jax_trainer_parts(model, **hyper.native())
+        step = engine.JaxStep(model, optimizer, loss=loss_kind(spec), aux_weights=tuple(spec.aux_weights) if spec else (),
+                              label_smoothing=hyper.label_smoothing, distribution=distribution, returns="logits")
+        batches, steps = GlobalBatches(job["config"], job["multiple"]), []
+        for epoch, lr in enumerate(job["lrs"]):
+            if epoch and lr != job["lrs"][epoch - 1]:
+                step.set_lr(lr)
+            for x, labels in batches(epoch):
+                loss, logits, seconds = step(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), labels)
+                correct = int((np.argmax(logits, axis=-1) == labels).sum())
+                steps.append({"epoch": epoch, "loss": loss, "correct": correct, "seen": len(labels), "seconds": seconds})
+        step.write_back()
+    return finish(config, "jax", replicas, engine.engine_name(), model, steps, data)
+
+
 def finish(config, framework, replicas, engine, model, steps, data) -> ReplicaRun:
     """Statistics of a finished run, its test loss and accuracy, and its final checkpoint."""
     from .adapters import adapter
@@ -245,11 +300,12 @@ def finish(config, framework, replicas, engine, model, steps, data) -> ReplicaRu
                      train_acc=sum(s["correct"] for s in last) / seen,
                      examples_per_s=sum(s["seen"] for s in timed) / sum(s["seconds"] for s in timed),
                      step_loss=[float(s["loss"]) for s in steps])
-    run.test_loss, run.test_acc = evaluate(framework, model, data["test"], config.device)
+    native = "keras" if framework == "jax" else framework
+    run.test_loss, run.test_acc = evaluate(native, model, data["test"], config.device)
     path = Path(config.out) / framework / f"replicas-{replicas}" / "last.safetensors"
     tags = {"model": config.model, "framework": framework, "replicas": str(replicas), "epoch": str(config.epochs),
             "test_acc": f"{run.test_acc:.6f}", **data["prep"].to_metadata()}
-    save_state(adapter(framework).state_dict(model), path, tags)
+    save_state(adapter(native).state_dict(model), path, tags)
     run.checkpoint = str(path)
     return run
 
