@@ -21,7 +21,10 @@ only where it is shown to compute the same values, and leaves any other graph as
   to the shape it already has;
 - the global mean of a 1x1 map is taken on the NCHW map, as torch does, where tf2onnx
   takes it on the NHWC Reshape it writes for the map's layout transpose (NiN, Inception-v3
-  at their small test sizes).
+  at their small test sizes);
+- a local response norm across channels (torch: Pow/Pad/AveragePool/Squeeze/Mul/Add/Pow/Div;
+  Keras/TF: Mul/Pad/Slice/Add/Mul/Add/Log/Mul/Exp/Mul) becomes one ONNX LRN, where a probe
+  shows the subgraph computes LRN with a size, alpha, beta and bias read from its constants.
 """
 import numpy as np
 
@@ -54,7 +57,8 @@ def canonical_spellings(graph, initializers: dict) -> dict:
             "identity_pool": identity_average_pools_removed(graph, initializers),
             "inverse_transposes": inverse_transposes_cancelled(graph, initializers),
             "output_reshape": identity_output_reshapes_removed(graph, initializers),
-            "global_mean_of_1x1": layout_reshapes_before_global_means_removed(graph, initializers)}
+            "global_mean_of_1x1": layout_reshapes_before_global_means_removed(graph, initializers),
+            "lrn": local_response_norms_as_lrn(graph, initializers)}
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -366,8 +370,8 @@ def adaptive_avg_pools_canonical(graph, initializers: dict) -> int:
     return len(added)
 
 
-def _pool_region(y, producers, consumers, outputs, constants):
-    """(nodes in graph order, X) of the _POOL_OPS subgraph that produces `y` from exactly one
+def _pool_region(y, producers, consumers, outputs, constants, ops=_POOL_OPS):
+    """(nodes in graph order, X) of the subgraph of `ops` that produces `y` from exactly one
     tensor X not computed in it, every intermediate read only inside it; else None."""
     found, sources, stack = {}, set(), [y]
     while stack:
@@ -375,7 +379,7 @@ def _pool_region(y, producers, consumers, outputs, constants):
         if not name or name in constants:
             continue
         node = producers.get(name)
-        if node is None or node.op_type not in _POOL_OPS or node.domain not in ("", "ai.onnx"):
+        if node is None or node.op_type not in ops or node.domain not in ("", "ai.onnx"):
             sources.add(name)
             continue
         if id(node) not in found:
@@ -758,3 +762,90 @@ def _flattens(node, channels, constants):
     target = constants.get(node.input[1])
     return target is not None and target.size == 2 and target.reshape(-1)[0] in (0, -1) \
         and target.reshape(-1)[1] in (-1, channels)
+
+
+# --- local response norm ---------------------------------------------------------------------
+
+_LRN_OPS = {"Mul", "Pow", "Pad", "AveragePool", "Squeeze", "Unsqueeze", "Reshape", "Add", "Div", "Slice", "Exp",
+            "Log", "Sqrt", "Reciprocal", "Neg", "Sub", "Concat", "ReduceSum"}
+_LRN_SIZES = (1, 3, 5, 7, 9, 11)  # odd: ONNX LRN centres an even window unlike torch's
+
+
+def local_response_norms_as_lrn(graph, initializers: dict) -> int:
+    """A subgraph (_LRN_OPS, with a Pow or an Exp) from one map X to a map of X's shape that
+    computes ONNX's LRN(size, alpha, beta, bias) of X on two random probes (one small, one
+    large enough for the power to matter) becomes that one LRN node. The parameters are tried
+    from the subgraph's scalar constants (alpha or alpha/size, beta or -beta, bias) and odd
+    sizes. Returns the number replaced."""
+    from onnx import helper
+
+    if not any(n.op_type in ("Pow", "Exp") for n in graph.node):
+        return 0
+    constants = _Constants(graph, initializers)
+    producers, consumers = _producers(graph), _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    shapes = _shapes(graph, initializers)
+    covered, removed, added = set(), set(), {}
+    for node in reversed(list(graph.node)):
+        if node.op_type not in _LRN_OPS or id(node) in covered:
+            continue
+        y = node.output[0]
+        region = _pool_region(y, producers, consumers, outputs, constants, _LRN_OPS)
+        if region is None or not any(n.op_type in ("Pow", "Exp") for n in region[0]):
+            continue
+        nodes, x = region
+        shape = shapes.get(x)
+        if (any(id(n) in covered for n in nodes) or shape is None or len(shape) != 4 or None in shape[1:]
+                or shapes.get(y) != shape and shapes.get(y, [None])[1:] != shape[1:]):
+            continue
+        parameters = _lrn_parameters(nodes, x, y, shape[1:], constants)
+        if parameters is None:
+            continue
+        covered.update(id(n) for n in nodes)
+        removed.update(id(n) for n in nodes)
+        size, alpha, beta, bias = parameters
+        added[id(nodes[-1])] = [helper.make_node("LRN", [x], [y], name=f"{y}__lrn", size=size, alpha=alpha,
+                                                 beta=beta, bias=bias)]
+    if added:
+        _replace_nodes(graph, initializers, removed, added)
+    return len(added)
+
+
+def lrn_reference(x, size, alpha, beta, bias):
+    """numpy (float64): ONNX LRN across channels of an NCHW array."""
+    squares = np.square(x.astype(np.float64))
+    front, back = (size - 1) // 2, size // 2
+    padded = np.pad(squares, ((0, 0), (front, back), (0, 0), (0, 0)))
+    window = sum(padded[:, i:i + x.shape[1]] for i in range(size))
+    return x / (bias + alpha / size * window) ** beta
+
+
+def _lrn_parameters(nodes, x, y, chw, constants):
+    """(size, alpha, beta, bias) of the LRN the subgraph computes on the probes (at the map's
+    own C, H, W: torch's spelling reshapes to them), else None."""
+    scalars = sorted({float(v.reshape(-1)[0]) for n in nodes for v in [constants.get(i) for i in n.input if i]
+                      if v is not None and v.size == 1 and v.dtype.kind == "f"})
+    if not scalars:
+        return None
+    rng = np.random.default_rng(0)
+    channels = chw[0]
+    probes = [rng.standard_normal((2, *chw)).astype(np.float32) * scale for scale in (1.0, 100.0)]
+    try:
+        values = [_run(nodes, {x: probe}, y, constants) for probe in probes]
+    except Exception:  # not runnable on its own: not an LRN
+        return None
+    for size in [s for s in _LRN_SIZES if s <= channels]:
+        for alpha in sorted({a for v in scalars if v > 0 for a in (v, v * size)}):
+            for beta in sorted({abs(v) for v in scalars if v}):
+                for bias in scalars:
+                    with np.errstate(all="ignore"):  # a wrong bias can make the base negative
+                        matches = all(_close(value, lrn_reference(probe, size, alpha, beta, bias))
+                                      for probe, value in zip(probes, values))
+                    if matches:
+                        return size, float(np.float32(alpha)), beta, bias
+    return None
+
+
+def _close(value, expected):
+    return value.shape == expected.shape and float(np.abs(value - expected).max()) <= _PROBE_TOL * float(
+        np.abs(expected).max())
