@@ -78,29 +78,15 @@ def open_run_data(config: dict) -> dict:
 
 def cmd_train_replicas(args, console) -> int:
     """`parity train MODEL --replicas N` (dispatched from parity/train_cli.py)."""
-    from .frameworks import missing
-    from .predict import select_frameworks
     from .train_cli import _write_json, config_from_args
     refused = [flag for flag, on in (("--resume", args.resume), ("--control", args.control),
                                      ("--same-dropout", args.same_dropout)) if on]
     if refused:
         raise ValueError(f"--replicas does not take {', '.join(refused)}")
     wanted = [f for f in (args.frameworks or "").split(",") if f]
-    others = [f for f in wanted if f != "jax"]
-    _, notes = select_frameworks(",".join(others) or None)
-    for note in notes:
-        console.print(f"[yellow]{note}[/yellow]")
-    args.frameworks = ",".join(others) or None
+    args.frameworks = ",".join(f for f in wanted if f != "jax") or None
     config = config_from_args(args)
-    if "jax" in wanted:  # Keras on JAX: opt-in, as in train-check --replicas
-        config.frameworks = [f for f in config.frameworks if f in others]
-        absent = missing("jax") or missing("keras")
-        if absent:
-            console.print(f"[yellow]jax left out: {absent}[/yellow]")
-        else:
-            config.frameworks.append("jax")
-        if not config.frameworks:
-            raise RuntimeError("no framework to run: " + absent)
+    config.frameworks = with_keras_on_jax(config.frameworks, args.frameworks, "jax" in wanted, console)
     runs = train_data_parallel(config, args.replicas, console)
     console.print(table(config, runs, args.replicas))
     for run in runs:
@@ -112,6 +98,24 @@ def cmd_train_replicas(args, console) -> int:
     if args.json:
         _write_json(args.json, summary(config, runs, args.replicas))
     return 2 if any(run.error for run in runs) else 0
+
+
+def with_keras_on_jax(frameworks, asked, jax, console) -> list:
+    """The frameworks to run: parity train's (with their notes), plus "jax" (Keras on JAX) where
+    asked for and installed. --frameworks jax alone runs Keras on JAX only."""
+    from .frameworks import missing
+    from .predict import select_frameworks
+    for note in select_frameworks(asked)[1]:
+        console.print(f"[yellow]{note}[/yellow]")
+    if not jax:
+        return frameworks
+    frameworks = frameworks if asked else []
+    absent = missing("jax") or missing("keras")
+    if absent and not frameworks:
+        raise RuntimeError(f"no framework to run: jax left out: {absent}")
+    if absent:
+        console.print(f"[yellow]jax left out: {absent}[/yellow]")
+    return frameworks + ([] if absent else ["jax"])
 
 
 # --- the runs -------------------------------------------------------------------------
@@ -274,7 +278,8 @@ def jax_run(framework, replicas, job) -> ReplicaRun:
         model = build_model(config.model, "keras", input_size, num_classes, job["state"])
         spec = adapter("keras").spec(model)
         optimizer = engine.jax_trainer_parts(model, **hyper.native())
-        step = engine.JaxStep(model, optimizer, loss=loss_kind(spec), aux_weights=tuple(spec.aux_weights) if spec else (),
+        step = engine.JaxStep(model, optimizer, loss=loss_kind(spec),
+                              aux_weights=tuple(spec.aux_weights) if spec else (),
                               label_smoothing=hyper.label_smoothing, distribution=distribution, returns="logits")
         batches, steps = GlobalBatches(job["config"], job["multiple"]), []
         for epoch, lr in enumerate(job["lrs"]):
@@ -283,7 +288,8 @@ def jax_run(framework, replicas, job) -> ReplicaRun:
             for x, labels in batches(epoch):
                 loss, logits, seconds = step(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), labels)
                 correct = int((np.argmax(logits, axis=-1) == labels).sum())
-                steps.append({"epoch": epoch, "loss": loss, "correct": correct, "seen": len(labels), "seconds": seconds})
+                steps.append({"epoch": epoch, "loss": loss, "correct": correct, "seen": len(labels),
+                              "seconds": seconds})
         step.write_back()
     return finish(config, "jax", replicas, engine.engine_name(), model, steps, data)
 
