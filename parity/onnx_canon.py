@@ -24,7 +24,12 @@ only where it is shown to compute the same values, and leaves any other graph as
   at their small test sizes);
 - a local response norm across channels (torch: Pow/Pad/AveragePool/Squeeze/Mul/Add/Pow/Div;
   Keras/TF: Mul/Pad/Slice/Add/Mul/Add/Log/Mul/Exp/Mul) becomes one ONNX LRN, where a probe
-  shows the subgraph computes LRN with a size, alpha, beta and bias read from its constants.
+  shows the subgraph computes LRN with a size, alpha, beta and bias read from its constants;
+- a zero Pad of H, W before an AveragePool (or before a ReduceMean over H, W: a pool whose
+  window covers the padded map) becomes AveragePool(pads, count_include_pad=1), as torch
+  writes avg_pool2d(padding=...);
+- a Concat of a Concat's output along the same axis (torch's cat inside a cat) takes the
+  inner inputs directly, as Keras/TF write it.
 """
 import numpy as np
 
@@ -58,7 +63,9 @@ def canonical_spellings(graph, initializers: dict) -> dict:
             "inverse_transposes": inverse_transposes_cancelled(graph, initializers),
             "output_reshape": identity_output_reshapes_removed(graph, initializers),
             "global_mean_of_1x1": layout_reshapes_before_global_means_removed(graph, initializers),
-            "lrn": local_response_norms_as_lrn(graph, initializers)}
+            "lrn": local_response_norms_as_lrn(graph, initializers),
+            "padded_average_pool": zero_pads_into_average_pools(graph, initializers),
+            "nested_concat": nested_concats_flattened(graph, initializers)}
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -849,3 +856,97 @@ def _lrn_parameters(nodes, x, y, chw, constants):
 def _close(value, expected):
     return value.shape == expected.shape and float(np.abs(value - expected).max()) <= _PROBE_TOL * float(
         np.abs(expected).max())
+
+
+# --- padded average pools, nested concats ------------------------------------------------------
+
+def zero_pads_into_average_pools(graph, initializers: dict) -> int:
+    """Pad(zeros, H and W only) -> AveragePool(no padding) becomes AveragePool(pads,
+    count_include_pad=1); Pad -> ReduceMean(H, W, keepdims) becomes AveragePool with the padded
+    map as its window: torch's spelling of avg_pool2d(padding=p), the zeros counted. Returns the number."""
+    from onnx import helper
+
+    if not any(n.op_type == "Pad" for n in graph.node):
+        return 0
+    constants = _Constants(graph, initializers)
+    consumers = _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    shapes = None
+    removed, replaced = set(), {}
+    for pad in [n for n in graph.node if n.op_type == "Pad"]:
+        users = consumers.get(pad.output[0], [])
+        pads = _zero_spatial_pads(pad, constants)
+        if pads is None or len(users) != 1 or pad.output[0] in outputs:
+            continue
+        pool = users[0]
+        if pool.op_type == "AveragePool" and not any(_attribute(pool, "pads", [])) \
+                and _attribute(pool, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID", b"") \
+                and not _attribute(pool, "ceil_mode", 0) and len(_attribute(pool, "kernel_shape", [])) == 2:
+            kernel, strides = _attribute(pool, "kernel_shape", None), _attribute(pool, "strides", [1, 1])
+        elif pool.op_type == "ReduceMean" and _attribute(pool, "keepdims", 1) and len(pool.input) > 1 \
+                and _axes_are_hw(constants.get(pool.input[1])):
+            shapes = shapes or _shapes(graph, initializers)
+            padded = shapes.get(pad.output[0])
+            if padded is None or len(padded) != 4 or None in padded[2:]:
+                continue
+            kernel, strides = padded[2:], [1, 1]
+        else:
+            continue
+        replaced[id(pool)] = helper.make_node("AveragePool", [pad.input[0]], list(pool.output), name=pool.name,
+                                              kernel_shape=kernel, strides=strides, pads=pads,
+                                              count_include_pad=1, ceil_mode=0)
+        removed.add(id(pad))
+    if replaced:
+        nodes = [replaced.get(id(n), n) for n in list(graph.node) if id(n) not in removed]
+        del graph.node[:]
+        graph.node.extend(nodes)
+        _drop_dead(graph, initializers)
+    return len(replaced)
+
+
+def _zero_spatial_pads(pad, constants):
+    """[top, left, bottom, right] of a constant-zero Pad of the H, W axes of NCHW, else None."""
+    mode = _attribute(pad, "mode", b"constant")
+    if mode != b"constant" or len(pad.input) > 3 or (len(pad.input) == 4 and pad.input[3]):
+        return None
+    value = constants.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(1, np.float32)
+    given = constants.get(pad.input[1])
+    if value is None or value.size != 1 or float(value.reshape(())) != 0.0 or given is None:
+        return None
+    pads = [int(p) for p in given.reshape(-1)]
+    if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0 or not any(pads):
+        return None
+    return [pads[2], pads[3], pads[6], pads[7]]
+
+
+def _axes_are_hw(axes):
+    return axes is not None and sorted(int(a) % 4 for a in axes.reshape(-1)) == [2, 3]
+
+
+def nested_concats_flattened(graph, initializers: dict) -> int:
+    """A Concat input produced by another Concat along the same axis, read by nothing else,
+    is replaced by that Concat's inputs (torch's cat of a cat; Keras/TF write one Concat).
+    Returns the number of inner Concats removed."""
+    producers, consumers = _producers(graph), _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    shapes = None
+    removed = set()
+    for outer in [n for n in graph.node if n.op_type == "Concat"]:
+        inputs, changed = [], False
+        for name in outer.input:
+            inner = producers.get(name)
+            if (inner is not None and inner.op_type == "Concat" and id(inner) not in removed
+                    and len(consumers.get(name, [])) == 1 and name not in outputs):
+                shapes = shapes or _shapes(graph, initializers)
+                rank = len(shapes.get(name) or [])
+                if rank and _attribute(inner, "axis", 0) % rank == _attribute(outer, "axis", 0) % rank:
+                    inputs.extend(inner.input)
+                    removed.add(id(inner))
+                    changed = True
+                    continue
+            inputs.append(name)
+        if changed:
+            outer.input[:] = inputs
+    if removed:
+        _replace_nodes(graph, initializers, removed, {})
+    return len(removed)

@@ -28,10 +28,8 @@ REPRESENTATIVES = ("resnet18", "lenet", "resnet18_fpn", "unet_bilinear")  # dens
 # Spellings onnx_canon does not unify yet (measured at the test sizes; docs/onnx.md lists the ops).
 # xfail, not strict: the sweep of the whole catalogue is rarely run.
 DIFFERENT_SPELLING = {
-    "inception_v3": "nested Concats (torch 15, Keras/TF 11) and the count_include_pad=False average pools "
-                    "(Keras/TF: Pad + AveragePool + ReduceMean)",
-    "inception_v3_keras": "nested Concats (torch 15, Keras/TF 11); tf_impl's count_include_pad=False pools "
-                          "computed from run-time shapes (ConstantOfShape/Shape/Gather/Div, 7 Transposes)",
+    "inception_v3_keras": "tf_impl's count_include_pad=False pools computed from run-time shapes "
+                          "(ConstantOfShape/Shape/Gather/Div/Pad/Reshape, 7 Transposes); torch and Keras match",
 }
 
 
@@ -441,3 +439,44 @@ def test_torchs_local_response_norm_becomes_onnx_lrn_where_it_is_one(size, becom
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
     assert _error([_ort(rewritten, {"input": x})], [expected]) <= TOL
+
+
+@pytest.mark.parametrize("value, folds", [(0.0, True), (1.0, False)])
+def test_zero_pad_before_average_pool_becomes_the_pools_padding(value, folds):
+    """Keras/TF: Pad(0) -> AveragePool and Pad(0) -> ReduceMean(H, W) (a pool covering the padded
+    map); torch: AveragePool(pads, count_include_pad=1). A Pad of ones is another pool: it stays."""
+    from onnx import helper, numpy_helper
+    nodes = [helper.make_node("Pad", ["x", "pads", "value"], ["p"]),
+             helper.make_node("AveragePool", ["p"], ["a"], kernel_shape=[3, 3]),
+             helper.make_node("Pad", ["a", "pads", "value"], ["q"]),
+             helper.make_node("ReduceMean", ["q", "hw"], ["y"], keepdims=1)]
+    model = _model(nodes, [_value("x", ["batch", 2, 3, 3])], [_value("y", ["batch", 2, 1, 1])],
+                   [numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),
+                    numpy_helper.from_array(np.array(value, np.float32), "value"),
+                    numpy_helper.from_array(np.array([2, 3], np.int64), "hw")])
+    rewritten, done = _canonical(model)
+    assert done["padded_average_pool"] == (2 if folds else 0)
+    expected_ops = ["AveragePool", "AveragePool"] if folds else [n.op_type for n in model.graph.node]
+    assert [n.op_type for n in rewritten.graph.node] == expected_ops
+    x = np.random.default_rng(0).standard_normal((2, 2, 3, 3)).astype(np.float32)
+    np.testing.assert_allclose(_ort(rewritten, {"x": x}), _ort(model, {"x": x}), rtol=0, atol=1e-6)
+
+
+def test_a_concat_of_a_concat_on_the_same_axis_is_one_concat():
+    """torch's cat inside a cat (Inception-v3's InceptionE) is flattened as Keras/TF write it;
+    a Concat along another axis stays."""
+    from onnx import helper
+    nodes = [helper.make_node("Concat", ["a", "b"], ["ab"], axis=1),
+             helper.make_node("Concat", ["c", "ab"], ["cab"], axis=1),
+             helper.make_node("Concat", ["cab", "cab2"], ["y"], axis=2),
+             helper.make_node("Identity", ["c"], ["c2"]),
+             helper.make_node("Concat", ["c2", "a", "b"], ["cab2"], axis=1)]
+    nodes = [nodes[0], nodes[1], nodes[3], nodes[4], nodes[2]]
+    inputs = [_value(n, ["batch", 2, 3, 3]) for n in "abc"]
+    model = _model(nodes, inputs, [_value("y", ["batch", 6, 6, 3])])
+    rewritten, done = _canonical(model)
+    assert done["nested_concat"] == 1
+    assert [(n.op_type, list(n.input)) for n in rewritten.graph.node if n.op_type == "Concat"] == [
+        ("Concat", ["c", "a", "b"]), ("Concat", ["c2", "a", "b"]), ("Concat", ["cab", "cab2"])]
+    feeds = {n: np.random.default_rng(i).standard_normal((2, 2, 3, 3)).astype(np.float32) for i, n in enumerate("abc")}
+    np.testing.assert_array_equal(_ort(rewritten, feeds), _ort(model, feeds))
