@@ -2,6 +2,12 @@
 installed framework's engine, 1 and N replicas from the same start on the same global batches.
 LeNet has no BatchNorm, so N replicas must follow the one-replica run to rounding."""
 import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -63,3 +69,22 @@ def test_replicas_refuse_an_uneven_global_batch(tmp_path):
     from parity.cli import main
     assert main(["train", "lenet", "--replicas", "3", "--batch", "32", "--limit", "64",
                  "--frameworks", "torch", "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc") or "tf" not in INSTALLED, reason="walks /proc; MirroredStrategy")
+def test_ctrl_c_during_training_ends_the_mirrored_child():
+    # The TF child runs in its own session (Ctrl-C in a terminal does not reach it): the parent
+    # must end it. (DDP ranks end with their parent: torch sets their parent-death signal.)
+    from test_distributed import _alive, descendants
+    code = "from parity.cli import main; raise SystemExit(main(['train', 'lenet', '--replicas', '2', " \
+           "'--epochs', '50', '--frameworks', 'tf', '--out', %r]))" % tempfile.mkdtemp()
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children, deadline = {}, time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not children:
+        time.sleep(0.2)
+        children = {p: cmd for p, cmd in descendants(process.pid).items() if "child_main" in cmd}
+    assert process.poll() is None and children, "the run ended before its child could be seen"
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+    time.sleep(1)
+    assert {p: cmd for p, cmd in children.items() if _alive(p)} == {}
