@@ -111,6 +111,8 @@ def _parser():
     s.add_argument("--size", type=int)
     s.add_argument("--batch", type=int, default=1)
     s.add_argument("--no-onnx", action="store_true")
+    s.add_argument("--runs", nargs="+", metavar="DIR", default=[],
+                   help="also show these `parity train --out` runs: learning curves and final epoch")
     s.set_defaults(func=cmd_report)
 
     from .bench import register_cli as register_bench
@@ -482,21 +484,24 @@ def cmd_selftest(args, console):
 def cmd_report(args, console):
     from . import report
     from .checker import check, exit_code
+    runs = [report.training_run(d) for d in args.runs]  # a bad directory fails before any sweep
     if args.source:
         with open(args.source) as f:
             try:
                 payload = json.load(f)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{args.source}: not a `parity check --json` file ({exc})") from None
+    elif runs and not (args.models or args.all or args.family):
+        payload = {"models": [], "passed": True}  # a report of training runs alone
     else:
         if not (args.models or args.all or args.family):
-            raise ValueError("name models, --all, --family or --from RESULTS.json")
+            raise ValueError("name models, --all, --family, --from RESULTS.json or --runs DIR")
         names = _model_names(args)
         payload = _sweep(names, lambda n: check(n, size=args.size, batch=args.batch, onnx=not args.no_onnx),
                          console, args)
-    report.write(payload, args.out, args.markdown)
+    report.write(payload, args.out, args.markdown, runs)
     console.print(f"wrote {args.out}" + (f" and {args.markdown}" if args.markdown else ""))
-    return exit_code(payload)
+    return exit_code(payload) if payload["models"] else 0
 
 
 def cmd_summary(args, console):

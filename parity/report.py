@@ -1,12 +1,14 @@
 """`parity report`: a self-contained HTML page (and Markdown) for a sweep of checks.
 
 A heatmap of models x targets coloured by headroom, a per-layer error plot for every
-failing target that was walked layer by layer, and the environment the numbers came from.
+failing target that was walked layer by layer, the learning curves and final epoch of any
+`parity train` runs named with --runs, and the environment the numbers came from.
 """
 import base64
 import html
 import importlib.metadata
 import io
+import json
 import platform
 
 PACKAGES = ("torch", "tensorflow", "tensorflow-cpu", "keras", "onnx", "onnxruntime", "onnxruntime-gpu",
@@ -112,7 +114,46 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def render_html(payload, env=None) -> str:
+def training_run(directory) -> dict:
+    """A `parity train --out DIR` run for the report: its model, final epoch per framework and
+    curves.png. A directory that is not such a run is an error naming it."""
+    from pathlib import Path
+    directory = Path(directory)
+    try:
+        run = json.loads((directory / "run.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{directory}: not a `parity train --out` directory (run.json: {exc})") from None
+    png = directory / "curves.png"
+    return {"directory": str(directory), "model": run["config"]["model"], "epochs_done": run["epochs_done"],
+            "final": {f: c["epochs"][-1] for f, c in run["curves"].items() if c["epochs"]},
+            "png": png.read_bytes() if png.exists() else None}
+
+
+def _training_html(runs) -> str:
+    parts = []
+    for run in runs:
+        rows = "".join(f"<tr><td>{html.escape(f)}</td><td>{e['loss']:.4f}</td><td>{e['train_acc']:.3f}</td>"
+                       f"<td>{e['test_acc']:.3f}</td><td>{e['examples_per_s']:,.0f}</td></tr>"
+                       for f, e in run["final"].items())
+        parts.append(f"<h3>{html.escape(run['model'])}: {run['epochs_done']} epochs "
+                     f"({html.escape(run['directory'])})</h3>"
+                     + (_img(run["png"], f"learning curves {run['model']}") if run["png"] else "")
+                     + "<table class=training><tr><th>framework</th><th>loss</th><th>train acc</th><th>test acc</th>"
+                     f"<th>examples/s</th></tr>{rows}</table>")
+    return "".join(parts)
+
+
+def _training_markdown(runs) -> list:
+    lines = []
+    for run in runs:
+        lines += ["", f"## Training: {run['model']}, {run['epochs_done']} epochs ({run['directory']})", "",
+                  "| framework | loss | train acc | test acc | examples/s |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {f} | {e['loss']:.4f} | {e['train_acc']:.3f} | {e['test_acc']:.3f} | {e['examples_per_s']:,.0f} |"
+                  for f, e in run["final"].items()]
+    return lines
+
+
+def render_html(payload, env=None, runs=()) -> str:
     from .frameworks import installed
     env = env or environment()
     plots = installed("matplotlib")
@@ -148,7 +189,7 @@ h1 .verdict {{ color: {'#080' if payload['passed'] else '#c00'}; }}
 <h1>cnn-parity report <span class="verdict" id="verdict">{verdict}</span></h1>
 <p>{len(payload['models'])} models; reference: torch_impl on the same device; error = max|y - ref| / max|ref|.</p>
 <h2>Headroom</h2>
-{_img(heatmap_png(payload), "headroom heatmap") if plots else "<p>plots left out: matplotlib is not installed</p>"}
+{"" if not payload["models"] else _img(heatmap_png(payload), "headroom heatmap") if plots else "<p>plots left out: matplotlib is not installed</p>"}
 <h2>Results</h2>
 <table id="results"><tr><th>model</th><th>target</th><th>output</th><th>max_abs</th><th>normalized error</th>
 <th>tolerance</th><th>headroom</th><th>status</th></tr>
@@ -156,13 +197,14 @@ h1 .verdict {{ color: {'#080' if payload['passed'] else '#c00'}; }}
 </table>
 <h2>Failures, layer by layer</h2>
 {''.join(failures) or ('<p>none</p>' if plots else '<p>left out: matplotlib is not installed</p>')}
+{('<h2>Training runs</h2>' + _training_html(runs)) if runs else ''}
 <h2>Environment</h2>
 <table id="environment">{env_rows}</table>
 </body></html>
 """
 
 
-def render_markdown(payload, env=None) -> str:
+def render_markdown(payload, env=None, runs=()) -> str:
     env = env or environment()
     lines = [f"# cnn-parity report: {'PASS' if payload['passed'] else 'FAIL'}", "",
              "| model | target | output | max_abs | normalized error | tolerance | headroom | status |",
@@ -175,16 +217,18 @@ def render_markdown(payload, env=None) -> str:
                                                        if r.get("first_divergent_layer") else "")
             lines.append(f"| {model['model']} | {r['target']} | {r['output']} | {r['max_abs']:.2e} | "
                          f"{r['normalized_error']:.2e} | {r['tolerance']:.0e} | {r['headroom']:.2f} | {status} |")
+    lines += _training_markdown(runs)
     lines += ["", "## Environment", "", "| | |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in env.items()]
     return "\n".join(lines) + "\n"
 
 
-def write(payload, html_path, markdown_path=None) -> None:
+def write(payload, html_path, markdown_path=None, runs=()) -> None:
+    """`runs`: training_run() dicts shown after the checks."""
     from .io import atomic_path
     env = environment()
     with atomic_path(html_path) as tmp:
-        tmp.write_text(render_html(payload, env), encoding="utf-8")
+        tmp.write_text(render_html(payload, env, runs), encoding="utf-8")
     if markdown_path:
         with atomic_path(markdown_path) as tmp:
-            tmp.write_text(render_markdown(payload, env), encoding="utf-8")
+            tmp.write_text(render_markdown(payload, env, runs), encoding="utf-8")

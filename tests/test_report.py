@@ -71,3 +71,20 @@ def test_page_renders_in_headless_chromium(payload, tmp_path):
                     (tmp_path / "r.html").as_uri()], capture_output=True, timeout=120)
     shot = (tmp_path / "shot.png").read_bytes()
     assert shot.startswith(b"\x89PNG") and len(shot) > 20_000
+
+
+def test_training_runs_in_the_report(tmp_path):
+    """`parity report --runs DIR`: a real two-framework `parity train` run's curves and final epoch."""
+    from parity.cli import main
+    run_dir = tmp_path / "run"
+    assert main(["train", "lenet", "--frameworks", "torch,tf", "--epochs", "1", "--limit", "32", "--batch", "16",
+                 "--out", str(run_dir)]) == 0
+    assert main(["report", "--runs", str(run_dir), "--out", str(tmp_path / "r.html"),
+                 "--markdown", str(tmp_path / "r.md")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 1 and base64.b64decode(images[0]) == (run_dir / "curves.png").read_bytes()
+    assert "Training runs" in page and "<td>torch</td>" in page and "<td>tf</td>" in page
+    assert "## Training: lenet, 1 epochs" in (tmp_path / "r.md").read_text()
+    assert main(["report", "--runs", str(tmp_path / "missing"), "--out", str(tmp_path / "x.html")]) == 2
+    assert not (tmp_path / "x.html").exists()
