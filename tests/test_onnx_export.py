@@ -21,9 +21,9 @@ TOL = 1e-5  # fp32 CPU policy
 # The ops keras_impl/tf_impl spell unlike torch_impl (nearest and bilinear upsampling, adaptive
 # average pools, shape arithmetic) are rewritten to one spelling in all three exports
 # (parity/onnx_canon.py), so every family runs the same kernels: resnet18_fpn (nearest x2) and
-# unet_bilinear (tf_impl's bilinear x2) here, 7 and 15 s; alexnet (160 px, 22 s) and vgg11
-# (64 px, 41 s), whose adaptive pool differed, only under -m slow (the pool's rewrite is tested
-# on small graphs below).
+# unet_bilinear (tf_impl's bilinear x2) here, 7-18 and 13-20 s on the shared 2-core machine;
+# alexnet (160 px, 20-22 s) and vgg11 (64 px, 41 s), whose adaptive pool differed, only under
+# -m slow (the pool's rewrite is tested on small graphs below).
 REPRESENTATIVES = ("resnet18", "lenet", "resnet18_fpn", "unet_bilinear")  # densenet121, googlenet, unet: -m slow
 # Spellings onnx_canon does not unify yet (measured at the test sizes; docs/onnx.md lists the ops).
 # xfail, not strict: the sweep of the whole catalogue is rarely run.
