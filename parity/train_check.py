@@ -114,10 +114,10 @@ def compare(result, reference, undetermined=None) -> tuple[dict, dict, dict]:
     return per_key, errors, worst
 
 
-def gradient_floor(grads) -> float:
+def gradient_floor(grads, fraction=ZERO_GRADIENT) -> float:
     """The scale below which a gradient is judged on the model-wide scale (see ZERO_GRADIENT):
-    ZERO_GRADIENT x the largest gradient element of any parameter."""
-    return ZERO_GRADIENT * max((float(np.abs(g).max()) for g in grads.values() if g.size), default=0.0)
+    `fraction` x the largest gradient element of any parameter."""
+    return fraction * max((float(np.abs(g).max()) for g in grads.values() if g.size), default=0.0)
 
 
 def sign_undetermined(grads, tolerance) -> dict:
