@@ -131,7 +131,7 @@ def train_data_parallel(config, replicas: int, console=None) -> list:
         raise ValueError(f"--batch {config.batch} must split evenly over {replicas} replicas")
     unknown = [f for f in config.frameworks if f not in ENGINES]
     if unknown:
-        raise ValueError(f"--replicas runs torch, keras and tf; not {unknown}")
+        raise ValueError(f"--replicas runs {', '.join(ENGINES)}; not {unknown}")
     data = open_run_data(asdict(config))
     input_size, num_classes = shapes(config, data)
     starts = [f for f in config.frameworks if f != "jax"] or ["keras"]  # Keras on JAX starts as Keras would
