@@ -459,6 +459,8 @@ def cmd_selftest(args, console):
             except Exception as exc:  # noqa: BLE001 - one bad model must not end the sweep
                 errors.append({"model": name, "framework": framework, "error": _describe(exc)})
         release_framework_memory()  # `selftest --all` grew to 24 GB and was OOM-killed without this
+        if args.json:  # after every model: a sweep that dies keeps what it found
+            _write_selftest_json(args.json, rows, errors)
     table = Table(title="selftest: injected bugs")
     for col in ("model", "framework", "mutation", "expected layer", "named layer", "cause", "result"):
         table.add_column(col)
@@ -474,11 +476,14 @@ def cmd_selftest(args, console):
     table.caption = f"{good}/{len(applicable)} applicable mutations caught at the mutated layer " \
                     f"({100 * good / max(len(applicable), 1):.0f}%)"
     console.print(table)
-    if args.json:
-        from dataclasses import asdict
-        _write_json(args.json, {"detected": good, "applicable": len(applicable),
-                                "rows": [asdict(d) for d in rows], "errors": errors})
     return EXIT_ERROR if errors else EXIT_PASS if good == len(applicable) else EXIT_FAIL
+
+
+def _write_selftest_json(path, rows, errors):
+    from dataclasses import asdict
+    applicable = [d for d in rows if d.caught is not None]
+    _write_json(path, {"detected": sum(d.ok for d in applicable), "applicable": len(applicable),
+                       "rows": [asdict(d) for d in rows], "errors": errors})
 
 
 def cmd_report(args, console):

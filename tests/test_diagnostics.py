@@ -103,3 +103,24 @@ def test_frameworks_agree_at_any_input_size(resnet18, size, batch):
         y = parity.run(models[framework], x)[0]
         assert y.shape == ref.shape == (batch, 1000)
         assert normalized_error(y, ref) < 1e-5, (framework, size, batch)
+
+
+def test_selftest_json_is_written_after_every_model(tmp_path, monkeypatch):
+    """The sweep's JSON holds each finished model even when a later one ends the process."""
+    import json
+
+    from parity import selftest as selftest_module
+    from parity.cli import main
+    real = selftest_module.selftest
+
+    def selftest(name, framework, **kwargs):
+        if name == "nin":
+            raise SystemExit(9)  # a sweep killed in its second model
+        return real(name, framework, mutations=("permuted flatten",), **kwargs)
+    monkeypatch.setattr(selftest_module, "selftest", selftest)
+    out = tmp_path / "selftest.json"
+    with pytest.raises(SystemExit):
+        main(["selftest", "lenet", "nin", "--frameworks", "tf", "--json", str(out)])
+    written = json.loads(out.read_text())
+    assert [(r["model"], r["mutation"]) for r in written["rows"]] == [("lenet", "permuted flatten")]
+    assert written["detected"] == written["applicable"] == 1
