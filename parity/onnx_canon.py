@@ -29,7 +29,10 @@ only where it is shown to compute the same values, and leaves any other graph as
   window covers the padded map) becomes AveragePool(pads, count_include_pad=1), as torch
   writes avg_pool2d(padding=...);
 - a Concat of a Concat's output along the same axis (torch's cat inside a cat) takes the
-  inner inputs directly, as Keras/TF write it.
+  inner inputs directly, as Keras/TF write it;
+- an average pool that does not count its padding spelled as padded sums divided by a
+  count map (tf_impl: the map from run-time shapes, around layout Transposes) becomes
+  AveragePool(pads, count_include_pad=0), as torch writes it, where a probe agrees.
 """
 import numpy as np
 
@@ -65,7 +68,8 @@ def canonical_spellings(graph, initializers: dict) -> dict:
             "global_mean_of_1x1": layout_reshapes_before_global_means_removed(graph, initializers),
             "lrn": local_response_norms_as_lrn(graph, initializers),
             "padded_average_pool": zero_pads_into_average_pools(graph, initializers),
-            "nested_concat": nested_concats_flattened(graph, initializers)}
+            "nested_concat": nested_concats_flattened(graph, initializers),
+            "pool_not_counting_padding": average_pools_not_counting_padding(graph, initializers)}
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -950,3 +954,80 @@ def nested_concats_flattened(graph, initializers: dict) -> int:
     if removed:
         _replace_nodes(graph, initializers, removed, {})
     return len(removed)
+
+
+# --- average pools that do not count their padding ---------------------------------------------
+
+_COUNTED_OPS = {"Transpose", "Mul", "Div", "AveragePool", "Reshape", "Pad", "ConstantOfShape", "Gather", "Shape",
+                "Slice", "Cast", "Squeeze", "Unsqueeze", "Identity", "Expand", "ReduceMean"}  # no Concat: a block output is X
+
+
+def average_pools_not_counting_padding(graph, initializers: dict) -> int:
+    """A subgraph (_COUNTED_OPS, with a Div and a padded AveragePool) from one map X to one map
+    Y that computes the average over each window's in-map elements only (checked on a random
+    probe at X's own C, H, W), with the window, strides and padding of that AveragePool,
+    becomes AveragePool(pads, count_include_pad=0). Returns the number replaced."""
+    from onnx import helper
+
+    if not any(n.op_type == "Div" for n in graph.node) or not any(n.op_type == "AveragePool" for n in graph.node):
+        return 0
+    constants = _Constants(graph, initializers)
+    producers, consumers = _producers(graph), _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    shapes = _shapes(graph, initializers)
+    covered, removed, added = set(), set(), {}
+    for node in reversed(list(graph.node)):
+        if node.op_type not in _COUNTED_OPS or id(node) in covered:
+            continue
+        y = node.output[0]
+        region = _pool_region(y, producers, consumers, outputs, constants, _COUNTED_OPS)
+        if region is None or any(id(n) in covered for n in region[0]):
+            continue
+        nodes, x = region
+        window = _padded_window(nodes)
+        x_shape, y_shape = shapes.get(x), shapes.get(y)
+        if (window is None or not any(n.op_type == "Div" for n in nodes) or x_shape is None or y_shape is None
+                or len(x_shape) != 4 or None in x_shape[1:] or y_shape[1:2] != x_shape[1:2]):
+            continue
+        kernel, strides, pads = window
+        probe = np.random.default_rng(0).standard_normal((2, *x_shape[1:])).astype(np.float32)
+        try:
+            value = _run(nodes, {x: probe}, y, constants)
+        except Exception:  # not runnable on its own: not such a pool
+            continue
+        if not _close(value, average_pool_reference(probe, kernel, strides, pads)):
+            continue
+        covered.update(id(n) for n in nodes)
+        removed.update(id(n) for n in nodes)
+        added[id(nodes[-1])] = [helper.make_node("AveragePool", [x], [y], name=f"{y}__avg_pool", kernel_shape=kernel,
+                                                 strides=strides, pads=pads, count_include_pad=0, ceil_mode=0)]
+    if added:
+        _replace_nodes(graph, initializers, removed, added)
+    return len(added)
+
+
+def _padded_window(nodes):
+    """(kernel, strides, pads) of the one padded 2-D AveragePool among `nodes` that reads
+    the data (not a count map), else None."""
+    pools = [n for n in nodes if n.op_type == "AveragePool" and any(_attribute(n, "pads", []))
+             and len(_attribute(n, "kernel_shape", [])) == 2 and not _attribute(n, "ceil_mode", 0)]
+    if len(pools) != 1:
+        return None
+    pool = pools[0]
+    return _attribute(pool, "kernel_shape", None), _attribute(pool, "strides", [1, 1]), _attribute(pool, "pads", None)
+
+
+def average_pool_reference(x, kernel, strides, pads):
+    """numpy (float64): average over each window's in-map elements of an NCHW array."""
+    (kh, kw), (sh, sw), (top, left, bottom, right) = kernel, strides, pads
+    spec = ((0, 0), (0, 0), (top, bottom), (left, right))
+    data = np.pad(x.astype(np.float64), spec)
+    inside = np.pad(np.ones(x.shape[2:], np.float64), spec[2:])
+    out_h, out_w = (data.shape[2] - kh) // sh + 1, (data.shape[3] - kw) // sw + 1
+    sums = np.zeros((*x.shape[:2], out_h, out_w))
+    counts = np.zeros((out_h, out_w))
+    for i in range(kh):
+        for j in range(kw):
+            sums += data[:, :, i:i + sh * out_h:sh, j:j + sw * out_w:sw]
+            counts += inside[i:i + sh * out_h:sh, j:j + sw * out_w:sw]
+    return sums / counts

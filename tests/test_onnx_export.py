@@ -27,10 +27,7 @@ TOL = 1e-5  # fp32 CPU policy
 REPRESENTATIVES = ("resnet18", "lenet", "resnet18_fpn", "unet_bilinear")  # densenet121, googlenet, unet: -m slow
 # Spellings onnx_canon does not unify yet (measured at the test sizes; docs/onnx.md lists the ops).
 # xfail, not strict: the sweep of the whole catalogue is rarely run.
-DIFFERENT_SPELLING = {
-    "inception_v3_keras": "tf_impl's count_include_pad=False pools computed from run-time shapes "
-                          "(ConstantOfShape/Shape/Gather/Div/Pad/Reshape, 7 Transposes); torch and Keras match",
-}
+DIFFERENT_SPELLING = {}  # none left (inception_v3_keras was the last: onnx_canon's pools not counting padding)
 
 
 def _exports(name, size, tmp_path):
@@ -480,3 +477,32 @@ def test_a_concat_of_a_concat_on_the_same_axis_is_one_concat():
         ("Concat", ["c", "a", "b"]), ("Concat", ["c2", "a", "b"]), ("Concat", ["cab", "cab2"])]
     feeds = {n: np.random.default_rng(i).standard_normal((2, 2, 3, 3)).astype(np.float32) for i, n in enumerate("abc")}
     np.testing.assert_array_equal(_ort(rewritten, feeds), _ort(model, feeds))
+
+
+@pytest.mark.parametrize("counts_padding, becomes_pool", [(False, True), (True, False)])
+def test_padded_sums_over_a_count_map_become_torchs_pool_not_counting_padding(counts_padding, becomes_pool):
+    """tf_impl's count_include_pad=False pool: padded window sums / the in-map count of each
+    window -> AveragePool(pads, count_include_pad=0). Divided by the full window (9 everywhere)
+    it is the pool that counts its padding: it must stay as written."""
+    from onnx import helper, numpy_helper
+    inside = np.pad(np.ones((5, 4)), 1)
+    counts = np.array([[inside[i:i + 3, j:j + 3].sum() for j in range(4)] for i in range(5)], np.float32)
+    divisor = np.full_like(counts, 9.0) if counts_padding else counts
+    nodes = [helper.make_node("AveragePool", ["x"], ["a"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                              count_include_pad=1),
+             helper.make_node("Mul", ["a", "nine"], ["sums"]),
+             helper.make_node("Div", ["sums", "counts"], ["y"])]
+    model = _model(nodes, [_value("x", ["batch", 3, 5, 4])], [_value("y", ["batch", 3, 5, 4])],
+                   [numpy_helper.from_array(np.array(9.0, np.float32), "nine"),
+                    numpy_helper.from_array(divisor.reshape(1, 1, 5, 4), "counts")])
+    rewritten, done = _canonical(model)
+    assert done["pool_not_counting_padding"] == int(becomes_pool)
+    ops = [(n.op_type, _attribute_value(n, "count_include_pad")) for n in rewritten.graph.node]
+    assert ops == ([("AveragePool", 0)] if becomes_pool else [("AveragePool", 1), ("Mul", None), ("Div", None)])
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 4)).astype(np.float32)
+    np.testing.assert_allclose(_ort(rewritten, {"x": x}), _ort(model, {"x": x}), rtol=1e-6, atol=1e-6)
+
+
+def _attribute_value(node, name):
+    from onnx import helper
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
