@@ -299,7 +299,8 @@ def _two_gathers(first, constants, consumers, producers, outputs):
     second = users[0]
     picked = {_attribute(first, "axis", 0) % 4: constants.get(first.input[1]),
               _attribute(second, "axis", 0) % 4: constants.get(second.input[1])}
-    if sorted(picked) != list(axes) or any(v is None or v.ndim != 1 or v.dtype.kind not in "iu" for v in picked.values()):
+    if sorted(picked) != list(axes) or any(v is None or v.ndim != 1 or v.dtype.kind not in "iu"
+                                           for v in picked.values()):
         return None
     rows, cols = (picked[a].astype(np.int64) for a in axes)
     chain = [first, second]
@@ -429,7 +430,7 @@ def _computes_adaptive_pool(nodes, x, y, sizes, constants) -> bool:
     except Exception:  # not runnable on its own (a shape it takes from elsewhere): not a pool
         return False
     expected = adaptive_avg_pool_reference(probe, oh, ow)
-    return value.shape == expected.shape and float(np.abs(value - expected).max()) <= _PROBE_TOL * float(np.abs(expected).max())
+    return _close(value, expected)
 
 
 def _per_bin_pool(graph, x, y, sizes):
@@ -958,8 +959,9 @@ def nested_concats_flattened(graph, initializers: dict) -> int:
 
 # --- average pools that do not count their padding ---------------------------------------------
 
+# No Concat: the pool's input is often a block's Concat, which must stay its one source
 _COUNTED_OPS = {"Transpose", "Mul", "Div", "AveragePool", "Reshape", "Pad", "ConstantOfShape", "Gather", "Shape",
-                "Slice", "Cast", "Squeeze", "Unsqueeze", "Identity", "Expand", "ReduceMean"}  # no Concat: a block output is X
+                "Slice", "Cast", "Squeeze", "Unsqueeze", "Identity", "Expand", "ReduceMean"}
 
 
 def average_pools_not_counting_padding(graph, initializers: dict) -> int:
