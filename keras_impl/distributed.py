@@ -12,11 +12,12 @@ only, so each replica tracks its own shard's statistics, the copies are never sy
 and reads/checkpoints see replica 0's copy. BatchNormalization(synchronized=True) all-reduces
 the batch moments (TF backend only), so every replica normalizes with the global batch.
 """
-import contextlib
 import time
 
 import keras
 from keras import ops
+
+from .train import injected_dropout
 
 
 def engine_name(device="cpu", sync_bn=False):
@@ -133,7 +134,7 @@ def run_step(strategy, step, x, labels, masks=None, index=0):
     in replica order, for a step built with returns="logits")."""
     if masks is not None:
         masks.step = index
-    with replica_dropout(masks):
+    with injected_dropout(masks, per_replica=True):
         losses, values = step(distribute(strategy, x), distribute(strategy, labels))
     return float(sum(loss.numpy() for loss in losses)), [v.numpy() for v in values]
 
@@ -142,30 +143,6 @@ def run_steps(strategy, trainer, batches, masks=None):
     """Train one step per global (x_nhwc, labels) batch; [(loss, gradients)] per step."""
     step = data_parallel_step(strategy, trainer, len(batches[0][0]))
     return [run_step(strategy, step, x, labels, masks, i) for i, (x, labels) in enumerate(batches)]
-
-
-@contextlib.contextmanager
-def replica_dropout(masks):
-    """While active, Keras' Dropout multiplies by masks(shape, rate, replica): the global
-    batch's mask, this replica's rows (as keras_impl.train.injected_dropout, per replica)."""
-    if masks is None:
-        yield
-        return
-    import tensorflow as tf
-    from keras.src import backend
-    original = backend.random.dropout
-
-    def dropout(inputs, rate, noise_shape=None, seed=None):
-        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
-        mask = tf.numpy_function(lambda shape, r: masks(shape, rate, int(r)), [tf.shape(inputs), replica],
-                                 tf.float32, stateful=True)
-        return inputs * tf.reshape(mask, tf.shape(inputs))
-
-    backend.random.dropout = dropout
-    try:
-        yield
-    finally:
-        backend.random.dropout = original
 
 
 

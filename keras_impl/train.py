@@ -58,9 +58,10 @@ class Trainer:
     def train_step(self, x, labels):
         """The step on the tensorflow and torch backends (JAX's is stateless: jax_step)."""
         (loss, logits), grads = value_and_grad(self._forward, self.variables, x, labels)
-        if self.clip_grad_norm is not None:
-            grads = clip_by_global_norm(grads, self.clip_grad_norm)
-        self.optimizer.apply(grads, self.variables)
+        with outside_autodiff():
+            if self.clip_grad_norm is not None:
+                grads = clip_by_global_norm(grads, self.clip_grad_norm)
+            self.optimizer.apply(grads, self.variables)
         return loss, logits, grads
 
     def _forward(self, x, labels):
@@ -94,6 +95,15 @@ def value_and_grad(forward, variables, *args):
     with tf.GradientTape() as tape:
         result = forward(*args)
     return result, tape.gradient(result[0], variables)
+
+
+def outside_autodiff():
+    """The update is not differentiated: on torch, whose variables are Parameters that require
+    grad, the optimizer's arithmetic would otherwise build an autograd graph every step."""
+    if keras.backend.backend() == "torch":
+        import torch
+        return torch.no_grad()
+    return contextlib.nullcontext()
 
 
 def tensorflow_step(trainer):
@@ -143,27 +153,33 @@ BACKEND_STEPS = {"tensorflow": tensorflow_step, "torch": torch_step, "jax": jax_
 
 
 @contextlib.contextmanager
-def injected_dropout(masks):
+def injected_dropout(masks, per_replica=False):
     """While active, Keras' Dropout multiplies by masks(shape, rate) (already scaled by
     1/(1-rate)), fetched when the step runs, instead of drawing from Keras' seed generator.
-    It must be active while a compiled step traces (tensorflow, JAX) and while it runs."""
+    It must be active while a compiled step traces (tensorflow, JAX) and while it runs.
+    per_replica (tf.distribute): masks(shape, rate, replica), this replica's rows."""
     if masks is None:
         yield
         return
     from keras.src import backend
     original = backend.random.dropout
-    backend.random.dropout = MASKED_DROPOUT[keras.backend.backend()](masks)
+    masked = MASKED_DROPOUT[keras.backend.backend()]
+    backend.random.dropout = masked(masks, per_replica) if per_replica else masked(masks)
     try:
         yield
     finally:
         backend.random.dropout = original
 
 
-def _tensorflow_dropout(masks):
+def _tensorflow_dropout(masks, per_replica=False):
     import tensorflow as tf
 
     def dropout(inputs, rate, noise_shape=None, seed=None):
-        mask = tf.numpy_function(lambda shape: masks(shape, rate), [tf.shape(inputs)], tf.float32, stateful=True)
+        args, fetch = [tf.shape(inputs)], lambda shape: masks(shape, rate)
+        if per_replica:
+            args.append(tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64))
+            fetch = lambda shape, replica: masks(shape, rate, int(replica))  # noqa: E731
+        mask = tf.numpy_function(fetch, args, tf.float32, stateful=True)
         return inputs * tf.reshape(mask, tf.shape(inputs))
     return dropout
 

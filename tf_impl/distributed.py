@@ -13,11 +13,11 @@ the copies are never synchronized, and reads (and checkpoints) see replica 0's c
 With sync_bn the batch moments are all-reduced across replicas (SyncBatchNorm2d below,
 on the replica context's all_reduce), so every replica normalizes with the global batch.
 """
-import contextlib
 
 import tensorflow as tf
 
 from .layers import BatchNorm2d, named_layers
+from .train import injected_dropout
 
 
 def engine_name(device="cpu", sync_bn=False):
@@ -149,7 +149,7 @@ def run_step(strategy, step, x, labels, masks=None, index=0):
     in replica order, for a step built with returns="logits")."""
     if masks is not None:
         masks.step = index
-    with replica_dropout(masks):
+    with injected_dropout(masks, per_replica=True):
         losses, values = step(distribute(strategy, x), distribute(strategy, labels))
     return float(sum(loss.numpy() for loss in losses)), [v.numpy() for v in values]
 
@@ -158,25 +158,3 @@ def run_steps(strategy, trainer, batches, masks=None):
     """Train one step per global (x_nhwc, labels) batch; [(loss, gradients)] per step."""
     step = data_parallel_step(strategy, trainer, len(batches[0][0]))
     return [run_step(strategy, step, x, labels, masks, i) for i, (x, labels) in enumerate(batches)]
-
-
-@contextlib.contextmanager
-def replica_dropout(masks):
-    """While active, tf.nn.dropout multiplies by masks(shape, rate, replica): the global
-    batch's mask, this replica's rows (as tf_impl.train.injected_dropout, per replica)."""
-    if masks is None:
-        yield
-        return
-    original = tf.nn.dropout
-
-    def dropout(x, rate, noise_shape=None, seed=None, name=None):
-        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
-        mask = tf.numpy_function(lambda shape, r: masks(shape, rate, int(r)), [tf.shape(x), replica],
-                                 tf.float32, stateful=True)
-        return x * tf.reshape(mask, tf.shape(x))
-
-    tf.nn.dropout = dropout
-    try:
-        yield
-    finally:
-        tf.nn.dropout = original

@@ -83,20 +83,28 @@ class Trainer:
 
 
 @contextlib.contextmanager
-def injected_dropout(masks):
+def injected_dropout(masks, per_replica=False):
     """While active, tf.nn.dropout multiplies by masks(shape, rate) (already scaled by
-    1/(1-rate)), fetched when the step runs, instead of drawing from TF's RNG."""
+    1/(1-rate)), fetched when the step runs, instead of drawing from TF's RNG. per_replica
+    (tf.distribute): masks(shape, rate, replica), the global batch's mask, this replica's rows."""
     if masks is None:
         yield
         return
     original = tf.nn.dropout
 
     def dropout(x, rate, noise_shape=None, seed=None, name=None):
-        mask = tf.numpy_function(lambda shape: masks(shape, rate), [tf.shape(x)], tf.float32, stateful=True)
-        return x * tf.reshape(mask, tf.shape(x))
+        return x * tf.reshape(fetch_mask(masks, rate, tf.shape(x), per_replica), tf.shape(x))
 
     tf.nn.dropout = dropout
     try:
         yield
     finally:
         tf.nn.dropout = original
+
+
+def fetch_mask(masks, rate, shape, per_replica=False):
+    """masks(...) as a graph op that runs every step (not once at trace time)."""
+    if not per_replica:
+        return tf.numpy_function(lambda s: masks(s, rate), [shape], tf.float32, stateful=True)
+    replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+    return tf.numpy_function(lambda s, r: masks(s, rate, int(r)), [shape, replica], tf.float32, stateful=True)
