@@ -30,6 +30,7 @@ def test_lenet_on_two_replicas_follows_one_replica(tmp_path, capsys):
     assert max(first) - min(first) < 1e-5
 
 
+@pytest.mark.slow  # 19-26 s; Keras-on-JAX DataParallel is checked by default in tests/test_distributed.py
 @pytest.mark.skipif(not ON_JAX, reason="needs keras and jax")
 def test_lenet_on_two_replicas_of_keras_on_jax(tmp_path):
     train_and_check(["jax"], tmp_path)
