@@ -39,6 +39,13 @@ class TorchSGD(keras.optimizers.Optimizer):
             g = g + updated * self.momentum if self.nesterov else updated
         self.assign_sub(variable, lr * g)
 
+    def _backend_update_step(self, grads, variables, learning_rate):
+        if keras.backend.backend() != "torch":
+            return super()._backend_update_step(grads, variables, learning_rate)
+        import torch
+        with torch.no_grad():  # in-place updates of Parameters that require grad
+            _torch_sgd(self, grads, variables, learning_rate)
+
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "dampening": self.dampening,
                 "nesterov": self.nesterov, "coupled_decay": self.coupled_decay}
@@ -77,6 +84,13 @@ class TorchAdam(keras.optimizers.Optimizer):
         step_size = lr / (1.0 - ops.power(self.beta_1, step))
         denom = ops.sqrt(v) / ops.sqrt(1.0 - ops.power(self.beta_2, step)) + self.epsilon
         self.assign_sub(variable, step_size * (m / denom))
+
+    def _backend_update_step(self, grads, variables, learning_rate):
+        if keras.backend.backend() != "torch":
+            return super()._backend_update_step(grads, variables, learning_rate)
+        import torch
+        with torch.no_grad():
+            _torch_adam(self, grads, variables, learning_rate)
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
@@ -126,6 +140,51 @@ class TorchRMSprop(keras.optimizers.Optimizer):
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "epsilon": self.epsilon,
                 "momentum": self.momentum, "coupled_decay": self.coupled_decay}
+
+
+# --- the same updates on Keras' torch backend, all variables at once ---------------------
+# Keras' eager torch backend pays a Python dispatch per op per variable; its own SGD/Adam use
+# torch._foreach_* there, and so do these (same formulas as update_step above).
+
+def _torch_sgd(opt, grads, variables, learning_rate):
+    import torch
+    params = [v.value for v in variables]
+    lr = torch.as_tensor(learning_rate.value if hasattr(learning_rate, "value") else learning_rate)
+    g = torch._foreach_add(list(grads), params, alpha=opt.coupled_decay) if opt.coupled_decay else list(grads)
+    if opt.momentum:
+        buffers = [opt.buffers[opt._get_variable_index(v)].value for v in variables]
+        if int(opt.iterations.value) == 0:
+            torch._foreach_copy_(buffers, g)
+        else:
+            torch._foreach_mul_(buffers, opt.momentum)
+            torch._foreach_add_(buffers, g, alpha=1.0 - opt.dampening)
+        g = torch._foreach_add(g, buffers, alpha=opt.momentum) if opt.nesterov else buffers
+    torch._foreach_sub_(params, torch._foreach_mul(g, lr.to(params[0].device)))
+
+
+def _torch_adam(opt, grads, variables, learning_rate):
+    import torch
+    params = [v.value for v in variables]
+    lr = torch.as_tensor(learning_rate.value if hasattr(learning_rate, "value") else learning_rate)
+    lr = lr.to(params[0].device)
+    g = list(grads)
+    if opt.decoupled and opt.decay_rate:
+        torch._foreach_mul_(params, 1.0 - lr * opt.decay_rate)
+    elif opt.decay_rate:
+        g = torch._foreach_add(g, params, alpha=opt.decay_rate)
+    index = [opt._get_variable_index(v) for v in variables]
+    m = [opt.first_moments[i].value for i in index]
+    v = [opt.second_moments[i].value for i in index]
+    step = int(opt.iterations.value) + 1
+    torch._foreach_add_(m, torch._foreach_mul(torch._foreach_sub(g, m), 1.0 - opt.beta_1))
+    torch._foreach_mul_(v, opt.beta_2)
+    torch._foreach_addcmul_(v, g, g, value=1.0 - opt.beta_2)
+    denom = torch._foreach_sqrt(v)
+    torch._foreach_div_(denom, (1.0 - opt.beta_2 ** step) ** 0.5)
+    torch._foreach_add_(denom, opt.epsilon)
+    update = torch._foreach_div(m, denom)
+    torch._foreach_mul_(update, lr / (1.0 - opt.beta_1 ** step))
+    torch._foreach_sub_(params, update)
 
 
 def _with_coupled_decay(g, variable, decay):
