@@ -28,6 +28,7 @@ ZERO_GRADIENT = 1e-6
 # The relative weight difference steps 2..K must tolerate: about what separates a port's weights
 # from torch's after one step (2-5e-6 measured on ResNet-18); see later_step_noise.
 PERTURBATION = 1e-6
+PERTURBED_RUNS = 3  # ResNet-18 v2 / Adam, five draws: conv1 2e-5 to 7e-3 from fp64 after 3 steps
 ADAPTIVE = ("adam", "adamw", "rmsprop")  # updates normalized by sqrt(v): see sign_undetermined
 
 # Defaults per optimizer, in torch's vocabulary.
@@ -172,8 +173,8 @@ def policies(device="cpu") -> dict:
 
 def later_step_noise(model_name, initial, batches, common, truth, undetermined, *, size, batch, seed,
                      **kwargs) -> dict:
-    """The noise of steps 2..K: torch fp32 from the initial weights times (1 + PERTURBATION x
-    N(0, 1)), against the fp64 truth. After one step a port's weights differ from torch's by
+    """The noise of steps 2..K: the worst of PERTURBED_RUNS torch fp32 runs from the initial
+    weights times (1 + PERTURBATION x N(0, 1)), against the fp64 truth. After one step a port's weights differ from torch's by
     about that much, and where a max-pool window holds two near-equal values or a ReLU input
     is near zero, such a difference reroutes the next gradient: ResNet-18's conv1 moves 0.2-0.9%
     away after 3 steps in torch alone (docs/training.md). Unperturbed fp32 vs fp64 happens to
@@ -181,14 +182,17 @@ def later_step_noise(model_name, initial, batches, common, truth, undetermined, 
     from .adapters import adapter
     from .calibrate import calibrated_torch_model
     from .training import train_steps
-    rng = np.random.default_rng(seed + 1)
-    nudged = {k: (v * (1 + PERTURBATION * rng.standard_normal(v.shape))).astype(v.dtype)
-              if v.dtype == np.float32 and not is_buffer(k) else v for k, v in initial.items()}
     model = calibrated_torch_model(model_name, seed=seed, input_size=(batches[0][0].shape[1], size, size),
                                    batch=batch, **kwargs)
-    adapter("torch").load_state_dict(model, nudged)
-    _, noise, _ = compare(train_steps(model, batches, **common), truth, undetermined)
-    return {c: noise[c] for c in ("later loss", "weight", "buffer")}
+    worst = dict.fromkeys(("later loss", "weight", "buffer"), 0.0)
+    for run in range(PERTURBED_RUNS):  # a reroute is a chance event: the worst of a few draws
+        rng = np.random.default_rng((seed, run))
+        nudged = {k: (v * (1 + PERTURBATION * rng.standard_normal(v.shape))).astype(v.dtype)
+                  if v.dtype == np.float32 and not is_buffer(k) else v for k, v in initial.items()}
+        adapter("torch").load_state_dict(model, nudged)
+        _, noise, _ = compare(train_steps(model, batches, **common), truth, undetermined)
+        worst = {c: max(worst[c], noise[c]) for c in worst}
+    return worst
 
 
 def make_batches(spec, model_classes, *, steps, size, batch, seed):
