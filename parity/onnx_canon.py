@@ -36,6 +36,7 @@ only where it is shown to compute the same values, and leaves any other graph as
 """
 import numpy as np
 
+from .onnx_fold import _shapes
 from .onnx_utils import OPSET
 
 # Ops an adaptive pool's subgraph may be spelled with (index arithmetic, no weights)
@@ -105,35 +106,6 @@ class _Constants:
             from onnx.reference import ReferenceEvaluator
             return np.asarray(ReferenceEvaluator(self.nodes[name]).run(None, {})[0])
         return None
-
-
-def _shapes(graph, initializers):
-    """{tensor: [dim or None]} by ONNX shape inference on a copy of the graph that holds no
-    big tensor's bytes (torch's graphs keep their weights inline)."""
-    import onnx
-    from onnx import helper
-
-    probe = onnx.GraphProto()
-    probe.node.extend(graph.node)
-    probe.input.extend(graph.input)
-    probe.output.extend(graph.output)
-    probe.value_info.extend(graph.value_info)
-    for tensor in graph.initializer:
-        if int(np.prod(tensor.dims)) <= 4096:
-            probe.initializer.append(tensor)
-        else:
-            probe.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
-    for name, value in initializers.items():
-        probe.input.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype),
-                                                         value.shape))
-    model = helper.make_model(probe, opset_imports=[helper.make_opsetid("", OPSET)])
-    inferred = onnx.shape_inference.infer_shapes(model).graph
-    shapes = {}
-    for value in (*inferred.input, *inferred.value_info, *inferred.output):
-        if value.type.tensor_type.HasField("shape"):
-            shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None
-                                  for d in value.type.tensor_type.shape.dim]
-    return shapes
 
 
 def _consumers(graph):
@@ -793,31 +765,43 @@ def local_response_norms_as_lrn(graph, initializers: dict) -> int:
 
     if not any(n.op_type in ("Pow", "Exp") for n in graph.node):
         return 0
+
+    def as_lrn(nodes, x, y, shapes, constants):
+        shape = shapes.get(x)
+        if (not any(n.op_type in ("Pow", "Exp") for n in nodes) or shape is None or len(shape) != 4
+                or None in shape[1:] or shapes.get(y) != shape and shapes.get(y, [None])[1:] != shape[1:]):
+            return None
+        parameters = _lrn_parameters(nodes, x, y, shape[1:], constants)
+        if parameters is None:
+            return None
+        size, alpha, beta, bias = parameters
+        return helper.make_node("LRN", [x], [y], name=f"{y}__lrn", size=size, alpha=alpha, beta=beta, bias=bias)
+    return _rewrite_regions(graph, initializers, _LRN_OPS, as_lrn)
+
+
+def _rewrite_regions(graph, initializers, ops, rewrite) -> int:
+    """For each subgraph of `ops` from one map x to a map y (_pool_region, from the last node
+    back, regions not overlapping), rewrite(nodes, x, y, shapes, constants) gives the one node
+    that replaces it, or None to leave it. Returns the number replaced."""
     constants = _Constants(graph, initializers)
     producers, consumers = _producers(graph), _consumers(graph)
     outputs = {o.name for o in graph.output}
     shapes = _shapes(graph, initializers)
     covered, removed, added = set(), set(), {}
     for node in reversed(list(graph.node)):
-        if node.op_type not in _LRN_OPS or id(node) in covered:
+        if node.op_type not in ops or id(node) in covered:
             continue
         y = node.output[0]
-        region = _pool_region(y, producers, consumers, outputs, constants, _LRN_OPS)
-        if region is None or not any(n.op_type in ("Pow", "Exp") for n in region[0]):
+        region = _pool_region(y, producers, consumers, outputs, constants, ops)
+        if region is None or any(id(n) in covered for n in region[0]):
             continue
         nodes, x = region
-        shape = shapes.get(x)
-        if (any(id(n) in covered for n in nodes) or shape is None or len(shape) != 4 or None in shape[1:]
-                or shapes.get(y) != shape and shapes.get(y, [None])[1:] != shape[1:]):
-            continue
-        parameters = _lrn_parameters(nodes, x, y, shape[1:], constants)
-        if parameters is None:
+        replacement = rewrite(nodes, x, y, shapes, constants)
+        if replacement is None:
             continue
         covered.update(id(n) for n in nodes)
         removed.update(id(n) for n in nodes)
-        size, alpha, beta, bias = parameters
-        added[id(nodes[-1])] = [helper.make_node("LRN", [x], [y], name=f"{y}__lrn", size=size, alpha=alpha,
-                                                 beta=beta, bias=bias)]
+        added[id(nodes[-1])] = [replacement]
     if added:
         _replace_nodes(graph, initializers, removed, added)
     return len(added)
@@ -973,39 +957,24 @@ def average_pools_not_counting_padding(graph, initializers: dict) -> int:
 
     if not any(n.op_type == "Div" for n in graph.node) or not any(n.op_type == "AveragePool" for n in graph.node):
         return 0
-    constants = _Constants(graph, initializers)
-    producers, consumers = _producers(graph), _consumers(graph)
-    outputs = {o.name for o in graph.output}
-    shapes = _shapes(graph, initializers)
-    covered, removed, added = set(), set(), {}
-    for node in reversed(list(graph.node)):
-        if node.op_type not in _COUNTED_OPS or id(node) in covered:
-            continue
-        y = node.output[0]
-        region = _pool_region(y, producers, consumers, outputs, constants, _COUNTED_OPS)
-        if region is None or any(id(n) in covered for n in region[0]):
-            continue
-        nodes, x = region
+
+    def as_average_pool(nodes, x, y, shapes, constants):
         window = _padded_window(nodes)
         x_shape, y_shape = shapes.get(x), shapes.get(y)
         if (window is None or not any(n.op_type == "Div" for n in nodes) or x_shape is None or y_shape is None
                 or len(x_shape) != 4 or None in x_shape[1:] or y_shape[1:2] != x_shape[1:2]):
-            continue
+            return None
         kernel, strides, pads = window
         probe = np.random.default_rng(0).standard_normal((2, *x_shape[1:])).astype(np.float32)
         try:
             value = _run(nodes, {x: probe}, y, constants)
         except Exception:  # not runnable on its own: not such a pool
-            continue
+            return None
         if not _close(value, average_pool_reference(probe, kernel, strides, pads)):
-            continue
-        covered.update(id(n) for n in nodes)
-        removed.update(id(n) for n in nodes)
-        added[id(nodes[-1])] = [helper.make_node("AveragePool", [x], [y], name=f"{y}__avg_pool", kernel_shape=kernel,
-                                                 strides=strides, pads=pads, count_include_pad=0, ceil_mode=0)]
-    if added:
-        _replace_nodes(graph, initializers, removed, added)
-    return len(added)
+            return None
+        return helper.make_node("AveragePool", [x], [y], name=f"{y}__avg_pool", kernel_shape=kernel,
+                                strides=strides, pads=pads, count_include_pad=0, ceil_mode=0)
+    return _rewrite_regions(graph, initializers, _COUNTED_OPS, as_average_pool)
 
 
 def _padded_window(nodes):

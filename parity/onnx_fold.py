@@ -272,12 +272,22 @@ def _ranks(graph, initializers):
 
 
 def _shapes(graph, initializers):
-    """{tensor name: [dim value or None]} by ONNX shape inference, weights given as shapes only."""
+    """{tensor name: [dim value or None]} by ONNX shape inference on a copy of the graph that
+    holds no big tensor's bytes: `initializers` and inline tensors over 4096 elements (torch's
+    graphs keep their weights inline) are given as shapes only."""
     import onnx
     from onnx import helper
 
     probe = onnx.GraphProto()
-    probe.CopyFrom(graph)
+    probe.node.extend(graph.node)
+    probe.input.extend(graph.input)
+    probe.output.extend(graph.output)
+    probe.value_info.extend(graph.value_info)
+    for tensor in graph.initializer:
+        if int(np.prod(tensor.dims)) <= 4096:
+            probe.initializer.append(tensor)
+        else:
+            probe.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
     for name, value in initializers.items():
         probe.input.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype),
                                                          value.shape))
