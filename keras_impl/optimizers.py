@@ -149,7 +149,7 @@ class TorchRMSprop(keras.optimizers.Optimizer):
 def _torch_sgd(opt, grads, variables, learning_rate):
     import torch
     params = [v.value for v in variables]
-    lr = torch.as_tensor(learning_rate.value if hasattr(learning_rate, "value") else learning_rate)
+    lr = _as_torch(learning_rate, params[0].device)
     g = torch._foreach_add(list(grads), params, alpha=opt.coupled_decay) if opt.coupled_decay else list(grads)
     if opt.momentum:
         buffers = [opt.buffers[opt._get_variable_index(v)].value for v in variables]
@@ -159,14 +159,13 @@ def _torch_sgd(opt, grads, variables, learning_rate):
             torch._foreach_mul_(buffers, opt.momentum)
             torch._foreach_add_(buffers, g, alpha=1.0 - opt.dampening)
         g = torch._foreach_add(g, buffers, alpha=opt.momentum) if opt.nesterov else buffers
-    torch._foreach_sub_(params, torch._foreach_mul(g, lr.to(params[0].device)))
+    torch._foreach_sub_(params, torch._foreach_mul(g, lr))
 
 
 def _torch_adam(opt, grads, variables, learning_rate):
     import torch
     params = [v.value for v in variables]
-    lr = torch.as_tensor(learning_rate.value if hasattr(learning_rate, "value") else learning_rate)
-    lr = lr.to(params[0].device)
+    lr = _as_torch(learning_rate, params[0].device)
     g = list(grads)
     if opt.decoupled and opt.decay_rate:
         torch._foreach_mul_(params, 1.0 - lr * opt.decay_rate)
@@ -185,6 +184,12 @@ def _torch_adam(opt, grads, variables, learning_rate):
     update = torch._foreach_div(m, denom)
     torch._foreach_mul_(update, lr / (1.0 - opt.beta_1 ** step))
     torch._foreach_sub_(params, update)
+
+
+def _as_torch(learning_rate, device):
+    """The learning rate (a Keras variable, tensor or float) as a 0-d tensor on `device`."""
+    import torch
+    return torch.as_tensor(getattr(learning_rate, "value", learning_rate)).to(device)
 
 
 def _with_coupled_decay(g, variable, decay):
