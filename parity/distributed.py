@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .train_check import (DEFAULT_HYPER, GRAD_POLICY, WEIGHT_POLICY, build_kwargs, gradient_floor, is_buffer,
-                          make_batches, normalized)
+from .train_check import (DEFAULT_HYPER, GRAD_POLICY, WEIGHT_POLICY, build_kwargs, cancelled, is_buffer, largest,
+                          make_batches, normalized, release)
 
 FRAMEWORKS = ("torch", "keras", "tf", "jax")  # jax: Keras 3 on the JAX backend
 DEFAULT_FRAMEWORKS = ("torch", "keras", "tf")
@@ -50,11 +50,11 @@ RULES = {
     "spmd-global": "SPMD on the global batch (BN statistics global): equal to one device",
 }
 OTHER_RULE = {"ddp-broadcast": "mirrored-local", "mirrored-local": "ddp-broadcast"}
-# A gradient below this fraction of the model's largest is taken as zero in exact arithmetic (see
-# cancelled). Train-check's ZERO_GRADIENT (1e-6) is too tight here: that rounding grows with the
-# positions a conv bias sums over (n x eps, 1.2e-4 for 2 x 32 x 32), and VGG-11-BN's features.0.bias
-# measured 4.5e-7..8.9e-7 of the largest at 32 px, 2 per replica, on either side of 1e-6 from one
-# machine to another. Train-check absorbs it in its fp64 noise term; this check has none.
+# A gradient below this fraction of the model's largest is taken as zero in exact arithmetic
+# (train_check.cancelled). Train-check tells those apart in its fp64 judge (EXACT_ZERO); this check
+# compares two fp32 runs, where that rounding grows with the positions a conv bias sums over
+# (n x eps, 1.2e-4 for 2 x 32 x 32): VGG-11-BN's features.0.bias measured 4.5e-7..8.9e-7 of the
+# largest at 32 px, 2 per replica.
 CANCELLED = 1e-4
 
 
@@ -254,6 +254,7 @@ def run_job(job: Job, observed=None) -> DistributedRow:
         return DistributedRow(job.framework, engine.engine_name(job.device, False), job.replicas, rule,
                               skipped=refused)
     observed = observed or (observe_jax(job) if job.framework == "jax" else observe_mirrored(job))
+    release(job.framework)  # the data-parallel model, before the single-process runs build theirs
     tolerances = {"loss": GRAD_POLICY, "grad": GRAD_POLICY, "weight": WEIGHT_POLICY, "buffer": WEIGHT_POLICY}
     row = DistributedRow(job.framework, engine.engine_name(job.device, rule == "sync-bn"), job.replicas, rule,
                          tolerances=tolerances, seconds_per_step=observed.get("seconds_per_step"))
@@ -465,6 +466,8 @@ def single_process(job, state, batches, *, replica=0, replicas=1, first_step=0):
         if grads is None:
             grads = trainer.gradients()
         states.append(native.state_dict(model))
+    del trainer, model
+    release(job.framework)  # six of these per check: VGG-11-BN's weights and momentum are a gigabyte
     return losses, grads, states
 
 
@@ -473,22 +476,10 @@ def shard(array, replica, replicas):
     return array[replica * n:(replica + 1) * n]
 
 
-def cancelled(grads) -> set:
-    """Parameters whose gradient is zero in exact arithmetic, by train-check's rule
-    (gradient_floor) at CANCELLED: a conv bias right before a train-mode BatchNorm, whose
-    computed gradient is the rounding left over when the BatchNorm's backward removes the mean."""
-    floor = gradient_floor(grads, CANCELLED)
-    return {k for k, g in grads.items() if g.size and float(np.abs(g).max()) < floor}
-
-
-def largest(arrays) -> float:
-    return max((float(np.abs(a).max()) for a in arrays if a.size), default=0.0)
-
-
 def gradient_errors(observed: dict, expected: dict) -> dict:
     """A cancelled gradient (see cancelled) is rounding in any two computations: judged on the
     model-wide scale (the largest gradient), not its own; every other gradient on its own."""
-    zero, scale = cancelled(expected), largest(expected.values())
+    zero, scale = cancelled(expected, CANCELLED), largest(expected.values())
     return {k: normalized(observed[k], v, scale if k in zero else 0.0) for k, v in expected.items()}
 
 
@@ -506,7 +497,7 @@ def expect_global(job, observed, single=None, weights_at_step1=False):
     last = states[-1]
     weights_after = lambda step: weight_errors(  # noqa: E731
         observed["weights"][step], {k: v for k, v in states[step].items() if not is_buffer(k)}, job.initial,
-        cancelled(grads))
+        cancelled(grads, CANCELLED))
     per_key = {
         "loss": {f"step {i + 1}": abs(a - b) / max(abs(b), 1e-12) for i, (a, b) in enumerate(zip(observed["losses"], losses))},
         "grad": gradient_errors(observed["grads"], grads),
@@ -537,7 +528,7 @@ def expect_per_replica(job, observed, rule):
                "weight": {}, "buffer": {}}
     if job.hyper["optimizer"] == "sgd":  # an SGD step is linear in the gradient
         weights = {k: mean([run[2][0][k] for run in shard_runs]) for k in observed["weights"][0]}
-        errors = weight_errors(observed["weights"][0], weights, job.initial, cancelled(grads))
+        errors = weight_errors(observed["weights"][0], weights, job.initial, cancelled(grads, CANCELLED))
         per_key["weight"] = {f"{k} (step 1)": e for k, e in errors.items()}
     for r, run in enumerate(shard_runs):
         for key, value in observed["buffers"][r][0].items():
@@ -632,6 +623,7 @@ def child_main():
         except Exception as exc:  # noqa: BLE001 - reported per job
             rows.append(DistributedRow(job.framework, "", job.replicas, rule_for(job),
                                        error=f"{type(exc).__name__}: {exc}"))
+        release(job.framework)
     write_payload(os.path.join(workdir, "rows"), [asdict(row) for row in rows])
 
 

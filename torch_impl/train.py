@@ -64,6 +64,9 @@ class Trainer:
                                         betas=betas, eps=eps, alpha=alpha)
 
     def train_mode(self):
+        # Walking the modules costs as much as a small model's optimizer step: only when a mode is off.
+        if self.model.training and not any(norm.training for norm in self.frozen_norms):
+            return
         self.model.train()
         for norm in self.frozen_norms:  # frozen BN: running statistics, and they do not move
             norm.eval()
