@@ -20,7 +20,8 @@ The rule checked depends on the model and the engine (`rule` in the table):
   mirrored-local: Mirrored variables with aggregation NONE (Keras 3 BN, tf.Variable) are
   updated per replica and never synchronized; reads see replica 0's copy.
 - spmd-global (Keras on JAX): the step is written for the global batch and XLA shards it,
-  so BN statistics are always global: equal to the same jitted step on one device.
+  so BN statistics are always global: equal to keras_impl/train.py's step on one device
+  (adapter.trainer, on the JAX backend).
 The table also reports the error under the other engine's buffer rule, to show the check
 tells them apart.
 """
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -47,7 +48,7 @@ RULES = {
     "sync-bn": "synchronized BN: equal to one process on the global batch",
     "ddp-broadcast": "per-replica BN: mean of per-shard gradients; rank 0's buffers broadcast each forward",
     "mirrored-local": "per-replica BN: mean of per-shard gradients; each replica keeps its own BN statistics",
-    "spmd-global": "SPMD on the global batch (BN statistics global): equal to one device",
+    "spmd-global": "SPMD on the global batch (BN statistics global): equal to keras_impl's step on one device",
 }
 OTHER_RULE = {"ddp-broadcast": "mirrored-local", "mirrored-local": "ddp-broadcast"}
 # A gradient below this fraction of the model's largest is taken as zero in exact arithmetic
@@ -395,8 +396,8 @@ def observe_mirrored(job: Job) -> dict:
 
 
 def observe_jax(job: Job) -> dict:
-    """Keras on JAX: the same jitted step without a distribution (one device, the
-    single-process side) and under keras.distribution.DataParallel over N host devices."""
+    """Keras on JAX: the jitted step under keras.distribution.DataParallel over N host devices;
+    the single-process side is keras_impl/train.py's step (adapter.trainer) on one device."""
     import keras
 
     import keras_impl.distributed as engine
@@ -407,8 +408,8 @@ def observe_jax(job: Job) -> dict:
     hyper = hyper_of(job)
     channels = job.batches[0][0].shape[1]
     batches = [(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), y) for x, y in job.batches]
-
-    def run(distribution):
+    distribution = engine.jax_data_parallel(job.replicas)
+    with distribution.scope():
         model = native.build(job.model, input_size=(channels, job.size, job.size), **job.kwargs)
         if any(isinstance(layer, keras.layers.Dropout) for layer in model.layers):
             raise NotImplementedError("dropout masks are not injected into the JAX step; use a model without "
@@ -421,21 +422,16 @@ def observe_jax(job: Job) -> dict:
                                      aux_weights=tuple(spec.aux_weights) if spec else (),
                                      label_smoothing=hyper.label_smoothing, distribution=distribution)
         elapsed = time.perf_counter() - started
-        slots = native.slots(model)
-        by_id = {id(s.variable): (k, s) for k, s in slots.items() if s.variable is not None}
-        grads = {by_id[id(v)][0]: canonical(by_id[id(v)][1], g) for v, g in zip(model.trainable_variables, steps[0][1])}
-        state = native.state_dict(model)
-        return [step[0] for step in steps], grads, state, elapsed
-
-    losses, grads, state, _ = run(None)
-    distribution = engine.jax_data_parallel(job.replicas)
-    with distribution.scope():
-        dp_losses, dp_grads, dp_state, elapsed = run(distribution)
-    weights = {k: v for k, v in dp_state.items() if not is_buffer(k)}
-    buffers = {k: v for k, v in dp_state.items() if is_buffer(k)}
-    return {"losses": dp_losses, "grads": dp_grads, "weights": [weights],
-            "buffers": [[buffers]] if buffers else [[]], "seconds_per_step": elapsed / len(batches),
-            "single": (losses, grads, [state])}
+    slots = native.slots(model)
+    by_id = {id(s.variable): (k, s) for k, s in slots.items() if s.variable is not None}
+    grads = {by_id[id(v)][0]: canonical(by_id[id(v)][1], g) for v, g in zip(model.trainable_variables, steps[0][1])}
+    state = native.state_dict(model)
+    del model
+    release("keras")
+    return {"losses": [step[0] for step in steps], "grads": grads,
+            "weights": [{k: v for k, v in state.items() if not is_buffer(k)}],
+            "buffers": [[{k: v for k, v in state.items() if is_buffer(k)}]], "seconds_per_step": elapsed / len(batches),
+            "single": single_process(replace(job, framework="keras"), job.initial, job.batches)}
 
 
 def canonical(slot, value):
