@@ -33,12 +33,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .train_check import (DEFAULT_HYPER, GRAD_POLICY, WEIGHT_POLICY, build_kwargs, cancelled, is_buffer, largest,
-                          make_batches, normalized, release)
+from .tolerance import NOISE_FACTOR
+from .train_check import (DEFAULT_HYPER, GRAD_POLICY, PERTURBED_RUNS, WEIGHT_POLICY, build_kwargs, cancelled,
+                          is_buffer, largest, make_batches, normalized, nudged, release)
 
 FRAMEWORKS = ("torch", "keras", "tf", "jax")  # jax: Keras 3 on the JAX backend
 DEFAULT_FRAMEWORKS = ("torch", "keras", "tf")
@@ -259,10 +260,10 @@ def run_job(job: Job, observed=None) -> DistributedRow:
     tolerances = {"loss": GRAD_POLICY, "grad": GRAD_POLICY, "weight": WEIGHT_POLICY, "buffer": WEIGHT_POLICY}
     row = DistributedRow(job.framework, engine.engine_name(job.device, rule == "sync-bn"), job.replicas, rule,
                          tolerances=tolerances, seconds_per_step=observed.get("seconds_per_step"))
-    if rule == "spmd-global":
-        per_key = expect_global(job, observed, observed.pop("single"))
-    elif rule in ("global", "sync-bn"):
-        per_key = expect_global(job, observed, weights_at_step1=rule == "sync-bn")
+    single = None
+    if rule in ("global", "sync-bn", "spmd-global"):
+        single = observed.pop("single", None) or single_process(job, job.initial, job.batches)
+        per_key = expect_global(job, observed, single, weights_at_step1=rule == "sync-bn")
         if rule == "sync-bn":
             last = per_key.pop("weight after the last step")
             worst = max(last, key=last.get)
@@ -274,7 +275,35 @@ def run_job(job: Job, observed=None) -> DistributedRow:
         if errors:
             row.worst[category] = max(errors, key=errors.get)
             row.errors[category] = errors[row.worst[category]]
+    if single is not None and not row.passed:
+        widen_to_own_noise(row, job, single, weights_at_step1=rule == "sync-bn")
     return row
+
+
+def widen_to_own_noise(row, job, single, weights_at_step1):
+    """Over the policy: judge at NOISE_FACTOR x the single process's own spread, as train-check
+    does. Where a ReLU input sits within rounding of zero, a reduction in another order (an
+    all-reduce) flips its mask and moves a gradient by percents: VGG-11-BN with synchronized BN,
+    seed 0, 4e-2 in Keras and tf_impl alike; seeds 1 and 2, 7e-6. The spread: the single process
+    from PERTURBED_RUNS starting points with weights x (1 + 1e-6 N(0, 1)), against the unperturbed one."""
+    noise = {}
+    for run in range(PERTURBED_RUNS):
+        losses, grads, states = single_process(job, nudged(job.initial, np.random.default_rng((job.seed, run))),
+                                               job.batches)
+        twin = {"losses": losses, "grads": grads, "weights": [strip_buffers(s) for s in states],
+                "buffers": [[{k: v for k, v in states[-1].items() if is_buffer(k)}]]}
+        per_key = expect_global(job, twin, single, weights_at_step1)
+        per_key.pop("weight after the last step", None)
+        for category, errors in per_key.items():
+            noise[category] = max([noise.get(category, 0.0), *errors.values()])
+    row.tolerances = {c: max(t, NOISE_FACTOR * noise.get(c, 0.0)) for c, t in row.tolerances.items()}
+    spread = ", ".join(f"{c} {v:.1e}" for c, v in noise.items())
+    row.note = "; ".join(filter(None, [row.note, f"over the policy, judged at {NOISE_FACTOR:g}x the single process's "
+                                                 f"own spread from weights perturbed by 1e-6: {spread}"]))
+
+
+def strip_buffers(state):
+    return {k: v for k, v in state.items() if not is_buffer(k)}
 
 
 def run_torch_jobs(jobs) -> list:
@@ -431,7 +460,7 @@ def observe_jax(job: Job) -> dict:
     return {"losses": [step[0] for step in steps], "grads": grads,
             "weights": [{k: v for k, v in state.items() if not is_buffer(k)}],
             "buffers": [[{k: v for k, v in state.items() if is_buffer(k)}]], "seconds_per_step": elapsed / len(batches),
-            "single": single_process(replace(job, framework="keras"), job.initial, job.batches)}
+            "single": single_process(job, job.initial, job.batches)}
 
 
 def canonical(slot, value):
@@ -446,9 +475,10 @@ def single_process(job, state, batches, *, replica=0, replicas=1, first_step=0):
     rows `replica` of the global batch's masks."""
     from .adapters import adapter
     from .devices import placed
-    native = adapter(job.framework)
+    framework = "keras" if job.framework == "jax" else job.framework  # Keras on JAX: keras_impl/train.py
+    native = adapter(framework)
     channels = batches[0][0].shape[1]
-    with placed(job.framework, "cpu"):
+    with placed(framework, "cpu"):
         model = native.build(job.model, input_size=(channels, job.size, job.size), **job.kwargs)
         native.load_state_dict(model, state)
         trainer = native.trainer(model, hyper_of(job))
@@ -463,7 +493,7 @@ def single_process(job, state, batches, *, replica=0, replicas=1, first_step=0):
             grads = trainer.gradients()
         states.append(native.state_dict(model))
     del trainer, model
-    release(job.framework)  # six of these per check: VGG-11-BN's weights and momentum are a gigabyte
+    release(framework)  # six of these per check: VGG-11-BN's weights and momentum are a gigabyte
     return losses, grads, states
 
 

@@ -191,6 +191,12 @@ def policies(device="cpu") -> dict:
     return {"loss": grad, "grad": grad, "later loss": weight, "weight": weight, "buffer": weight}
 
 
+def nudged(state, rng) -> dict:
+    """`state` with every float32 weight times (1 + PERTURBATION x N(0, 1)); buffers unchanged."""
+    return {k: (v * (1 + PERTURBATION * rng.standard_normal(v.shape))).astype(v.dtype)
+            if v.dtype == np.float32 and not is_buffer(k) else v for k, v in state.items()}
+
+
 def perturbed_noise(model_name, initial, batches, common, truth, undetermined, *, size, batch, seed,
                     **kwargs) -> dict:
     """The reference noise seen from PERTURBED_RUNS nearby starting points: torch fp32 runs from
@@ -211,10 +217,7 @@ def perturbed_noise(model_name, initial, batches, common, truth, undetermined, *
                                    batch=batch, **kwargs)
     worst = dict.fromkeys(("grad", "later loss", "weight", "buffer"), 0.0)
     for run in range(PERTURBED_RUNS):  # a flip is a chance event: the worst of a few draws
-        rng = np.random.default_rng((seed, run))
-        nudged = {k: (v * (1 + PERTURBATION * rng.standard_normal(v.shape))).astype(v.dtype)
-                  if v.dtype == np.float32 and not is_buffer(k) else v for k, v in initial.items()}
-        adapter("torch").load_state_dict(model, nudged)
+        adapter("torch").load_state_dict(model, nudged(initial, np.random.default_rng((seed, run))))
         _, noise, _ = compare(train_steps(model, batches, **common), truth, initial, undetermined)
         worst = {c: max(worst[c], noise[c]) for c in worst}
     return worst
