@@ -40,7 +40,10 @@ class TorchSGD(TorchOptimizer):
         g = _with_coupled_decay(g, var, self.coupled_decay)
         if self.momentum:
             buffer = slots["momentum_buffer"]
-            updated = tf.where(self.iterations == 0, g, buffer * self.momentum + g * (1.0 - self.dampening))
+            if self.dampening:  # torch's first buffer is g itself, undamped
+                updated = tf.where(self.iterations == 0, g, buffer * self.momentum + g * (1.0 - self.dampening))
+            else:  # the zero-initialized buffer gives that exactly, without a select per variable
+                updated = buffer * self.momentum + g
             buffer.assign(updated)
             g = g + updated * self.momentum if self.nesterov else updated
         var.assign_sub(lr * g)
