@@ -12,7 +12,6 @@ only, so each replica tracks its own shard's statistics, the copies are never sy
 and reads/checkpoints see replica 0's copy. BatchNormalization(synchronized=True) all-reduces
 the batch moments (TF backend only), so every replica normalizes with the global batch.
 """
-import time
 
 import keras
 from keras import ops
@@ -145,12 +144,11 @@ def run_steps(strategy, trainer, batches, masks=None):
     return [run_step(strategy, step, x, labels, masks, i) for i, (x, labels) in enumerate(batches)]
 
 
-
 # --- Keras on JAX: keras.distribution.DataParallel -------------------------------------
-# The step is written for the global batch; the inputs are sharded over the device mesh's
-# batch axis and the variables replicated, and XLA's SPMD partitioner inserts the
-# all-reduces. So the loss is the plain global mean, and BatchNorm's batch statistics are
-# the global batch's (synchronized by construction; there is no per-replica BN here).
+# The step itself is keras_impl/train.py's (jax_step): built under a DataParallel scope it
+# shards each global batch over the mesh's batch axis and replicates the values, and XLA's
+# SPMD partitioner inserts the all-reduces. So the loss is the plain global mean, and
+# BatchNorm's batch statistics are the global batch's (synchronized by construction).
 
 def jax_data_parallel(replicas):
     """DataParallel over the first `replicas` devices (on CPU: start the process with
@@ -160,93 +158,3 @@ def jax_data_parallel(replicas):
         raise RuntimeError(f"DataParallel over {replicas} devices: JAX sees {len(devices)} "
                            f"(XLA_FLAGS=--xla_force_host_platform_device_count={replicas} on CPU)")
     return keras.distribution.DataParallel(devices=devices[:replicas])
-
-
-def jax_trainer_parts(model, *, optimizer, lr, momentum, nesterov, dampening, weight_decay, betas, eps, alpha,
-                      bn_momentum=0.1, **_):
-    """The torch-formula Keras optimizer and torch's BN momentum, as keras_impl.train sets them."""
-    from .optimizers import make_optimizer
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 1.0 - bn_momentum
-    return make_optimizer(optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov, dampening=dampening,
-                          weight_decay=weight_decay, betas=betas, eps=eps, alpha=alpha)
-
-
-def jax_run_steps(model, optimizer, batches, *, loss, aux_weights, label_smoothing, distribution=None):
-    """One jitted, stateless train step per global (x_nhwc, labels) batch; with a
-    distribution the batch is sharded over its devices. Returns [(loss, gradients, seconds)] and
-    writes the trained values back into the model's variables."""
-    step = JaxStep(model, optimizer, loss=loss, aux_weights=aux_weights, label_smoothing=label_smoothing,
-                   distribution=distribution)
-    results = [step(x, labels) for x, labels in batches]
-    step.write_back()
-    return results
-
-
-class JaxStep:
-    """The jitted, stateless train step of Keras on JAX, built once: call(x_nhwc, labels) ->
-    (loss, gradients or, with returns="logits", the main head's output, seconds). The values
-    live in the step until write_back() puts them into the model's variables."""
-
-    def __init__(self, model, optimizer, *, loss, aux_weights, label_smoothing, distribution=None,
-                 returns="grads"):
-        import jax
-        self.model, self.optimizer, self.distribution = model, optimizer, distribution
-        optimizer.build(model.trainable_variables)
-
-        def compute(trainable_values, non_trainable_values, x, labels):
-            outputs, non_trainable_values = model.stateless_call(trainable_values, non_trainable_values, x,
-                                                                 training=True)
-            per_example = per_example_loss(outputs, labels, loss=loss, aux_weights=aux_weights,
-                                           label_smoothing=label_smoothing)
-            return ops.mean(per_example), (non_trainable_values, main_output(outputs))
-
-        grad_fn = jax.value_and_grad(compute, has_aux=True)
-
-        @jax.jit
-        def step(trainable_values, non_trainable_values, optimizer_values, x, labels):
-            (value, (non_trainable_values, logits)), grads = grad_fn(trainable_values, non_trainable_values, x,
-                                                                    labels)
-            trainable_values, optimizer_values = optimizer.stateless_apply(optimizer_values, grads, trainable_values)
-            return value, grads if returns == "grads" else logits, trainable_values, non_trainable_values, \
-                optimizer_values
-
-        self._step = step
-        self.read_values()
-
-    def read_values(self):
-        groups = (self.model.trainable_variables, self.model.non_trainable_variables, self.optimizer.variables)
-        self.values = tuple([v.value for v in group] for group in groups)
-        if self.distribution is not None:  # DataParallel replicates every variable
-            import jax
-            # the optimizer's state is created on one device; fed that, the step would compile twice
-            replicated = self.values[0][0].sharding
-            if isinstance(replicated, jax.sharding.NamedSharding):
-                replicated = jax.sharding.NamedSharding(replicated.mesh, jax.sharding.PartitionSpec())
-            self.values = tuple([jax.device_put(v, replicated) for v in group] for group in self.values)
-
-    def __call__(self, x, labels):
-        if self.distribution is not None:
-            x = keras.distribution.distribute_tensor(x, self.distribution.get_data_layout(x.shape))
-            labels = keras.distribution.distribute_tensor(labels, self.distribution.get_data_layout(labels.shape))
-            devices = len(self.distribution.device_mesh.devices.flatten())
-            if len(x.sharding.device_set) != devices:
-                raise RuntimeError(f"the batch is on {len(x.sharding.device_set)} devices, not the mesh's {devices}")
-        started = time.perf_counter()
-        value, out, *values = self._step(*self.values, x, labels)
-        loss = float(value)  # waits for the step
-        self.values = tuple(values)
-        out = [ops.convert_to_numpy(g) for g in out] if isinstance(out, (list, tuple)) else ops.convert_to_numpy(out)
-        return loss, out, time.perf_counter() - started
-
-    def write_back(self):
-        for variables, new in zip((self.model.trainable_variables, self.model.non_trainable_variables,
-                                   self.optimizer.variables), self.values):
-            for variable, value in zip(variables, new):
-                variable.assign(value)
-
-    def set_lr(self, lr):
-        self.write_back()
-        self.optimizer.learning_rate = lr
-        self.read_values()

@@ -120,10 +120,14 @@ def torch_step(trainer):
 
 def jax_step(trainer):
     """A jitted stateless step; the new values are written back into the Keras variables
-    after each call, so the model, checkpoints and set_lr see the current state."""
+    after each call, so the model, checkpoints and set_lr see the current state. Built under
+    a keras.distribution.DataParallel scope, it shards each global batch over the mesh and
+    replicates the values, and XLA's SPMD partitioner inserts the all-reduces (the loss stays
+    the global mean, BatchNorm's statistics the global batch's)."""
     import jax
     model, optimizer = trainer.model, trainer.optimizer
     groups = (model.trainable_variables, model.non_trainable_variables, optimizer.variables)
+    distribution = keras.distribution.distribution()
 
     def compute(trainable, non_trainable, x, labels):
         outputs, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
@@ -141,12 +145,27 @@ def jax_step(trainer):
         return loss, logits, grads, (trainable, non_trainable, optimizer_values)
 
     def step(x, labels):
-        loss, logits, grads, values = compiled(*([v.value for v in group] for group in groups), x, labels)
-        for group, new in zip(groups, values):
+        values = [[v.value for v in group] for group in groups]
+        if distribution is not None:
+            x, labels, values = data_parallel_inputs(distribution, x, labels, values)
+        loss, logits, grads, new_values = compiled(*values, x, labels)
+        for group, new in zip(groups, new_values):
             for variable, value in zip(group, new):
                 variable.assign(value)
         return loss, logits, grads
     return step
+
+
+def data_parallel_inputs(distribution, x, labels, values):
+    """The global batch split over the mesh's batch axis, every value replicated on the mesh
+    (the optimizer's state is created on one device: fed that, the step would compile twice)."""
+    import jax
+    x, labels = (keras.distribution.distribute_tensor(a, distribution.get_data_layout(a.shape)) for a in (x, labels))
+    devices = len(distribution.device_mesh.devices.flatten())
+    if len(x.sharding.device_set) != devices:
+        raise RuntimeError(f"the batch is on {len(x.sharding.device_set)} devices, not the mesh's {devices}")
+    replicated = jax.sharding.NamedSharding(x.sharding.mesh, jax.sharding.PartitionSpec())
+    return x, labels, [[jax.device_put(v, replicated) for v in group] for group in values]
 
 
 BACKEND_STEPS = {"tensorflow": tensorflow_step, "torch": torch_step, "jax": jax_step}

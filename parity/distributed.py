@@ -425,18 +425,16 @@ def observe_mirrored(job: Job) -> dict:
 
 
 def observe_jax(job: Job) -> dict:
-    """Keras on JAX: the jitted step under keras.distribution.DataParallel over N host devices;
-    the single-process side is keras_impl/train.py's step (adapter.trainer) on one device."""
+    """Keras on JAX: keras_impl/train.py's jitted step built under keras.distribution.DataParallel
+    over N host devices (it shards the global batch); the single-process side is the same
+    trainer built without a distribution, on one device."""
     import keras
 
     import keras_impl.distributed as engine
 
     from .adapters import adapter
-    from .training import loss_kind
     native = adapter("keras")
-    hyper = hyper_of(job)
     channels = job.batches[0][0].shape[1]
-    batches = [(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), y) for x, y in job.batches]
     distribution = engine.jax_data_parallel(job.replicas)
     with distribution.scope():
         model = native.build(job.model, input_size=(channels, job.size, job.size), **job.kwargs)
@@ -444,22 +442,21 @@ def observe_jax(job: Job) -> dict:
             raise NotImplementedError("dropout masks are not injected into the JAX step; use a model without "
                                       "dropout on --frameworks jax")
         native.load_state_dict(model, job.initial)
-        spec = native.spec(model)
-        optimizer = engine.jax_trainer_parts(model, **hyper.native())
-        started = time.perf_counter()
-        steps = engine.jax_run_steps(model, optimizer, batches, loss=loss_kind(spec),
-                                     aux_weights=tuple(spec.aux_weights) if spec else (),
-                                     label_smoothing=hyper.label_smoothing, distribution=distribution)
-        elapsed = time.perf_counter() - started
-    slots = native.slots(model)
-    by_id = {id(s.variable): (k, s) for k, s in slots.items() if s.variable is not None}
-    grads = {by_id[id(v)][0]: canonical(by_id[id(v)][1], g) for v, g in zip(model.trainable_variables, steps[0][1])}
+        trainer = native.trainer(model, hyper_of(job))
+        losses, grads, times = [], None, []
+        for x, labels in job.batches:
+            started = time.perf_counter()
+            loss, _ = trainer.native.step(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), labels)  # waits for it
+            times.append(time.perf_counter() - started)
+            losses.append(loss)
+            if grads is None:
+                grads = trainer.gradients()
     state = native.state_dict(model)
-    del model
+    del trainer, model
     release("keras")
-    return {"losses": [step[0] for step in steps], "grads": grads,
-            "weights": [{k: v for k, v in state.items() if not is_buffer(k)}],
-            "buffers": [[{k: v for k, v in state.items() if is_buffer(k)}]], "seconds_per_step": elapsed / len(batches),
+    return {"losses": losses, "grads": grads, "weights": [strip_buffers(state)],
+            "buffers": [[{k: v for k, v in state.items() if is_buffer(k)}]],
+            "seconds_per_step": float(np.mean(times[1:])) if len(times) > 1 else times[0],
             "single": single_process(job, job.initial, job.batches)}
 
 
