@@ -427,9 +427,8 @@ def observe_mirrored(job: Job) -> dict:
 def observe_jax(job: Job) -> dict:
     """Keras on JAX: keras_impl/train.py's jitted step built under keras.distribution.DataParallel
     over N host devices (it shards the global batch); the single-process side is the same
-    trainer built without a distribution, on one device."""
-    import keras
-
+    trainer built without a distribution, on one device. Dropout masks are the global batch's
+    (the step sees the global batch), injected as in the single process."""
     import keras_impl.distributed as engine
 
     from .adapters import adapter
@@ -438,13 +437,15 @@ def observe_jax(job: Job) -> dict:
     distribution = engine.jax_data_parallel(job.replicas)
     with distribution.scope():
         model = native.build(job.model, input_size=(channels, job.size, job.size), **job.kwargs)
-        if any(isinstance(layer, keras.layers.Dropout) for layer in model.layers):
-            raise NotImplementedError("dropout masks are not injected into the JAX step; use a model without "
-                                      "dropout on --frameworks jax")
         native.load_state_dict(model, job.initial)
         trainer = native.trainer(model, hyper_of(job))
+        spec = native.spec(model)
+        # The step sees the global batch: the global batch's masks, as the single process draws them.
+        masks = ShardMasks(job.seed, 1, native.channels_last, spec.flatten_linear.values() if spec else ())
+        trainer.native.dropout_masks = BoundMasks(masks, 0)
         losses, grads, times = [], None, []
-        for x, labels in job.batches:
+        for step, (x, labels) in enumerate(job.batches):
+            masks.step = step
             started = time.perf_counter()
             loss, _ = trainer.native.step(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), labels)  # waits for it
             times.append(time.perf_counter() - started)

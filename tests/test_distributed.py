@@ -195,6 +195,16 @@ def test_cli_resnet18_two_replicas(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif("jax" not in ENGINES, reason="needs jax")
+def test_alexnet_with_dropout_on_keras_on_jax():
+    # The sharded step sees the global batch, so it takes the global batch's masks: a step that
+    # drew its own (Keras' RNG) would be far off in the loss already.
+    result, = distributed_checks(["alexnet"], frameworks=("jax",), replicas=2, steps=2, size=64, batch=4)
+    assert_passed(result)
+    assert result.rows[0].errors["loss"] < 1e-6
+
+
+@pytest.mark.slow
 def test_vgg11_bn_torch_ddp():
     # Conv biases under train-mode BatchNorm: zero gradients in exact arithmetic, judged on the
     # model-wide scale (they failed at 0.28 on their own). 50 s on a 16-core machine: grad 2.0e-6;
