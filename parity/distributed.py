@@ -262,7 +262,7 @@ def run_job(job: Job, observed=None) -> DistributedRow:
                          tolerances=tolerances, seconds_per_step=observed.get("seconds_per_step"))
     single = None
     if rule in ("global", "sync-bn", "spmd-global"):
-        single = observed.pop("single", None) or single_process(job, job.initial, job.batches)
+        single = single_process(job, job.initial, job.batches)
         per_key = expect_global(job, observed, single, weights_at_step1=rule == "sync-bn")
         if rule == "sync-bn":
             last = per_key.pop("weight after the last step")
@@ -291,7 +291,7 @@ def widen_to_own_noise(row, job, single, weights_at_step1):
         losses, grads, states = single_process(job, nudged(job.initial, np.random.default_rng((job.seed, run))),
                                                job.batches)
         twin = {"losses": losses, "grads": grads, "weights": [strip_buffers(s) for s in states],
-                "buffers": [[{k: v for k, v in states[-1].items() if is_buffer(k)}]]}
+                "buffers": [[buffers_of(states[-1])]]}
         per_key = expect_global(job, twin, single, weights_at_step1)
         per_key.pop("weight after the last step", None)
         for category, errors in per_key.items():
@@ -304,6 +304,10 @@ def widen_to_own_noise(row, job, single, weights_at_step1):
 
 def strip_buffers(state):
     return {k: v for k, v in state.items() if not is_buffer(k)}
+
+
+def buffers_of(state):
+    return {k: v for k, v in state.items() if is_buffer(k)}
 
 
 def run_torch_jobs(jobs) -> list:
@@ -413,7 +417,7 @@ def observe_mirrored(job: Job) -> dict:
         if step == 0:
             observed["grads"] = {by_id[id(v)][0]: canonical(by_id[id(v)][1], g)
                                  for v, g in zip(trainer.native.variables, grads)}
-        observed["weights"].append({k: v for k, v in native.state_dict(model).items() if not is_buffer(k)})
+        observed["weights"].append(strip_buffers(native.state_dict(model)))
         for key in buffer_keys:
             for replica, value in enumerate(engine.replica_values(slots[key].variable)):
                 replica_buffers = observed["buffers"][replica]
@@ -427,7 +431,7 @@ def observe_mirrored(job: Job) -> dict:
 def observe_jax(job: Job) -> dict:
     """Keras on JAX: keras_impl/train.py's jitted step built under keras.distribution.DataParallel
     over N host devices (it shards the global batch); the single-process side is the same
-    trainer built without a distribution, on one device. Dropout masks are the global batch's
+    trainer built without a distribution, on one device (single_process). Dropout masks are the global batch's
     (the step sees the global batch), injected as in the single process."""
     import keras_impl.distributed as engine
 
@@ -453,12 +457,8 @@ def observe_jax(job: Job) -> dict:
             if grads is None:
                 grads = trainer.gradients()
     state = native.state_dict(model)
-    del trainer, model
-    release("keras")
-    return {"losses": losses, "grads": grads, "weights": [strip_buffers(state)],
-            "buffers": [[{k: v for k, v in state.items() if is_buffer(k)}]],
-            "seconds_per_step": float(np.mean(times[1:])) if len(times) > 1 else times[0],
-            "single": single_process(job, job.initial, job.batches)}
+    return {"losses": losses, "grads": grads, "weights": [strip_buffers(state)], "buffers": [[buffers_of(state)]],
+            "seconds_per_step": float(np.mean(times[1:])) if len(times) > 1 else times[0]}
 
 
 def canonical(slot, value):
@@ -514,13 +514,14 @@ def weight_errors(observed: dict, expected: dict, initial: dict, zero: set) -> d
     return {k: normalized(observed[k], v, scale if k in zero else 0.0) for k, v in expected.items()}
 
 
-def expect_global(job, observed, single=None, weights_at_step1=False):
+def expect_global(job, observed, single, weights_at_step1=False):
     """Equal to one process on the global batch. weights_at_step1 (synchronized BN): the
-    weights are judged after step 1 and the last step's error is returned for the record."""
-    losses, grads, states = single or single_process(job, job.initial, job.batches)
+    weights are judged after step 1 and the last step's error is returned for the record.
+    `single`: single_process on the global batch, (losses, first-step gradients, states)."""
+    losses, grads, states = single
     last = states[-1]
     weights_after = lambda step: weight_errors(  # noqa: E731
-        observed["weights"][step], {k: v for k, v in states[step].items() if not is_buffer(k)}, job.initial,
+        observed["weights"][step], strip_buffers(states[step]), job.initial,
         cancelled(grads, CANCELLED))
     per_key = {
         "loss": {f"step {i + 1}": abs(a - b) / max(abs(b), 1e-12) for i, (a, b) in enumerate(zip(observed["losses"], losses))},
@@ -575,7 +576,7 @@ def buffers_after_step2(job, observed, rule, batch):
         _, _, states = single_process(job, complete(state, job.initial),
                                       [(shard(batch[0], r, job.replicas), shard(batch[1], r, job.replicas))],
                                       replica=r, replicas=job.replicas, first_step=1)
-        expected.append({k: v for k, v in states[0].items() if is_buffer(k)})
+        expected.append(buffers_of(states[0]))
     return expected
 
 
