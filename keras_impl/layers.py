@@ -4,12 +4,36 @@ Every spatial padding is symmetric, as torch's: an explicit pad followed by a VA
 Keras' padding="same" where that is the same thing (stride 1, odd effective kernel). At
 stride 2 "same" pads bottom/right more than top/left, so it is never used there.
 """
+import contextlib
+
 import keras
 from keras import layers, ops
 
 
 def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
+
+
+@contextlib.contextmanager
+def floatx(dtype):
+    """Build under Keras' default float `dtype` ("float32" or "float64"): layers, inputs and
+    optimizer variables (the learning rate too) take it; the previous default comes back after.
+    On JAX, float64 also needs jax_enable_x64, which is switched on (and stays on: JAX cannot
+    turn it off safely once arrays exist)."""
+    if dtype == "float64" and keras.backend.backend() == "jax":
+        import jax
+        jax.config.update("jax_enable_x64", True)
+    previous = keras.config.floatx()
+    keras.config.set_floatx(dtype)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(previous)
+
+
+def dtype_of(model):
+    """The dtype of a model's variables ("float32" unless built under floatx("float64"))."""
+    return str(model.weights[0].dtype) if model.weights else "float32"
 
 
 @keras.saving.register_keras_serializable(package="cnn_parity")
@@ -106,7 +130,7 @@ def _global_moments(x, local_count, context, axis):
 
 def backend_float(x):
     # BN statistics in float32 at least, as Keras computes them for half-precision inputs.
-    return "float64" if str(x.dtype).endswith("float64") else "float32"
+    return "float64" if keras.backend.standardize_dtype(x.dtype) == "float64" else "float32"
 
 
 def batch_norm(x, *, name, eps=1e-5, momentum=0.1):

@@ -149,7 +149,7 @@ class TorchRMSprop(keras.optimizers.Optimizer):
 def _torch_sgd(opt, grads, variables, learning_rate):
     import torch
     params = [v.value for v in variables]
-    lr = _as_torch(learning_rate, params[0].device)
+    lr = _as_torch(learning_rate, params[0])
     g = torch._foreach_add(list(grads), params, alpha=opt.coupled_decay) if opt.coupled_decay else list(grads)
     if opt.momentum:
         buffers = [opt.buffers[opt._get_variable_index(v)].value for v in variables]
@@ -165,7 +165,7 @@ def _torch_sgd(opt, grads, variables, learning_rate):
 def _torch_adam(opt, grads, variables, learning_rate):
     import torch
     params = [v.value for v in variables]
-    lr = _as_torch(learning_rate, params[0].device)
+    lr = _as_torch(learning_rate, params[0])
     g = list(grads)
     if opt.decoupled and opt.decay_rate:
         torch._foreach_mul_(params, 1.0 - lr * opt.decay_rate)
@@ -186,14 +186,38 @@ def _torch_adam(opt, grads, variables, learning_rate):
     torch._foreach_sub_(params, update)
 
 
-def _as_torch(learning_rate, device):
-    """The learning rate (a Keras variable, tensor or float) as a 0-d tensor on `device`."""
+def _as_torch(learning_rate, like):
+    """The learning rate (a Keras variable, tensor or float) as a 0-d tensor on `like`'s device, in its dtype."""
     import torch
-    return torch.as_tensor(getattr(learning_rate, "value", learning_rate)).to(device)
+    return torch.as_tensor(getattr(learning_rate, "value", learning_rate)).to(like.device, like.dtype)
 
 
 def _with_coupled_decay(g, variable, decay):
     return g + variable * decay if decay else g
+
+
+STATE_NAMES = {"buffers": "momentum_buffer", "first_moments": "exp_avg", "second_moments": "exp_avg_sq",
+               "square_avgs": "square_avg"}  # attribute -> torch.optim's state name
+
+
+def optimizer_state(optimizer, variables):
+    """([{torch state name: array} per variable], step count) of one of the optimizers above."""
+    slots = {name: getattr(optimizer, attribute) for attribute, name in STATE_NAMES.items()
+             if getattr(optimizer, attribute, None)}
+    index = [optimizer._get_variable_index(v) for v in variables]
+    per_variable = [{name: ops.convert_to_numpy(slot[i]) for name, slot in slots.items()} for i in index]
+    return per_variable, int(ops.convert_to_numpy(optimizer.iterations))
+
+
+def load_optimizer_state(optimizer, variables, per_variable, steps):
+    """The inverse of optimizer_state."""
+    slots = {name: getattr(optimizer, attribute) for attribute, name in STATE_NAMES.items()
+             if getattr(optimizer, attribute, None)}
+    for variable, values in zip(variables, per_variable):
+        i = optimizer._get_variable_index(variable)
+        for name, value in values.items():
+            slots[name][i].assign(value)
+    optimizer.iterations.assign(steps)
 
 
 def make_optimizer(*, optimizer, lr, momentum, nesterov, dampening, weight_decay, betas, eps, alpha):

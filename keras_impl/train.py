@@ -13,7 +13,8 @@ import contextlib
 import keras
 from keras import ops
 
-from .optimizers import clip_by_global_norm, make_optimizer
+from .layers import dtype_of, floatx
+from .optimizers import clip_by_global_norm, load_optimizer_state, make_optimizer, optimizer_state
 
 
 def in_head(path, head):
@@ -28,9 +29,13 @@ def compute_loss(outputs, labels, *, loss, aux_weights, label_smoothing):
     if loss == "mean_square":
         return sum(ops.mean(ops.square(o)) for o in outputs), outputs[0]
     # from_logits=True: the default (False) would read logits as probabilities, and clip them.
-    cross_entropy = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
+    # dtype: a Loss computes in floatx (float32) unless told, which would round a float64 step.
+    dtype = keras.backend.standardize_dtype(outputs[0].dtype)
+    cross_entropy = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing,
+                                                         dtype=dtype)
     weights = (1.0, *aux_weights)[:len(outputs)]
-    total = sum(w * cross_entropy(ops.one_hot(labels, ops.shape(o)[-1]), o) for w, o in zip(weights, outputs))
+    total = sum(w * cross_entropy(ops.one_hot(labels, ops.shape(o)[-1], dtype=dtype), o)
+                for w, o in zip(weights, outputs))
     return total, outputs[0]
 
 
@@ -48,10 +53,11 @@ class Trainer:
             if head is not None and layer.weights:
                 layer.trainable = in_head(layer.name, head)  # a frozen BN normalizes with its moving statistics
         self.variables = list(model.trainable_variables)
-        self.optimizer = make_optimizer(optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
-                                        dampening=dampening, weight_decay=weight_decay, betas=betas, eps=eps,
-                                        alpha=alpha)
-        self.optimizer.build(self.variables)
+        with floatx(dtype_of(model)):  # the learning rate in the model's dtype (a float32 0.01 is 2e-8 off)
+            self.optimizer = make_optimizer(optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
+                                            dampening=dampening, weight_decay=weight_decay, betas=betas, eps=eps,
+                                            alpha=alpha)
+            self.optimizer.build(self.variables)
         self._compiled = BACKEND_STEPS[keras.backend.backend()](self)
         self._last_grads = []
 
@@ -76,6 +82,13 @@ class Trainer:
 
     def gradients(self):
         return [ops.convert_to_numpy(g) for g in self._last_grads]
+
+    def optimizer_state(self):
+        """Per variable {torch state name: array} (momentum_buffer, exp_avg, ...), and the step count."""
+        return optimizer_state(self.optimizer, self.variables)
+
+    def load_optimizer_state(self, per_variable, steps):
+        load_optimizer_state(self.optimizer, self.variables, per_variable, steps)
 
     def set_lr(self, lr):
         self.optimizer.learning_rate = lr
@@ -198,7 +211,7 @@ def _tensorflow_dropout(masks, per_replica=False):
         if per_replica:
             args.append(tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64))
             fetch = lambda shape, replica: masks(shape, rate, int(replica))  # noqa: E731
-        mask = tf.numpy_function(fetch, args, tf.float32, stateful=True)
+        mask = tf.cast(tf.numpy_function(fetch, args, tf.float32, stateful=True), inputs.dtype)
         return inputs * tf.reshape(mask, tf.shape(inputs))
     return dropout
 
@@ -207,7 +220,7 @@ def _torch_dropout(masks):
     import torch
 
     def dropout(inputs, rate, noise_shape=None, seed=None):
-        return inputs * torch.from_numpy(masks(tuple(inputs.shape), rate)).to(inputs.device)
+        return inputs * torch.from_numpy(masks(tuple(inputs.shape), rate)).to(inputs.device, inputs.dtype)
     return dropout
 
 
@@ -219,7 +232,7 @@ def _jax_dropout(masks):
         shape = tuple(inputs.shape)  # static inside jit; the mask is fetched each time the step runs
         mask = jax.pure_callback(lambda: np.asarray(masks(shape, rate), np.float32),
                                  jax.ShapeDtypeStruct(shape, np.float32))
-        return inputs * mask
+        return inputs * mask.astype(inputs.dtype)
     return dropout
 
 

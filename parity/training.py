@@ -105,6 +105,8 @@ class TrainResult:
     losses: list = field(default_factory=list)  # one float per step
     grads: dict = field(default_factory=dict)  # canonical key -> gradient of the first step (torch layout)
     state: dict = field(default_factory=dict)  # canonical state after the last step, BN statistics included
+    optimizer: dict = field(default_factory=dict)  # "key:state name" -> optimizer state after the last step
+    optimizer_steps: int = 0  # the optimizer's own step count
 
 
 class DropoutMasks:
@@ -167,12 +169,12 @@ def train_steps(model, batches, *, optimizer="sgd", lr=0.01, momentum=0.0, weigh
     trainer = adapter.trainer(model, hyper, device=device, dropout_seed=dropout_seed)
     result = TrainResult()
     for i, (x, labels) in enumerate(batches):
-        x = np.asarray(x)  # float32; float64 only for torch's own noise run (train-check)
-        step = trainer.step(x if x.dtype == np.float64 else x.astype(np.float32), np.asarray(labels, dtype=np.int64))
+        step = trainer.step(np.asarray(x), np.asarray(labels, dtype=np.int64))
         result.losses.append(step.loss)
         if i == 0:
             result.grads = trainer.gradients()
     result.state = adapter.state_dict(model)
+    result.optimizer, result.optimizer_steps = trainer.optimizer_state()
     return result
 
 
@@ -180,9 +182,10 @@ class Trainer:
     """A framework's native trainer seen in canonical terms: NCHW in and out, gradients by
     canonical key in torch layout. Built by `adapter.trainer(model, hyper)`."""
 
-    def __init__(self, native, keys, to_canonical, *, framework, device="cpu", channels_last=False, masks=None):
-        self.native, self.framework, self.device = native, framework, device
-        self._keys, self._to_canonical = keys, to_canonical
+    def __init__(self, native, slots, *, framework, device="cpu", channels_last=False, masks=None, dtype="float32"):
+        """`slots`: (canonical key, adapters.base.Slot) of each of native.variables, in their order."""
+        self.native, self.framework, self.device, self.dtype = native, framework, device, dtype
+        self._slots = slots
         self._channels_last, self._masks = channels_last, masks
 
     @property
@@ -191,6 +194,7 @@ class Trainer:
 
     def step(self, x_nchw: np.ndarray, labels: np.ndarray) -> StepResult:
         from .devices import placed
+        x_nchw = x_nchw.astype(self.dtype, copy=False)  # float32 batches go into a float64 model exactly
         x = np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1)) if self._channels_last else x_nchw
         with placed(self.framework, self.device):
             loss, logits = self.native.step(x, np.asarray(labels, dtype=np.int64))
@@ -202,7 +206,23 @@ class Trainer:
 
     def gradients(self) -> dict:
         """Canonical key -> gradient of the last step (as applied: after global clipping)."""
-        return {key: convert(g) for key, convert, g in zip(self._keys, self._to_canonical, self.native.gradients())}
+        return {key: slot.canonical(g) for (key, slot), g in zip(self._slots, self.native.gradients())}
+
+    def optimizer_state(self) -> tuple[dict, int]:
+        """({"key:state name": array in torch layout}, the optimizer's step count): momentum
+        buffers, Adam's exp_avg / exp_avg_sq, RMSprop's square_avg, named as torch.optim does."""
+        per_variable, steps = self.native.optimizer_state()
+        state = {f"{key}:{name}": slot.canonical(value) for (key, slot), slots in zip(self._slots, per_variable)
+                 for name, value in slots.items()}
+        return state, steps
+
+    def load_optimizer_state(self, state: dict, steps: int) -> None:
+        """The inverse of optimizer_state: every state tensor and the step count set from `state`
+        (train-check's float64 rows start each step from the judge's optimizer state)."""
+        per_variable = [{name.rpartition(":")[2]: slot.native(np.asarray(value, self.dtype))
+                         for name, value in state.items() if name.rpartition(":")[0] == key}
+                        for key, slot in self._slots]
+        self.native.load_optimizer_state(per_variable, steps)
 
     def set_lr(self, lr: float) -> None:
         self.native.set_lr(float(lr))

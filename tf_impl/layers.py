@@ -38,8 +38,18 @@ class Conv2d(tf.Module):
         self.bias = tf.Variable(tf.zeros([out_channels]), name="bias") if bias else None
 
     def __call__(self, x):
-        y = tf.nn.conv2d(x, self.weight, strides=self.stride, padding=self.pads, dilations=self.dilation)
+        if self.groups > 1 and x.dtype == tf.float64:
+            y = self._per_group(x)
+        else:
+            y = tf.nn.conv2d(x, self.weight, strides=self.stride, padding=self.pads, dilations=self.dilation)
         return y if self.bias is None else tf.nn.bias_add(y, self.bias)
+
+    def _per_group(self, x):
+        """One convolution per group, concatenated: TF's CPU kernels have no float64 gradient for
+        a grouped convolution ("Gradients for grouped convolutions are not supported on CPU")."""
+        pieces = zip(tf.split(x, self.groups, axis=-1), tf.split(self.weight, self.groups, axis=-1))
+        return tf.concat([tf.nn.conv2d(xi, wi, strides=self.stride, padding=self.pads, dilations=self.dilation)
+                          for xi, wi in pieces], axis=-1)
 
 
 class ConvTranspose2d(tf.Module):
@@ -186,6 +196,25 @@ def named_layers(module, prefix=""):
 
 def _attributes(module):
     return ((k, v) for k, v in vars(module).items() if not k.startswith("_"))
+
+
+def to_dtype(module, dtype):
+    """Every variable of every weighted layer recreated in `dtype` (values cast), in place:
+    tf_impl's counterpart of torch's `module.to(torch.float64)`. The ops follow their inputs'
+    dtype, so a float64 model computes in float64 throughout (see unet.resize_bilinear for
+    the one TF op that does not). Returns the module."""
+    dtype = tf.as_dtype(dtype)
+    for _, layer in named_layers(module):
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            var = getattr(layer, name, None)
+            if var is not None and var.dtype != dtype:
+                setattr(layer, name, tf.Variable(tf.cast(var, dtype), trainable=var.trainable, name=name))
+    return module
+
+
+def dtype_of(module):
+    """The dtype of a model's variables (tf.float32 unless to_dtype changed it)."""
+    return next((layer.weight.dtype for _, layer in named_layers(module)), tf.float32)
 
 
 def relu(x):

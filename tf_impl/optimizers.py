@@ -10,7 +10,9 @@ import tensorflow as tf
 class TorchOptimizer(tf.Module):
     def __init__(self, lr, name):
         super().__init__(name=name)
-        self.learning_rate = tf.Variable(lr, dtype=tf.float32, trainable=False, name="learning_rate")
+        # float64, cast per variable: a float32 lr (0.01 -> 0.0099999998) would put every float64
+        # update 2e-8 from torch's, which keeps lr as a Python float.
+        self.learning_rate = tf.Variable(lr, dtype=tf.float64, trainable=False, name="learning_rate")
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
         self.slots = {}
 
@@ -19,10 +21,18 @@ class TorchOptimizer(tf.Module):
             self.slots[var.ref()] = {n: tf.Variable(tf.zeros_like(var), trainable=False) for n in names}
 
     def apply(self, grads, variables):
-        lr = self.learning_rate
-        for g, var in zip(grads, variables):
-            self.update(g, var, lr, self.slots[var.ref()])
+        for g, var in zip(grads, variables):  # the step's arithmetic in each variable's dtype (float64 too)
+            self.update(g, var, tf.cast(self.learning_rate, var.dtype), self.slots[var.ref()])
         self.iterations.assign_add(1)
+
+    def state(self, variables):
+        """Per variable {torch's state name: numpy array}, as torch.optim keeps it."""
+        return [{n: slot.numpy() for n, slot in self.slots[var.ref()].items()} for var in variables]
+
+    def load_state(self, variables, per_variable):
+        for var, values in zip(variables, per_variable):
+            for name, value in values.items():
+                self.slots[var.ref()][name].assign(value)
 
 
 class TorchSGD(TorchOptimizer):
@@ -68,11 +78,13 @@ class TorchAdam(TorchOptimizer):
         else:
             g = _with_coupled_decay(g, var, self.decay_rate)
         m, v = slots["exp_avg"], slots["exp_avg_sq"]
-        step = tf.cast(self.iterations + 1, tf.float32)
+        step = tf.cast(self.iterations + 1, var.dtype)
         m.assign(m + (g - m) * (1.0 - self.beta_1))
         v.assign(v * self.beta_2 + g * g * (1.0 - self.beta_2))
-        step_size = lr / (1.0 - tf.pow(self.beta_1, step))
-        denom = tf.sqrt(v) / tf.sqrt(1.0 - tf.pow(self.beta_2, step)) + self.eps
+        # tf.constant, not tf.cast: tf.cast(0.9, tf.float64) goes through float32 (0.8999999762).
+        beta_1, beta_2 = tf.constant(self.beta_1, var.dtype), tf.constant(self.beta_2, var.dtype)
+        step_size = lr / (1.0 - tf.pow(beta_1, step))
+        denom = tf.sqrt(v) / tf.sqrt(1.0 - tf.pow(beta_2, step)) + self.eps
         var.assign_sub(step_size * (m / denom))
 
 

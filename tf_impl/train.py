@@ -80,6 +80,14 @@ class Trainer:
     def gradients(self):
         return [g.numpy() for g in self._last_grads]
 
+    def optimizer_state(self):
+        """Per variable {torch state name: array} (momentum_buffer, exp_avg, ...), and the step count."""
+        return self.optimizer.state(self.variables), int(self.optimizer.iterations.numpy())
+
+    def load_optimizer_state(self, per_variable, steps):
+        self.optimizer.load_state(self.variables, per_variable)
+        self.optimizer.iterations.assign(steps)
+
     def set_lr(self, lr):
         self.optimizer.learning_rate.assign(lr)
 
@@ -95,7 +103,8 @@ def injected_dropout(masks, per_replica=False):
     original = tf.nn.dropout
 
     def dropout(x, rate, noise_shape=None, seed=None, name=None):
-        return x * tf.reshape(fetch_mask(masks, rate, tf.shape(x), per_replica), tf.shape(x))
+        mask = tf.cast(fetch_mask(masks, rate, tf.shape(x), per_replica), x.dtype)  # float32 masks, exact in float64
+        return x * tf.reshape(mask, tf.shape(x))
 
     tf.nn.dropout = dropout
     try:

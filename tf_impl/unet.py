@@ -47,12 +47,35 @@ class UpBlock(DoubleConv):
     def upsample(self, x):
         if self.bilinear:
             size = 2 * tf.shape(x)[1:3]
-            return self.reduce(tf.image.resize(x, size, method="bilinear", antialias=False))
+            return self.reduce(resize_bilinear(x, size))
         return self.up(x)
 
     def __call__(self, x, skip, training=False):
         x = pad_to_match(self.upsample(x), skip)
         return super().__call__(tf.concat([skip, x], axis=-1), training)
+
+
+def resize_bilinear(x, size):
+    """tf.image.resize(bilinear, half-pixel centres), in x's dtype. TF's bilinear kernel
+    computes and returns float32 whatever its input, so a float64 map is interpolated here
+    with the same formula (two taps per axis, the source clamped to the edges)."""
+    if x.dtype != tf.float64:
+        return tf.image.resize(x, size, method="bilinear", antialias=False)
+    for axis in (1, 2):
+        x = _interpolate_axis(x, axis, size[axis - 1])
+    return x
+
+
+def _interpolate_axis(x, axis, out_size):
+    in_size = tf.shape(x)[axis]
+    scale = tf.cast(in_size, tf.float64) / tf.cast(out_size, tf.float64)
+    source = tf.maximum((tf.cast(tf.range(out_size), tf.float64) + 0.5) * scale - 0.5, 0.0)
+    low = tf.minimum(tf.cast(tf.floor(source), tf.int32), in_size - 1)
+    high = tf.minimum(low + 1, in_size - 1)
+    weight = source - tf.cast(low, tf.float64)
+    shape = [1, -1, 1, 1] if axis == 1 else [1, 1, -1, 1]
+    weight = tf.reshape(weight, shape)
+    return tf.gather(x, low, axis=axis) * (1.0 - weight) + tf.gather(x, high, axis=axis) * weight
 
 
 def pad_to_match(x, ref):

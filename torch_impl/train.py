@@ -49,7 +49,7 @@ class Trainer:
         self.model, self.device = model.to(device), device
         self.loss, self.aux_weights, self.label_smoothing = loss, aux_weights, label_smoothing
         self.clip_grad_norm, self.dropout_masks = clip_grad_norm, dropout_masks
-        self.frozen_norms = []
+        self.frozen_norms, self.steps = [], 0
         for path, module in model.named_modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.momentum = bn_momentum
@@ -83,11 +83,34 @@ class Trainer:
         if self.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.variables, self.clip_grad_norm)
         self.optimizer.step()
+        self.steps += 1
         return loss.item(), logits.detach().float().cpu().numpy()
 
     def gradients(self):
         return [p.grad.detach().cpu().numpy().copy() if p.grad is not None else np.zeros(tuple(p.shape), np.float32)
                 for p in self.variables]
+
+    def optimizer_state(self):
+        """Per variable {state name: array} as torch.optim keeps it (momentum_buffer, exp_avg, ...),
+        and the step count."""
+        per_variable, steps = [], 0
+        for p in self.variables:
+            state = self.optimizer.state.get(p, {})
+            per_variable.append({k: v.detach().cpu().numpy().copy() for k, v in state.items()
+                                 if k != "step" and isinstance(v, torch.Tensor)})
+            steps = max(steps, int(state["step"])) if "step" in state else steps
+        return per_variable, steps or self.steps
+
+    def load_optimizer_state(self, per_variable, steps):
+        """Set the state optimizer_state returns (each tensor already exists: after a first step)."""
+        with torch.no_grad():
+            for p, slots in zip(self.variables, per_variable):
+                state = self.optimizer.state[p]
+                for name, value in slots.items():
+                    state[name].copy_(torch.from_numpy(np.ascontiguousarray(value)))
+                if isinstance(state.get("step"), torch.Tensor):
+                    state["step"].fill_(steps)
+        self.steps = steps
 
     def set_lr(self, lr):
         for group in self.optimizer.param_groups:

@@ -12,6 +12,15 @@ import numpy as np
 from .. import registry
 from ..errors import InputError, StateDictError
 
+DTYPES = ("float32", "float64")  # what every implementation builds and trains in
+
+
+def check_dtype(dtype: str) -> str:
+    """`dtype` if it is one of DTYPES, else the one-line error every command reports (exit 2)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be float32 or float64; got {dtype!r}")
+    return dtype
+
 
 @dataclass
 class Slot:
@@ -20,6 +29,13 @@ class Slot:
     write: Callable[[np.ndarray], None]  # canonical array ->
     variable: object = None  # the native variable (training maps its gradient back by identity)
     to_canonical: Callable[[np.ndarray], np.ndarray] = None  # native-layout array -> canonical
+    from_canonical: Callable[[np.ndarray], np.ndarray] = None  # canonical array -> native layout
+
+    def native(self, array):
+        return self.from_canonical(array) if self.from_canonical else np.asarray(array)
+
+    def canonical(self, array):
+        return self.to_canonical(array) if self.to_canonical else np.asarray(array)
 
 
 class Adapter:
@@ -64,11 +80,27 @@ class Adapter:
         (Hyper.native() plus loss, aux_weights, head, dropout_masks, device)."""
         raise NotImplementedError
 
+    def building_in(self, dtype: str):
+        """A context in which the framework's builders make `dtype` models (Keras: floatx)."""
+        import contextlib
+        return contextlib.nullcontext()
+
+    def cast(self, model, dtype: str):
+        """The model with its variables in `dtype` (torch: .to(), tf_impl: to_dtype)."""
+        return model
+
+    def dtype(self, model) -> str:
+        """"float32" or "float64": the dtype the model's variables (and inputs) are in."""
+        raise NotImplementedError
+
     # --- written once ---------------------------------------------------------------
-    def build(self, name: str, input_size=None, **kwargs):
-        """`input_size` (C, H, W) matters only where a graph needs static sizes (Keras)."""
+    def build(self, name: str, input_size=None, dtype: str = "float32", **kwargs):
+        """`input_size` (C, H, W) matters only where a graph needs static sizes (Keras);
+        `dtype` float64 builds the same network with float64 variables and arithmetic."""
         spec = registry.get(name)
-        return registry.builder(spec, self.framework)(**{**spec.kwargs, **kwargs})
+        with self.building_in(check_dtype(dtype)):
+            model = registry.builder(spec, self.framework)(**{**spec.kwargs, **kwargs})
+        return self.cast(model, dtype) if dtype != "float32" else model
 
     def spec(self, model):
         return registry.find(self.model_name(model))
@@ -91,10 +123,8 @@ class Adapter:
             if masks else None)
         by_variable = {id(slot.variable): (key, slot) for key, slot in self.slots(model).items()
                        if slot.variable is not None}
-        pairs = [by_variable[id(v)] for v in native.variables]
-        identity = lambda a: np.asarray(a)  # noqa: E731
-        return Trainer(native, [k for k, _ in pairs], [s.to_canonical or identity for _, s in pairs],
-                       framework=self.framework, device=device, channels_last=self.channels_last, masks=masks)
+        return Trainer(native, [by_variable[id(v)] for v in native.variables], framework=self.framework,
+                       device=device, channels_last=self.channels_last, masks=masks, dtype=self.dtype(model))
 
     def state_dict(self, model) -> dict[str, np.ndarray]:
         return {key: slot.read() for key, slot in self.slots(model).items()}
@@ -109,9 +139,10 @@ class Adapter:
         if mismatched or (strict and (missing or unexpected)):
             raise StateDictError(self.model_name(model), missing if strict else (),
                                  unexpected if strict else (), mismatched)
+        dtype = np.dtype(self.dtype(model))  # float32 state into a float64 model: cast exactly
         for key, value in state.items():
             if key in slots:
-                slots[key].write(np.asarray(value, dtype=np.float32))
+                slots[key].write(np.asarray(value, dtype=dtype))
 
     def check_input(self, model, x: np.ndarray) -> None:
         """The same clear error in every framework for an input the model cannot take."""
@@ -125,8 +156,9 @@ class Adapter:
             raise InputError(f"{name}: expected input {want} (NCHW); got shape {x.shape}")
         if x.shape[0] == 0:
             raise InputError(f"{name}: got an empty batch, shape {x.shape}")
-        if x.dtype != np.float32:
-            raise InputError(f"{name}: expected float32 input; got {x.dtype} (cast with x.astype(np.float32))")
+        dtype = self.dtype(model)
+        if x.dtype != np.dtype(dtype):
+            raise InputError(f"{name}: expected {dtype} input; got {x.dtype} (cast with x.astype(np.{dtype}))")
         if spec and min(x.shape[2:]) < spec.min_size:
             raise InputError(f"{name}: input {x.shape[2]}x{x.shape[3]} is smaller than the "
                              f"architecture's minimum {spec.min_size}x{spec.min_size}")

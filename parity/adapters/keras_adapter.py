@@ -18,13 +18,21 @@ class KerasAdapter(Adapter):
     def model_name(self, model):
         return model.name
 
-    def build(self, name, input_size=None, **kwargs):
+    def build(self, name, input_size=None, dtype="float32", **kwargs):
         from .. import registry
         spec = registry.get(name)
         if spec.fixed_size and "input_shape" not in kwargs:
             c, h, w = input_size or spec.input_size
             kwargs["input_shape"] = (h, w, c)
-        return super().build(name, **kwargs)
+        return super().build(name, dtype=dtype, **kwargs)
+
+    def building_in(self, dtype):
+        from keras_impl.layers import floatx
+        return floatx(dtype)
+
+    def dtype(self, model):
+        from keras_impl.layers import dtype_of
+        return dtype_of(model)
 
     def slots(self, model):
         from keras import layers
@@ -99,7 +107,8 @@ def _slot(var, kind):
     return Slot(layouts.canonical_shape(kind, tuple(var.shape)),
                 lambda: layouts.to_canonical(kind, ops.convert_to_numpy(var)),
                 lambda value: var.assign(layouts.from_canonical(kind, value)),
-                variable=var, to_canonical=lambda array: layouts.to_canonical(kind, array))
+                variable=var, to_canonical=lambda array: layouts.to_canonical(kind, array),
+                from_canonical=lambda array: layouts.from_canonical(kind, array))
 
 
 def _flatten_slot(var, chw):
@@ -108,4 +117,5 @@ def _flatten_slot(var, chw):
     return Slot((n_out, n_in),
                 lambda: layouts.flatten_linear_to_canonical(ops.convert_to_numpy(var), chw),
                 lambda value: var.assign(layouts.flatten_linear_from_canonical(value, chw)),
-                variable=var, to_canonical=lambda array: layouts.flatten_linear_to_canonical(array, chw))
+                variable=var, to_canonical=lambda array: layouts.flatten_linear_to_canonical(array, chw),
+                from_canonical=lambda array: layouts.flatten_linear_from_canonical(array, chw))

@@ -20,6 +20,14 @@ class TFAdapter(Adapter):
     def model_name(self, model):
         return getattr(model, "arch", model.name)
 
+    def cast(self, model, dtype):
+        from tf_impl.layers import to_dtype
+        return to_dtype(model, dtype)
+
+    def dtype(self, model):
+        from tf_impl.layers import dtype_of
+        return dtype_of(model).name
+
     def slots(self, model):
         from tf_impl.layers import named_layers
         spec = self.spec(model)
@@ -127,7 +135,8 @@ def _slot(var, kind):
     return Slot(layouts.canonical_shape(kind, tuple(var.shape)),
                 lambda: layouts.to_canonical(kind, var.numpy()),
                 lambda value: var.assign(layouts.from_canonical(kind, value)),
-                variable=var, to_canonical=lambda array: layouts.to_canonical(kind, array))
+                variable=var, to_canonical=lambda array: layouts.to_canonical(kind, array),
+                from_canonical=lambda array: layouts.from_canonical(kind, array))
 
 
 def _flatten_slot(var, chw):
@@ -135,4 +144,5 @@ def _flatten_slot(var, chw):
     return Slot((n_out, n_in),
                 lambda: layouts.flatten_linear_to_canonical(var.numpy(), chw),
                 lambda value: var.assign(layouts.flatten_linear_from_canonical(value, chw)),
-                variable=var, to_canonical=lambda array: layouts.flatten_linear_to_canonical(array, chw))
+                variable=var, to_canonical=lambda array: layouts.flatten_linear_to_canonical(array, chw),
+                from_canonical=lambda array: layouts.flatten_linear_from_canonical(array, chw))

@@ -19,6 +19,15 @@ class TorchAdapter(Adapter):
     def model_name(self, model):
         return getattr(model, "arch", type(model).__name__)
 
+    def cast(self, model, dtype):
+        import torch
+        return model.to(getattr(torch, dtype))
+
+    def dtype(self, model):
+        import torch
+        first = next(model.parameters(), None)
+        return "float64" if first is not None and first.dtype == torch.float64 else "float32"
+
     def slots(self, model):
         import torch
 
@@ -41,7 +50,7 @@ class TorchAdapter(Adapter):
         if isinstance(out, dict):
             out = list(out.values())
         out = out if isinstance(out, (list, tuple)) else [out]
-        return [o.detach().float().cpu().numpy() for o in out]
+        return [(o if o.dtype == torch.float64 else o.float()).detach().cpu().numpy() for o in out]
 
     def native_trainer(self, model, **options):
         from torch_impl.train import Trainer
