@@ -160,7 +160,7 @@ def _digits(seed: int, test_fraction: float) -> Split:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise DataError("digits: the embedded data set needs scikit-learn (pip install 'cnn-parity[data]')") from None
+        raise DataError("digits: the embedded data set needs scikit-learn (pip install -e '.[data]' in the clone)") from None
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # pixel values 0..16
     data = ArrayImages(images, bunch.target, [str(d) for d in range(10)], "sklearn digits")

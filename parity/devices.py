@@ -30,7 +30,7 @@ def require(framework: str, device: str) -> None:
         import tensorflow as tf
         if not tf.config.list_physical_devices("GPU"):
             raise DeviceUnavailable(f"{label}: TensorFlow sees no GPU (tensorflow-cpu build or no CUDA); "
-                                    "install cnn-parity[gpu]; refusing to run on the CPU")
+                                    "pip install -e '.[gpu]'; refusing to run on the CPU")
     elif runtime == "jax":
         if not jax_gpus():
             raise DeviceUnavailable(f"{label}: JAX sees no GPU (CPU jaxlib or no CUDA; install jax[cuda12] "
