@@ -157,7 +157,7 @@ class Adapter:
         if x.shape[0] == 0:
             raise InputError(f"{name}: got an empty batch, shape {x.shape}")
         dtype = self.dtype(model)
-        if x.dtype != np.dtype(dtype):
+        if x.dtype != np.dtype(dtype) and not (x.dtype == np.float32 and dtype == "float64"):  # widening is exact
             raise InputError(f"{name}: expected {dtype} input; got {x.dtype} (cast with x.astype(np.{dtype}))")
         if spec and min(x.shape[2:]) < spec.min_size:
             raise InputError(f"{name}: input {x.shape[2]}x{x.shape[3]} is smaller than the "

@@ -46,7 +46,7 @@ class TorchAdapter(Adapter):
         self.check_input(model, x_nchw)
         model.eval()
         with torch.inference_mode():
-            out = model(torch.from_numpy(x_nchw).to(device))
+            out = model(torch.from_numpy(x_nchw).to(device, getattr(torch, self.dtype(model))))
         if isinstance(out, dict):
             out = list(out.values())
         out = out if isinstance(out, (list, tuple)) else [out]
