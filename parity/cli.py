@@ -19,17 +19,20 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)  # usage errors exit 2 here (argparse)
     frameworks.set_quiet(not (args.verbose or frameworks.verbose_requested()))
     from rich.console import Console
-    console = Console(width=None if sys.stdout.isatty() else 120)
+    # soft_wrap: a message stays one line whatever the width (tables still fit it); redirected
+    # output gets 120 columns for its tables.
+    console = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=True)
     try:
         return args.func(args, console) or EXIT_PASS
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - a crash must exit 2, never 1 (a parity failure)
-        err = Console(stderr=True)
+        err = Console(stderr=True, soft_wrap=True)
         if args.verbose or not isinstance(exc, _KNOWN_ERRORS):
             import traceback
             err.print(traceback.format_exc(), markup=False, highlight=False)
-        err.print(f"[red]error:[/red] {_describe(exc)}", markup=True, highlight=False)
+        from rich.text import Text  # the message as written: "[data]" in a hint is not markup
+        err.print(Text.assemble(("error:", "red"), " ", _describe(exc)), highlight=False)
         return EXIT_ERROR
 
 
@@ -67,13 +70,19 @@ def _parser():
                    help="skip the models the --json file already holds (an interrupted sweep)")
     s.set_defaults(func=cmd_check)
 
-    s = sub.add_parser("export", help="export one model to ONNX from one framework")
-    s.add_argument("model")
-    s.add_argument("--framework", default="torch", choices=["torch", "keras", "tf"])
-    s.add_argument("--out", required=True, metavar="FILE.onnx")
-    s.add_argument("--size", type=int)
-    s.add_argument("--weights", metavar="FILE")
-    s.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("export", help="export one model to ONNX from one framework",
+                       description="Export MODEL's graph from one framework to ONNX: input 'input' (N, C, H, W), "
+                                   "batch dynamic, outputs named as catalogued. The weights written are FILE's "
+                                   "with --weights, else seeded random weights with BatchNorm statistics "
+                                   "calibrated on random inputs (the ones `parity check` uses): not trained.")
+    s.add_argument("model", help="a catalogue name (parity list)")
+    s.add_argument("--framework", default="torch", choices=["torch", "keras", "tf"],
+                   help="whose graph is exported (default: torch)")
+    s.add_argument("--out", required=True, metavar="FILE.onnx", help="the file written (whole, or not at all)")
+    s.add_argument("--size", type=int, help="input height and width (default: the model's)")
+    s.add_argument("--weights", metavar="FILE", help="the weights to export: .safetensors (canonical), .pt/.pth, "
+                                                     ".weights.h5 or a .tfckpt directory (default: seeded, calibrated)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the default weights (default: 0; not with --weights)")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("convert", help="convert weights between canonical safetensors and native files",
@@ -330,7 +339,7 @@ def report_table(report):
 def cmd_export(args, console):
     from . import export_onnx, registry
     from .adapters import adapter
-    from .checker import _reference_model
+    from .calibrate import calibrated_torch_model
     from .frameworks import MissingFramework, onnx_source_missing
     problem = onnx_source_missing(args.framework)
     if problem:
@@ -340,11 +349,16 @@ def cmd_export(args, console):
     h = w = args.size or h
     from .inputs import refuse_unfit_size
     refuse_unfit_size(args.model, (c, h, w))
-    state = adapter("torch").state_dict(_reference_model(args.model, args.weights, args.seed, (c, h, w)))
+    if args.weights:
+        state, source = _read_weights(args.model, args.weights), f"weights from {args.weights}"
+    else:
+        state = adapter("torch").state_dict(calibrated_torch_model(args.model, seed=args.seed, input_size=(c, h, w)))
+        source = f"seeded random weights (seed {args.seed}, BatchNorm-calibrated, not trained; --weights FILE for yours)"
     model = adapter(args.framework).build(args.model, input_size=(c, h, w))
     adapter(args.framework).load_state_dict(model, state)
     export_onnx(model, args.out, (1, c, h, w))
-    console.print(f"wrote {args.out}: input 'input' (N, {c}, {h}, {w}), outputs {', '.join(spec.outputs)}")
+    console.print(f"wrote {args.out}: {args.model} from {args.framework}, {source}; "
+                  f"input 'input' (N, {c}, {h}, {w}), outputs {', '.join(spec.outputs)}", markup=False, highlight=False)
 
 
 def cmd_convert(args, console):

@@ -78,6 +78,36 @@ def test_export_and_convert_round_trip(tmp_path, capsys):
     assert not leftovers, leftovers
 
 
+def test_export_says_which_weights_it_wrote(tmp_path, capsys):
+    import onnxruntime as ort
+
+    import parity
+    code, out = parity_main("export", "lenet", "--out", tmp_path / "seeded.onnx", capsys=capsys)
+    assert code == 0 and "seeded random weights (seed 0, BatchNorm-calibrated, not trained" in out, out
+    model = parity.build("lenet")
+    parity.save_state(parity.state_dict(model), tmp_path / "mine.safetensors")
+    code, out = parity_main("export", "lenet", "--weights", tmp_path / "mine.safetensors", "--out",
+                            tmp_path / "mine.onnx", capsys=capsys)
+    assert code == 0 and f"weights from {tmp_path / 'mine.safetensors'}" in out, out
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28), dtype=np.float32)
+    exported = ort.InferenceSession(str(tmp_path / "mine.onnx")).run(None, {"input": x})[0]
+    from parity.adapters import adapter
+    np.testing.assert_allclose(exported, adapter("torch").run(model, x)[0], atol=1e-5)
+
+
+def subcommand_parser(name):
+    from parity.cli import _parser
+    (choices,) = [a.choices for a in _parser()._actions if getattr(a, "choices", None)]
+    return choices[name]
+
+
+def test_export_help_describes_every_option():
+    undescribed = [a.dest for a in subcommand_parser("export")._actions if not a.help]
+    assert not undescribed, undescribed
+    out = parity_cli("export", "--help", check=True).stdout
+    assert "not trained" in out and "calibrated" in out
+
+
 def test_summary_lists_canonical_names(capsys):
     code, out = parity_main("summary", "resnet18", "--framework", "keras", capsys=capsys)
     assert code == 0 and "layer1.0.conv1.weight" in out and "(64, 64, 3, 3)" in out
