@@ -13,8 +13,10 @@ Sources (`open_source`):
     DIR                     an ImageFolder: one sub-folder per class of JPEG/PNG files, or
                             DIR/train and DIR/val (or DIR/test) laid out that way
 
-Bad data raises `DataError` naming the file: an empty folder, a non-image or unreadable file,
-a label outside the class range, a truncated or malformed IDX file.
+Bad data raises `DataError` naming the file or folder: an empty folder, a non-image or unreadable file,
+a label outside the class range, a truncated or malformed IDX file, data that cannot train
+(fewer than two classes; an image folder's class missing from the training or the test set).
+An image folder without train/val sub-folders is split per class (stratified, seeded).
 """
 import gzip
 import json
@@ -137,7 +139,30 @@ def open_source(source: str = "digits", *, seed: int = 0, test_fraction: float =
         if not path.is_dir():
             raise DataError(f"{source}: a data source is a directory (ImageFolder or IDX files), not a file")
         split = idx_split(path) if _find_idx(path, IDX_FILES["train"][0]) else folder_split(path, seed, test_fraction)
+    check_trainable(split)
     return _limited(split, limit, seed) if limit else split
+
+
+def check_trainable(split: Split) -> None:
+    """DataError naming the source unless the training set holds two classes or more (one class
+    trains to a loss of 0 and an accuracy of 1 whatever the model does)."""
+    present = np.unique(split.train.labels)
+    if len(present) < 2:
+        names = [split.classes[c] for c in present]
+        raise DataError(f"{split.source}: {len(present)} class{'' if len(present) == 1 else 'es'} {names} in the "
+                        f"training set; training needs at least two (one sub-folder of images per class)")
+
+
+def check_every_class_on_both_sides(split: Split) -> None:
+    """An image folder's classes are the sub-folders: each must have examples in both sets."""
+    n = len(split.classes)
+    total = np.bincount(split.train.labels, minlength=n) + np.bincount(split.test.labels, minlength=n)
+    for part, images in (("training", split.train), ("test", split.test)):
+        missing = np.flatnonzero(np.bincount(images.labels, minlength=n) == 0)
+        if missing.size and n >= 2:
+            detail = ", ".join(f"{split.classes[c]!r} ({total[c]} image{'' if total[c] == 1 else 's'})" for c in missing)
+            raise DataError(f"{split.source}: the {part} set has no examples of {missing.size} of {n} classes: "
+                            f"{detail}; give each class two images or more, or lay out DIR/train and DIR/val")
 
 
 def _limited(split: Split, limit: int, seed: int) -> Split:
@@ -154,6 +179,22 @@ def _seeded_split(n: int, seed: int, test_fraction: float):
     order = np.random.default_rng(seed).permutation(n)
     n_test = max(1, int(round(n * test_fraction)))
     return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def _stratified_split(labels, seed: int, test_fraction: float):
+    """(train, test) indices with `test_fraction` of each class held out, at least one example
+    of every class with two or more on each side (a class of one stays in training, and
+    check_trainable names it)."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test fraction must be between 0 and 1; got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n_test = min(max(1, int(round(len(members) * test_fraction))), len(members) - 1)
+        test.append(members[:n_test])
+        train.append(members[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
 def _digits(seed: int, test_fraction: float) -> Split:
@@ -174,11 +215,13 @@ def folder_split(root: Path, seed: int = 0, test_fraction: float = 0.2) -> Split
     held_out = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
     if (root / "train").is_dir() and held_out is not None:
         train = image_folder(root / "train")
-        test = image_folder(held_out, classes=train.classes)
-        return Split(train, test, train.classes, str(root), small=False)
-    data = image_folder(root)
-    train, test = _seeded_split(len(data), seed, test_fraction)
-    return Split(data.subset(train), data.subset(test), data.classes, str(root), small=False)
+        split = Split(train, image_folder(held_out, classes=train.classes), train.classes, str(root), small=False)
+    else:
+        data = image_folder(root)
+        train, test = _stratified_split(data.labels, seed, test_fraction)
+        split = Split(data.subset(train), data.subset(test), data.classes, str(root), small=False)
+    check_every_class_on_both_sides(split)
+    return split
 
 
 def image_folder(root, classes=None) -> FolderImages:
@@ -196,7 +239,7 @@ def image_folder(root, classes=None) -> FolderImages:
         files = sorted(p for p in (root / name).iterdir() if not p.name.startswith("."))
         images = [p for p in files if p.is_file()]
         if not images:
-            raise DataError(f"{root / name}: class folder holds no images")
+            raise DataError(f"{root / name}: class folder holds 0 images ({len(files)} other entries)")
         for path in images:
             _check_image_file(path)
         paths += images
@@ -321,6 +364,18 @@ class Preprocess:
         if not {"size", "channels"} <= set(meta):
             return None
         return cls(int(meta["size"]), int(meta["channels"]), meta.get("normalize", "half"))
+
+
+def describe_preprocessing(image: np.ndarray, prep: Preprocess) -> str:
+    """What preprocess() does to `image` (uint8 HWC), in words: "resized 640x480 -> 224x224, ..." """
+    h, w, c = image.shape
+    steps = [f"resized {w}x{h} -> {prep.size}x{prep.size}" if (w, h) != (prep.size, prep.size)
+             else f"kept {w}x{h}"]
+    if c != prep.channels:
+        steps.append({(3, 1): "RGB -> grayscale", (1, 3): "grayscale -> 3 channels"}[(c, prep.channels)])
+    mean, std = (v[:prep.channels] for v in NORMALIZATIONS[prep.normalize])
+    steps.append(f"normalized {prep.normalize} (mean {', '.join(map(str, mean))}; std {', '.join(map(str, std))})")
+    return ", ".join(steps)
 
 
 def preprocess(image: np.ndarray, prep: Preprocess, rng=None, augment=()) -> np.ndarray:

@@ -90,6 +90,7 @@ class Prediction:
     top: dict = field(default_factory=dict)  # framework -> [(class name, probability), ...]
     agree: bool = True
     max_prob_diff: float = 0.0
+    preprocessing: str = ""  # what was done to the image, in words (data.describe_preprocessing)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -102,14 +103,15 @@ def predict(name: str, images, weights, *, frameworks=("torch", "keras", "tf"), 
             size=None, normalize=None):
     """[Prediction per image], the Preprocess used and the class names."""
     from .adapters import adapter
-    from .data import preprocess, read_image
+    from .data import describe_preprocessing, preprocess, read_image
     state, meta = read_weights(weights, name)
     prep = default_preprocess(name, meta, size, normalize)
     input_size = (prep.channels, prep.size, prep.size)
     classes = list(classes) if classes else json.loads(meta["classes"]) if "classes" in meta else None
     n_classes = len(classes) if classes else num_classes_of(name, state, frameworks[0], input_size)
     head = {} if n_classes is None else {"num_classes": n_classes}
-    x = np.stack([preprocess(read_image(p), prep) for p in images])
+    decoded = [read_image(p) for p in images]
+    x = np.stack([preprocess(image, prep) for image in decoded])
     probs = {}
     for framework in frameworks:
         a = adapter(framework)
@@ -123,7 +125,7 @@ def predict(name: str, images, weights, *, frameworks=("torch", "keras", "tf"), 
     k = min(top, n_classes)
     results = []
     for i, image in enumerate(images):
-        p = Prediction(str(image))
+        p = Prediction(str(image), preprocessing=describe_preprocessing(decoded[i], prep))
         rankings = {}
         for framework, prob in probs.items():
             order = np.argsort(-prob[i], kind="stable")[:k]
@@ -158,6 +160,7 @@ def register(subparsers) -> None:
 
 
 def cmd_predict(args, console) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from .data import read_class_indices
@@ -179,7 +182,8 @@ def cmd_predict(args, console) -> int:
         for rank in range(len(p.top[frameworks[0]])):
             table.add_row(str(rank + 1), *(f"{p.top[f][rank][0]}  {p.top[f][rank][1]:.4f}" for f in frameworks))
         verdict = "[green]agree[/green]" if p.agree else "[red]DISAGREE[/red]"
-        table.caption = f"frameworks {verdict} on the top-{len(p.top[frameworks[0]])}; largest probability " \
+        table.caption = f"{escape(p.preprocessing)}\n" \
+                        f"frameworks {verdict} on the top-{len(p.top[frameworks[0]])}; largest probability " \
                         f"difference {p.max_prob_diff:.1e}"
         console.print(table)
     agree = all(p.agree for p in results)
@@ -187,7 +191,8 @@ def cmd_predict(args, console) -> int:
         from .io import atomic_path
         payload = {"model": args.model, "frameworks": frameworks, "agree": agree, "classes": classes,
                    "preprocess": prep.to_metadata(),
-                   "images": [{"image": p.image, "agree": p.agree, "max_prob_diff": p.max_prob_diff,
+                   "images": [{"image": p.image, "preprocessing": p.preprocessing, "agree": p.agree,
+                               "max_prob_diff": p.max_prob_diff,
                                "top": {f: [{"class": c, "probability": v} for c, v in t] for f, t in p.top.items()}}
                               for p in results]}
         with atomic_path(args.json) as tmp:

@@ -114,7 +114,8 @@ def test_image_folder_classes_split_and_class_indices(tmp_path):
     root = write_image_folder(tmp_path / "flowers")
     split = data.open_source(str(root), seed=3)
     assert split.classes == ["cat", "dog", "emu"] and not split.small
-    assert len(split.train) + len(split.test) == 12 and len(split.test) == 2
+    assert len(split.train) + len(split.test) == 12 and len(split.test) == 3  # one of each class's 4 held out
+    assert sorted(split.test.labels) == [0, 1, 2]
     image = split.train.image(0)
     assert image.dtype == np.uint8 and image.shape == (20, 23, 3)
     data.write_class_indices(split.classes, tmp_path / "out" / "class_indices.json")
@@ -130,7 +131,7 @@ def test_image_folder_classes_split_and_class_indices(tmp_path):
 
 @pytest.mark.parametrize("problem, message", [
     ("empty_root", "empty image folder"),
-    ("empty_class", "class folder holds no images"),
+    ("empty_class", "class folder holds 0 images"),
     ("text_file", "not an image file"),
     ("corrupt_png", "not a readable image"),
 ])
@@ -152,6 +153,28 @@ def test_bad_image_folder_names_the_file(tmp_path, problem, message):
     with pytest.raises(DataError, match=message) as info:
         data.open_source(str(root))
     assert str(bad) in str(info.value)
+
+
+@pytest.mark.parametrize("layout, message", [
+    ({"cat": 5}, r"1 class \[.cat.\] in the training set; training needs at least two"),
+    ({"cat": 5, "dog": 1}, r"the test set has no examples of 1 of 2 classes: 'dog' \(1 image\)"),
+])
+def test_data_that_cannot_train_is_refused(tmp_path, layout, message):
+    root = tmp_path / "imgs"
+    for name, count in layout.items():
+        write_image_folder(root, classes=(name,), per_class=count)
+    with pytest.raises(DataError, match=message) as info:
+        data.open_source(str(root))
+    assert str(root) in str(info.value)
+
+
+def test_a_class_missing_from_val_is_refused(tmp_path):
+    write_image_folder(tmp_path / "tv" / "train")
+    write_image_folder(tmp_path / "tv" / "val", per_class=1)
+    for image in (tmp_path / "tv" / "val" / "dog").iterdir():
+        image.unlink()
+    with pytest.raises(DataError, match="dog: class folder holds 0 images"):
+        data.open_source(str(tmp_path / "tv"))
 
 
 def test_loader_label_out_of_range_names_the_example(tmp_path):
@@ -242,6 +265,8 @@ def test_predict_agrees_across_frameworks(tmp_path, capsys):
         assert [t["class"] for t in tops["torch"]] == [t["class"] for t in tops["keras"]] == \
                [t["class"] for t in tops["tf"]] and tops["torch"][0]["class"] == "bee"
         assert image["max_prob_diff"] < 1e-5
+    assert [image["preprocessing"].split(", normalized")[0] for image in result["images"]] == \
+        ["kept 28x28, RGB -> grayscale", "resized 40x40 -> 28x28, RGB -> grayscale"]
     assert "agree" in capsys.readouterr().out
 
     weights_10 = tmp_path / "lenet10.safetensors"  # no metadata, no class file: 10 classes found in the head
