@@ -10,6 +10,7 @@ import importlib.metadata
 import io
 import json
 import platform
+import re
 
 PACKAGES = ("torch", "tensorflow", "tensorflow-cpu", "keras", "onnx", "onnxruntime", "onnxruntime-gpu",
             "tf2onnx", "numpy")
@@ -65,6 +66,11 @@ def headroom_grid(payload):
 
 
 def heatmap_png(payload) -> bytes:
+    return _png(heatmap_figure(payload))
+
+
+def heatmap_figure(payload):
+    """The models x targets headroom grid as a matplotlib figure (log colour scale)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -73,16 +79,20 @@ def heatmap_png(payload) -> bytes:
     grid = np.full((len(models), len(targets)), np.nan)
     for (m, t), (h, _) in cells.items():
         grid[models.index(m), targets.index(t)] = min(h, 10.0) if np.isfinite(h) else 10.0
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(targets), 0.9 + 0.42 * len(models)))
+    # Room for the model names, the colorbar and its label however few targets there are.
+    fig, ax = plt.subplots(figsize=(max(6.0, 3.0 + 1.3 * len(targets)), max(2.6, 1.2 + 0.42 * len(models))),
+                           layout="constrained")  # constrained: makes room for the colorbar's label too
     image = ax.imshow(np.log10(np.clip(grid, 1e-3, 10)), cmap="RdYlGn_r", vmin=-3, vmax=1, aspect="auto")
     ax.set_xticks(range(len(targets)), targets, rotation=30, ha="right")
     ax.set_yticks(range(len(models)), models)
     for (m, t), (h, ok) in cells.items():
         ax.text(targets.index(t), models.index(m), f"{h:.2f}" if np.isfinite(h) else "err",
                 ha="center", va="center", fontsize=8, fontweight="normal" if ok else "bold")
-    fig.colorbar(image, ax=ax, label="log10 headroom (error / tolerance)")
+    bar = fig.colorbar(image, ax=ax, ticks=[-3, -2, -1, 0, 1])
+    bar.ax.set_yticklabels(["0.001", "0.01", "0.1", "1 (fails above)", "10+"])
+    bar.set_label("headroom = error / tolerance\n(log scale, lower is better)")
     ax.set_title("headroom per model and target (1.0 = at the tolerance)")
-    return _png(fig)
+    return fig
 
 
 def layer_plot_png(model, target, layer_errors, tolerance) -> bytes:
@@ -104,7 +114,8 @@ def layer_plot_png(model, target, layer_errors, tolerance) -> bytes:
 def _png(fig) -> bytes:
     import matplotlib.pyplot as plt
     buffer = io.BytesIO()
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     return buffer.getvalue()
@@ -126,20 +137,38 @@ def training_run(directory) -> dict:
     png = directory / "curves.png"
     return {"directory": str(directory), "model": run["config"]["model"], "epochs_done": run["epochs_done"],
             "final": {f: c["epochs"][-1] for f, c in run["curves"].items() if c["epochs"]},
-            "png": png.read_bytes() if png.exists() else None}
+            "agreement": run.get("agreement", {}), "png": png.read_bytes() if png.exists() else None}
+
+
+TRAINING_COLUMNS = ("framework", "loss", "train acc", "test loss", "test acc", "examples/s", "max |step loss - ref|",
+                    "weights vs ref")
+TRAINING_NOTE = ("Differences against the reference framework (same start, same batches): the largest per-step training-loss "
+                 "difference, and the weights after the last epoch as max over tensors of max|w - w_ref| / max|w_ref|")
+
+
+def _training_rows(run) -> list:
+    """[[cell, ...] per framework] in TRAINING_COLUMNS' order."""
+    rows = []
+    for f, e in run["final"].items():
+        agree = run["agreement"].get(f)
+        rows.append([f, f"{e['loss']:.4f}", f"{e['train_acc']:.3f}", f"{e['test_loss']:.4f}", f"{e['test_acc']:.3f}",
+                     f"{e['examples_per_s']:,.0f}",
+                     f"{agree['max_step_loss_diff']:.1e}" if agree else "reference",
+                     f"{agree['final_weight_diff']:.1e}" if agree and agree.get("final_weight_diff") is not None
+                     else "reference" if not agree else "-"])
+    return rows
 
 
 def _training_html(runs) -> str:
     parts = []
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in TRAINING_COLUMNS)
     for run in runs:
-        rows = "".join(f"<tr><td>{html.escape(f)}</td><td>{e['loss']:.4f}</td><td>{e['train_acc']:.3f}</td>"
-                       f"<td>{e['test_acc']:.3f}</td><td>{e['examples_per_s']:,.0f}</td></tr>"
-                       for f, e in run["final"].items())
+        rows = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+                       for row in _training_rows(run))
         parts.append(f"<h3>{html.escape(run['model'])}: {run['epochs_done']} epochs "
                      f"({html.escape(run['directory'])})</h3>"
                      + (_img(run["png"], f"learning curves {run['model']}") if run["png"] else "")
-                     + "<table class=training><tr><th>framework</th><th>loss</th><th>train acc</th><th>test acc</th>"
-                     f"<th>examples/s</th></tr>{rows}</table>")
+                     + f"<table class=training><tr>{header}</tr>{rows}</table><p>{html.escape(TRAINING_NOTE)}</p>")
     return "".join(parts)
 
 
@@ -147,9 +176,9 @@ def _training_markdown(runs) -> list:
     lines = []
     for run in runs:
         lines += ["", f"## Training: {run['model']}, {run['epochs_done']} epochs ({run['directory']})", "",
-                  "| framework | loss | train acc | test acc | examples/s |", "| --- | ---: | ---: | ---: | ---: |"]
-        lines += [f"| {f} | {e['loss']:.4f} | {e['train_acc']:.3f} | {e['test_acc']:.3f} | {e['examples_per_s']:,.0f} |"
-                  for f, e in run["final"].items()]
+                  "| " + " | ".join(TRAINING_COLUMNS) + " |", "| --- |" + " ---: |" * (len(TRAINING_COLUMNS) - 1)]
+        lines += ["| " + " | ".join(row) + " |" for row in _training_rows(run)]
+        lines += ["", TRAINING_NOTE + "."]
     return lines
 
 
@@ -178,18 +207,13 @@ def render_html(payload, env=None, runs=()) -> str:
                     layer_plot_png(model["model"], r["target"], r["layer_errors"], r["tolerance"]),
                     f"per-layer error {model['model']} {r['target']}"))
     env_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in env.items())
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>cnn-parity report: {verdict}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
-td:first-child, td:nth-child(2), th {{ text-align: left; }} tr.fail {{ background: #fdd; }}
-h1 .verdict {{ color: {'#080' if payload['passed'] else '#c00'}; }}
-</style></head><body>
-<h1>cnn-parity report <span class="verdict" id="verdict">{verdict}</span></h1>
-<p>{len(payload['models'])} models; reference: torch_impl on the same device; error = max|y - ref| / max|ref|.</p>
+    checks = bool(payload["models"])  # a report of training runs alone judges no check: no verdict
+    heading = (f'cnn-parity report <span class="verdict" id="verdict">{verdict}</span>' if checks
+               else "cnn-parity report: training runs")
+    checks_html = f"""<p>{len(payload['models'])} model{'' if len(payload['models']) == 1 else 's'}; reference: torch_impl on the same device; error = max|y - ref| / max|ref|;
+headroom = error / tolerance (lower is better, over 1 fails).</p>
 <h2>Headroom</h2>
-{"" if not payload["models"] else _img(heatmap_png(payload), "headroom heatmap") if plots else "<p>plots left out: matplotlib is not installed</p>"}
+{_img(heatmap_png(payload), "headroom heatmap") if plots else "<p>plots left out: matplotlib is not installed</p>"}
 <h2>Results</h2>
 <table id="results"><tr><th>model</th><th>target</th><th>output</th><th>max_abs</th><th>normalized error</th>
 <th>tolerance</th><th>headroom</th><th>status</th></tr>
@@ -197,7 +221,17 @@ h1 .verdict {{ color: {'#080' if payload['passed'] else '#c00'}; }}
 </table>
 <h2>Failures, layer by layer</h2>
 {''.join(failures) or ('<p>none</p>' if plots else '<p>left out: matplotlib is not installed</p>')}
-{('<h2>Training runs</h2>' + _training_html(runs)) if runs else ''}
+""" if checks else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(re.sub("<[^>]+>", "", heading))}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
+td:first-child, td:nth-child(2), th {{ text-align: left; }} tr.fail {{ background: #fdd; }}
+h1 .verdict {{ color: {'#080' if payload['passed'] else '#c00'}; }}
+</style></head><body>
+<h1>{heading}</h1>
+{checks_html}{('<h2>Training runs</h2>' + _training_html(runs)) if runs else ''}
 <h2>Environment</h2>
 <table id="environment">{env_rows}</table>
 </body></html>
@@ -206,9 +240,13 @@ h1 .verdict {{ color: {'#080' if payload['passed'] else '#c00'}; }}
 
 def render_markdown(payload, env=None, runs=()) -> str:
     env = env or environment()
-    lines = [f"# cnn-parity report: {'PASS' if payload['passed'] else 'FAIL'}", "",
-             "| model | target | output | max_abs | normalized error | tolerance | headroom | status |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    if not payload["models"]:
+        lines = ["# cnn-parity report: training runs"]
+    else:
+        lines = [f"# cnn-parity report: {'PASS' if payload['passed'] else 'FAIL'}", "",
+                 "Headroom = error / tolerance (lower is better, over 1 fails).", "",
+                 "| model | target | output | max_abs | normalized error | tolerance | headroom | status |",
+                 "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for model in payload["models"]:
         if model.get("error"):
             lines.append(f"| {model['model']} | - | - | - | - | - | - | ERROR {model['error']} |")

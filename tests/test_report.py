@@ -1,5 +1,6 @@
 """`parity report`: the page renders, with heatmap, failure plots and environment."""
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -46,6 +47,20 @@ def test_html_is_self_contained_with_plots_and_environment(payload, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_heatmap_labels_fit_the_figure(payload):
+    figure = report.heatmap_figure({"passed": True, "models": payload["models"][:1]})  # one target: the narrowest
+    figure.canvas.draw()  # applies the layout
+    renderer = figure.canvas.get_renderer()
+    colorbar = figure.axes[1]
+    ticks = [t for t in colorbar.get_yticklabels() if t.get_text()]
+    assert len(ticks) == 5 and "headroom = error / tolerance" in colorbar.get_ylabel()
+    bounds = figure.bbox
+    for text in [colorbar.yaxis.label, *ticks, figure.axes[0].title]:
+        box = text.get_window_extent(renderer)
+        assert bounds.x0 <= box.x0 and box.x1 <= bounds.x1 and bounds.y0 <= box.y0 and box.y1 <= bounds.y1, \
+            (text.get_text(), box, bounds)
+
+
 def test_report_from_check_json_via_cli(payload, tmp_path):
     import json
     import sys
@@ -85,6 +100,13 @@ def test_training_runs_in_the_report(tmp_path):
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 1 and base64.b64decode(images[0]) == (run_dir / "curves.png").read_bytes()
     assert "Training runs" in page and "<td>torch</td>" in page and "<td>tf</td>" in page
-    assert "## Training: lenet, 1 epochs" in (tmp_path / "r.md").read_text()
+    # Only training runs: no verdict, no check sections, and the agreement columns the CLI prints.
+    assert "PASS" not in page and "FAIL" not in page and "Headroom" not in page and 'id="results"' not in page
+    assert "cnn-parity report: training runs" in page and "max |step loss - ref|" in page
+    agreement = json.loads((run_dir / "run.json").read_text())["agreement"]["tf"]
+    assert f"<td>{agreement['max_step_loss_diff']:.1e}</td>" in page
+    assert f"<td>{agreement['final_weight_diff']:.1e}</td>" in page
+    markdown = (tmp_path / "r.md").read_text()
+    assert "## Training: lenet, 1 epochs" in markdown and "PASS" not in markdown and "weights vs ref" in markdown
     assert main(["report", "--runs", str(tmp_path / "missing"), "--out", str(tmp_path / "x.html")]) == 2
     assert not (tmp_path / "x.html").exists()
