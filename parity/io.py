@@ -32,9 +32,17 @@ def atomic_path(path, *, directory=False):
         yield tmp
         if directory and path.exists():
             shutil.rmtree(path)
+        _follow_umask(tmp, directory)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _follow_umask(path: Path, directory: bool) -> None:
+    """Give `path` the mode a plain open() would (temp files are created 0600, mkdtemp 0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory or path.is_dir() else 0o666) & ~umask)
 
 
 def is_weight_key(key: str) -> bool:
@@ -47,6 +55,19 @@ def save_state(state: dict, path, metadata: dict | None = None) -> None:
     arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(arrays, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+
+
+def read_metadata(path) -> dict:
+    """The string metadata a .safetensors file carries ({} for other files)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return {}
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), "np") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightFileError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
 def load_state(path) -> dict:

@@ -32,17 +32,11 @@ def select_frameworks(text: str | None):
 def read_weights(path, name: str | None = None):
     """(canonical state, metadata) from canonical .safetensors, a torch .pth (weights_only) or a
     keras.applications model file (.keras/.h5, converted with parity.weights)."""
-    from .io import load_state
+    from .io import load_state, read_metadata
     path = Path(path)
     if str(path).endswith((".keras", ".h5")) and not str(path).endswith(".weights.h5"):
         return _keras_applications_state(path, name), {}
-    state = load_state(path)
-    meta = {}
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        with safe_open(str(path), "np") as f:
-            meta = dict(f.metadata() or {})
-    return state, meta
+    return load_state(path), read_metadata(path)
 
 
 def _keras_applications_state(path: Path, name: str | None):

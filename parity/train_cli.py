@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 NATIVE_FILES = {"torch": "best.pt", "keras": "best.weights.h5", "tf": "best.tfckpt"}
+OPTIMIZER_FILE = "optimizer.safetensors"  # beside last.safetensors: what --resume restores
 # --control: a second torch model whose start differs by float32 rounding (relative 1e-7);
 # how far it drifts from torch is how far any two exact implementations can drift.
 CONTROL, CONTROL_NOISE = "torch-aa", 1e-7
@@ -208,6 +209,9 @@ def run(config: RunConfig, console, *, resume=False, initial_state=None, freeze=
         states = {f: perturbed(state, config.seed) if f == CONTROL else state for f in names}
     models = {f: build_model(config.model, framework_of(f), input_size, num_classes, states[f]) for f in names}
     trainers = make_trainers(models, config, freeze)
+    if saved:
+        for f, trainer in trainers.items():
+            restore_optimizer(trainer, out / f / OPTIMIZER_FILE)
     curves = {f: Curves(**saved["curves"][f]) for f in names} if saved else {f: Curves() for f in names}
     first = saved["epochs_done"] if saved else 0
     write_class_indices(data["split"].classes, out / "class_indices.json")
@@ -217,7 +221,7 @@ def run(config: RunConfig, console, *, resume=False, initial_state=None, freeze=
         for f in names:
             stats[f].test_loss, stats[f].test_acc = evaluate(framework_of(f), models[f], data["test"], config.device)
             curves[f].epochs.append(asdict(stats[f]))
-        save_epoch(out, config, models, curves, epoch, meta)
+        save_epoch(out, config, models, trainers, curves, epoch, meta)
         console.print(epoch_line(epoch, config, stats))
     return curves
 
@@ -348,9 +352,10 @@ def _metadata(config, data, num_classes) -> dict:
             **data["prep"].to_metadata()}
 
 
-def save_epoch(out: Path, config, models, curves, epoch, meta) -> None:
-    """Checkpoints first, run.json last: a run interrupted anywhere resumes from the last
-    epoch whose run.json was written, and every file on disk is whole."""
+def save_epoch(out: Path, config, models, trainers, curves, epoch, meta) -> None:
+    """Checkpoints (weights and optimizer state) first, run.json last: a run interrupted
+    anywhere resumes from the last epoch whose run.json was written, and every file on disk
+    is whole."""
     from .adapters import adapter
     from .io import save_state
     states = {f: adapter(framework_of(f)).state_dict(model) for f, model in models.items()}
@@ -361,6 +366,8 @@ def save_epoch(out: Path, config, models, curves, epoch, meta) -> None:
         stats = curves[f].epochs[-1]
         tags = {**meta, "framework": f, "epoch": str(epoch + 1), "test_acc": f"{stats['test_acc']:.6f}"}
         save_state(state, out / f / "last.safetensors", tags)
+        optimizer, steps = trainers[f].optimizer_state()
+        save_state(optimizer, out / f / OPTIMIZER_FILE, {**tags, "steps": str(steps)})
         if stats["test_acc"] > curves[f].best_test_acc:
             save_state(state, out / f / "best.safetensors", tags)
             a.save_native(model, out / f / NATIVE_FILES[framework_of(f)])
@@ -369,6 +376,19 @@ def save_epoch(out: Path, config, models, curves, epoch, meta) -> None:
     _write_json(out / "curves.json", payload)
     plot_curves(curves, out / "curves.png", config.model)
     _write_json(out / "run.json", {"config": asdict(config), "epochs_done": epoch + 1, **payload})
+
+
+def restore_optimizer(trainer, path: Path) -> None:
+    """The optimizer state and step count saved with the last epoch (canonical keys
+    "weight key:state name", torch layout), so that 2 + 2 epochs end where 4 do."""
+    from .io import load_state, read_metadata
+    if not path.is_file():
+        raise ValueError(f"--resume: {path} is missing; the run was saved without its optimizer state "
+                         f"(an older cnn-parity?): start it again without --resume")
+    steps = read_metadata(path).get("steps")
+    if steps is None or not steps.isdigit():
+        raise ValueError(f"--resume: {path} has no step count in its metadata")
+    trainer.load_optimizer_state(load_state(path), int(steps))
 
 
 def weight_difference(state, reference) -> float:

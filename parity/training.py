@@ -217,12 +217,15 @@ class Trainer:
         return state, steps
 
     def load_optimizer_state(self, state: dict, steps: int) -> None:
-        """The inverse of optimizer_state: every state tensor and the step count set from `state`
-        (train-check's float64 rows start each step from the judge's optimizer state)."""
+        """The inverse of optimizer_state: every state tensor and the step count set from `state`,
+        before or after a first step (a resumed run continues exactly; the dropout masks go on
+        from step `steps` too)."""
         per_variable = [{name.rpartition(":")[2]: slot.native(np.asarray(value, self.dtype))
                          for name, value in state.items() if name.rpartition(":")[0] == key}
                         for key, slot in self._slots]
         self.native.load_optimizer_state(per_variable, steps)
+        if self._masks is not None:
+            self._masks.step = steps
 
     def set_lr(self, lr: float) -> None:
         self.native.set_lr(float(lr))

@@ -162,3 +162,19 @@ def test_keras_applications_import_rejects_our_own_keras_models(resnet18_models)
     from parity.weights import from_keras_applications
     with pytest.raises(ValueError, match="keras_impl model"):
         from_keras_applications(resnet18_models["keras"])
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+
+    import parity
+    from parity.io import atomic_path
+    previous = os.umask(0o022)
+    try:
+        parity.save_state({"w": np.ones(2, np.float32)}, tmp_path / "w.safetensors")
+        with atomic_path(tmp_path / "d", directory=True) as d:
+            (d / "f").write_text("x")
+    finally:
+        os.umask(previous)
+    assert oct((tmp_path / "w.safetensors").stat().st_mode & 0o777) == oct(0o644)  # was 0o600
+    assert oct((tmp_path / "d").stat().st_mode & 0o777) == oct(0o755)

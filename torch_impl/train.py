@@ -102,14 +102,16 @@ class Trainer:
         return per_variable, steps or self.steps
 
     def load_optimizer_state(self, per_variable, steps):
-        """Set the state optimizer_state returns (each tensor already exists: after a first step)."""
-        with torch.no_grad():
-            for p, slots in zip(self.variables, per_variable):
-                state = self.optimizer.state[p]
-                for name, value in slots.items():
-                    state[name].copy_(torch.from_numpy(np.ascontiguousarray(value)))
-                if isinstance(state.get("step"), torch.Tensor):
-                    state["step"].fill_(steps)
+        """Set the state optimizer_state returns, before or after a first step: torch.optim
+        creates a parameter's state on its first update unless it is there already."""
+        for p, slots in zip(self.variables, per_variable):
+            if not slots:
+                continue
+            state = self.optimizer.state[p]
+            for name, value in slots.items():
+                state[name] = torch.tensor(np.asarray(value), dtype=p.dtype, device=p.device)
+            if "step" in state or any(name != "momentum_buffer" for name in slots):  # Adam, AdamW, RMSprop count
+                state["step"] = torch.tensor(float(steps), dtype=torch.float32)
         self.steps = steps
 
     def set_lr(self, lr):
