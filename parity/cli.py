@@ -4,6 +4,8 @@ import json
 import os
 import sys
 
+from .errors import unknown
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -16,7 +18,7 @@ def main(argv=None) -> int:
     """0: everything checked passed; 1: a parity failure; 2: an error (bad usage, a missing
     framework that was asked for, a model or target that could not run, a crash)."""
     from . import frameworks
-    args = _parser().parse_args(argv)  # usage errors exit 2 here (argparse)
+    args = _parse(_parser(), sys.argv[1:] if argv is None else list(argv))  # usage errors exit 2 here
     frameworks.set_quiet(not (args.verbose or frameworks.verbose_requested()))
     from rich.console import Console
     # soft_wrap: a message stays one line whatever the width (tables still fit it); redirected
@@ -36,6 +38,34 @@ def main(argv=None) -> int:
         return EXIT_ERROR
 
 
+def _parse(parser, argv):
+    """argparse, plus: no command prints the help (exit 0), and an unknown option is reported by
+    the subcommand's own usage, with the closest of its options."""
+    if not argv:
+        parser.print_help()
+        raise SystemExit(EXIT_PASS)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = _subcommands(parser)[args.command]
+        options = [o for action in sub._actions for o in action.option_strings]
+        bad_options = [unknown("option", e.split("=")[0], options) for e in extra if e.startswith("-")]
+        sub.error("; ".join(bad_options) or f"unexpected arguments {' '.join(extra)}")  # an option's value: not news
+    return args
+
+
+def _subcommands(parser) -> dict:
+    """{name: the subcommand's parser}."""
+    return next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("cnn-parity")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def _describe(exc) -> str:
     if type(exc) is KeyError and exc.args:  # KeyError's str() is the repr of its message
         return str(exc.args[0])
@@ -46,6 +76,7 @@ def _parser():
     p = argparse.ArgumentParser(prog="parity", description="Prove three hand-written CNN implementations equal.")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="keep TensorFlow's start-up log lines (also PARITY_VERBOSE=1)")
+    p.add_argument("--version", action="version", version=f"parity (cnn-parity) {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("list", help="the catalogue: name, frameworks, parameters, default input")
@@ -229,7 +260,7 @@ def _asked_frameworks(text):
     asked = tuple(f for f in text.split(",") if f)
     for f in asked:
         if f not in ("torch", "keras", "tf"):
-            raise ValueError(f"unknown framework {f!r}; choose from torch, keras, tf")
+            raise ValueError(f"{unknown('framework', f, ('torch', 'keras', 'tf'))}; choose from torch, keras, tf")
         if missing(f):
             raise MissingFramework(f"--frameworks {text}: {f} cannot run here: {missing(f)}")
     return asked

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .errors import unknown as unknown_name
 from .tolerance import NOISE_FACTOR
 from .train_check import (DEFAULT_HYPER, GRAD_POLICY, PERTURBED_RUNS, WEIGHT_POLICY, build_kwargs, cancelled,
                           is_buffer, largest, make_batches, normalized, nudged, release)
@@ -159,7 +160,7 @@ def distributed_checks(model_names, *, replicas=2, frameworks=DEFAULT_FRAMEWORKS
         raise ValueError("the data-parallel check needs at least 2 steps (the BN buffer rule shows at step 2)")
     unknown = [f for f in frameworks if f not in FRAMEWORKS]
     if unknown:
-        raise ValueError(f"unknown frameworks {unknown}; choose from {', '.join(FRAMEWORKS)}")
+        raise ValueError(f"{unknown_name('framework', unknown[0], FRAMEWORKS)}; choose from {', '.join(FRAMEWORKS)}")
     batch = batch or 2 * replicas
     if batch % replicas:
         raise ValueError(f"the global batch ({batch}) must split evenly over {replicas} replicas")
@@ -324,7 +325,7 @@ def engine_module(framework):
     elif framework == "tf":
         import tf_impl.distributed as engine
     else:
-        raise ValueError(f"unknown framework {framework!r}; choose from {', '.join(FRAMEWORKS)}")
+        raise ValueError(f"{unknown_name('framework', framework, FRAMEWORKS)}; choose from {', '.join(FRAMEWORKS)}")
     return engine
 
 

@@ -1,6 +1,14 @@
 """Errors with messages that name the model, the layer and the shape."""
 
 
+def unknown(kind: str, word: str, choices) -> str:
+    """"unknown model 'resnet5' (did you mean 'resnet50'?)": the one-line message for a
+    misspelt name, with the closest choices when any is close."""
+    import difflib
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    return f"unknown {kind} {word!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
+
+
 class ParityError(Exception):
     """Base class for cnn-parity errors."""
 

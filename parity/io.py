@@ -49,7 +49,7 @@ def is_weight_key(key: str) -> bool:
     return not key.endswith(IGNORED_KEYS)
 
 
-def save_state(state: dict, path, metadata: dict | None = None) -> None:
+def save_state(state: dict[str, np.ndarray], path: str | os.PathLike, metadata: dict | None = None) -> None:
     from safetensors.numpy import save_file
 
     arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
@@ -57,7 +57,7 @@ def save_state(state: dict, path, metadata: dict | None = None) -> None:
         save_file(arrays, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
 
 
-def read_metadata(path) -> dict:
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The string metadata a .safetensors file carries ({} for other files)."""
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -70,7 +70,7 @@ def read_metadata(path) -> dict:
         raise WeightFileError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
-def load_state(path) -> dict:
+def load_state(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Canonical state from a .safetensors file or a torch checkpoint (.pt/.pth/.bin)."""
     path = Path(path)
     if not path.is_file():

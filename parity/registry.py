@@ -5,7 +5,11 @@ a framework. Builders are found by name: `<framework>_impl.<module>.<builder>`.
 """
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import unknown
 
 FRAMEWORKS = ("torch", "keras", "tf")
 
@@ -70,7 +74,7 @@ def get(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; `parity list` shows the catalogue") from None
+        raise KeyError(f"{unknown('model', name, _REGISTRY)}; `parity list` shows the catalogue") from None
 
 
 def find(name: str) -> ModelSpec | None:
@@ -83,9 +87,9 @@ def names(family: str | None = None) -> list[str]:
     return [n for n, s in _REGISTRY.items() if family is None or s.family == family]
 
 
-def builder(spec: ModelSpec, framework: str):
+def builder(spec: ModelSpec, framework: str) -> Callable[..., Any]:
     if framework not in FRAMEWORKS:
-        raise ValueError(f"unknown framework {framework!r}; choose one of {', '.join(FRAMEWORKS)}")
+        raise ValueError(f"{unknown('framework', framework, FRAMEWORKS)}; choose one of {', '.join(FRAMEWORKS)}")
     from .frameworks import import_safely
     import_safely(framework)  # torch and triton before TensorFlow: parity/frameworks.py
     module = importlib.import_module(f"{framework}_impl.{spec.module}")

@@ -344,7 +344,8 @@ def release(framework):
 
 def table(result: TrainCheckResult):
     from rich.table import Table
-    title = (f"train-check {result.model}: {result.optimizer} {result.hyper}, {result.steps} steps, "
+    hyper = ", ".join(f"{k} {v}" for k, v in result.hyper.items())
+    title = (f"train-check {result.model}: {result.optimizer} ({hyper}), {result.steps} steps, "
              f"batch {result.batch} at {result.size}px{', frozen backbone' if result.freeze else ''}"
              f"{f', on {result.device}' if result.device != 'cpu' else ''}"
              + (f"; {result.undetermined} weights with a sign-undetermined first gradient left out"

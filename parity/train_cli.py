@@ -85,7 +85,10 @@ def register(subparsers) -> None:
     s.set_defaults(func=cmd_train)
 
 
-def add_training_arguments(s, *, lr=0.003, normalize=None, out_help="runs/MODEL") -> None:
+NORMALIZE_HELP = {"unit": "x", "half": "(x-0.5)/0.5", "imagenet": "ImageNet mean and std"}
+
+
+def add_training_arguments(s, *, lr=0.003, normalize="half", out_help="runs/MODEL") -> None:
     s.add_argument("--frameworks", default="torch,keras,tf", help="comma list (default: those installed of the three)")
     s.add_argument("--data", default="digits", metavar="SOURCE", help="digits | mnist:DIR | fashion-mnist:DIR | DIR")
     s.add_argument("--epochs", type=int, default=3)
@@ -99,7 +102,7 @@ def add_training_arguments(s, *, lr=0.003, normalize=None, out_help="runs/MODEL"
     s.add_argument("--size", type=int, help="input height and width (default: 28 for LeNet, 32 for others on digit "
                                             "data, the model's input on image folders)")
     s.add_argument("--normalize", choices=["unit", "half", "imagenet"], default=normalize,
-                   help="pixel normalization (default: half, (x-0.5)/0.5)")
+                   help=f"pixel normalization (default: {normalize}, {NORMALIZE_HELP[normalize]})")
     s.add_argument("--augment", help="crop,flip | none (default: crop,flip on image folders, none on digit data)")
     s.add_argument("--limit", type=int, help="use at most N training and N test examples (seeded subset)")
     s.add_argument("--seed", type=int, default=0)
@@ -136,7 +139,7 @@ def config_from_args(args, **extra) -> RunConfig:
     elif args.momentum is not None:
         raise ValueError(f"--momentum does not apply to {args.optimizer} (its betas play that role)")
     return RunConfig(model=args.model, frameworks=frameworks, data=args.data, epochs=args.epochs, batch=args.batch,
-                     size=args.size, normalize=args.normalize or "half", augment=args.augment, limit=args.limit,
+                     size=args.size, normalize=args.normalize, augment=args.augment, limit=args.limit,
                      seed=args.seed, device=args.device, out=args.out or str(Path("runs") / args.model),
                      hyper=hyper, control=args.control, same_dropout=args.same_dropout, **extra)
 

@@ -1,8 +1,9 @@
 """Importing weights from other libraries' models into canonical state."""
+from typing import Any
 
 
-def from_keras_applications(model) -> tuple[str, dict]:
-    """(catalogue name, canonical state) reproducing a keras.applications model.
+def from_keras_applications(model: Any) -> tuple[str, dict]:
+    """(catalogue name, canonical state) reproducing a keras.applications model (a keras.Model).
 
     Works with random or ImageNet weights; the returned state loads strictly into the
     named model in every framework. Converters live in parity/keras_applications/.

@@ -96,9 +96,8 @@ def test_export_says_which_weights_it_wrote(tmp_path, capsys):
 
 
 def subcommand_parser(name):
-    from parity.cli import _parser
-    (choices,) = [a.choices for a in _parser()._actions if getattr(a, "choices", None)]
-    return choices[name]
+    from parity.cli import _parser, _subcommands
+    return _subcommands(_parser())[name]
 
 
 def test_export_help_describes_every_option():
@@ -117,3 +116,39 @@ def test_summary_lists_canonical_names(capsys):
 def test_check_all_passes():
     out = parity_cli("check", "--all")
     assert out.returncode == 0, out.stdout[-4000:]
+
+
+def test_version_and_no_command_behave_alike_as_parity_and_python_m_parity():
+    from importlib.metadata import version
+    out = parity_cli("--version", check=True)
+    assert out.stdout.strip() == f"parity (cnn-parity) {version('cnn-parity')}"
+    bare = parity_cli()
+    script = subprocess.run([str(__import__("pathlib").Path(sys.executable).parent / "parity")], capture_output=True,
+                            text=True)
+    assert bare.returncode == script.returncode == 0 and bare.stdout == script.stdout and "train-check" in bare.stdout
+
+
+def test_misspellings_get_suggestions_and_the_subcommands_usage():
+    out = parity_cli("check", "resnet5")
+    assert out.returncode == 2 and "did you mean 'resnet50'" in out.stderr
+    out = parity_cli("check", "resnet18", "--frameworks", "kears")
+    assert out.returncode == 2 and "did you mean 'keras'" in out.stderr
+    out = parity_cli("check", "resnet18", "--szie", "32")
+    assert out.returncode == 2 and out.stderr.startswith("usage: parity check ")
+    assert "unknown option '--szie' (did you mean '--size'" in out.stderr
+
+
+def test_errors_are_one_line_as_written_whatever_the_width(tmp_path):
+    long_name = tmp_path / ("a-very-long-folder-name-" * 6) / "[data]" / "w.safetensors"
+    out = parity_cli("convert", "resnet18", long_name, tmp_path / "x.safetensors")
+    error_lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(error_lines) == 1, out.stderr
+    assert str(long_name) in error_lines[0]  # "[data]" not eaten as markup, the path not wrapped
+
+
+def test_help_states_the_defaults_the_run_uses():
+    from parity.cli import _parser, _subcommands
+    commands = _subcommands(_parser())
+    for name, normalize in (("train", "half"), ("finetune", "imagenet")):
+        action = next(a for a in commands[name]._actions if a.dest == "normalize")
+        assert action.default == normalize and f"default: {normalize}" in action.help

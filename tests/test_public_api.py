@@ -78,3 +78,18 @@ def test_compare_has_the_documented_signature():
     parameters = inspect.signature(parity.compare).parameters
     assert list(parameters)[:3] == ["reference", "candidate", "inputs"]
     assert {"tolerance", "layerwise"} <= set(parameters)
+
+
+def test_the_public_api_is_typed():
+    import inspect
+    root = REPO / "parity"
+    assert (root / "py.typed").exists()
+    functions = [getattr(parity, n) for n in parity.__all__ if inspect.isfunction(getattr(parity, n))]
+    functions += [parity.weights.from_keras_applications, parity.registry.get, parity.registry.names]
+    untyped = []
+    for function in functions:
+        signature = inspect.signature(function)
+        missing = [p for p in signature.parameters.values() if p.annotation is inspect.Parameter.empty]
+        if missing or signature.return_annotation is inspect.Signature.empty:
+            untyped.append(f"{function.__module__}.{function.__name__}: {[p.name for p in missing]}")
+    assert len(functions) >= 12 and not untyped, untyped
