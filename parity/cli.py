@@ -340,6 +340,7 @@ def _finish(payload, console) -> int:
 
 
 def report_table(report):
+    from rich.markup import escape
     from rich.table import Table
     shape = "x".join(map(str, report.input_shape))
     if report.error:
@@ -350,19 +351,24 @@ def report_table(report):
     verdict = "[green]PASS[/green]" if report.passed else "[red]FAIL[/red]"
     table = Table(title=f"{report.model}  input {shape}  {report.device} {report.dtype}  {verdict}")
     multi = len({r.output for r in report.results if r.output != "-"}) > 1
-    columns = ["target", *(["output"] if multi else []), "max_abs", "normalized error", "tolerance", "headroom",
-               "top-1", "time s", ""]
+    # Short headers so the table fits 80 columns; target names are never cut (no_wrap).
+    columns = ["target", *(["output"] if multi else []), "max abs", "error", "tol", "headroom", "top-1", "time",
+               "status"]
     for col in columns:
-        table.add_column(col, justify="left" if col in ("target", "output", "") else "right")
+        table.add_column(col, justify="left" if col in ("target", "output", "status") else "right",
+                         no_wrap=col in ("target", "output"))
     for r in report.results:
         ok = "[green]ok[/green]" if r.passed else f"[red]FAIL[/red] {r.error or ''}"
         top1 = "-" if r.top1_agreement is None else f"{r.top1_agreement:.0%}"
         row = [r.target, *([r.output] if multi else []), f"{r.max_abs:.2e}", f"{r.normalized_error:.2e}",
                f"{r.tolerance:.0e}", f"{r.headroom:.2f}", top1, f"{r.seconds:.1f}", ok]
         table.add_row(*row)
-    if report.notes:
-        table.caption = "\n".join(report.notes)
+    table.caption = "\n".join([*map(escape, report.notes), HEADROOM_LEGEND])
     return table
+
+
+HEADROOM_LEGEND = ("error = max|y - ref| / max|ref|; headroom = error / tol, lower is better, over 1 fails; "
+                   "top-1: same top class as torch; time in s")
 
 
 # --- export, convert, summary ---------------------------------------------------------

@@ -1,5 +1,6 @@
 """The `parity` command line, run as a user runs it."""
 import json
+import os
 import subprocess
 import sys
 
@@ -152,3 +153,20 @@ def test_help_states_the_defaults_the_run_uses():
     for name, normalize in (("train", "half"), ("finetune", "imagenet")):
         action = next(a for a in commands[name]._actions if a.dest == "normalize")
         assert action.default == normalize and f"default: {normalize}" in action.help
+
+
+def test_check_table_fits_80_columns_with_whole_target_names():
+    from rich.console import Console
+
+    from parity.checker import ModelReport, TargetResult
+    from parity.cli import report_table
+    results = [TargetResult(target, "logits", 1.2e-6, 8.8e-7, 1e-5, True, 0.09, top1_agreement=1.0, seconds=12.3)
+               for target in ("keras", "tf", "onnx:torch", "onnx:keras", "onnx:tf")]
+    report = ModelReport("resnext101_64x4d", (1, 3, 224, 224), "cpu", results=results,
+                         notes=["reference noise 2.1e-6 [torch fp32 vs fp64]"])
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))
+    console.print(report_table(report))
+    text = console.export_text()
+    assert max(map(len, text.splitlines())) <= 80, text
+    assert all(t in text for t in ("onnx:torch", "onnx:keras", "onnx:tf", "status", "[torch fp32 vs fp64]")), text
+    assert "headroom = error / tol, lower is better" in " ".join(text.split())
