@@ -125,6 +125,13 @@ def test_bench_json_and_plot(resnet18_bench, tmp_path):
     assert {"torch", "tensorflow", "keras", "onnxruntime", "cpu_count"} <= set(payload["environment"])
     bench_module.plot(resnet18_bench, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    from parity.bench.render import figure
+    ax = figure(resnet18_bench).axes[0]
+    measured = [r for r in resnet18_bench.runtimes if r.status == "ok"]
+    assert ax.get_xscale() == "log"  # torch's bar stays visible beside a 50x faster runtime
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("torch_impl" in t for t in legend) and any("onnxruntime" in t for t in legend), legend
+    assert len([t for t in ax.texts if t.get_text()]) == len(measured)  # every bar carries its value
 
 
 def test_bench_command_writes_json(tmp_path, capsys):

@@ -40,30 +40,48 @@ def write_json(result: BenchResult, path) -> None:
         tmp.write_text(json.dumps(result.to_json(), indent=2, default=float))
 
 
+COLOURS = {"torch": ("#ee4c2c", "torch_impl (PyTorch eager)"), "keras": ("#d00000", "keras_impl (Keras 3)"),
+           "tf": ("#ff8f00", "tf_impl (TensorFlow 2)"), "onnx": ("#005ced", "ONNX export in onnxruntime")}
+
+
 def plot(result: BenchResult, path) -> None:
-    """A horizontal bar chart of throughput per runtime, the baseline marked."""
-    import matplotlib
-    matplotlib.use("Agg")
+    """figure(result) written to `path` (PNG, SVG or PDF by its suffix)."""
     import matplotlib.pyplot as plt
 
     from ..io import atomic_path
-    measured = [r for r in result.runtimes if r.status == OK]
-    colours = {"torch": "#ee4c2c", "keras": "#d00000", "tf": "#ff8f00", "onnx": "#005ced"}
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(measured) + 1.6))
-    names = [r.runtime for r in measured][::-1]
-    values = [r.throughput for r in measured][::-1]
-    ax.barh(names, values, color=[colours[n.split(":")[0]] for n in names])
-    for y, r in enumerate(measured[::-1]):
-        label = f"{r.throughput:,.1f}" + (f"  ({r.ratio:.2f}x)" if r.ratio is not None else "")
-        ax.text(r.throughput, y, " " + label, va="center", fontsize=8)
-    base = next((r for r in measured if r.runtime == result.baseline), None)
-    if base is not None:
-        ax.axvline(base.throughput, color="grey", linestyle="--", linewidth=1)
-    shape = "x".join(map(str, result.input_shape))
-    ax.set_title(f"{result.model} {shape} {result.device} {result.dtype}: images/s (median)", fontsize=10)
-    ax.set_xlabel("images per second")
-    ax.set_xlim(0, max(values, default=1) * 1.35)
-    fig.tight_layout()
+    fig = figure(result)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
     plt.close(fig)
+
+
+def figure(result: BenchResult):
+    """A horizontal bar chart of throughput per runtime on a log scale (runtimes can differ 100x),
+    each bar labelled with its value and ratio to the baseline, a legend for the colours."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    measured = [r for r in result.runtimes if r.status == OK][::-1]
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(measured) + 2.2))
+    families = [r.runtime.split(":")[0] for r in measured]
+    ax.barh([r.runtime for r in measured], [r.throughput for r in measured],
+            color=[COLOURS.get(f, ("grey", f))[0] for f in families])
+    for y, r in enumerate(measured):
+        label = f"{r.throughput:,.1f}" + (f"  ({r.ratio:.2f}x)" if r.ratio is not None else "")
+        ax.text(r.throughput * 1.05, y, label, va="center", fontsize=8)
+    handles = [Patch(color=COLOURS[f][0], label=COLOURS[f][1]) for f in COLOURS if f in families]
+    base = next((r for r in measured if r.runtime == result.baseline), None)
+    if base is not None:
+        handles.append(ax.axvline(base.throughput, color="grey", linestyle="--", linewidth=1,
+                                  label=f"baseline: {result.baseline} (ratios in brackets)"))
+    ax.set_xscale("log")
+    values = [r.throughput for r in measured] or [1.0]
+    ax.set_xlim(min(values) / 2, max(values) * 6)  # room for the labels right of the longest bar
+    shape = "x".join(map(str, result.input_shape))
+    ax.set_title(f"{result.model} {shape} {result.device} {result.dtype}: images/s (median)", fontsize=10)
+    ax.set_xlabel("images per second (log scale)")
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
