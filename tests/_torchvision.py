@@ -1,8 +1,8 @@
 """torchvision's model code beside the pinned CPU torch, as an external reference.
 
 torchvision's PyPI wheel matching torch 2.13 (0.28.0) is a CUDA build; installed with
-`pip install --no-deps --target .venv/torchvision torchvision==0.28.0` (what .ci/run does)
-its C++ ops cannot load against the CPU torch, and its import fails while registering fake
+`pip install --no-deps --target` beside the venv (tests/_beside.py does it on first use) its
+C++ ops cannot load against the CPU torch, and its import fails while registering fake
 kernels for `torchvision::nms`/`qnms`. Its classification models are pure Python and use
 no custom op: declaring those two op schemas lets it import.
 """
@@ -10,25 +10,30 @@ import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-# Where .ci/run installs it; PARITY_TORCHVISION_PATH points elsewhere.
-DEFAULT_TARGET = REPO / ".venv" / "torchvision"
+from _beside import installed_beside
+
+WHY_NOT = ""  # why torchvision is not there, when import_torchvision returns None
 
 
-def target_dir() -> Path:
-    return Path(os.environ.get("PARITY_TORCHVISION_PATH", DEFAULT_TARGET))
+def target_dir() -> Path | None:
+    """PARITY_TORCHVISION_PATH, else the folder tests/_beside.py installs it into."""
+    global WHY_NOT
+    if os.environ.get("PARITY_TORCHVISION_PATH"):
+        return Path(os.environ["PARITY_TORCHVISION_PATH"])
+    target, WHY_NOT = installed_beside("torchvision")
+    return target
 
 
 def import_torchvision():
     """torchvision, or None when it is neither importable nor installed beside the venv."""
     target = target_dir()
-    if target.is_dir() and str(target) not in sys.path:
+    if target is not None and target.is_dir() and str(target) not in sys.path:
         sys.path.append(str(target))
     try:
         import torchvision
         return torchvision
     except ImportError:
-        if target.is_dir():  # installed (as on CI) but broken: fail rather than skip the references
+        if target is not None and target.is_dir():  # installed but broken: fail rather than skip the references
             raise
         return None
     except RuntimeError as exc:

@@ -66,3 +66,10 @@ def test_pypi_alone_cannot_satisfy_the_cpu_pin(tmp_path):
     # pip words it "No matching distribution", or names the pin in a conflict where another
     # constraint (a machine-wide pip cap) applies too.
     assert "No matching distribution found for torch" in said or "2.13.0+cpu" in said, said[-2000:]
+
+
+def test_ci_runs_exactly_the_readme_commands():
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)[:2]
+    commands = [line for line in (REPO / ".ci" / "run").read_text().splitlines()
+                if line.strip() and not line.startswith(("#", "set ", "cd ", "rm -rf "))]
+    assert commands == [block.strip() for block in blocks]

@@ -1,9 +1,9 @@
 """Where users install it: any subset of frameworks, triton beside TensorFlow, sweeps that
 survive a bad model, and the documented exit codes (docs/cli.md, docs/platforms.md).
 
-This file also runs in CI's minimal environment (torch + keras on the torch backend, no
-TensorFlow, no ONNX tools: .ci/run), so every test here works with what is installed and
-skips what needs more.
+This file also runs in a minimal environment (torch + keras on the torch backend, no
+TensorFlow, no ONNX tools: tests/test_minimal_env.py builds it), so every test here works
+with what is installed and skips what needs more.
 """
 import json
 import os
@@ -18,7 +18,6 @@ from parity import frameworks
 from parity.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
-TRITON = ROOT / ".ci" / "triton"  # triton from PyPI, installed beside the CPU torch by .ci/run
 HAS_TF = frameworks.installed("tf")
 HAS_ONNX_TOOLS = frameworks.installed("onnxruntime")
 
@@ -37,36 +36,41 @@ def python(code, extra_path=None):
 
 # --- import order: triton (torch's CUDA wheels bring it) after TensorFlow aborts -------------
 
-needs_triton = pytest.mark.skipif(not (TRITON / "triton").is_dir() or not HAS_TF,
-                                  reason=".ci/triton not installed (.ci/run installs it) or no TensorFlow")
+@pytest.fixture
+def triton_path():
+    """The folder holding triton, installed beside the venv on first use (tests/_beside.py)."""
+    if not HAS_TF:
+        pytest.skip("no TensorFlow: the import-order trap needs it")
+    from _beside import installed_beside
+    target, why_not = installed_beside("triton")
+    if target is None:
+        pytest.skip(why_not)
+    return target
 
 
-@needs_triton
-def test_triton_after_tensorflow_aborts_and_parity_loads_them_in_a_safe_order():
-    naive = python("import tensorflow; import triton", TRITON)
+def test_triton_after_tensorflow_aborts_and_parity_loads_them_in_a_safe_order(triton_path):
+    naive = python("import tensorflow; import triton", triton_path)
     assert naive.returncode < 0, (naive.returncode, naive.stderr[-800:])  # killed by a signal: the trap is real
     # parity's path: a Keras (TensorFlow-backed) model first, triton later, as torch.onnx.export loads it
     safe = python("import parity, sys; parity.build('lenet', framework='keras'); "
-                  "assert sys.modules['tensorflow']; import triton; print('survived')", TRITON)
+                  "assert sys.modules['tensorflow']; import triton; print('survived')", triton_path)
     assert safe.returncode == 0 and "survived" in safe.stdout, safe.stderr[-2000:]
 
 
-@needs_triton
 @pytest.mark.slow
-def test_check_with_torch_onnx_export_after_keras_survives_triton():
+def test_check_with_torch_onnx_export_after_keras_survives_triton(triton_path):
     """The reported crash: torch.onnx.export loads triton after Keras loaded TensorFlow."""
-    env = {"PYTHONPATH": os.pathsep.join([str(TRITON), os.environ.get("PYTHONPATH", "")])}
+    env = {"PYTHONPATH": os.pathsep.join([str(triton_path), os.environ.get("PYTHONPATH", "")])}
     out = parity_cli("check", "resnet18", "--size", "32", "--frameworks", "keras", env=env)
     assert out.returncode == 0, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
 
 
-@needs_triton
-def test_tensorflow_imported_first_disables_triton_instead_of_aborting():
+def test_tensorflow_imported_first_disables_triton_instead_of_aborting(triton_path):
     late = python("import tensorflow, warnings\nwith warnings.catch_warnings(record=True) as seen:\n"
                   "    warnings.simplefilter('always')\n    import parity\n"
                   "    parity.build('lenet', framework='keras')\n"
                   "from torch.utils._triton import has_triton_package\n"
-                  "print(has_triton_package(), any('triton is disabled' in str(w.message) for w in seen))", TRITON)
+                  "print(has_triton_package(), any('triton is disabled' in str(w.message) for w in seen))", triton_path)
     assert late.returncode == 0 and late.stdout.split()[-2:] == ["False", "True"], late.stderr[-2000:]
 
 

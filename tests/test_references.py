@@ -13,11 +13,10 @@ import torch
 import parity
 from parity import registry, tolerance
 from parity.calibrate import calibrated_torch_model, seeded_input
-from _torchvision import import_torchvision
+import _torchvision
 
-torchvision = import_torchvision()
-pytestmark = pytest.mark.skipif(torchvision is None, reason="torchvision is not installed beside the venv "
-                                "(.ci/run: pip install --no-deps --target .venv/torchvision torchvision==0.28.0)")
+torchvision = _torchvision.import_torchvision()
+pytestmark = pytest.mark.skipif(torchvision is None, reason=f"no torchvision: {_torchvision.WHY_NOT}")
 
 # torchvision's constructor arguments for our defaults (no input transform; aux heads as ours, unused in eval).
 INCEPTION_KWARGS = {"aux_logits": False, "init_weights": False, "transform_input": False}

@@ -1,0 +1,54 @@
+"""The minimal install: CPU torch + Keras on the torch backend + the base dependencies, no
+TensorFlow, no ONNX tools (docs/platforms.md). Built once into .ci/venv-minimal (ignored by
+git; about 90 s from a package mirror, then reused), it runs tests/test_platforms.py, which
+checks that every command works with what is installed and says what it left out.
+
+Part of the default run, so the README's `pytest -q` and CI test the same environments."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = ROOT / ".ci" / "venv-minimal"
+PYTHON = VENV / "bin" / "python"
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def pip(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+
+
+def build_minimal_venv() -> str:
+    """"" once .ci/venv-minimal holds the minimal install, else why not (pip's last line)."""
+    ready = VENV / "parity-minimal-ready"
+    if ready.exists():
+        return ""
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True, timeout=300)
+    constraints = ["-c", ".ci/constraints-cpu.txt"]
+    for step in (["--no-deps", "--index-url", CPU_INDEX, *constraints, "torch"],
+                 [*constraints, "-e", ".", "torch", "keras", "pytest"]):
+        run = pip(*step)
+        if run.returncode != 0:
+            lines = (run.stderr or run.stdout).strip().splitlines()
+            return f"pip could not build the minimal environment: {lines[-1] if lines else 'no output'}"
+    ready.write_text("torch + keras, no TensorFlow, no ONNX tools\n")
+    return ""
+
+
+def test_platform_tests_pass_with_torch_and_keras_on_torch_alone():
+    why_not = build_minimal_venv()
+    if why_not:
+        pytest.skip(why_not)
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    run = subprocess.run([str(PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_platforms.py"],
+                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert "passed" in run.stdout and "failed" not in run.stdout
+    check = subprocess.run([str(PYTHON), "-c", "import importlib.util as u; "
+                            "print([m for m in ('tensorflow', 'onnxruntime') if u.find_spec(m)])"],
+                           capture_output=True, text=True)
+    assert check.stdout.strip() == "[]", check.stdout  # really minimal
