@@ -4,6 +4,7 @@ import json
 import os
 import sys
 
+from .console import say
 from .errors import unknown
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -182,7 +183,7 @@ def cmd_list(args, console):
     from . import registry
     from .frameworks import missing
     if missing("torch"):
-        console.print(f"[dim]parameters left out: {missing('torch')} (they are counted on torch_impl)[/dim]")
+        say(console, f"parameters left out: {missing('torch')} (they are counted on torch_impl)", "dim")
     rows = []
     for name in registry.names(args.family):
         spec = registry.get(name)
@@ -236,7 +237,7 @@ def cmd_check(args, console):
     done = _resumed(args, names)
     todo = [n for n in names if n not in done]
     if done:
-        console.print(f"resuming {args.json}: {len(done)} models already checked, {len(todo)} to go")
+        say(console, f"resuming {args.json}: {len(done)} models already checked, {len(todo)} to go")
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("checking", total=len(todo) * len(planned))
@@ -394,8 +395,8 @@ def cmd_export(args, console):
     model = adapter(args.framework).build(args.model, input_size=(c, h, w))
     adapter(args.framework).load_state_dict(model, state)
     export_onnx(model, args.out, (1, c, h, w))
-    console.print(f"wrote {args.out}: {args.model} from {args.framework}, {source}; "
-                  f"input 'input' (N, {c}, {h}, {w}), outputs {', '.join(spec.outputs)}", markup=False, highlight=False)
+    say(console, f"wrote {args.out}: {args.model} from {args.framework}, {source}; "
+                 f"input 'input' (N, {c}, {h}, {w}), outputs {', '.join(spec.outputs)}")
 
 
 def cmd_convert(args, console):
@@ -409,7 +410,7 @@ def cmd_convert(args, console):
         model = adapter(kind).build(args.model)
         adapter(kind).load_state_dict(model, state)
         adapter(kind).save_native(model, args.destination)
-    console.print(f"{args.model}: {len(state)} tensors, {args.source} -> {args.destination}")
+    say(console, f"{args.model}: {len(state)} tensors, {args.source} -> {args.destination}")
 
 
 def _weight_format(path: str) -> str:
@@ -442,9 +443,9 @@ def cmd_diagnose(args, console):
     from . import registry
     from .adapters import adapter
     from .calibrate import calibrated_torch_model, seeded_input
-    from .layerwise import compare
-    from .io import load_state
     from .inputs import refuse_unfit_size
+    from .io import load_state
+    from .layerwise import compare
     spec = registry.get(args.model)
     c, h, w = spec.input_size
     h = w = args.size or h
@@ -459,7 +460,7 @@ def cmd_diagnose(args, console):
             adapter(framework).load_state_dict(model, state)
             result = compare(reference, model, x, layerwise=True)
         except Exception as exc:  # noqa: BLE001 - the next framework still gets diagnosed
-            console.print(f"[red]{args.model}: torch -> {framework} could not run:[/red] {_describe(exc)}")
+            say(console, f"{args.model}: torch -> {framework} could not run: {_describe(exc)}", "red")
             errors = True
             continue
         failed |= not result.passed or result.first_divergent_layer is not None
@@ -487,7 +488,7 @@ def _native_frameworks(text, console) -> list:
     from .frameworks import missing
     for f in ("keras", "tf"):
         if missing(f):
-            console.print(f"[dim]{f} left out: {missing(f)}[/dim]")
+            say(console, f"{f} left out: {missing(f)}", "dim")
     return [f for f in ("keras", "tf") if not missing(f)]
 
 
@@ -556,7 +557,7 @@ def cmd_report(args, console):
         payload = _sweep(names, lambda n: check(n, size=args.size, batch=args.batch, onnx=not args.no_onnx),
                          console, args)
     report.write(payload, args.out, args.markdown, runs)
-    console.print(f"wrote {args.out}" + (f" and {args.markdown}" if args.markdown else ""))
+    say(console, f"wrote {args.out}" + (f" and {args.markdown}" if args.markdown else ""))
     return exit_code(payload) if payload["models"] else 0
 
 

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .console import say
 from .errors import unknown as unknown_name
 from .tolerance import NOISE_FACTOR
 from .train_check import (DEFAULT_HYPER, GRAD_POLICY, PERTURBED_RUNS, WEIGHT_POLICY, build_kwargs, cancelled,
@@ -722,12 +723,13 @@ def cmd_distributed_check(args, console) -> int:
         console.print(f"{rule}: {RULES[rule]}")
     for row in result.rows:
         if row.error:
-            console.print(f"{row.framework}: {row.error}")
+            say(console, f"{row.framework}: {row.error}")
         if row.note:
-            console.print(f"{row.framework}: {row.note}")
+            say(console, f"{row.framework}: {row.note}")
     if args.json:
-        from .io import atomic_path
         import json
+
+        from .io import atomic_path
         with atomic_path(args.json) as tmp:
             with open(tmp, "w") as f:
                 json.dump({**asdict(result), "passed": result.passed}, f, indent=2)

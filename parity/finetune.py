@@ -9,6 +9,8 @@ freeze="backbone": frozen BatchNorm statistics stay put in every framework.
 """
 from pathlib import Path
 
+from .console import say
+
 
 def register(subparsers) -> None:
     from .train_cli import add_training_arguments
@@ -32,7 +34,7 @@ def cmd_finetune(args, console) -> int:
         raise ValueError(f"{args.model}: the catalogue declares no head, so there is no backbone to freeze")
     _, notes = select_frameworks(args.frameworks)
     for note in notes:
-        console.print(f"[yellow]{note}[/yellow]")
+        say(console, note, "yellow")
     if args.out is None:
         args.out = str(Path("runs") / f"{args.model}-finetune")
     config = config_from_args(args, num_classes=args.classes, weights=str(args.weights))

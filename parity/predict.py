@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import errors
+from .console import say
 
 FRAMEWORKS = ("torch", "keras", "tf")
 
@@ -166,7 +167,7 @@ def cmd_predict(args, console) -> int:
         raise ValueError(f"--top must be at least 1; got {args.top}")
     frameworks, notes = select_frameworks(args.frameworks)
     for note in notes:
-        console.print(f"[yellow]{note}[/yellow]")
+        say(console, note, "yellow")
     classes = read_class_indices(args.classes) if args.classes else None
     results, prep, classes = predict(args.model, args.images, args.weights, frameworks=frameworks,
                                      classes=classes, top=args.top, size=args.size, normalize=args.normalize)

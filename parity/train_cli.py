@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .console import say
+
 NATIVE_FILES = {"torch": "best.pt", "keras": "best.weights.h5", "tf": "best.tfckpt"}
 OPTIMIZER_FILE = "optimizer.safetensors"  # beside last.safetensors: what --resume restores
 # --control: a second torch model whose start differs by float32 rounding (relative 1e-7);
@@ -151,7 +153,7 @@ def cmd_train(args, console) -> int:
     from .predict import select_frameworks
     _, notes = select_frameworks(args.frameworks)
     for note in notes:
-        console.print(f"[yellow]{note}[/yellow]")
+        say(console, note, "yellow")
     config = config_from_args(args)
     curves = run(config, console, resume=args.resume)
     _finish(config, curves, console, args.json)
@@ -161,8 +163,8 @@ def cmd_train(args, console) -> int:
 def _finish(config, curves, console, json_path):
     console.print(side_by_side_table(config, curves))
     out = Path(config.out)
-    console.print(f"wrote {out / 'run.json'}, {out / 'curves.png'}, best checkpoints in "
-                  + ", ".join(str(out / f) for f in config.frameworks))
+    say(console, f"wrote {out / 'run.json'}, {out / 'curves.png'}, best checkpoints in "
+                 + ", ".join(str(out / f) for f in config.frameworks))
     if json_path:
         _write_json(json_path, {"model": config.model, "frameworks": config.frameworks,
                                 "final": {f: c.epochs[-1] for f, c in curves.items()},
@@ -438,9 +440,9 @@ def plot_curves(curves, path, title) -> None:
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from .io import atomic_path
-    from matplotlib.ticker import MaxNLocator
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     # One color and dash per framework: identical curves lie on each other and stay visible.
     styles = {"torch": ("C0", "-", "o"), "keras": ("C1", "--", "s"), "tf": ("C2", ":", "^"),

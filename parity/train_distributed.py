@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .console import say
+
 ENGINES = ("torch", "keras", "tf", "jax")  # jax: Keras 3 on the JAX backend (keras.distribution.DataParallel)
 CHILD_ENGINES = {"keras": "tensorflow", "tf": "tensorflow", "jax": "jax"}  # framework -> the child's Keras backend
 
@@ -91,10 +93,10 @@ def cmd_train_replicas(args, console) -> int:
     console.print(table(config, runs, args.replicas))
     for run in runs:
         if run.error:
-            console.print(f"{run.framework} x{run.replicas}: [red]{run.error}[/red]")
+            say(console, f"{run.framework} x{run.replicas}: {run.error}", "red")
     out = Path(config.out)
-    console.print(f"wrote {out / 'replicas.json'} and the final checkpoints in "
-                  + ", ".join(str(out / f / f"replicas-{n}") for f in config.frameworks for n in (1, args.replicas)))
+    say(console, f"wrote {out / 'replicas.json'} and the final checkpoints in "
+                 + ", ".join(str(out / f / f"replicas-{n}") for f in config.frameworks for n in (1, args.replicas)))
     if args.json:
         _write_json(args.json, summary(config, runs, args.replicas))
     return 2 if any(run.error for run in runs) else 0
@@ -106,7 +108,7 @@ def with_keras_on_jax(frameworks, asked, jax, console) -> list:
     from .frameworks import missing
     from .predict import select_frameworks
     for note in select_frameworks(asked)[1]:
-        console.print(f"[yellow]{note}[/yellow]")
+        say(console, note, "yellow")
     if not jax:
         return frameworks
     frameworks = frameworks if asked else []
@@ -114,7 +116,7 @@ def with_keras_on_jax(frameworks, asked, jax, console) -> list:
     if absent and not frameworks:
         raise RuntimeError(f"no framework to run: jax left out: {absent}")
     if absent:
-        console.print(f"[yellow]jax left out: {absent}[/yellow]")
+        say(console, f"jax left out: {absent}", "yellow")
     return frameworks + ([] if absent else ["jax"])
 
 

@@ -170,3 +170,13 @@ def test_check_table_fits_80_columns_with_whole_target_names():
     assert max(map(len, text.splitlines())) <= 80, text
     assert all(t in text for t in ("onnx:torch", "onnx:keras", "onnx:tf", "status", "[torch fp32 vs fp64]")), text
     assert "headroom = error / tol, lower is better" in " ".join(text.split())
+
+
+def test_messages_print_as_written():
+    from rich.console import Console
+
+    from parity.console import say
+    console = Console(width=40, record=True, file=open(os.devnull, "w"))
+    hint = "digits: needs scikit-learn (pip install -e '.[data]' in the clone) [red]not markup[/red]"
+    say(console, hint, "yellow")
+    assert console.export_text().strip() == hint  # whole, on one line, brackets kept
