@@ -8,7 +8,9 @@ Layer names (= canonical keys, defined in torch_impl/unet.py):
   head                1x1 Conv2d to num_classes
 
 Bilinear x2 is UpSampling2D(interpolation="bilinear"): half-pixel centres, which equal
-torch's align_corners=False when upsampling. An upsampled map one row/col short of its
+torch's align_corners=False when upsampling. Its kernel computes in float32 whatever the
+input, so a float64 model (built under floatx("float64")) upsamples with BilinearUpsample2x,
+the same formula in the map's dtype (tf_impl/unet.py's resize_bilinear is its twin). An upsampled map one row/col short of its
 skip is zero-padded (PadToMatch), floor(diff/2) top/left and the rest bottom/right.
 """
 import keras
@@ -90,10 +92,40 @@ def double_conv(x, channels, *, name, batch_norm_on=True):
     return x
 
 
+@keras.saving.register_keras_serializable(package="cnn_parity")
+class BilinearUpsample2x(layers.Layer):
+    """x2 bilinear upsampling with half-pixel centres in the input's dtype: along each axis,
+    out[2i] = 0.75 x[i] + 0.25 x[i-1] and out[2i+1] = 0.75 x[i] + 0.25 x[i+1], the
+    neighbours clamped at the edges (torch's align_corners=False)."""
+
+    def call(self, x):
+        for axis in (1, 2):
+            x = _upsample_axis(x, axis)
+        return x
+
+    def compute_output_shape(self, shape):
+        double = lambda n: None if n is None else 2 * n  # noqa: E731
+        return (shape[0], double(shape[1]), double(shape[2]), shape[3])
+
+
+def _upsample_axis(x, axis):
+    n = ops.shape(x)[axis]
+    take = lambda start, stop: ops.take(x, ops.arange(start, stop), axis=axis)  # noqa: E731
+    previous = ops.concatenate([take(0, 1), take(0, n - 1)], axis=axis)
+    following = ops.concatenate([take(1, n), take(n - 1, n)], axis=axis)
+    even, odd = 0.75 * x + 0.25 * previous, 0.75 * x + 0.25 * following
+    shape = ops.shape(x)
+    doubled = [shape[0], shape[1], shape[2], shape[3]]
+    doubled[axis] = 2 * n
+    return ops.reshape(ops.stack([even, odd], axis=axis + 1), doubled)
+
+
 def up_block(x, skip, channels, *, name, batch_norm_on=True, bilinear=False):
     """Upsample x2 to `channels`, pad to the skip, concat([skip, up]), double conv."""
     if bilinear:
-        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}.upsample")(x)
+        upsample = BilinearUpsample2x if keras.config.floatx() == "float64" else \
+            lambda name: layers.UpSampling2D(2, interpolation="bilinear", name=name)
+        x = upsample(name=f"{name}.upsample")(x)
         x = conv2d(x, channels, 1, name=f"{name}.reduce")
     else:
         x = conv_transpose2d(x, channels, 2, stride=2, name=f"{name}.up")
