@@ -24,13 +24,13 @@ def pip(*args) -> subprocess.CompletedProcess:
 
 def build_minimal_venv() -> str:
     """"" once .ci/venv-minimal holds the minimal install, else why not (pip's last line)."""
-    ready = VENV / "parity-minimal-ready"
+    ready = VENV / "parity-minimal-ready-2"  # bump when the install changes
     if ready.exists():
         return ""
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True, timeout=300)
     constraints = ["-c", ".ci/constraints-cpu.txt"]
     for step in (["--no-deps", "--index-url", CPU_INDEX, *constraints, "torch"],
-                 [*constraints, "-e", ".", "torch", "keras", "pytest"]):
+                 [*constraints, "-e", ".", "torch", "keras", "pytest", "pytest-xdist"]):
         run = pip(*step)
         if run.returncode != 0:
             lines = (run.stderr or run.stdout).strip().splitlines()
