@@ -8,6 +8,7 @@ its own folder under .ci/beside/ (ignored by git) on first use, so the README's 
 and CI run the same tests with the same skips. Where the package registry cannot be reached,
 the caller skips with the reason pip gave.
 """
+import fcntl
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,15 @@ PINS = {"torchvision": "torchvision==0.28.0", "triton": "triton==3.9.0"}
 
 
 def installed_beside(package: str) -> tuple[Path | None, str]:
-    """(the folder holding `package`, "") once installed, else (None, why not)."""
+    """(the folder holding `package`, "") once installed, else (None, why not). Both xdist
+    workers collect every file, so the install is done under a lock, by the first to ask."""
+    BESIDE.mkdir(parents=True, exist_ok=True)
+    with open(BESIDE / f".{package}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _install(package)
+
+
+def _install(package: str) -> tuple[Path | None, str]:
     target = BESIDE / package
     if (target / package).is_dir():
         return target, ""
