@@ -24,6 +24,14 @@ from . import weights  # parity.weights.from_keras_applications, importable with
 
 frameworks.guard_import_order()
 
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("cnn-parity")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
+
+
 if TYPE_CHECKING:
     from .checker import ModelReport
     from .layerwise import Comparison
@@ -32,7 +40,7 @@ if TYPE_CHECKING:
 Model = Any  # a torch nn.Module, a keras.Model or a tf.Module of the catalogue
 State = dict[str, np.ndarray]  # canonical state: torch-style key -> array in PyTorch layout
 
-__version__ = "0.1.0"
+__version__ = _installed_version()  # pyproject.toml's version: the one source
 __all__ = ["build", "state_dict", "load_state_dict", "check", "run", "export_onnx", "save_state",
            "load_state", "list_models", "registry", "ParityError", "StateDictError", "WeightFileError",
            "InputError", "compare", "weights", "train_steps"]

@@ -4,8 +4,9 @@ import json
 import os
 import sys
 
+from . import __version__
 from .console import say
-from .errors import unknown
+from .errors import unknown_choice
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -49,7 +50,7 @@ def _parse(parser, argv):
     if extra:
         sub = _subcommands(parser)[args.command]
         options = [o for action in sub._actions for o in action.option_strings]
-        bad_options = [unknown("option", e.split("=")[0], options) for e in extra if e.startswith("-")]
+        bad_options = [unknown_choice("option", e.split("=")[0], options) for e in extra if e.startswith("-")]
         sub.error("; ".join(bad_options) or f"unexpected arguments {' '.join(extra)}")  # an option's value: not news
     return args
 
@@ -57,14 +58,6 @@ def _parse(parser, argv):
 def _subcommands(parser) -> dict:
     """{name: the subcommand's parser}."""
     return next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("cnn-parity")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown (not installed)"
 
 
 def _describe(exc) -> str:
@@ -77,7 +70,7 @@ def _parser():
     p = argparse.ArgumentParser(prog="parity", description="Prove three hand-written CNN implementations equal.")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="keep TensorFlow's start-up log lines (also PARITY_VERBOSE=1)")
-    p.add_argument("--version", action="version", version=f"parity (cnn-parity) {_version()}")
+    p.add_argument("--version", action="version", version=f"parity (cnn-parity) {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("list", help="the catalogue: name, frameworks, parameters, default input")
@@ -261,7 +254,7 @@ def _asked_frameworks(text):
     asked = tuple(f for f in text.split(",") if f)
     for f in asked:
         if f not in ("torch", "keras", "tf"):
-            raise ValueError(f"{unknown('framework', f, ('torch', 'keras', 'tf'))}; choose from torch, keras, tf")
+            raise ValueError(f"{unknown_choice('framework', f, ('torch', 'keras', 'tf'))}; choose from torch, keras, tf")
         if missing(f):
             raise MissingFramework(f"--frameworks {text}: {f} cannot run here: {missing(f)}")
     return asked

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .console import say
-from .errors import unknown as unknown_name
+from .errors import unknown_choice
 from .tolerance import NOISE_FACTOR
 from .train_check import (DEFAULT_HYPER, GRAD_POLICY, PERTURBED_RUNS, WEIGHT_POLICY, build_kwargs, cancelled,
                           is_buffer, largest, make_batches, normalized, nudged, release)
@@ -161,7 +161,7 @@ def distributed_checks(model_names, *, replicas=2, frameworks=DEFAULT_FRAMEWORKS
         raise ValueError("the data-parallel check needs at least 2 steps (the BN buffer rule shows at step 2)")
     unknown = [f for f in frameworks if f not in FRAMEWORKS]
     if unknown:
-        raise ValueError(f"{unknown_name('framework', unknown[0], FRAMEWORKS)}; choose from {', '.join(FRAMEWORKS)}")
+        raise ValueError(f"{unknown_choice('framework', unknown[0], FRAMEWORKS)}; choose from {', '.join(FRAMEWORKS)}")
     batch = batch or 2 * replicas
     if batch % replicas:
         raise ValueError(f"the global batch ({batch}) must split evenly over {replicas} replicas")
@@ -326,7 +326,7 @@ def engine_module(framework):
     elif framework == "tf":
         import tf_impl.distributed as engine
     else:
-        raise ValueError(f"{unknown_name('framework', framework, FRAMEWORKS)}; choose from {', '.join(FRAMEWORKS)}")
+        raise ValueError(f"{unknown_choice('framework', framework, FRAMEWORKS)}; choose from {', '.join(FRAMEWORKS)}")
     return engine
 
 
@@ -714,7 +714,8 @@ def cmd_distributed_check(args, console) -> int:
         frameworks = ["torch", *frameworks]  # torch is always checked, as in train-check
     unknown = [f for f in frameworks if f not in FRAMEWORKS]
     if unknown:
-        raise ValueError(f"--frameworks takes torch, keras, tf; got {args.frameworks!r}")
+        raise ValueError(f"--frameworks: {unknown_choice('framework', unknown[0], FRAMEWORKS)}; "
+                         f"choose from {', '.join(FRAMEWORKS)}")
     result = distributed_check(args.model, replicas=args.replicas, frameworks=frameworks, sync_bn=args.sync_bn,
                                steps=max(args.steps, 2), size=args.size, batch=args.batch if args.batch != 4 else None,
                                seed=args.seed, optimizer=args.optimizer)

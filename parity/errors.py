@@ -1,7 +1,7 @@
 """Errors with messages that name the model, the layer and the shape."""
 
 
-def unknown(kind: str, word: str, choices) -> str:
+def unknown_choice(kind: str, word: str, choices) -> str:
     """"unknown model 'resnet5' (did you mean 'resnet50'?)": the one-line message for a
     misspelt name, with the closest choices when any is close."""
     import difflib

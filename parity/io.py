@@ -32,17 +32,18 @@ def atomic_path(path, *, directory=False):
         yield tmp
         if directory and path.exists():
             shutil.rmtree(path)
-        _follow_umask(tmp, directory)
+        _follow_umask(tmp)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def _follow_umask(path: Path, directory: bool) -> None:
-    """Give `path` the mode a plain open() would (temp files are created 0600, mkdtemp 0700)."""
+def _follow_umask(path: Path) -> None:
+    """Give `path` the mode a plain open() or mkdir() would (temp files are created 0600,
+    mkdtemp 0700)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(path, (0o777 if directory or path.is_dir() else 0o666) & ~umask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def is_weight_key(key: str) -> bool:

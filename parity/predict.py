@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import errors
 from .console import say
+from .errors import unknown_choice
 
 FRAMEWORKS = ("torch", "keras", "tf")
 
@@ -22,7 +22,7 @@ def select_frameworks(text: str | None):
     wanted = [f for f in (text or ",".join(FRAMEWORKS)).split(",") if f]
     unknown = [f for f in wanted if f not in FRAMEWORKS]
     if unknown:
-        raise ValueError(f"{errors.unknown('framework', unknown[0], FRAMEWORKS)}; choose from {', '.join(FRAMEWORKS)}")
+        raise ValueError(f"{unknown_choice('framework', unknown[0], FRAMEWORKS)}; choose from {', '.join(FRAMEWORKS)}")
     chosen = [f for f in wanted if missing(f) is None]
     notes = [f"{f} left out: {missing(f)}" for f in wanted if missing(f) is not None]
     if not chosen:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import unknown
+from .errors import unknown_choice
 
 FRAMEWORKS = ("torch", "keras", "tf")
 
@@ -74,7 +74,7 @@ def get(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"{unknown('model', name, _REGISTRY)}; `parity list` shows the catalogue") from None
+        raise KeyError(f"{unknown_choice('model', name, _REGISTRY)}; `parity list` shows the catalogue") from None
 
 
 def find(name: str) -> ModelSpec | None:
@@ -89,7 +89,7 @@ def names(family: str | None = None) -> list[str]:
 
 def builder(spec: ModelSpec, framework: str) -> Callable[..., Any]:
     if framework not in FRAMEWORKS:
-        raise ValueError(f"{unknown('framework', framework, FRAMEWORKS)}; choose one of {', '.join(FRAMEWORKS)}")
+        raise ValueError(f"{unknown_choice('framework', framework, FRAMEWORKS)}; choose one of {', '.join(FRAMEWORKS)}")
     from .frameworks import import_safely
     import_safely(framework)  # torch and triton before TensorFlow: parity/frameworks.py
     module = importlib.import_module(f"{framework}_impl.{spec.module}")

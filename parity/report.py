@@ -142,21 +142,26 @@ def training_run(directory) -> dict:
 
 TRAINING_COLUMNS = ("framework", "loss", "train acc", "test loss", "test acc", "examples/s", "max |step loss - ref|",
                     "weights vs ref")
-TRAINING_NOTE = ("Differences against the reference framework (same start, same batches): the largest per-step training-loss "
-                 "difference, and the weights after the last epoch as max over tensors of max|w - w_ref| / max|w_ref|")
+
+
+def _training_note() -> str:
+    from .train_cli import AGREEMENT
+    return f"Differences against the reference framework {AGREEMENT}"
 
 
 def _training_rows(run) -> list:
     """[[cell, ...] per framework] in TRAINING_COLUMNS' order."""
-    rows = []
-    for f, e in run["final"].items():
-        agree = run["agreement"].get(f)
-        rows.append([f, f"{e['loss']:.4f}", f"{e['train_acc']:.3f}", f"{e['test_loss']:.4f}", f"{e['test_acc']:.3f}",
-                     f"{e['examples_per_s']:,.0f}",
-                     f"{agree['max_step_loss_diff']:.1e}" if agree else "reference",
-                     f"{agree['final_weight_diff']:.1e}" if agree and agree.get("final_weight_diff") is not None
-                     else "reference" if not agree else "-"])
-    return rows
+    return [[f, f"{e['loss']:.4f}", f"{e['train_acc']:.3f}", f"{e['test_loss']:.4f}", f"{e['test_acc']:.3f}",
+             f"{e['examples_per_s']:,.0f}", *_agreement_cells(run["agreement"].get(f))]
+            for f, e in run["final"].items()]
+
+
+def _agreement_cells(agree) -> list:
+    """The two agreement columns of one framework; the reference framework has none."""
+    if not agree:
+        return ["reference", "reference"]
+    weights = agree.get("final_weight_diff")
+    return [f"{agree['max_step_loss_diff']:.1e}", "-" if weights is None else f"{weights:.1e}"]
 
 
 def _training_html(runs) -> str:
@@ -168,7 +173,7 @@ def _training_html(runs) -> str:
         parts.append(f"<h3>{html.escape(run['model'])}: {run['epochs_done']} epochs "
                      f"({html.escape(run['directory'])})</h3>"
                      + (_img(run["png"], f"learning curves {run['model']}") if run["png"] else "")
-                     + f"<table class=training><tr>{header}</tr>{rows}</table><p>{html.escape(TRAINING_NOTE)}</p>")
+                     + f"<table class=training><tr>{header}</tr>{rows}</table><p>{html.escape(_training_note())}</p>")
     return "".join(parts)
 
 
@@ -178,7 +183,7 @@ def _training_markdown(runs) -> list:
         lines += ["", f"## Training: {run['model']}, {run['epochs_done']} epochs ({run['directory']})", "",
                   "| " + " | ".join(TRAINING_COLUMNS) + " |", "| --- |" + " ---: |" * (len(TRAINING_COLUMNS) - 1)]
         lines += ["| " + " | ".join(row) + " |" for row in _training_rows(run)]
-        lines += ["", TRAINING_NOTE + "."]
+        lines += ["", _training_note() + "."]
     return lines
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .errors import unknown_choice
 from .tolerance import NOISE_FACTOR, THRESHOLDS
 
 GRAD_POLICY = THRESHOLDS["fp32-cpu"]  # first-step gradients and losses: the inference policy
@@ -398,7 +399,10 @@ def cmd_train_check(args, console) -> int:
         return cmd_distributed_check(args, console)
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
     unknown = [f for f in frameworks if f not in ("torch", "keras", "tf")]
-    if unknown or not frameworks:
+    if unknown:
+        raise ValueError(f"--frameworks: {unknown_choice('framework', unknown[0], ('torch', 'keras', 'tf'))}; "
+                         "choose from torch, keras, tf")
+    if not frameworks:
         raise ValueError(f"--frameworks takes torch, keras and/or tf; got {args.frameworks!r}")
     result = train_check(args.model, optimizer=args.optimizer, steps=args.steps, frameworks=frameworks,
                          freeze=args.freeze_backbone, size=args.size, batch=args.batch, seed=args.seed,

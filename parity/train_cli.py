@@ -469,6 +469,11 @@ def plot_curves(curves, path, title) -> None:
 
 # --- tables ---------------------------------------------------------------------------
 
+# What the two agreement columns (`train`'s table, `report --runs`) measure.
+AGREEMENT = ("(same start, same batches): the largest per-step training-loss difference, and the weights "
+             "after the last epoch as max over tensors of max|w - w_ref| / max|w_ref|")
+
+
 def agreement(curves) -> dict:
     """Largest differences from torch (or the first framework): final loss, accuracies, and the
     per-step training loss over the whole run."""
@@ -503,8 +508,7 @@ def side_by_side_table(config, curves):
                 "max |step loss - ref|", "weights vs ref"):
         table.add_column(col, justify="left" if col == "framework" else "right")
     diffs = agreement(curves)
-    table.caption = (f"differences against {_reference(curves)} (same start, same batches): the largest per-step "
-                     f"training-loss difference, and weights as max over tensors of max|w - w_ref| / max|w_ref|")
+    table.caption = f"differences against {_reference(curves)} {AGREEMENT}"
     for f, c in curves.items():
         last = c.epochs[-1]
         diff = diffs.get(f, {}).get("max_step_loss_diff")

@@ -27,6 +27,12 @@ def installed_beside(package: str) -> tuple[Path | None, str]:
         return _install(package)
 
 
+def pip_failure(run: subprocess.CompletedProcess, what: str) -> str:
+    """"pip could not WHAT: its last line", the reason a test skips with."""
+    lines = (run.stderr or run.stdout).strip().splitlines()
+    return f"pip could not {what}: {lines[-1] if lines else 'no output'}"
+
+
 def _install(package: str) -> tuple[Path | None, str]:
     target = BESIDE / package
     if (target / package).is_dir():
@@ -35,8 +41,7 @@ def _install(package: str) -> tuple[Path | None, str]:
     run = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--upgrade",
                           "--target", str(staging), PINS[package]], capture_output=True, text=True, timeout=600)
     if run.returncode != 0 or not (staging / package).is_dir():
-        lines = (run.stderr or run.stdout).strip().splitlines()
-        return None, f"pip could not install {PINS[package]} beside the venv: {lines[-1] if lines else 'no output'}"
+        return None, pip_failure(run, f"install {PINS[package]} beside the venv")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target, ""

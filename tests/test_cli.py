@@ -148,10 +148,8 @@ def test_errors_are_one_line_as_written_whatever_the_width(tmp_path):
 
 
 def test_help_states_the_defaults_the_run_uses():
-    from parity.cli import _parser, _subcommands
-    commands = _subcommands(_parser())
     for name, normalize in (("train", "half"), ("finetune", "imagenet")):
-        action = next(a for a in commands[name]._actions if a.dest == "normalize")
+        action = next(a for a in subcommand_parser(name)._actions if a.dest == "normalize")
         assert action.default == normalize and f"default: {normalize}" in action.help
 
 

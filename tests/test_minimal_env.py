@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _beside import pip_failure
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".ci" / "venv-minimal"
@@ -33,8 +34,7 @@ def build_minimal_venv() -> str:
                  [*constraints, "-e", ".", "torch", "keras", "pytest", "pytest-xdist"]):
         run = pip(*step)
         if run.returncode != 0:
-            lines = (run.stderr or run.stdout).strip().splitlines()
-            return f"pip could not build the minimal environment: {lines[-1] if lines else 'no output'}"
+            return pip_failure(run, "build the minimal environment")
     ready.write_text("torch + keras, no TensorFlow, no ONNX tools\n")
     return ""
 
