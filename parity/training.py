@@ -105,8 +105,6 @@ class TrainResult:
     losses: list = field(default_factory=list)  # one float per step
     grads: dict = field(default_factory=dict)  # canonical key -> gradient of the first step (torch layout)
     state: dict = field(default_factory=dict)  # canonical state after the last step, BN statistics included
-    optimizer: dict = field(default_factory=dict)  # "key:state name" -> optimizer state after the last step
-    optimizer_steps: int = 0  # the optimizer's own step count
 
 
 class DropoutMasks:
@@ -174,7 +172,6 @@ def train_steps(model, batches, *, optimizer="sgd", lr=0.01, momentum=0.0, weigh
         if i == 0:
             result.grads = trainer.gradients()
     result.state = adapter.state_dict(model)
-    result.optimizer, result.optimizer_steps = trainer.optimizer_state()
     return result
 
 

@@ -144,8 +144,9 @@ class Adapter:
             if key in slots:
                 slots[key].write(np.asarray(value, dtype=dtype))
 
-    def check_input(self, model, x: np.ndarray) -> None:
-        """The same clear error in every framework for an input the model cannot take."""
+    def check_input(self, model, x: np.ndarray) -> np.ndarray:
+        """`x` in the model's dtype (a float32 batch widens exactly into a float64 model), or the
+        same clear error in every framework for an input the model cannot take."""
         name = self.model_name(model)
         spec = registry.find(name)
         channels = spec.input_size[0] if spec else None
@@ -166,6 +167,7 @@ class Adapter:
         refuse_unfit_size(name, x.shape[1:])  # e.g. LeNet's flatten: 1x28x28 only
         if not np.isfinite(x).all():
             raise InputError(f"{name}: input holds NaN or Inf values")
+        return x.astype(dtype, copy=False)
 
 
 def to_nhwc(x):

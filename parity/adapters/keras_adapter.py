@@ -56,7 +56,7 @@ class KerasAdapter(Adapter):
         from keras import ops
 
         from ..devices import placed
-        self.check_input(model, x_nchw)
+        x_nchw = self.check_input(model, x_nchw)
         with placed(self.framework, device):
             out = model(to_nhwc(x_nchw), training=False)
         out = [ops.convert_to_numpy(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
@@ -67,7 +67,7 @@ class KerasAdapter(Adapter):
         import keras
         from keras import ops
 
-        self.check_input(model, x_nchw)
+        x_nchw = self.check_input(model, x_nchw)
         inference = getattr(model, "inference_model", model)  # aux heads do not run (and may not fit) here
         weighted = [layer for layer in inference.layers if layer.weights]
         probe = keras.Model(inference.inputs, [layer.output for layer in weighted])

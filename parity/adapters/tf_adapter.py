@@ -47,13 +47,13 @@ class TFAdapter(Adapter):
 
     def run(self, model, x_nchw, device="cpu"):
         from ..devices import placed
-        self.check_input(model, x_nchw)
+        x_nchw = self.check_input(model, x_nchw)
         with placed(self.framework, device):
             return to_nchw_outputs(_numpy(_inference_fn(model)(to_nhwc(x_nchw))))
 
     def layer_outputs(self, model, x_nchw):
         """{attribute path: output (NCHW)} for every weighted layer, in execution order (eager)."""
-        self.check_input(model, x_nchw)
+        x_nchw = self.check_input(model, x_nchw)
         with recording(model) as log:
             model(to_nhwc(x_nchw), training=False)
         return {path: to_nchw_outputs(out.numpy())[0] for path, out in log.items()}

@@ -43,10 +43,10 @@ class TorchAdapter(Adapter):
     def run(self, model, x_nchw, device="cpu"):
         import torch
 
-        self.check_input(model, x_nchw)
+        x_nchw = self.check_input(model, x_nchw)
         model.eval()
         with torch.inference_mode():
-            out = model(torch.from_numpy(x_nchw).to(device, getattr(torch, self.dtype(model))))
+            out = model(torch.from_numpy(x_nchw).to(device))
         if isinstance(out, dict):
             out = list(out.values())
         out = out if isinstance(out, (list, tuple)) else [out]
@@ -61,7 +61,7 @@ class TorchAdapter(Adapter):
         Outputs are cloned in the hook, before an in-place ReLU can overwrite them."""
         import torch
 
-        self.check_input(model, x_nchw)
+        x_nchw = self.check_input(model, x_nchw)
         log, hooks = {}, []
 
         def keep(path):
