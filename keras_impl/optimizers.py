@@ -200,10 +200,15 @@ STATE_NAMES = {"buffers": "momentum_buffer", "first_moments": "exp_avg", "second
                "square_avgs": "square_avg"}  # attribute -> torch.optim's state name
 
 
+def _slots(optimizer) -> dict:
+    """{torch state name: the optimizer's list of slot variables} of the slots it keeps."""
+    return {name: getattr(optimizer, attribute) for attribute, name in STATE_NAMES.items()
+            if getattr(optimizer, attribute, None)}
+
+
 def optimizer_state(optimizer, variables):
     """([{torch state name: array} per variable], step count) of one of the optimizers above."""
-    slots = {name: getattr(optimizer, attribute) for attribute, name in STATE_NAMES.items()
-             if getattr(optimizer, attribute, None)}
+    slots = _slots(optimizer)
     index = [optimizer._get_variable_index(v) for v in variables]
     per_variable = [{name: ops.convert_to_numpy(slot[i]) for name, slot in slots.items()} for i in index]
     return per_variable, int(ops.convert_to_numpy(optimizer.iterations))
@@ -211,8 +216,7 @@ def optimizer_state(optimizer, variables):
 
 def load_optimizer_state(optimizer, variables, per_variable, steps):
     """The inverse of optimizer_state."""
-    slots = {name: getattr(optimizer, attribute) for attribute, name in STATE_NAMES.items()
-             if getattr(optimizer, attribute, None)}
+    slots = _slots(optimizer)
     for variable, values in zip(variables, per_variable):
         i = optimizer._get_variable_index(variable)
         for name, value in values.items():

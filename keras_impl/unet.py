@@ -10,8 +10,9 @@ Layer names (= canonical keys, defined in torch_impl/unet.py):
 Bilinear x2 is UpSampling2D(interpolation="bilinear"): half-pixel centres, which equal
 torch's align_corners=False when upsampling. Its kernel computes in float32 whatever the
 input, so a float64 model (built under floatx("float64")) upsamples with BilinearUpsample2x,
-the same formula in the map's dtype (tf_impl/unet.py's resize_bilinear is its twin). An upsampled map one row/col short of its
-skip is zero-padded (PadToMatch), floor(diff/2) top/left and the rest bottom/right.
+the same formula in the map's dtype (tf_impl/unet.py's resize_bilinear is its twin).
+An upsampled map one row/col short of its skip is zero-padded (PadToMatch), floor(diff/2)
+top/left and the rest bottom/right.
 """
 import keras
 from keras import layers, ops
@@ -114,8 +115,7 @@ def _upsample_axis(x, axis):
     previous = ops.concatenate([take(0, 1), take(0, n - 1)], axis=axis)
     following = ops.concatenate([take(1, n), take(n - 1, n)], axis=axis)
     even, odd = 0.75 * x + 0.25 * previous, 0.75 * x + 0.25 * following
-    shape = ops.shape(x)
-    doubled = [shape[0], shape[1], shape[2], shape[3]]
+    doubled = list(ops.shape(x))
     doubled[axis] = 2 * n
     return ops.reshape(ops.stack([even, odd], axis=axis + 1), doubled)
 
@@ -123,9 +123,10 @@ def _upsample_axis(x, axis):
 def up_block(x, skip, channels, *, name, batch_norm_on=True, bilinear=False):
     """Upsample x2 to `channels`, pad to the skip, concat([skip, up]), double conv."""
     if bilinear:
-        upsample = BilinearUpsample2x if keras.config.floatx() == "float64" else \
-            lambda name: layers.UpSampling2D(2, interpolation="bilinear", name=name)
-        x = upsample(name=f"{name}.upsample")(x)
+        if keras.config.floatx() == "float64":  # UpSampling2D computes in float32
+            x = BilinearUpsample2x(name=f"{name}.upsample")(x)
+        else:
+            x = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}.upsample")(x)
         x = conv2d(x, channels, 1, name=f"{name}.reduce")
     else:
         x = conv_transpose2d(x, channels, 2, stride=2, name=f"{name}.up")
