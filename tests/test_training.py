@@ -53,6 +53,21 @@ def close(a, b, tol=1e-5):
 
 # --- optimizers: torch's formula, and the native one that is not it -------------------------
 
+def test_the_judges_normalized_error():
+    from parity.train_check import normalized
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((64, 9)).T  # a transposed view, as a Keras kernel comes back
+    a = (ref + 1e-6 * rng.standard_normal(ref.shape)).astype(np.float32)
+    naive = np.abs(a.astype(np.float64) - ref).max() / np.abs(ref).max()
+    assert normalized(a, ref) == naive and 1e-7 < naive < 1e-5
+    assert normalized(a, ref, floor=1e3) == pytest.approx(naive * np.abs(ref).max() / 1e3)
+    assert normalized(np.ones(3), np.zeros(3)) == 1.0  # an all-zero reference: the absolute error
+    assert normalized(np.empty(0), np.empty(0)) == 0.0
+    broken = a.copy()
+    broken[3, 5] = np.nan
+    assert not normalized(broken, ref) <= 1.0  # a NaN fails every tolerance
+
+
 def test_sgd_momentum_under_changing_lr():
     ref = torch_run(lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2))
     assert close(keras_run(keras_opt.TorchSGD(0.1, momentum=0.9, coupled_decay=1e-2)), ref)
