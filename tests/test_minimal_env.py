@@ -44,8 +44,9 @@ def test_platform_tests_pass_with_torch_and_keras_on_torch_alone():
     if why_not:
         pytest.skip(why_not)
     env = {**os.environ, "KERAS_BACKEND": "torch"}
-    run = subprocess.run([str(PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_platforms.py"],
-                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    # -n 0: one file in one process; two more workers would only import torch and Keras twice
+    run = subprocess.run([str(PYTHON), "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+                          "tests/test_platforms.py"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "passed" in run.stdout and "failed" not in run.stdout
     check = subprocess.run([str(PYTHON), "-c", "import importlib.util as u; "
