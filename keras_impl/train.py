@@ -11,6 +11,7 @@ docs/training.md has the table.
 import contextlib
 
 import keras
+import numpy as np
 from keras import ops
 
 from .layers import dtype_of, floatx
@@ -89,6 +90,12 @@ class Trainer:
 
     def load_optimizer_state(self, per_variable, steps):
         load_optimizer_state(self.optimizer, self.variables, per_variable, steps)
+
+    def reset_optimizer(self):
+        """The optimizer as built: every slot zero, step 0."""
+        per_variable, _ = self.optimizer_state()
+        self.load_optimizer_state([{name: np.zeros_like(value) for name, value in slots.items()}
+                                   for slots in per_variable], 0)
 
     def set_lr(self, lr):
         self.optimizer.learning_rate = lr

@@ -259,6 +259,14 @@ def run_job(job: Job, observed=None) -> DistributedRow:
                               skipped=refused)
     observed = observed or (observe_jax(job) if job.framework == "jax" else observe_mirrored(job))
     release(job.framework)  # the data-parallel model, before the single-process runs build theirs
+    try:
+        return judged(job, observed, rule, engine)
+    finally:
+        end_single(job)
+
+
+def judged(job, observed, rule, engine) -> DistributedRow:
+    """The row of one job: what the engine did (`observed`) against the single process under `rule`."""
     tolerances = {"loss": GRAD_POLICY, "grad": GRAD_POLICY, "weight": WEIGHT_POLICY, "buffer": WEIGHT_POLICY}
     row = DistributedRow(job.framework, engine.engine_name(job.device, rule == "sync-bn"), job.replicas, rule,
                          tolerances=tolerances, seconds_per_step=observed.get("seconds_per_step"))
@@ -473,15 +481,9 @@ def single_process(job, state, batches, *, replica=0, replicas=1, first_step=0):
     """The framework's own single-process trainer (adapter.trainer) from `state` over
     `batches`: (losses, first-step gradients, state after each step). Dropout masks are
     rows `replica` of the global batch's masks."""
-    from .adapters import adapter
-    from .devices import placed
-    framework = "keras" if job.framework == "jax" else job.framework  # Keras on JAX: keras_impl/train.py
-    native = adapter(framework)
-    channels = batches[0][0].shape[1]
-    with placed(framework, "cpu"):
-        model = native.build(job.model, input_size=(channels, job.size, job.size), **job.kwargs)
-        native.load_state_dict(model, state)
-        trainer = native.trainer(model, hyper_of(job))
+    native, model, trainer = single_trainer(job)
+    native.load_state_dict(model, state)
+    trainer.reset_optimizer()
     spec = native.spec(model)
     masks = ShardMasks(job.seed, replicas, native.channels_last, spec.flatten_linear.values() if spec else ())
     trainer.native.dropout_masks = BoundMasks(masks, replica)
@@ -492,9 +494,32 @@ def single_process(job, state, batches, *, replica=0, replicas=1, first_step=0):
         if grads is None:
             grads = trainer.gradients()
         states.append(native.state_dict(model))
-    del trainer, model
-    release(framework)  # six of these per check: VGG-11-BN's weights and momentum are a gigabyte
     return losses, grads, states
+
+
+_SINGLE = {}  # id(job) -> (adapter, model, trainer) of the job's single-process runs
+
+
+def single_trainer(job):
+    """One model and trainer for all of a job's single-process runs (up to six, and three more
+    when the policy is widened), each from its own state with a fresh optimizer: a Keras or TF
+    trainer traces its step once instead of once per run. end_single(job) lets them go."""
+    if id(job) not in _SINGLE:
+        from .adapters import adapter
+        from .devices import placed
+        framework = "keras" if job.framework == "jax" else job.framework  # Keras on JAX: keras_impl/train.py
+        native = adapter(framework)
+        channels = job.batches[0][0].shape[1]
+        with placed(framework, "cpu"):
+            model = native.build(job.model, input_size=(channels, job.size, job.size), **job.kwargs)
+            native.load_state_dict(model, job.initial)
+            _SINGLE[id(job)] = native, model, native.trainer(model, hyper_of(job))
+    return _SINGLE[id(job)]
+
+
+def end_single(job):
+    if _SINGLE.pop(id(job), None) is not None:
+        release("keras" if job.framework == "jax" else job.framework)
 
 
 def shard(array, replica, replicas):

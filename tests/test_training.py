@@ -385,3 +385,34 @@ def test_keras_torch_backend_foreach_updates_equal_the_per_variable_formulas():
     # Adam: the per-variable path takes beta^t in float32, the foreach path in float64 (1.8e-6
     # here on values of order 1); a formula difference (decay, momentum, lr) is 1e-3 or more.
     assert float(done.stdout.strip().splitlines()[-1]) < 1e-5
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_reset_trainer_runs_again_exactly_as_a_new_one(optimizer):
+    """reset_optimizer (parity.distributed reuses one trainer for a job's single-process runs):
+    the same start and batches give the same run bit for bit. SGD with dampening: torch's
+    first step takes the gradient undamped, so a zeroed but present momentum buffer would not."""
+    from parity.adapters import adapter
+    from parity.calibrate import calibrated_torch_model
+    from parity.training import make_hyper
+    state = adapter("torch").state_dict(calibrated_torch_model("lenet", input_size=(1, 28, 28)))
+    rng = np.random.default_rng(0)
+    batches = [(rng.standard_normal((2, 1, 28, 28)).astype(np.float32), np.array([1, 7])) for _ in range(2)]
+    hyper = make_hyper(optimizer=optimizer, lr=0.05, momentum=0.9, dampening=0.5) if optimizer == "sgd" else \
+        make_hyper(optimizer=optimizer, lr=0.01)
+    for framework in ("torch", "keras", "tf"):
+        native = adapter(framework)
+        model = native.build("lenet")
+        trainer = native.trainer(model, hyper)
+
+        def run():
+            native.load_state_dict(model, state)
+            losses = [trainer.step(x, y).loss for x, y in batches]
+            return losses, native.state_dict(model)
+        first = run()
+        trainer.reset_optimizer()
+        again = run()
+        assert first[0] == again[0], framework
+        assert all(np.array_equal(first[1][k], again[1][k]) for k in first[1]), framework
+        leftover = run()  # without the reset the momentum and moments go on: a different run
+        assert leftover[0][0] == first[0][0] and leftover[0][1] != first[0][1], framework

@@ -5,6 +5,7 @@ tf_impl/layers.BatchNorm2d (torch's running-statistics rule); docs/training.md h
 """
 import contextlib
 
+import numpy as np
 import tensorflow as tf
 
 from .layers import BatchNorm2d, named_layers
@@ -87,6 +88,12 @@ class Trainer:
     def load_optimizer_state(self, per_variable, steps):
         self.optimizer.load_state(self.variables, per_variable)
         self.optimizer.iterations.assign(steps)
+
+    def reset_optimizer(self):
+        """The optimizer as built: every slot zero, step 0."""
+        per_variable, _ = self.optimizer_state()
+        self.load_optimizer_state([{name: np.zeros_like(value) for name, value in slots.items()}
+                                   for slots in per_variable], 0)
 
     def set_lr(self, lr):
         self.optimizer.learning_rate.assign(lr)

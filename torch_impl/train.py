@@ -114,6 +114,11 @@ class Trainer:
                 state["step"] = torch.tensor(float(steps), dtype=torch.float32)
         self.steps = steps
 
+    def reset_optimizer(self):
+        """The optimizer as built: no state (torch.optim creates it on a first update), step 0."""
+        self.optimizer.state.clear()
+        self.steps = 0
+
     def set_lr(self, lr):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
