@@ -17,18 +17,22 @@ def _pair(v):
 @contextlib.contextmanager
 def floatx(dtype):
     """Build under Keras' default float `dtype` ("float32" or "float64"): layers, inputs and
-    optimizer variables (the learning rate too) take it; the previous default comes back after.
+    optimizer variables (the learning rate too) take it; the previous defaults come back after.
+    Both floatx and the global dtype policy are set: once a policy has been set (restoring one
+    after mixed precision does), layers follow it and ignore floatx.
     On JAX, float64 also needs jax_enable_x64, which is switched on (and stays on: JAX cannot
     turn it off safely once arrays exist)."""
     if dtype == "float64" and keras.backend.backend() == "jax":
         import jax
         jax.config.update("jax_enable_x64", True)
-    previous = keras.config.floatx()
+    previous, previous_policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
     try:
         yield
     finally:
         keras.config.set_floatx(previous)
+        keras.config.set_dtype_policy(previous_policy)
 
 
 def dtype_of(model):

@@ -40,3 +40,18 @@ def test_float64_builds_agree_in_every_framework(name, size):
 def test_an_unknown_dtype_is_refused():
     with pytest.raises(ValueError, match="dtype must be float32 or float64; got 'float16'"):
         adapter("tf").build("lenet", dtype="float16")
+
+
+def test_a_float64_keras_build_is_float64_whatever_the_global_policy():
+    """Restoring a dtype policy (parity.lowprecision does, after bf16) leaves an explicit global
+    "float32" policy, and Keras layers then ignore floatx: a float64 build came out float32
+    in whichever xdist worker had run the bf16 tests first."""
+    import keras
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        model = adapter("keras").build("lenet", dtype="float64")
+        assert adapter("keras").dtype(model) == "float64"
+        assert keras.config.dtype_policy().name == "float32"  # and the policy is as it was
+    finally:
+        keras.config.set_dtype_policy(previous)
