@@ -55,3 +55,17 @@ def test_a_float64_keras_build_is_float64_whatever_the_global_policy():
         assert keras.config.dtype_policy().name == "float32"  # and the policy is as it was
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def test_the_layer_walk_of_two_float64_models_stays_float64():
+    """parity.compare's layer walk keeps float64 layer outputs float64: the torch side's once
+    came back as float32, which put every layer of a faithful float64 port 4.7e-8 off."""
+    from parity.layerwise import compare
+    reference = calibrated_torch_model("resnet18", input_size=(3, 32, 32)).double()
+    candidate = adapter("keras").build("resnet18", input_size=(3, 32, 32), dtype="float64")
+    adapter("keras").load_state_dict(candidate, adapter("torch").state_dict(reference))
+    x = seeded_input((1, 3, 32, 32)).astype(np.float64)
+    assert {str(v.dtype) for v in adapter("torch").layer_outputs(reference, x).values()} == {"float64"}
+    result = compare(reference, candidate, x, tolerance=1e-11, layerwise=True)
+    assert result.passed and result.first_divergent_layer is None
+    assert len(result.layers) > 20 and max(e.normalized_error for e in result.layers) < 1e-13

@@ -80,7 +80,8 @@ class TorchAdapter(Adapter):
         finally:
             for hook in hooks:
                 hook.remove()
-        return {path: out.float().cpu().numpy() for path, out in log.items()}
+        # float64 stays float64 (a float64 layer walk judges at 1e-11); half precisions widen to float32
+        return {path: (out if out.dtype == torch.float64 else out.float()).cpu().numpy() for path, out in log.items()}
 
     def export_onnx(self, model, path, input_shape, output_names=("logits",)):
         import torch
