@@ -518,6 +518,8 @@ def single_trainer(job):
 
 
 def end_single(job):
+    """Let the job's single-process model and trainer go (VGG-11-BN's weights and momentum
+    are a gigabyte)."""
     if _SINGLE.pop(id(job), None) is not None:
         release("keras" if job.framework == "jax" else job.framework)
 
