@@ -28,8 +28,8 @@ def rng():
     return np.random.default_rng(0)
 
 
-# Seconds each file's tests take in a default run on the 2-core machine (fresh clone,
-# 2026-12-06; test_minimal_env builds its environment there). The workers take the files
+# Seconds each file's tests take in a default run on the 2-core machine (2026-12-06;
+# test_minimal_env's as on a fresh clone, where it builds its environment). The workers take the files
 # heaviest first (pyproject's --no-loadscope-reorder keeps this order; xdist otherwise hands
 # out the files with the most tests first, and test_distributed, six tests, started last
 # while the other worker sat idle). Files not listed follow in their usual order.

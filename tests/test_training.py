@@ -53,21 +53,6 @@ def close(a, b, tol=1e-5):
 
 # --- optimizers: torch's formula, and the native one that is not it -------------------------
 
-def test_the_judges_normalized_error():
-    from parity.train_check import normalized
-    rng = np.random.default_rng(0)
-    ref = rng.standard_normal((64, 9)).T  # a transposed view, as a Keras kernel comes back
-    a = (ref + 1e-6 * rng.standard_normal(ref.shape)).astype(np.float32)
-    naive = np.abs(a.astype(np.float64) - ref).max() / np.abs(ref).max()
-    assert normalized(a, ref) == naive and 1e-7 < naive < 1e-5
-    assert normalized(a, ref, floor=1e3) == pytest.approx(naive * np.abs(ref).max() / 1e3)
-    assert normalized(np.ones(3), np.zeros(3)) == 1.0  # an all-zero reference: the absolute error
-    assert normalized(np.empty(0), np.empty(0)) == 0.0
-    broken = a.copy()
-    broken[3, 5] = np.nan
-    assert not normalized(broken, ref) <= 1.0  # a NaN fails every tolerance
-
-
 def test_sgd_momentum_under_changing_lr():
     ref = torch_run(lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2))
     assert close(keras_run(keras_opt.TorchSGD(0.1, momentum=0.9, coupled_decay=1e-2)), ref)
@@ -131,6 +116,37 @@ def test_global_vs_per_variable_clipping():
         assert all(close(a, b) for a, b in zip(got, ref))
     per_variable = [g * min(1.0, 1.0 / np.linalg.norm(g)) for g in grads]  # Keras clipnorm
     assert not all(close(a, b, 1e-3) for a, b in zip(per_variable, ref))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_reset_trainer_runs_again_exactly_as_a_new_one(optimizer):
+    """reset_optimizer (parity.distributed reuses one trainer for a job's single-process runs):
+    the same start and batches give the same run bit for bit. SGD with dampening: torch's
+    first step takes the gradient undamped, so a zeroed but present momentum buffer would not."""
+    from parity.adapters import adapter
+    from parity.calibrate import calibrated_torch_model
+    from parity.training import make_hyper
+    state = adapter("torch").state_dict(calibrated_torch_model("lenet", input_size=(1, 28, 28)))
+    rng = np.random.default_rng(0)
+    batches = [(rng.standard_normal((2, 1, 28, 28)).astype(np.float32), np.array([1, 7])) for _ in range(2)]
+    hyper = make_hyper(optimizer=optimizer, lr=0.05, momentum=0.9, dampening=0.5) if optimizer == "sgd" else \
+        make_hyper(optimizer=optimizer, lr=0.01)
+    for framework in ("torch", "keras", "tf"):
+        native = adapter(framework)
+        model = native.build("lenet")
+        trainer = native.trainer(model, hyper)
+
+        def run():
+            native.load_state_dict(model, state)
+            losses = [trainer.step(x, y).loss for x, y in batches]
+            return losses, native.state_dict(model)
+        first = run()
+        trainer.reset_optimizer()
+        again = run()
+        assert first[0] == again[0], framework
+        assert all(np.array_equal(first[1][k], again[1][k]) for k in first[1]), framework
+        leftover = run()  # without the reset the momentum and moments go on: a different run
+        assert leftover[0][0] == first[0][0] and leftover[0][1] != first[0][1], framework
 
 
 # --- loss --------------------------------------------------------------------------------
@@ -242,6 +258,21 @@ def test_dropout_masks_identical_across_frameworks():
 
 
 # --- train-check's judging rules ------------------------------------------------------------
+
+def test_the_judges_normalized_error():
+    from parity.train_check import normalized
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((64, 9)).T  # a transposed view, as a Keras kernel comes back
+    a = (ref + 1e-6 * rng.standard_normal(ref.shape)).astype(np.float32)
+    naive = np.abs(a.astype(np.float64) - ref).max() / np.abs(ref).max()
+    assert normalized(a, ref) == naive and 1e-7 < naive < 1e-5
+    assert normalized(a, ref, floor=1e3) == pytest.approx(naive * np.abs(ref).max() / 1e3)
+    assert normalized(np.ones(3), np.zeros(3)) == 1.0  # an all-zero reference: the absolute error
+    assert normalized(np.empty(0), np.empty(0)) == 0.0
+    broken = a.copy()
+    broken[3, 5] = np.nan
+    assert not normalized(broken, ref) <= 1.0  # a NaN fails every tolerance
+
 
 def test_a_gradient_zero_in_exact_arithmetic_is_judged_on_the_model_scale():
     # "b" stands for a conv bias right before a train-mode BatchNorm: ~1e-15 in the fp64 judge,
@@ -385,34 +416,3 @@ def test_keras_torch_backend_foreach_updates_equal_the_per_variable_formulas():
     # Adam: the per-variable path takes beta^t in float32, the foreach path in float64 (1.8e-6
     # here on values of order 1); a formula difference (decay, momentum, lr) is 1e-3 or more.
     assert float(done.stdout.strip().splitlines()[-1]) < 1e-5
-
-
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_a_reset_trainer_runs_again_exactly_as_a_new_one(optimizer):
-    """reset_optimizer (parity.distributed reuses one trainer for a job's single-process runs):
-    the same start and batches give the same run bit for bit. SGD with dampening: torch's
-    first step takes the gradient undamped, so a zeroed but present momentum buffer would not."""
-    from parity.adapters import adapter
-    from parity.calibrate import calibrated_torch_model
-    from parity.training import make_hyper
-    state = adapter("torch").state_dict(calibrated_torch_model("lenet", input_size=(1, 28, 28)))
-    rng = np.random.default_rng(0)
-    batches = [(rng.standard_normal((2, 1, 28, 28)).astype(np.float32), np.array([1, 7])) for _ in range(2)]
-    hyper = make_hyper(optimizer=optimizer, lr=0.05, momentum=0.9, dampening=0.5) if optimizer == "sgd" else \
-        make_hyper(optimizer=optimizer, lr=0.01)
-    for framework in ("torch", "keras", "tf"):
-        native = adapter(framework)
-        model = native.build("lenet")
-        trainer = native.trainer(model, hyper)
-
-        def run():
-            native.load_state_dict(model, state)
-            losses = [trainer.step(x, y).loss for x, y in batches]
-            return losses, native.state_dict(model)
-        first = run()
-        trainer.reset_optimizer()
-        again = run()
-        assert first[0] == again[0], framework
-        assert all(np.array_equal(first[1][k], again[1][k]) for k in first[1]), framework
-        leftover = run()  # without the reset the momentum and moments go on: a different run
-        assert leftover[0][0] == first[0][0] and leftover[0][1] != first[0][1], framework
