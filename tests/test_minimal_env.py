@@ -1,7 +1,8 @@
 """The minimal install: CPU torch + Keras on the torch backend + the base dependencies, no
 TensorFlow, no ONNX tools (docs/platforms.md). Built once into .ci/venv-minimal (ignored by
-git; about 35 s from a package mirror, then reused), it runs tests/test_platforms.py, which
-checks that every command works with what is installed and says what it left out.
+git; about 12 s from a package mirror, torch linked from this environment, then reused), it
+runs tests/test_platforms.py, which checks that every command works with what is installed
+and says what it left out.
 
 Part of the default run, so the README's `pytest -q` and CI test the same environments."""
 import os
@@ -27,18 +28,38 @@ def pip(*args) -> subprocess.CompletedProcess:
 
 def build_minimal_venv() -> str:
     """"" once .ci/venv-minimal holds the minimal install, else why not (pip's last line)."""
-    ready = VENV / "parity-minimal-ready-2"  # bump when the install changes
+    ready = VENV / "parity-minimal-ready-3"  # bump when the install changes
     if ready.exists():
         return ""
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True, timeout=300)
     constraints = ["-c", ".ci/constraints-cpu.txt"]
-    for step in (["--no-deps", "--index-url", CPU_INDEX, *constraints, "torch"],
-                 [*constraints, "-e", ".", "torch", "keras", "pytest", "pytest-xdist"]):
-        run = pip(*step)
+    if not link_cpu_torch():
+        run = pip("--no-deps", "--index-url", CPU_INDEX, *constraints, "torch")
         if run.returncode != 0:
             return pip_failure(run, "build the minimal environment")
+    run = pip(*constraints, "-e", ".", "torch", "keras", "pytest", "pytest-xdist")  # torch's own dependencies too
+    if run.returncode != 0:
+        return pip_failure(run, "build the minimal environment")
     ready.write_text("torch + keras, no TensorFlow, no ONNX tools\n")
     return ""
+
+
+def link_cpu_torch() -> bool:
+    """Link this environment's CPU torch into the minimal one instead of installing the same
+    wheel again (unpacking it took 11 s on the 2-core machine, and a slow or unreachable CPU
+    index as long again). False, and nothing linked, where this torch is not a CPU build."""
+    from importlib import metadata
+    try:
+        dist = metadata.distribution("torch")
+    except metadata.PackageNotFoundError:
+        return False
+    if not dist.version.endswith("+cpu"):
+        return False
+    source = Path(dist.locate_file(""))
+    [site_packages] = VENV.glob("lib/python*/site-packages")
+    for top in {f.parts[0] for f in dist.files or ()} - {".."}:  # torch, functorch, torchgen, the dist-info
+        (site_packages / top).symlink_to(source / top)
+    return True
 
 
 def test_platform_tests_pass_with_torch_and_keras_on_torch_alone():
