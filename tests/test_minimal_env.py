@@ -29,8 +29,8 @@ def pip(*args) -> subprocess.CompletedProcess:
 def build_minimal_venv() -> str:
     """"" once .ci/venv-minimal holds the minimal install, else why not (pip's last line)."""
     ready = VENV / "parity-minimal-ready-3"  # bump when the install changes
-    if ready.exists():
-        return ""
+    if ready.exists() and all(link.exists() for link in VENV.glob("lib/python*/site-packages/*torch*")):
+        return ""  # built, and its torch links do not dangle (a .venv made again since)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True, timeout=300)
     constraints = ["-c", ".ci/constraints-cpu.txt"]
     if not link_cpu_torch():
