@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -79,7 +80,7 @@ def descendants(pid):
 def test_ctrl_c_ends_every_worker():
     code = ("from parity.distributed import distributed_check; "
             "distributed_check('lenet', frameworks=('torch', 'tf'), replicas=2, steps=2)")
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process, stderr = start_interruptible(code)
     workers, deadline = {}, time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         workers = descendants(process.pid)
@@ -89,11 +90,35 @@ def test_ctrl_c_ends_every_worker():
             break
         time.sleep(0.2)
     assert process.poll() is None, "the check ended before the workers could be seen"
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=60)
+    interrupt(process, stderr)
     time.sleep(1)
     still = {p: cmd for p, cmd in workers.items() if _alive(p)}
     assert still == {}, still
+
+
+def start_interruptible(code):
+    """(Popen of `python -c code`, the file its stderr goes to) with faulthandler on, so that
+    interrupt() can show where a process that ignores Ctrl-C hangs."""
+    stderr = tempfile.NamedTemporaryFile("w+", prefix="parity-interrupted-", suffix=".txt", delete=False)
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=stderr, env=env), stderr
+
+
+def interrupt(process, stderr, timeout=120) -> int:
+    """Ctrl-C to `process`; its exit code. One that is still running after `timeout` s (a
+    loaded 2-core machine can take tens of seconds to end a TensorFlow process) is aborted,
+    and the test fails with its threads' tracebacks."""
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack
+        process.wait()
+        stderr.seek(0)
+        pytest.fail(f"still running {timeout} s after Ctrl-C:\n{stderr.read()[-6000:]}")
+    finally:
+        stderr.close()
+        os.unlink(stderr.name)
 
 
 def _alive(pid):

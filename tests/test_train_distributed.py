@@ -3,9 +3,6 @@ installed framework's engine, 1 and N replicas from the same start on the same g
 LeNet has no BatchNorm, so N replicas must follow the one-replica run to rounding."""
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -76,16 +73,15 @@ def test_replicas_refuse_an_uneven_global_batch(tmp_path):
 def test_ctrl_c_during_training_ends_the_mirrored_child():
     # The TF child runs in its own session (Ctrl-C in a terminal does not reach it): the parent
     # must end it. (DDP ranks end with their parent: torch sets their parent-death signal.)
-    from test_distributed import _alive, descendants
+    from test_distributed import _alive, descendants, interrupt, start_interruptible
     code = "from parity.cli import main; raise SystemExit(main(['train', 'lenet', '--replicas', '2', " \
            "'--epochs', '50', '--frameworks', 'tf', '--out', %r]))" % tempfile.mkdtemp()
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process, stderr = start_interruptible(code)
     children, deadline = {}, time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None and not children:
         time.sleep(0.2)
         children = {p: cmd for p, cmd in descendants(process.pid).items() if "child_main" in cmd}
     assert process.poll() is None and children, "the run ended before its child could be seen"
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == 130
+    assert interrupt(process, stderr) == 130
     time.sleep(1)
     assert {p: cmd for p, cmd in children.items() if _alive(p)} == {}
