@@ -28,6 +28,7 @@ class TargetResult:
     top1_agreement: float | None = None
     seconds: float = 0.0
     error: str | None = None  # a target that could not run at all
+    skipped: str | None = None  # a target that does not apply (ONNX in float64): why; not judged
     first_divergent_layer: str | None = None  # filled for failing native targets
     likely_cause: str | None = None
     layer_errors: list | None = None  # [(layer, normalized error)] up to the divergent one
@@ -104,9 +105,14 @@ def plan(frameworks=None, onnx=True):
 
 def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size=None,
           device: str = "cpu", seed: int = 0, weights=None, tf32: bool = False, workdir=None,
-          on_target=None) -> ModelReport:
+          on_target=None, dtype: str = "float32") -> ModelReport:
     """TF32 is off unless asked for (strict fp32); the report records the setting. `frameworks`
-    defaults to keras and tf, less what is not installed (the report's notes say what was left out)."""
+    defaults to keras and tf, less what is not installed (the report's notes say what was left out).
+    dtype="float64": every framework builds and runs the model in float64 on the CPU, judged
+    against torch float64 at the fp64 policy (no fp32 rounding left to allow for); the ONNX
+    targets, float32 by the project's ONNX interface, are rows that say so."""
+    from .adapters.base import check_dtype
+    exact = check_dtype(dtype) == "float64"
     spec = registry.get(name)
     c, h, w = spec.input_size
     if size is not None:
@@ -121,17 +127,22 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
     if not planned:
         raise ParityError(f"{name}: no target can run here ({'; '.join(left_out)})")
     frameworks = tuple(t for t in planned if ":" not in t)
-    tol = tolerance.threshold("fp32", device, tf32)
-    report = ModelReport(name, list(shape), device, tf32=tf32, seed=seed)
+    if exact and device != "cpu":
+        raise ParityError(f"{name}: the float64 check runs on the CPU; got --device {device}")
+    tol = tolerance.threshold("fp64" if exact else "fp32", device, tf32)
+    report = ModelReport(name, list(shape), device, dtype="fp64" if exact else "fp32", tf32=tf32, seed=seed)
     if device != "cpu":
         devices.require("torch", device)
         devices.set_tf32(tf32, ("torch", *[f for f in frameworks if f != "torch"]))
 
     torch_model = _reference_model(name, weights, seed, (c, h, w))
-    state = adapter("torch").state_dict(torch_model)
     x = seeded_input(shape, seed + 1)
+    if exact:
+        torch_model, x = torch_model.double(), x.astype(np.float64)
+    state = adapter("torch").state_dict(torch_model)
     reference = adapter("torch").run(torch_model.to(device), x, device=device)
-    report.reference_noise = tolerance.reference_noise(torch_model, x, reference)
+    if not exact:  # a float64 reference is its own fp64 run: no noise to allow for
+        report.reference_noise = tolerance.reference_noise(torch_model, x, reference)
     policy, tol = tol, tolerance.effective(tol, report.reference_noise)
     if tol > policy:
         report.notes.append(f"reference noise {report.reference_noise:.1e} (torch fp32 vs fp64) exceeds the "
@@ -144,24 +155,41 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
         report.passed = False
 
     report.notes += left_out
+    if exact and any(t.startswith("onnx:") for t in planned):
+        report.notes.append("float64: the ONNX targets are skipped; the exports take and compute float32, "
+                            "as the ONNX interface says (docs/onnx.md)")
     built = {"torch": torch_model}  # each framework's model is built once, for its run and its export
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for target in planned:
             started = time.perf_counter()
-            try:
-                outputs, model = _run_target(target, name, built, state, x, Path(tmp), shape, spec, device, tf32)
-                _record(report, target, spec, outputs, reference, tol, time.perf_counter() - started)
-                if model is not None and not all(r.passed for r in report.results if r.target == target):
-                    _explain(report, target, torch_model, model, x, tol)
-            except Exception as exc:  # a target that breaks is a failed target, not a crash
-                report.results.append(TargetResult(target, "-", float("nan"), float("inf"), tol, False,
-                                                   float("inf"), error=f"{type(exc).__name__}: {exc}"))
+            if exact and target.startswith("onnx:"):
+                report.results.append(TargetResult(target, "-", float("nan"), float("nan"), tol, True, 0.0,
+                                                   skipped=FLOAT64_ONNX))
+            else:
+                try:
+                    outputs, model = _run_target(target, name, built, state, x, Path(tmp), shape, spec, device,
+                                                 tf32, dtype)
+                    if exact:
+                        _require_float64(outputs, spec.outputs)
+                    _record(report, target, spec, outputs, reference, tol, time.perf_counter() - started)
+                    if model is not None and not all(r.passed for r in report.results if r.target == target):
+                        _explain(report, target, torch_model, model, x, tol)
+                except Exception as exc:  # a target that breaks is a failed target, not a crash
+                    report.results.append(TargetResult(target, "-", float("nan"), float("inf"), tol, False,
+                                                       float("inf"), error=f"{type(exc).__name__}: {exc}"))
             if on_target:
                 on_target(target)
     built.clear()
     release_framework_memory()
     report.passed = report.passed and all(r.passed for r in report.results)
     return report
+
+
+def _require_float64(outputs, names):
+    """A float64 model whose output comes back in another dtype computed it there somewhere."""
+    for out_name, y in zip(names, outputs):
+        if y.dtype != np.float64:
+            raise TypeError(f"output {out_name} is {y.dtype} in a float64 model: some op computes in {y.dtype}")
 
 
 def _reference_model(name, weights, seed, input_size):
@@ -173,13 +201,16 @@ def _reference_model(name, weights, seed, input_size):
     return model.eval()
 
 
-def _run_target(target, name, built, state, x, tmp, shape, spec, device, tf32):
+FLOAT64_ONNX = "ONNX runs float32"  # the row's reason; the report's note says it whole
+
+
+def _run_target(target, name, built, state, x, tmp, shape, spec, device, tf32, dtype="float32"):
     """(outputs, native model or None) for one target."""
     kind, _, source = target.partition(":")
     framework = source or kind
     if framework not in built:
         with devices.placed(framework, device):
-            built[framework] = adapter(framework).build(name, input_size=shape[1:])
+            built[framework] = adapter(framework).build(name, input_size=shape[1:], dtype=dtype)
             adapter(framework).load_state_dict(built[framework], state)
     model = built[framework]
     if kind != "onnx":

@@ -88,6 +88,8 @@ def _parser():
     s.add_argument("--size", type=int, help="input height and width (default: the model's)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--tf32", action="store_true", help="allow TF32 on GPU (default: strict fp32 everywhere)")
+    s.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="float64: every framework in float64 on the CPU, judged at the fp64 policy (no ONNX)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--weights", metavar="FILE", help="canonical .safetensors or torch .pth instead of seeded weights")
     s.add_argument("--json", metavar="FILE", help="write the results as JSON, rewritten after every model")
@@ -239,7 +241,7 @@ def cmd_check(args, console):
             bar.update(task, description=f"checking {name}")
             return check(name, frameworks=frameworks, onnx=not args.no_onnx, batch=args.batch, size=args.size,
                          device=args.device, seed=args.seed, weights=args.weights, tf32=args.tf32,
-                         on_target=lambda _t: bar.advance(task))
+                         dtype=args.dtype, on_target=lambda _t: bar.advance(task))
 
         payload = _sweep(names, one, bar.console, args, done)
     return _finish(payload, console)
@@ -272,7 +274,7 @@ def _model_names(args):
 
 def _resumed(args, names) -> dict:
     """{model: its JSON entry} from the --json file of an interrupted sweep (with --resume).
-    Entries that ended in an error, or were taken at another input shape or device, run again."""
+    Entries that ended in an error, or were taken at another input shape, device or dtype, run again."""
     if not getattr(args, "resume", False):
         return {}
     if not args.json:
@@ -290,7 +292,9 @@ def _same_setup(entry, args) -> bool:
     _, c, h, w = entry["input_shape"]
     spec = registry.get(entry["model"])
     want = (c, args.size, args.size) if args.size else tuple(spec.input_size)
-    return entry["input_shape"][0] == args.batch and (c, h, w) == want and entry["device"] == args.device
+    dtype = {"float32": "fp32", "float64": "fp64"}.get(getattr(args, "dtype", "float32"))
+    return (entry["input_shape"][0] == args.batch and (c, h, w) == want and entry["device"] == args.device
+            and entry.get("dtype", "fp32") == dtype)
 
 
 def _sweep(names, run_one, console, args, done=None):
@@ -352,6 +356,9 @@ def report_table(report):
         table.add_column(col, justify="left" if col in ("target", "output", "status") else "right",
                          no_wrap=col in ("target", "output"))
     for r in report.results:
+        if r.skipped:  # the reason is the row's in the JSON and a note under the table
+            table.add_row(r.target, *(["-"] if multi else []), *["-"] * 6, "[yellow]skipped[/yellow]")
+            continue
         ok = "[green]ok[/green]" if r.passed else f"[red]FAIL[/red] {r.error or ''}"
         top1 = "-" if r.top1_agreement is None else f"{r.top1_agreement:.0%}"
         row = [r.target, *([r.output] if multi else []), f"{r.max_abs:.2e}", f"{r.normalized_error:.2e}",

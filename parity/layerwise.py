@@ -45,9 +45,11 @@ class Comparison:
 def compare(reference, candidate, inputs: np.ndarray, *, tolerance: float | None = None,
             layerwise: bool | None = None) -> Comparison:
     """Run both models on the NCHW float32 `inputs`; `tolerance` is the policy (fp32 CPU by
-    default). `layerwise=None` walks the layers only when the outputs disagree."""
+    default, fp64's when both models are float64). `layerwise=None` walks the layers only when
+    the outputs disagree."""
     ref_adapter, cand_adapter = adapter_for(reference), adapter_for(candidate)
-    policy = tolerance if tolerance is not None else tol_policy.threshold()
+    both_float64 = ref_adapter.dtype(reference) == cand_adapter.dtype(candidate) == "float64"
+    policy = tolerance if tolerance is not None else tol_policy.threshold("fp64" if both_float64 else "fp32")
     exact = _float64_twin(reference)
     ref_outputs = ref_adapter.run(reference, inputs)
     noise = _noise(ref_outputs, ref_adapter.run(exact, inputs)) if exact is not None else [0.0] * len(ref_outputs)
