@@ -167,16 +167,19 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
                                                    skipped=FLOAT64_ONNX))
             else:
                 try:
+                    if exact:  # before the run: a float32 map into a float64 layer may break it
+                        _require_float64_layers(_built(target, name, built, state, shape, device, dtype), x)
                     outputs, model = _run_target(target, name, built, state, x, Path(tmp), shape, spec, device,
                                                  tf32, dtype)
                     if exact:
-                        _require_float64(outputs, spec.outputs)
+                        _require_float64_outputs(outputs, spec.outputs)
                     _record(report, target, spec, outputs, reference, tol, time.perf_counter() - started)
                     if model is not None and not all(r.passed for r in report.results if r.target == target):
                         _explain(report, target, torch_model, model, x, tol)
                 except Exception as exc:  # a target that breaks is a failed target, not a crash
                     report.results.append(TargetResult(target, "-", float("nan"), float("inf"), tol, False,
-                                                       float("inf"), error=f"{type(exc).__name__}: {exc}"))
+                                                       float("inf"), error=f"{type(exc).__name__}: {exc}",
+                                                       first_divergent_layer=getattr(exc, "layer", None)))
             if on_target:
                 on_target(target)
     built.clear()
@@ -185,11 +188,27 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
     return report
 
 
-def _require_float64(outputs, names):
-    """A float64 model whose output comes back in another dtype computed it there somewhere."""
+class Float64Error(TypeError):
+    """A float64 model that computes somewhere in another dtype; `layer` where, if known."""
+
+    def __init__(self, message, layer=None):
+        super().__init__(message)
+        self.layer = layer
+
+
+def _require_float64_layers(model, x):
+    """Every weighted layer of a float64 model takes and returns float64."""
+    from .layerwise import narrowing
+    narrowed = narrowing(model, x)
+    if narrowed:
+        layer, message = narrowed
+        raise Float64Error(message, layer)
+
+
+def _require_float64_outputs(outputs, names):
     for out_name, y in zip(names, outputs):
         if y.dtype != np.float64:
-            raise TypeError(f"output {out_name} is {y.dtype} in a float64 model: some op computes in {y.dtype}")
+            raise Float64Error(f"output {out_name} is {y.dtype} in a float64 model: some op computes in {y.dtype}")
 
 
 def _reference_model(name, weights, seed, input_size):
@@ -207,12 +226,7 @@ FLOAT64_ONNX = "ONNX runs float32"  # the row's reason; the report's note says i
 def _run_target(target, name, built, state, x, tmp, shape, spec, device, tf32, dtype="float32"):
     """(outputs, native model or None) for one target."""
     kind, _, source = target.partition(":")
-    framework = source or kind
-    if framework not in built:
-        with devices.placed(framework, device):
-            built[framework] = adapter(framework).build(name, input_size=shape[1:], dtype=dtype)
-            adapter(framework).load_state_dict(built[framework], state)
-    model = built[framework]
+    model = _built(source or kind, name, built, state, shape, device, dtype)
     if kind != "onnx":
         with devices.placed(kind, device):
             return adapter(kind).run(model, x, device=device), model
@@ -228,6 +242,15 @@ def _run_target(target, name, built, state, x, tmp, shape, spec, device, tf32, d
     del session
     path.unlink()
     return outputs, None
+
+
+def _built(framework, name, built, state, shape, device, dtype):
+    """The framework's model with the reference's weights, built on first use."""
+    if framework not in built:
+        with devices.placed(framework, device):
+            built[framework] = adapter(framework).build(name, input_size=shape[1:], dtype=dtype)
+            adapter(framework).load_state_dict(built[framework], state)
+    return built[framework]
 
 
 def release_framework_memory():

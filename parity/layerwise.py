@@ -60,7 +60,32 @@ def compare(reference, candidate, inputs: np.ndarray, *, tolerance: float | None
                         worst.normalized, worst.max_abs, tol, worst.normalized / tol, reference_noise=max(noise))
     if layerwise or (layerwise is None and not result.passed):
         _walk_layers(result, reference, candidate, inputs, policy, exact)
+    if both_float64:
+        _judge_float64_throughout(result, reference, candidate, inputs)
     return result
+
+
+def _judge_float64_throughout(result, reference, candidate, inputs):
+    """Two float64 models are judged in float64 only if they compute in float64 everywhere."""
+    for model in (reference, candidate):
+        narrowed = narrowing(model, inputs)
+        if narrowed:
+            result.passed = False
+            result.first_divergent_layer, result.cause_detail = narrowed
+            return
+
+
+def narrowing(model, inputs) -> tuple[str, str] | None:
+    """(layer, what happened) where a float64 model first leaves float64, in execution order,
+    else None. Sees an op that hands a narrower dtype from one layer to the next (TF's
+    bilinear resize returns float32 whatever its input); one that computes in float32 and
+    casts back (Keras' bilinear UpSampling2D) only the numbers show."""
+    for layer, given, returned in adapter_for(model).layer_dtypes(model, inputs):
+        if given != "float64":
+            return layer, f"{given} enters {layer} in a float64 model: an op before it computes in {given}"
+        if returned not in (None, "float64"):
+            return layer, f"{layer} returns {returned} in a float64 model"
+    return None
 
 
 def _float64_twin(reference):

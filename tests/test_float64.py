@@ -58,6 +58,55 @@ def test_a_float32_op_in_a_float64_keras_model_fails_the_check(monkeypatch):
     assert not report.passed
 
 
+def test_a_float32_resize_in_a_float64_tf_model_fails_naming_the_layer_it_feeds(monkeypatch):
+    """TF's bilinear resize planted back into tf_impl's U-Net: it returns float32 from float64
+    maps, and the next convolution cannot take it. The row names the layer, not the crash."""
+    import tensorflow as tf
+    unet = importlib.import_module("tf_impl.unet")
+    monkeypatch.setattr(unet, "resize_bilinear",
+                        lambda x, size: tf.image.resize(x, size, method="bilinear", antialias=False))
+    [row] = check("unet_bilinear", size=32, dtype="float64", frameworks=("tf",), onnx=False).results
+    assert not row.passed and row.first_divergent_layer == "decoder.0.reduce", row
+    assert row.error == ("Float64Error: float32 enters decoder.0.reduce in a float64 model: "
+                         "an op before it computes in float32"), row.error
+
+
+def test_a_float32_layer_in_a_float64_keras_model_is_named_by_compare(monkeypatch):
+    """A layer built with dtype="float32" inside a float64 Keras model computes in float32 and
+    hands float32 on; the next weighted layer casts it back. compare names the layer that
+    received float32, and says so."""
+    import keras
+
+    from parity.calibrate import calibrated_torch_model, seeded_input
+    from parity.layerwise import compare
+    unet = importlib.import_module("keras_impl.unet")
+    monkeypatch.setattr(unet, "BilinearUpsample2x", lambda name: keras.layers.UpSampling2D(
+        2, interpolation="nearest", name=name, dtype="float32"))
+    reference = calibrated_torch_model("unet_bilinear", input_size=(3, 32, 32)).double()
+    candidate = adapter("keras").build("unet_bilinear", input_size=(3, 32, 32), dtype="float64")
+    adapter("keras").load_state_dict(candidate, adapter("torch").state_dict(reference))
+    result = compare(reference, candidate, seeded_input((1, 3, 32, 32)).astype(np.float64))
+    assert not result.passed and result.first_divergent_layer == "decoder.0.reduce", result
+    assert result.cause_detail.startswith("float32 enters decoder.0.reduce"), result.cause_detail
+
+
+def test_the_dtype_walk_of_a_torch_model_names_where_float32_enters():
+    import torch
+    from torch import nn
+
+    from parity.layerwise import narrowing
+
+    class Narrow(nn.Module):  # an op with no weights that computes in float32
+        def forward(self, x):
+            return x.float()
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), Narrow(), nn.Conv2d(4, 4, 3).float()).to(torch.float64)
+    model[2].float()
+    x = np.zeros((1, 3, 8, 8))
+    assert narrowing(model, x) == ("2", "float32 enters 2 in a float64 model: an op before it computes in float32")
+    assert narrowing(model[:1], x) is None
+
+
 def test_the_layer_walk_of_two_float64_models_stays_float64():
     """parity.compare judges two float64 models at the fp64 policy, layer by layer; the torch
     side's layer outputs once came back as float32, which put every layer 4.7e-8 off."""

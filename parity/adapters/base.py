@@ -65,6 +65,11 @@ class Adapter:
         """{layer path: output (NCHW)} for every layer holding weights, in execution order."""
         raise NotImplementedError
 
+    def layer_dtypes(self, model, x_nchw: np.ndarray) -> list[tuple[str, str, str | None]]:
+        """[(layer path, input dtype, output dtype)] for every layer holding weights, in execution
+        order. A run that breaks ends the list at the layer that broke (its output None)."""
+        raise NotImplementedError
+
     def export_onnx(self, model, path, input_shape, output_names=("logits",)) -> None:
         """ONNX with input `input` (N, C, H, W), dynamic N, outputs named `output_names`."""
         raise NotImplementedError

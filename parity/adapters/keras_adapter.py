@@ -74,6 +74,15 @@ class KerasAdapter(Adapter):
         outs = probe([to_nhwc(x_nchw)], training=False)  # the structure of `inference.inputs`, a list
         return dict(zip([layer.name for layer in weighted], to_nchw_outputs([ops.convert_to_numpy(o) for o in outs])))
 
+    def layer_dtypes(self, model, x_nchw):
+        """Read from the functional graph: each layer's symbolic input and output, as the layer
+        before it left it (Keras casts a layer's inputs to its compute dtype inside the call)."""
+        from keras.backend import standardize_dtype
+        self.check_input(model, x_nchw)
+        inference = getattr(model, "inference_model", model)
+        return [(layer.name, standardize_dtype(layer.input.dtype), standardize_dtype(layer.output.dtype))
+                for layer in inference.layers if layer.weights]
+
     def export_onnx(self, model, path, input_shape, output_names=("logits",)):
         import keras
         if keras.backend.backend() != "tensorflow":

@@ -58,6 +58,17 @@ class TFAdapter(Adapter):
             model(to_nhwc(x_nchw), training=False)
         return {path: to_nchw_outputs(out.numpy())[0] for path, out in log.items()}
 
+    def layer_dtypes(self, model, x_nchw):
+        x_nchw = self.check_input(model, x_nchw)
+        inputs = {}
+        with recording(model, inputs) as outputs:
+            try:
+                model(to_nhwc(x_nchw), training=False)
+            except Exception:  # noqa: BLE001 - the layers that ran say where it broke
+                pass
+        return [(path, x.dtype.name, outputs[path].dtype.name if path in outputs else None)
+                for path, x in inputs.items()]
+
     def export_onnx(self, model, path, input_shape, output_names=("logits",)):
         from ..onnx_utils import export_tf_callable
         export_tf_callable(lambda x: model(x, training=False), path, input_shape, output_names,
@@ -86,9 +97,10 @@ class TFAdapter(Adapter):
 
 
 @contextlib.contextmanager
-def recording(model):
-    """Record each weighted layer's first output by path while the model runs eagerly.
-    Patches the layer classes' __call__ for the duration, as torch's forward hooks would."""
+def recording(model, inputs=None):
+    """Record each weighted layer's first output by path while the model runs eagerly (and its
+    first input into `inputs`, if given, before the layer runs). Patches the layer classes'
+    __call__ for the duration, as torch's forward hooks would."""
     from tf_impl.layers import named_layers
     paths = {id(layer): path for path, layer in named_layers(model)}
     classes = {type(layer) for _, layer in named_layers(model)}
@@ -96,6 +108,8 @@ def recording(model):
 
     def recorded(call):
         def __call__(self, *args, **kwargs):
+            if inputs is not None and id(self) in paths:
+                inputs.setdefault(paths[id(self)], args[0])
             out = call(self, *args, **kwargs)
             if id(self) in paths:
                 log.setdefault(paths[id(self)], out)

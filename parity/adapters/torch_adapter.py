@@ -83,6 +83,37 @@ class TorchAdapter(Adapter):
         # float64 stays float64 (a float64 layer walk judges at 1e-11); half precisions widen to float32
         return {path: (out if out.dtype == torch.float64 else out.float()).cpu().numpy() for path, out in log.items()}
 
+    def layer_dtypes(self, model, x_nchw):
+        import torch
+
+        x_nchw = self.check_input(model, x_nchw)
+        seen, hooks = {}, []  # {path: [input dtype, output dtype]}, first call of each
+
+        def before(path):
+            def hook(_module, args):
+                seen.setdefault(path, [_dtype(args[0]), None])
+            return hook
+
+        def after(path):
+            def hook(_module, _args, out):
+                if seen[path][1] is None:
+                    seen[path][1] = _dtype(out)
+            return hook
+
+        for path, module in model.named_modules():
+            if path and _holds_weights(module):
+                hooks += [module.register_forward_pre_hook(before(path)), module.register_forward_hook(after(path))]
+        try:
+            model.eval()
+            with torch.inference_mode():
+                model(torch.from_numpy(x_nchw))
+        except Exception:  # noqa: BLE001 - the layers that ran say where it broke
+            pass
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return [(path, given, returned) for path, (given, returned) in seen.items()]
+
     def export_onnx(self, model, path, input_shape, output_names=("logits",)):
         import torch
 
@@ -120,6 +151,10 @@ def _quiet_exporter():
             yield
     finally:
         logger.setLevel(level)
+
+
+def _dtype(tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
 
 
 def _holds_weights(module):
