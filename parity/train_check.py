@@ -37,6 +37,24 @@ PERTURBATION = 1e-6
 PERTURBED_RUNS = 3  # ResNet-18 v2 / Adam, five draws: conv1 2e-5 to 7e-3 from fp64 after 3 steps
 ADAPTIVE = ("adam", "adamw", "rmsprop")  # updates normalized by sqrt(v): see sign_undetermined
 
+# --dtype float64: every framework trains in float64 and is judged against torch float64 with
+# fp32 rounding gone, so no noise allowance and no perturbed runs. Each category is judged where
+# it depends on nothing the categories before it have not already judged, so the first one over
+# its tolerance is the cause: after step 1 the BatchNorm buffers (the forward), the optimizer's
+# state (momentum buffers, Adam's moments, step count, by torch.optim's names; the gradient)
+# and the update w_1 - w_0 (the state), each on its own scale; then the later losses, and the
+# final weights (w_K - w_0) and buffers, which follow from all of them.
+FLOAT64_CATEGORIES = ("loss", "grad", "buffer", "optimizer", "update", "later loss", "final")
+FLOAT64_POLICY = 1e-8  # measured in docs/training.md: faithful ports and the smallest planted bugs
+# Adam, AdamW and RMSprop move a weight by lr*g/(|g| + eps): where |g| is near eps, the update
+# (and RMSprop's momentum buffer) carries g's absolute rounding times 1/eps, and the steps after
+# compound it. Faithful ports at 32 px, 2 steps: update 1.2e-8 (ResNet-18, Adam), RMSprop's
+# state 1.7e-9, final weights 5.2e-7 (GoogLeNet, Adam); Adam without bias correction of m: 0.90.
+FLOAT64_ADAPTIVE = {"optimizer": 1e-6, "update": 1e-6, "final": 1e-5}
+# A first gradient within this fraction of its tensor's largest element is rounding in float64:
+# its sign, which an adaptive optimizer's first update follows, is left out (see sign_undetermined).
+FLOAT64_SIGN = 1e-12
+
 # Defaults per optimizer, in torch's vocabulary.
 DEFAULT_HYPER = {
     "sgd": dict(lr=0.01, momentum=0.9, weight_decay=1e-4),
@@ -63,7 +81,7 @@ class FrameworkResult:
         return f"{self.framework} on {self.engine}" if self.engine else self.framework
 
     def headroom(self) -> float:
-        return max((self.errors[c] / self.tolerances[c] for c in CATEGORIES if c in self.errors), default=0.0)
+        return max((e / self.tolerances[c] for c, e in self.errors.items()), default=0.0)
 
 
 @dataclass
@@ -79,10 +97,15 @@ class TrainCheckResult:
     undetermined: int = 0  # weight elements left out: first gradient's sign is rounding (adaptive optimizers)
     results: list = field(default_factory=list)
     device: str = "cpu"
+    dtype: str = "float32"
 
     @property
     def passed(self) -> bool:
         return all(r.passed for r in self.results)
+
+    @property
+    def categories(self) -> tuple:
+        return FLOAT64_CATEGORIES if self.dtype == "float64" else CATEGORIES
 
 
 def normalized(a, ref, floor=0.0) -> float:
@@ -128,6 +151,54 @@ def compare(result, reference, initial, undetermined=None) -> tuple[dict, dict, 
     worst = {c: max(d, key=d.get) if d else None for c, d in per_key.items()}
     errors = {c: (per_key[c][worst[c]] if worst[c] else 0.0) for c in per_key}
     return per_key, errors, worst
+
+
+def compare_float64(result, reference, initial, undetermined=None) -> tuple[dict, dict, dict]:
+    """compare() for two float64 runs made with_first_step, in FLOAT64_CATEGORIES. Updates and
+    optimizer state are judged on their own scale; a tensor that is zero in exact arithmetic
+    (see EXACT_ZERO) on the model's largest, as in compare."""
+    undetermined = undetermined or {}
+    per_key, _, _ = compare(result, reference, initial, undetermined)
+    zero = cancelled(reference.grads)
+    weights = [k for k in reference.state if k in initial and not is_buffer(k)]
+
+    def update_errors(run_state, ref_state):
+        moves = {k: ref_state[k] - initial[k] for k in weights}
+        largest_move = largest(moves.values())
+
+        def error(k):
+            keep = ~undetermined[k] if k in undetermined else slice(None)
+            floor = largest_move if k in zero else ZERO_GRADIENT * largest_move
+            return normalized((run_state[k] - initial[k])[keep], moves[k][keep], floor)
+        return {k: error(k) for k in weights}
+
+    first_buffers = {k: normalized(result.first_state[k], v) for k, v in reference.first_state.items() if is_buffer(k)}
+    final = {**update_errors(result.state, reference.state), **per_key["buffer"]}
+    per_key = {"loss": per_key["loss"], "grad": per_key["grad"], "buffer": first_buffers,
+               "optimizer": optimizer_errors(result, reference, zero),
+               "update": update_errors(result.first_state, reference.first_state),
+               "later loss": per_key["later loss"], "final": final}
+    worst = {c: max(d, key=d.get) if d else None for c, d in per_key.items()}
+    errors = {c: (per_key[c][worst[c]] if worst[c] else 0.0) for c in per_key}
+    return per_key, errors, worst
+
+
+def optimizer_errors(result, reference, zero) -> dict:
+    """{"key:state name": normalized error} of the optimizer's state after step 1, each state
+    name (momentum_buffer, exp_avg, ...) with its own model-wide floor; a missing state tensor
+    or another step count is infinitely wrong."""
+    def name(key):
+        return key.rpartition(":")[2]
+    scale = {}
+    for k, v in reference.first_optimizer.items():
+        scale[name(k)] = max(scale.get(name(k), 0.0), largest([v]))
+    errors = {}
+    for k, v in reference.first_optimizer.items():
+        floor = scale[name(k)] * (1.0 if k.rpartition(":")[0] in zero else ZERO_GRADIENT)
+        errors[k] = normalized(result.first_optimizer[k], v, floor) if k in result.first_optimizer else float("inf")
+    if result.first_optimizer_steps != reference.first_optimizer_steps:
+        errors["step count"] = float("inf")
+    return errors
 
 
 def largest(arrays) -> float:
@@ -189,6 +260,36 @@ def likely_cause(per_key, tolerances, frozen_keys) -> tuple[str | None, str | No
     return None, None
 
 
+FLOAT64_CAUSES = {
+    "optimizer": "the optimizer's state differs with equal gradients: SGD's first momentum buffer (torch: g, "
+                 "undamped) or dampening, Adam's betas, or weight decay in the gradient (coupled) where it "
+                 "should not be, or not where it should",
+    "update": "the update differs with equal gradients and state: Adam's bias correction or epsilon (outside "
+              "the corrected sqrt), weight decay coupled vs decoupled, the learning rate",
+    "later loss": "later losses differ with an equal first step: the second step's forward (dropout masks of "
+                  "step 2, BN momentum) or the optimizer from its second step on",
+    "final": "the run drifts after equal first steps: the optimizer from its second step on (SGD momentum "
+             "under a changing lr, Adam's step count)",
+}
+
+
+def likely_cause_float64(per_key, tolerances, frozen_keys) -> tuple[str | None, str | None]:
+    """The first tensor over its tolerance, in the order of FLOAT64_CATEGORIES, and its likely cause."""
+    over = {c: [k for k, e in per_key[c].items() if e > tolerances[c]] for c in per_key}
+    moved_frozen = [k for c in ("buffer", "update", "final") for k in over[c] if k in frozen_keys]
+    if moved_frozen:
+        return moved_frozen[0], ("a frozen tensor moved: frozen BatchNorms must run in inference mode "
+                                 "(torch eval(), Keras trainable=False) and frozen weights must get no update")
+    if over["loss"] or over["grad"] or over["buffer"]:  # named as in float32
+        fp32_view = {"loss": per_key["loss"], "grad": per_key["grad"], "buffer": per_key["buffer"],
+                     "weight": {}, "later loss": {}}
+        return likely_cause(fp32_view, {**tolerances, "weight": 0.0}, frozen_keys)
+    for category in ("optimizer", "update", "later loss", "final"):
+        if over[category]:
+            return over[category][0], FLOAT64_CAUSES[category]
+    return None, None
+
+
 def policies(device="cpu") -> dict:
     """Per category; on a GPU the inference policy is fp32-gpu's (1e-4, TF32 off), 10x as much
     for weights and buffers, as on the CPU."""
@@ -246,10 +347,29 @@ def build_kwargs(spec):
     return kwargs
 
 
-def train_check(model_name, *, optimizer="sgd", steps=3, frameworks=("keras", "tf"), freeze=False,
-                size=None, batch=4, seed=0, device="cpu", **hyper) -> TrainCheckResult:
-    """`frameworks` train on `device` (TF32 off on CUDA); the judge is torch on the CPU in fp64.
-    "torch" among them is torch_impl itself on `device` (a CUDA run judged against the CPU)."""
+@dataclass
+class Prepared:
+    """What every framework's run shares: seeded, calibrated initial weights, the batches, the
+    optimizer settings and the judge, the same torch run in float64 (`truth`)."""
+    model: str
+    spec: object
+    size: int
+    batch: int
+    optimizer: str
+    steps: int
+    freeze: bool
+    hyper: dict
+    kwargs: dict
+    initial: dict
+    batches: list
+    common: dict
+    truth: object
+    frozen_keys: set
+
+
+def prepare(model_name, *, optimizer="sgd", steps=3, freeze=False, size=None, batch=4, seed=0, hyper=None,
+            with_first_step=False):
+    """(Prepared, the torch fp32 model it started from)."""
     import torch
 
     from . import registry
@@ -259,7 +379,7 @@ def train_check(model_name, *, optimizer="sgd", steps=3, frameworks=("keras", "t
 
     spec = registry.get(model_name)
     size = size or spec.test_sizes[0]
-    hyper = {**DEFAULT_HYPER[optimizer], **hyper}
+    hyper = {**DEFAULT_HYPER[optimizer], **(hyper or {})}
     kwargs = build_kwargs(spec)
     torch_adapter = adapter("torch")
     # Seeded weights with non-trivial BN affine parameters and measured running statistics:
@@ -271,49 +391,96 @@ def train_check(model_name, *, optimizer="sgd", steps=3, frameworks=("keras", "t
         out = torch_adapter.run(reference_model, np.zeros((1, spec.input_size[0], size, size), np.float32))[0]
     batches = make_batches(spec, out.shape[1], steps=steps, size=size, batch=batch, seed=seed)
     common = dict(optimizer=optimizer, freeze="backbone" if freeze else None, dropout_seed=seed, **hyper)
+    fp64 = copy.deepcopy(reference_model).double()
+    truth = train_steps(fp64, [(x.astype(np.float64), y) for x, y in batches], **common,
+                        with_first_step=with_first_step)
+    del fp64  # one model at a time in memory: VGG's optimizer state is over a gigabyte
+    frozen_keys = {k for k in initial if freeze and not spec.in_head(k)}
+    return Prepared(model_name, spec, size, batch, optimizer, steps, freeze, hyper, kwargs, initial, batches, common,
+                    truth, frozen_keys), reference_model
 
+
+def train_check(model_name, *, optimizer="sgd", steps=3, frameworks=("keras", "tf"), freeze=False,
+                size=None, batch=4, seed=0, device="cpu", dtype="float32", **hyper) -> TrainCheckResult:
+    """`frameworks` train on `device` (TF32 off on CUDA); the judge is torch on the CPU in fp64.
+    "torch" among them is torch_impl itself on `device` (a CUDA run judged against the CPU).
+    dtype="float64": the frameworks train in float64 too (CPU only; Float64Check)."""
+    from .adapters.base import check_dtype
+    if check_dtype(dtype) == "float64":
+        if device != "cpu":
+            raise ValueError(f"{model_name}: the float64 train-check runs on the CPU; got --device {device}")
+        return Float64Check(model_name, optimizer=optimizer, steps=steps, freeze=freeze, size=size, batch=batch,
+                            seed=seed, **hyper).result(frameworks)
+    from .training import train_steps
+    p, reference_model = prepare(model_name, optimizer=optimizer, steps=steps, freeze=freeze, size=size,
+                                 batch=batch, seed=seed, hyper=hyper)
+    truth = p.truth
     # The judge is the same torch run in fp64; torch fp32's own distance from it is the
     # reference noise, and a port may be NOISE_FACTOR times as far (never less than the policy).
-    fp64 = copy.deepcopy(reference_model).double()
-    truth = train_steps(fp64, [(x.astype(np.float64), y) for x, y in batches], **common)
-    del fp64  # one model at a time in memory: VGG's optimizer state is over a gigabyte
-    reference = train_steps(reference_model, batches, **common)
+    reference = train_steps(reference_model, p.batches, **p.common)
     del reference_model
     policy = policies(device)
-    _, noise, _ = compare(reference, truth, initial)
+    _, noise, _ = compare(reference, truth, p.initial)
     undetermined = {}
     if optimizer in ADAPTIVE:
         undetermined = sign_undetermined(truth.grads, max(policy["grad"], NOISE_FACTOR * noise["grad"]))
-        _, noise, _ = compare(reference, truth, initial, undetermined)
+        _, noise, _ = compare(reference, truth, p.initial, undetermined)
     del reference
-    perturbed = perturbed_noise(model_name, initial, batches, common, truth, undetermined, size=size,
-                                 batch=batch, seed=seed, **kwargs)
+    perturbed = perturbed_noise(model_name, p.initial, p.batches, p.common, truth, undetermined, size=p.size,
+                                 batch=batch, seed=seed, **p.kwargs)
     noise = {c: max(noise[c], perturbed.get(c, 0.0)) for c in CATEGORIES}
     tolerances = {c: max(policy[c], NOISE_FACTOR * noise[c]) for c in CATEGORIES}
-    frozen_keys = {k for k in initial if freeze and not spec.in_head(k)}
 
-    result = TrainCheckResult(model_name, optimizer, steps, freeze, size, batch, hyper, noise,
+    result = TrainCheckResult(model_name, optimizer, steps, freeze, p.size, batch, p.hyper, noise,
                               undetermined=count_undetermined(undetermined, truth.grads), device=device)
     if device != "cpu":
         from .devices import set_tf32
         set_tf32(False, frameworks)
     for framework in frameworks:
-        result.results.append(_check_one(framework, model_name, spec, kwargs, initial, batches, common,
-                                         truth, tolerances, frozen_keys, size, undetermined, device))
+        result.results.append(_check_one(framework, p, tolerances, undetermined, device))
     return result
 
 
-def _check_one(framework, model_name, spec, kwargs, initial, batches, common, reference, tolerances,
-               frozen_keys, size, undetermined, device="cpu"):
+class Float64Check:
+    """The float64 train-check of one model: the torch float64 run, made once, and any
+    framework's float64 run from the same state judged against it at FLOAT64_POLICY in
+    FLOAT64_CATEGORIES, with no noise allowance (fp32 rounding is gone)."""
+
+    def __init__(self, model_name, *, optimizer="sgd", steps=3, freeze=False, size=None, batch=4, seed=0, **hyper):
+        self.prepared, reference_model = prepare(model_name, optimizer=optimizer, steps=steps, freeze=freeze,
+                                                 size=size, batch=batch, seed=seed, hyper=hyper,
+                                                 with_first_step=True)
+        del reference_model
+        truth = self.prepared.truth
+        self.undetermined = sign_undetermined(truth.grads, FLOAT64_SIGN) if optimizer in ADAPTIVE else {}
+        self.tolerances = dict.fromkeys(FLOAT64_CATEGORIES, FLOAT64_POLICY)
+        if optimizer in ADAPTIVE:
+            self.tolerances.update(FLOAT64_ADAPTIVE)
+
+    def framework(self, framework) -> FrameworkResult:
+        return _check_one(framework, self.prepared, self.tolerances, self.undetermined, dtype="float64")
+
+    def result(self, frameworks) -> TrainCheckResult:
+        p = self.prepared
+        result = TrainCheckResult(p.model, p.optimizer, p.steps, p.freeze, p.size, p.batch, p.hyper,
+                                  dict.fromkeys(FLOAT64_CATEGORIES, 0.0),
+                                  undetermined=count_undetermined(self.undetermined, p.truth.grads), dtype="float64")
+        result.results = [self.framework(f) for f in frameworks]
+        return result
+
+
+def _check_one(framework, p: Prepared, tolerances, undetermined, device="cpu", dtype="float32"):
     from .adapters import adapter
     from .devices import placed
     from .training import train_steps
+    exact = dtype == "float64"
+    reference, initial = p.truth, p.initial
     try:
         native = adapter(framework)
         with placed(framework, device):
-            model = native.build(model_name, input_size=(spec.input_size[0], size, size), **kwargs)
+            model = native.build(p.model, input_size=(p.spec.input_size[0], p.size, p.size), dtype=dtype, **p.kwargs)
             native.load_state_dict(model, initial)
-        run = train_steps(model, batches, device=device, **common)
+        run = train_steps(model, p.batches, device=device, with_first_step=exact, **p.common)
         del model
     except Exception as exc:  # noqa: BLE001 - reported per framework, exit 2
         return FrameworkResult(framework, {}, tolerances, {}, False, error=f"{type(exc).__name__}: {exc}",
@@ -323,9 +490,10 @@ def _check_one(framework, model_name, spec, kwargs, initial, batches, common, re
     if undetermined:  # plus the elements whose first-gradient sign this framework rounded the other way
         undetermined = {k: m | (np.sign(run.grads[k]) != np.sign(reference.grads[k])) if k in run.grads else m
                         for k, m in undetermined.items()}
-    per_key, errors, worst = compare(run, reference, initial, undetermined)
-    passed = all(errors[c] <= tolerances[c] for c in CATEGORIES)
-    first, cause = (None, None) if passed else likely_cause(per_key, tolerances, frozen_keys)
+    per_key, errors, worst = (compare_float64 if exact else compare)(run, reference, initial, undetermined)
+    passed = all(errors[c] <= tolerances[c] for c in errors)
+    first, cause = (None, None) if passed else (likely_cause_float64 if exact else likely_cause)(
+        per_key, tolerances, p.frozen_keys)
     if cause and device != "cpu" and framework == "torch":
         cause += (" (on CUDA: cuDNN picks Winograd/FFT algorithms for some NCHW convolutions, AlexNet's 5x5 "
                   "weight gradient 1.5e-3 from fp64 on an H200, channels_last 5.6e-7: benchmarks/cudnn_precision.py)")
@@ -356,14 +524,15 @@ def table(result: TrainCheckResult):
              f"{f', on {result.device}' if result.device != 'cpu' else ''}"
              + (f"; {result.undetermined} weights with a sign-undetermined first gradient left out"
                 if result.undetermined else ""))
-    t = Table(title=title)
-    for column in ("framework", *(f"{c} err / tol" for c in CATEGORIES), "headroom", "verdict"):
+    t = Table(title=title + (", float64" if result.dtype == "float64" else ""))
+    categories = result.categories
+    for column in ("framework", *(f"{c} err / tol" for c in categories), "headroom", "verdict"):
         t.add_column(column)
     for r in result.results:
         if r.error:
-            t.add_row(r.label, *[""] * len(CATEGORIES), "", f"[red]error[/red] {r.error}")
+            t.add_row(r.label, *[""] * len(categories), "", f"[red]error[/red] {r.error}")
             continue
-        cells = [f"{r.errors[c]:.1e} / {r.tolerances[c]:.0e}" for c in CATEGORIES]
+        cells = [f"{r.errors[c]:.1e} / {r.tolerances[c]:.0e}" for c in categories]
         verdict = "[green]pass[/green]" if r.passed else f"[red]FAIL[/red] at {r.first_divergence}"
         t.add_row(r.label, *cells, f"{r.headroom():.2f}", verdict)
     return t
@@ -390,6 +559,9 @@ def register(subparsers) -> None:
     s.add_argument("--size", type=int, help="input height and width (default: the model's first test size)")
     s.add_argument("--batch", type=int, default=4)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="float64: every framework trains in float64 on the CPU, judged at 1e-8 with no noise "
+                        "allowance, updates and optimizer state on their own scale")
     s.add_argument("--json", metavar="FILE", help="write the result as JSON")
     # --- data-parallel check (issue 14, parity/distributed.py): --replicas N, --sync-bn ---
     from .distributed import add_options
@@ -411,7 +583,7 @@ def cmd_train_check(args, console) -> int:
         raise ValueError(f"--frameworks takes torch, keras and/or tf; got {args.frameworks!r}")
     result = train_check(args.model, optimizer=args.optimizer, steps=args.steps, frameworks=frameworks,
                          freeze=args.freeze_backbone, size=args.size, batch=args.batch, seed=args.seed,
-                         device=args.device)
+                         device=args.device, dtype=args.dtype)
     console.print(table(result))
     for r in result.results:
         if r.first_divergence:

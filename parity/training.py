@@ -105,6 +105,11 @@ class TrainResult:
     losses: list = field(default_factory=list)  # one float per step
     grads: dict = field(default_factory=dict)  # canonical key -> gradient of the first step (torch layout)
     state: dict = field(default_factory=dict)  # canonical state after the last step, BN statistics included
+    # with_first_step=True: the state and the optimizer's ({"key:state name": array}, step count)
+    # after the first step, which depend on nothing but the initial state and the first batch
+    first_state: dict = field(default_factory=dict)
+    first_optimizer: dict = field(default_factory=dict)
+    first_optimizer_steps: int = 0
 
 
 class DropoutMasks:
@@ -154,11 +159,12 @@ def make_hyper(hyper: Hyper | None = None, **kwargs) -> Hyper:
 
 def train_steps(model, batches, *, optimizer="sgd", lr=0.01, momentum=0.0, weight_decay=0.0,
                 betas=(0.9, 0.999), eps=1e-8, freeze=None, device="cpu", dropout_seed=None,
-                **more) -> TrainResult:
+                with_first_step=False, **more) -> TrainResult:
     """One training step per (x_nchw float32, labels int64) batch, in train mode; the same
     batches and initial state give the same TrainResult in torch_impl, keras_impl and tf_impl.
     `more`: the other Hyper fields (nesterov, dampening, alpha, label_smoothing, ...).
-    `dropout_seed`: draw dropout masks from DropoutMasks(seed), identical in every framework."""
+    `dropout_seed`: draw dropout masks from DropoutMasks(seed), identical in every framework.
+    `with_first_step`: the result also carries the model's and the optimizer's state after step 1."""
     from .adapters import adapter_for
 
     hyper = Hyper(optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
@@ -171,6 +177,9 @@ def train_steps(model, batches, *, optimizer="sgd", lr=0.01, momentum=0.0, weigh
         result.losses.append(step.loss)
         if i == 0:
             result.grads = trainer.gradients()
+            if with_first_step:
+                result.first_state = adapter.state_dict(model)
+                result.first_optimizer, result.first_optimizer_steps = trainer.optimizer_state()
     result.state = adapter.state_dict(model)
     return result
 

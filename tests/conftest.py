@@ -28,12 +28,38 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture
+def plant(monkeypatch):
+    """plant(owner, method, old, new): owner.method with the source text `old` replaced by `new`,
+    compiled in memory and set for this test only (the file is not touched). Fails if the
+    method no longer contains `old`, so a plant cannot silently stop planting."""
+    import inspect
+    import textwrap
+    import types
+
+    def planted(owner, method, old, new):
+        function = inspect.getattr_static(owner, method)
+        source = textwrap.dedent(inspect.getsource(function))
+        assert old in source, f"{owner.__qualname__}.{method} no longer contains {old!r}"
+        # compiled inside a class body, so a zero-argument super() finds its __class__ cell,
+        # which is then pointed at the real class
+        body = f"class {owner.__name__}:\n" + textwrap.indent(source.replace(old, new), "    ")
+        namespace = {}
+        exec(compile(body, inspect.getfile(function), "exec"), function.__globals__, namespace)
+        compiled = vars(namespace[owner.__name__])[method]
+        cells = tuple(types.CellType(owner) if name == "__class__" else cell
+                      for name, cell in zip(compiled.__code__.co_freevars, compiled.__closure__ or ()))
+        monkeypatch.setattr(owner, method, types.FunctionType(compiled.__code__, function.__globals__, method,
+                                                              compiled.__defaults__, cells or None))
+    return planted
+
+
 # Seconds each file's tests take in a default run on the 2-core machine (2026-12-06;
 # test_minimal_env's as on a fresh clone, where it builds its environment). The workers take the files
 # heaviest first (pyproject's --no-loadscope-reorder keeps this order; xdist otherwise hands
 # out the files with the most tests first, and test_distributed, six tests, started last
 # while the other worker sat idle). Files not listed follow in their usual order.
-MEASURED_SECONDS = {"test_docs_code.py": 104, "test_training.py": 87,
+MEASURED_SECONDS = {"test_train_float64.py": 140, "test_docs_code.py": 104, "test_training.py": 87,
                     "test_distributed.py": 85, "test_bench.py": 83, "test_classic_small.py": 72,
                     "test_onnx_export.py": 71, "test_inception.py": 63, "test_densenet.py": 60,
                     "test_minimal_env.py": 45, "test_platforms.py": 45, "test_dense.py": 43,

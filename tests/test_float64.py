@@ -184,3 +184,4 @@ def test_a_float64_keras_build_is_float64_whatever_the_global_policy():
         assert keras.config.dtype_policy().name == "float32"  # and the policy is as it was
     finally:
         keras.config.set_dtype_policy(previous)
+
