@@ -516,7 +516,7 @@ def release(framework):
     gc.collect()
 
 
-def table(result: TrainCheckResult):
+def table(result: TrainCheckResult, role=None):
     from rich.table import Table
     hyper = ", ".join(f"{k} {v}" for k, v in result.hyper.items())
     title = (f"train-check {result.model}: {result.optimizer} ({hyper}), {result.steps} steps, "
@@ -524,7 +524,7 @@ def table(result: TrainCheckResult):
              f"{f', on {result.device}' if result.device != 'cpu' else ''}"
              + (f"; {result.undetermined} weights with a sign-undetermined first gradient left out"
                 if result.undetermined else ""))
-    t = Table(title=title + (", float64" if result.dtype == "float64" else ""))
+    t = Table(title=f"{title}; {result.dtype}" + (f" ({role})" if role else ""))
     categories = result.categories
     for column in ("framework", *(f"{c} err / tol" for c in categories), "headroom", "verdict"):
         t.add_column(column)
@@ -538,11 +538,14 @@ def table(result: TrainCheckResult):
     return t
 
 
-def write_json(result: TrainCheckResult, path) -> None:
+def write_json(result: TrainCheckResult, path, also=()) -> None:
+    """The result's fields and `passed`; `also`: other dtypes' results under their dtype."""
     from .io import atomic_path
+    payload = {**asdict(result), "passed": result.passed,
+               **{other.dtype: {**asdict(other), "passed": other.passed} for other in also}}
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
-            json.dump({**asdict(result), "passed": result.passed}, f, indent=2)
+            json.dump(payload, f, indent=2)
 
 
 def register(subparsers) -> None:
@@ -559,15 +562,18 @@ def register(subparsers) -> None:
     s.add_argument("--size", type=int, help="input height and width (default: the model's first test size)")
     s.add_argument("--batch", type=int, default=4)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--dtype", default="float32", choices=["float32", "float64"],
-                   help="float64: every framework trains in float64 on the CPU, judged at 1e-8 with no noise "
-                        "allowance, updates and optimizer state on their own scale")
+    s.add_argument("--dtype", choices=list(DTYPE_RUNS),
+                   help="both (default on the CPU): the float64 check gives the verdict, the float32 one shows the "
+                        "rounding a port lives with; float64 or float32 alone; float32 is the only one on CUDA")
     s.add_argument("--json", metavar="FILE", help="write the result as JSON")
     # --- data-parallel check (issue 14, parity/distributed.py): --replicas N, --sync-bn ---
     from .distributed import add_options
     add_options(s)
     # --- end data-parallel options ---
     s.set_defaults(func=cmd_train_check)
+
+
+DTYPE_RUNS = {"both": ("float64", "float32"), "float64": ("float64",), "float32": ("float32",)}
 
 
 def cmd_train_check(args, console) -> int:
@@ -581,16 +587,20 @@ def cmd_train_check(args, console) -> int:
                          "choose from torch, keras, tf")
     if not frameworks:
         raise ValueError(f"--frameworks takes torch, keras and/or tf; got {args.frameworks!r}")
-    result = train_check(args.model, optimizer=args.optimizer, steps=args.steps, frameworks=frameworks,
-                         freeze=args.freeze_backbone, size=args.size, batch=args.batch, seed=args.seed,
-                         device=args.device, dtype=args.dtype)
-    console.print(table(result))
-    for r in result.results:
-        if r.first_divergence:
-            console.print(f"{r.label}: first divergence at [bold]{r.first_divergence}[/bold]; likely cause: "
-                          f"{r.likely_cause}")
+    dtype = args.dtype or ("both" if args.device == "cpu" else "float32")
+    results = [train_check(args.model, optimizer=args.optimizer, steps=args.steps, frameworks=frameworks,
+                           freeze=args.freeze_backbone, size=args.size, batch=args.batch, seed=args.seed,
+                           device=args.device, dtype=d) for d in DTYPE_RUNS[dtype]]
+    verdict = results[0]
+    for result in results:
+        role = None if len(results) == 1 else "the verdict" if result is verdict else "the rounding a port lives with"
+        console.print(table(result, role))
+        for r in result.results:
+            if r.first_divergence:
+                console.print(f"{r.label} ({result.dtype}): first divergence at [bold]{r.first_divergence}[/bold]; "
+                              f"likely cause: {r.likely_cause}")
     if args.json:
-        write_json(result, args.json)
-    if any(r.error for r in result.results):
+        write_json(verdict, args.json, also=results[1:])
+    if any(r.error for result in results for r in result.results):
         return 2
-    return 0 if result.passed else 1
+    return 0 if verdict.passed else 1

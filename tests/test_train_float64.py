@@ -61,12 +61,20 @@ def test_adam_without_bias_correction_of_m_fails_the_update(plant):
         assert row.errors["optimizer"] < row.tolerances["optimizer"]  # the moments themselves are right
 
 
-def test_float64_train_check_from_the_command_line(tmp_path):
+def test_the_command_line_judges_in_float64_and_shows_float32_beside(tmp_path, capsys):
     import json
 
     from parity.cli import main
     out = tmp_path / "tc.json"
-    assert main(["train-check", "lenet", "--dtype", "float64", "--json", str(out)]) == 0
+    assert main(["train-check", "lenet", "--json", str(out)]) == 0  # default on the CPU: both
     payload = json.loads(out.read_text())
-    assert payload["dtype"] == "float64" and payload["passed"]
-    assert main(["train-check", "lenet", "--dtype", "float64", "--device", "cuda"]) == 2
+    assert payload["dtype"] == "float64" and payload["passed"]  # the verdict
+    assert payload["float32"]["dtype"] == "float32" and "weight" in payload["float32"]["results"][0]["errors"]
+    printed = capsys.readouterr().out
+    assert "float64 (the verdict)" in printed and "float32 (the rounding a port lives with)" in printed
+    assert main(["train-check", "lenet", "--dtype", "float32", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["dtype"] == "float32" and "float64" not in json.loads(out.read_text())
+    assert main(["train-check", "lenet", "--dtype", "float64", "--device", "cuda"]) == 2  # float64 is CPU only
+    with pytest.raises(SystemExit) as usage:
+        main(["train-check", "lenet", "--dtype", "float16"])
+    assert usage.value.code == 2
