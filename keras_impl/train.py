@@ -76,7 +76,9 @@ class Trainer:
                             aux_weights=self.aux_weights, label_smoothing=self.label_smoothing)
 
     def step(self, x, labels):
-        with injected_dropout(self.dropout_masks):
+        # floatx in the model's dtype while the step runs or is traced: Keras' type promotion
+        # resolves float64 with float64 to floatx on the torch backend (ops.matmul)
+        with injected_dropout(self.dropout_masks), floatx(dtype_of(self.model)):
             loss, logits, grads = self._compiled(x, labels)
         self._last_grads = grads
         return float(ops.convert_to_numpy(loss)), ops.convert_to_numpy(logits)

@@ -27,6 +27,10 @@ class KerasAdapter(Adapter):
         return super().build(name, dtype=dtype, **kwargs)
 
     def building_in(self, dtype):
+        """Keras' floatx and dtype policy set to `dtype`: for building, and for running a float64
+        model, whose ops on the torch backend otherwise promote float64 with float64 to floatx
+        (ops.matmul of two float64 tensors returns float32 when floatx is float32, and a Dense
+        layer's bias add casts it back: 5.7e-7 off, with every dtype saying float64)."""
         from keras_impl.layers import floatx
         return floatx(dtype)
 
@@ -57,7 +61,7 @@ class KerasAdapter(Adapter):
 
         from ..devices import placed
         x_nchw = self.check_input(model, x_nchw)
-        with placed(self.framework, device):
+        with placed(self.framework, device), self.building_in(self.dtype(model)):  # see building_in
             out = model(to_nhwc(x_nchw), training=False)
         out = [ops.convert_to_numpy(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
         return to_nchw_outputs(out)
@@ -71,7 +75,8 @@ class KerasAdapter(Adapter):
         inference = getattr(model, "inference_model", model)  # aux heads do not run (and may not fit) here
         weighted = [layer for layer in inference.layers if layer.weights]
         probe = keras.Model(inference.inputs, [layer.output for layer in weighted])
-        outs = probe([to_nhwc(x_nchw)], training=False)  # the structure of `inference.inputs`, a list
+        with self.building_in(self.dtype(model)):
+            outs = probe([to_nhwc(x_nchw)], training=False)  # the structure of `inference.inputs`, a list
         return dict(zip([layer.name for layer in weighted], to_nchw_outputs([ops.convert_to_numpy(o) for o in outs])))
 
     def layer_dtypes(self, model, x_nchw):
