@@ -7,7 +7,7 @@ classifier.1/4/6. Flatten is NHWC-native: classifier.1's kernel is permuted from
 import keras
 from keras import layers
 
-from .layers import AdaptiveAvgPool2D, conv2d, max_pool, relu
+from .layers import AdaptiveAvgPool2D, Linear, conv2d, max_pool, relu
 
 
 def alexnet(*, num_classes=1000, dropout=0.5, input_shape=None):
@@ -23,8 +23,8 @@ def alexnet(*, num_classes=1000, dropout=0.5, input_shape=None):
     x = AdaptiveAvgPool2D(6, name="avgpool")(x)
     x = layers.Flatten(name="flatten")(x)  # (H, W, C) order
     x = layers.Dropout(dropout, name="classifier.0")(x)
-    x = relu(layers.Dense(4096, name="classifier.1")(x), name="classifier.2")
+    x = relu(Linear(4096, name="classifier.1")(x), name="classifier.2")
     x = layers.Dropout(dropout, name="classifier.3")(x)
-    x = relu(layers.Dense(4096, name="classifier.4")(x), name="classifier.5")
-    x = layers.Dense(num_classes, name="classifier.6")(x)
+    x = relu(Linear(4096, name="classifier.4")(x), name="classifier.5")
+    x = Linear(num_classes, name="classifier.6")(x)
     return keras.Model(inputs, x, name="alexnet")

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import keras
 from keras import layers
 
-from .layers import batch_norm, conv2d, global_avg_pool, max_pool, relu
+from .layers import Linear, batch_norm, conv2d, global_avg_pool, max_pool, relu
 
 POOL0_PADDINGS = ("neg_inf", "zero")
 KERAS_APPLICATIONS = {"bn_eps": 1.001e-5, "pool0_padding": "zero"}
@@ -70,7 +70,7 @@ def densenet(name, config, *, num_classes=1000, include_top=True, bn_eps=1e-5, p
     x = relu(batch_norm(x, eps=bn_eps, name="features.norm5"), name="relu")
     if include_top:
         x = global_avg_pool(x, name="avgpool")
-        x = layers.Dense(num_classes, name="classifier")(x)
+        x = Linear(num_classes, name="classifier")(x)
     return keras.Model(inputs, x, name=name)
 
 

@@ -11,7 +11,7 @@ inference, as torch does.
 import keras
 from keras import layers, ops
 
-from .layers import AdaptiveAvgPool2D, batch_norm, conv2d, max_pool, relu
+from .layers import AdaptiveAvgPool2D, Linear, batch_norm, conv2d, max_pool, relu
 
 BLOCKS = {  # name: (ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj)
     "inception3a": (64, 96, 128, 16, 32, 32),
@@ -107,9 +107,9 @@ def inception_aux(x, num_classes, *, name, conv_block, dropout=0.7):
     x = AdaptiveAvgPool2D((4, 4), name=f"{name}.pool")(x)
     x = conv_block(x, 128, 1, name=f"{name}.conv")
     x = layers.Flatten(name=f"{name}.flatten")(x)  # (H, W, C) order: the catalogue permutes fc1
-    x = relu(layers.Dense(1024, name=f"{name}.fc1")(x))
+    x = relu(Linear(1024, name=f"{name}.fc1")(x))
     x = layers.Dropout(dropout, name=f"{name}.dropout")(x)
-    return layers.Dense(num_classes, name=f"{name}.fc2")(x)
+    return Linear(num_classes, name=f"{name}.fc2")(x)
 
 
 def global_average(x, *, name):
@@ -148,7 +148,7 @@ def googlenet_graph(name, conv_block, *, branch3_kernel=3, lrn=False, num_classe
     x = max_pool(block(x, "inception4e"), 2, 2, ceil_mode=True, name="maxpool4")
     x = block(block(x, "inception5a"), "inception5b")
     x = global_average(x, name="avgpool")
-    logits = layers.Dense(num_classes, name="fc")(layers.Dropout(dropout, name="dropout")(x))
+    logits = Linear(num_classes, name="fc")(layers.Dropout(dropout, name="dropout")(x))
     if aux_logits:
         return AuxOutputsModel(inputs, [logits, aux2, aux1], name=name)
     return keras.Model(inputs, logits, name=name)

@@ -9,7 +9,7 @@ import keras
 from keras import layers
 
 from .googlenet import AuxOutputsModel, basic_conv2d, transform_imagenet_input
-from .layers import max_pool
+from .layers import GlobalAvgPool2D, Linear, max_pool
 
 AUX_MIN_SIZE = 17  # Mixed_6e map the auxiliary head's 5x5/3 pool and 5x5 conv need
 
@@ -98,8 +98,8 @@ def inception_aux(x, num_classes, *, name):
                          f"input); got {x.shape[1]}x{x.shape[2]}. Build with input_shape=None or aux_logits=False")
     x = layers.AveragePooling2D(5, strides=3, padding="valid", name=f"{name}.avg_pool")(x)
     x = basic_conv2d(basic_conv2d(x, 128, 1, name=f"{name}.conv0"), 768, 5, name=f"{name}.conv1")
-    x = layers.GlobalAveragePooling2D(name=f"{name}.global_pool")(x)
-    return layers.Dense(num_classes, name=f"{name}.fc")(x)
+    x = GlobalAvgPool2D(name=f"{name}.global_pool")(x)
+    return Linear(num_classes, name=f"{name}.fc")(x)
 
 
 def inception3(name, *, num_classes=1000, aux_logits=True, transform=False, dropout=0.5, count_include_pad=True,
@@ -126,8 +126,8 @@ def inception3(name, *, num_classes=1000, aux_logits=True, transform=False, drop
     x = inception_d(x, name="Mixed_7a")
     x = inception_e(x, name="Mixed_7b", **pad_counts)
     x = inception_e(x, name="Mixed_7c", **pad_counts)
-    x = layers.GlobalAveragePooling2D(name="avgpool")(x)
-    logits = layers.Dense(num_classes, name="fc")(layers.Dropout(dropout, name="dropout")(x))
+    x = GlobalAvgPool2D(name="avgpool")(x)
+    logits = Linear(num_classes, name="fc")(layers.Dropout(dropout, name="dropout")(x))
     if aux_logits:
         return AuxOutputsModel(inputs, [logits, aux], name=name)
     return keras.Model(inputs, logits, name=name)

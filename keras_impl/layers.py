@@ -96,6 +96,11 @@ class TorchBatchNormalization(layers.BatchNormalization):
 
     def call(self, inputs, training=None, mask=None):
         if not (training and self.trainable) or mask is not None or self.renorm:
+            if mask is None and not self.renorm and _float64_outside_tensorflow(inputs):
+                # Keras' own call computes in result_type(x, float32), float32 for float64 there
+                return ops.batch_normalization(inputs, self.moving_mean, self.moving_variance, axis=self.axis,
+                                               offset=self.beta if self.center else None,
+                                               scale=self.gamma if self.scale else None, epsilon=self.epsilon)
             return super().call(inputs, training=training, mask=mask)
         x = ops.cast(inputs, backend_float(inputs))
         count = ops.cast(ops.size(x) // ops.shape(x)[self.axis], x.dtype)
@@ -109,6 +114,37 @@ class TorchBatchNormalization(layers.BatchNormalization):
         y = ops.batch_normalization(x, mean, variance, axis=self.axis, offset=self.beta if self.center else None,
                                     scale=self.gamma if self.scale else None, epsilon=self.epsilon)
         return ops.cast(y, self.compute_dtype)
+
+
+def _float64_outside_tensorflow(x):
+    """Keras 3.15 promotes float64 to float32 on every backend but tensorflow (its result_type
+    follows JAX without x64: BIT64_TO_BIT32_DTYPE), so the layers that compute in
+    result_type(...) (Dense, BatchNormalization) round a float64 model there."""
+    return keras.backend.backend() != "tensorflow" and keras.backend.standardize_dtype(x.dtype) == "float64"
+
+
+@keras.saving.register_keras_serializable(package="cnn_parity")
+class Linear(layers.Dense):
+    """keras.layers.Dense (torch's nn.Linear), kept float64 in a float64 model on every backend:
+    Dense's ops.matmul computes float64 in float32 outside TensorFlow (_float64_outside_tensorflow;
+    5.7e-7 off, and the bias add casts the result back to float64). Here a float64 model's
+    linear layers multiply with the backend's own matmul; everything else is Dense."""
+
+    def call(self, inputs, training=None):
+        if not _float64_outside_tensorflow(inputs):
+            return super().call(inputs, training=training)
+        x = _backend_matmul(inputs, ops.convert_to_tensor(self.kernel))
+        if self.bias is not None:
+            x = ops.add(x, self.bias)
+        return self.activation(x) if self.activation is not None else x
+
+
+def _backend_matmul(a, b):
+    if keras.backend.backend() == "torch":
+        import torch
+        return torch.matmul(a, b)
+    import jax.numpy as jnp
+    return jnp.matmul(a, b)
 
 
 def _replica_context():
@@ -169,8 +205,32 @@ def relu(x, name=None):
 def global_avg_pool(x, *, name):
     """Global average pooling to (N, C). Pooling with keepdims, then flattening, lets tf2onnx
     cancel its layout transpose; GlobalAveragePooling2D alone leaves one in the ONNX graph."""
-    x = layers.GlobalAveragePooling2D(keepdims=True, name=name)(x)
+    x = GlobalAvgPool2D(keepdims=True, name=name)(x)
     return layers.Flatten(name=f"{name}_flatten")(x)
+
+
+@keras.saving.register_keras_serializable(package="cnn_parity")
+class GlobalAvgPool2D(layers.GlobalAveragePooling2D):
+    """keras.layers.GlobalAveragePooling2D, kept float64 in a float64 model on every backend:
+    its ops.mean computes in result_type(x, float32) (_float64_outside_tensorflow; ResNet-18's
+    fc 2.1e-8 off on the torch backend). A float64 map is averaged by `mean` instead."""
+
+    def call(self, inputs):
+        if not _float64_outside_tensorflow(inputs):
+            return super().call(inputs)
+        return mean(inputs, axis=(1, 2) if self.data_format == "channels_last" else (2, 3), keepdims=self.keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    """ops.mean, but a float64 x is summed and divided outside TensorFlow, where ops.mean
+    computes in result_type(x, float32) (_float64_outside_tensorflow)."""
+    if not _float64_outside_tensorflow(x):
+        return ops.mean(x, axis=axis, keepdims=keepdims)
+    axes = range(len(x.shape)) if axis is None else (axis,) if isinstance(axis, int) else axis
+    count = 1
+    for a in axes:
+        count *= ops.shape(x)[a]
+    return ops.sum(x, axis=axis, keepdims=keepdims) / count
 
 
 def adaptive_bins(size, bins):
@@ -213,5 +273,5 @@ def _mean_over_bins(x, axis, size, bins):
     for start, end in adaptive_bins(size, bins):
         window = [slice(None)] * 4
         window[axis] = slice(start, end)
-        parts.append(ops.mean(x[tuple(window)], axis=axis, keepdims=True))
+        parts.append(mean(x[tuple(window)], axis=axis, keepdims=True))
     return ops.concatenate(parts, axis=axis)

@@ -8,7 +8,7 @@ The Dense input size fixes H and W: inputs of 28 or 29 pixels give the 5x5 map.
 import keras
 from keras import layers
 
-from .layers import conv2d
+from .layers import Linear, conv2d
 
 
 def sigmoid(x, name):
@@ -26,7 +26,7 @@ def lenet(*, in_channels=None, num_classes=10, input_shape=None):
     x = avg_pool(sigmoid(conv2d(inputs, 6, 5, padding=2, name="features.0"), "features.1"), "features.2")
     x = avg_pool(sigmoid(conv2d(x, 16, 5, name="features.3"), "features.4"), "features.5")
     x = layers.Flatten(name="flatten")(x)  # (H, W, C) order
-    x = sigmoid(layers.Dense(120, name="classifier.0")(x), "classifier.1")
-    x = sigmoid(layers.Dense(84, name="classifier.2")(x), "classifier.3")
-    x = layers.Dense(num_classes, name="classifier.4")(x)
+    x = sigmoid(Linear(120, name="classifier.0")(x), "classifier.1")
+    x = sigmoid(Linear(84, name="classifier.2")(x), "classifier.3")
+    x = Linear(num_classes, name="classifier.4")(x)
     return keras.Model(inputs, x, name="lenet")

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import keras
 from keras import layers
 
-from .layers import batch_norm, conv2d, global_avg_pool, max_pool, relu
+from .layers import Linear, batch_norm, conv2d, global_avg_pool, max_pool, relu
 
 
 class Stage(NamedTuple):
@@ -74,7 +74,7 @@ def resnet(name, block, depths, *, num_classes=1000, include_top=True, groups=1,
                                            groups=groups, base_width=width_per_group)
     if include_top:
         x = global_avg_pool(x, name="avgpool")
-        x = layers.Dense(num_classes, name="fc")(x)
+        x = Linear(num_classes, name="fc")(x)
     return keras.Model(inputs, x, name=name)
 
 

@@ -7,7 +7,7 @@ torch module paths of torch_impl/resnet_keras.py (torchvision's paths plus conv 
 import keras
 from keras import layers
 
-from .layers import global_avg_pool, relu
+from .layers import Linear, global_avg_pool, relu
 from .resnet_v2 import Block, Unit, bn, conv2d_same, make_layer, zero_padded_max_pool
 
 
@@ -41,7 +41,7 @@ def resnet_keras(name, blocks, *, num_classes=1000, include_top=True, input_shap
         x = make_layer(x, block)
     if include_top:
         x = global_avg_pool(x, name="avgpool")
-        x = layers.Dense(num_classes, name="fc")(x)
+        x = Linear(num_classes, name="fc")(x)
     return keras.Model(inputs, x, name=name)
 
 

@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 import keras
 from keras import layers
 
-from .layers import batch_norm, conv2d, global_avg_pool, relu
+from .layers import Linear, batch_norm, conv2d, global_avg_pool, relu
 
 BN_EPS = 1.001e-5  # keras.applications' epsilon; its weights were trained with it
 
@@ -108,7 +108,7 @@ def resnet_v2(name, blocks, *, num_classes=1000, include_top=True, input_shape=N
     x = relu(bn(x, "post_bn"), name="post_relu")
     if include_top:
         x = global_avg_pool(x, name="avgpool")
-        x = layers.Dense(num_classes, name="fc")(x)
+        x = Linear(num_classes, name="fc")(x)
     return keras.Model(inputs, x, name=name)
 
 

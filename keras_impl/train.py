@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .layers import dtype_of, floatx
+from .layers import dtype_of, floatx, mean
 from .optimizers import clip_by_global_norm, load_optimizer_state, make_optimizer, optimizer_state
 
 
@@ -28,14 +28,16 @@ def compute_loss(outputs, labels, *, loss, aux_weights, label_smoothing):
     outputs = list(outputs.values()) if isinstance(outputs, dict) else outputs
     outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
     if loss == "mean_square":
-        return sum(ops.mean(ops.square(o)) for o in outputs), outputs[0]
+        return sum(mean(ops.square(o)) for o in outputs), outputs[0]
     # from_logits=True: the default (False) would read logits as probabilities, and clip them.
     # dtype: a Loss computes in floatx (float32) unless told, which would round a float64 step.
     dtype = keras.backend.standardize_dtype(outputs[0].dtype)
+    # reduction=None, then mean: the Loss's own reduction computes a float64 loss in float32
+    # on the torch and JAX backends (keras_impl.layers.mean)
     cross_entropy = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing,
-                                                         dtype=dtype)
+                                                         dtype=dtype, reduction=None)
     weights = (1.0, *aux_weights)[:len(outputs)]
-    total = sum(w * cross_entropy(ops.one_hot(labels, ops.shape(o)[-1], dtype=dtype), o)
+    total = sum(w * mean(cross_entropy(ops.one_hot(labels, ops.shape(o)[-1], dtype=dtype), o))
                 for w, o in zip(weights, outputs))
     return total, outputs[0]
 

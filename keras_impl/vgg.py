@@ -8,7 +8,7 @@ Flatten is NHWC-native: classifier.0's kernel is permuted in transfer (catalogue
 import keras
 from keras import layers
 
-from .layers import AdaptiveAvgPool2D, batch_norm, conv2d, max_pool, relu
+from .layers import AdaptiveAvgPool2D, Linear, batch_norm, conv2d, max_pool, relu
 
 CONFIGS = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -41,11 +41,11 @@ def vgg(name, config, *, batch_norm=False, num_classes=1000, dropout=0.5, input_
     x = features(inputs, config, batch_norm)
     x = AdaptiveAvgPool2D(7, name="avgpool")(x)
     x = layers.Flatten(name="flatten")(x)  # (H, W, C) order
-    x = relu(layers.Dense(4096, name="classifier.0")(x), name="classifier.1")
+    x = relu(Linear(4096, name="classifier.0")(x), name="classifier.1")
     x = layers.Dropout(dropout, name="classifier.2")(x)
-    x = relu(layers.Dense(4096, name="classifier.3")(x), name="classifier.4")
+    x = relu(Linear(4096, name="classifier.3")(x), name="classifier.4")
     x = layers.Dropout(dropout, name="classifier.5")(x)
-    x = layers.Dense(num_classes, name="classifier.6")(x)
+    x = Linear(num_classes, name="classifier.6")(x)
     return keras.Model(inputs, x, name=name)
 
 

@@ -64,7 +64,8 @@ MEASURED_SECONDS = {"test_train_float64.py": 140, "test_docs_code.py": 104, "tes
                     "test_onnx_export.py": 71, "test_inception.py": 63, "test_densenet.py": 60,
                     "test_minimal_env.py": 45, "test_platforms.py": 45, "test_dense.py": 43,
                     "test_cli.py": 42, "test_resnet_v2.py": 40, "test_train_distributed.py": 40,
-                    "test_resnet.py": 32, "test_train_cli.py": 28, "test_float64.py": 50, "test_epsilon.py": 20}
+                    "test_resnet.py": 32, "test_train_cli.py": 28, "test_float64.py": 50, "test_float64_backends.py": 50,
+                    "test_epsilon.py": 20}
 
 
 def heaviest_first(item) -> int:

@@ -1,0 +1,56 @@
+"""float64 on Keras' torch and JAX backends (issue 31, landing 3): keras_impl's ResNet-18 and
+GoogLeNet (aux heads in training) through `check --dtype float64` and the float64 train-check,
+in one child process per backend (KERAS_BACKEND is read once, at import).
+
+Keras 3.15 promotes float64 to float32 on every backend but tensorflow (result_type follows
+JAX without x64), so Dense, BatchNormalization's inference path, ops.mean and a Loss's own
+reduction computed a float64 model in float32 there: ResNet-18 5e-7 and GoogLeNet 5.6e-6 from
+torch float64 on the torch backend, with every dtype saying float64. keras_impl keeps them
+float64 (keras_impl.layers: Linear, GlobalAvgPool2D, mean, TorchBatchNormalization); measured
+after: 1.6e-15..6.6e-14 (check), 1e-9 at worst (train-check's final weights).
+
+Keras on JAX compiles the GoogLeNet step for a minute on the 2-core machine: the default run
+takes ResNet-18 there (Linear, BatchNormalization, the global mean, the loss: every fixed
+layer but the adaptive pool of the aux heads), -m slow adds GoogLeNet."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+_CHILD = """
+import json, sys
+import parity
+from parity.train_check import train_check
+rows = {}
+for name in json.loads(sys.argv[1]):
+    report = parity.check(name, frameworks=("keras",), onnx=False, size=32, dtype="float64")
+    [row] = report.results
+    trained = train_check(name, size=32, steps=2, frameworks=("keras",), dtype="float64")
+    [result] = trained.results
+    rows[name] = {"check": [row.passed, row.normalized_error, row.error],
+                  "train": [result.passed, result.errors, result.error, result.engine]}
+print(json.dumps(rows))
+"""
+
+
+@pytest.mark.parametrize("backend, models", [
+    ("torch", ["resnet18", "googlenet"]),
+    ("jax", ["resnet18"]),
+    pytest.param("jax", ["googlenet"], marks=pytest.mark.slow),
+])
+def test_float64_check_and_train_check_on_another_keras_backend(backend, models):
+    if backend == "jax":
+        pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(models)], capture_output=True, text=True,
+                          env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(rows) == sorted(models)
+    for name, row in rows.items():
+        passed, error, crashed = row["check"]
+        assert passed and crashed is None and error < 1e-11, (backend, name, row["check"])
+        passed, errors, crashed, engine = row["train"]
+        assert engine == backend and passed and crashed is None, (backend, name, errors, crashed)
