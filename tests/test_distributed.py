@@ -98,16 +98,19 @@ def test_ctrl_c_ends_every_worker():
 
 def start_interruptible(code):
     """(Popen of `python -c code`, the file its stderr goes to) with faulthandler on, so that
-    interrupt() can show where a process that ignores Ctrl-C hangs."""
+    interrupt() can show where a process that ignores Ctrl-C hangs. The code runs with Python's
+    own Ctrl-C handler, as in a terminal: a suite started as a background job of a shell
+    without job control (`bash -c 'pytest &'`) passes SIGINT on ignored, Python then installs
+    no handler, and the run went on to its end (exit 0 after 79 s) or past the test's wait."""
     stderr = tempfile.NamedTemporaryFile("w+", prefix="parity-interrupted-", suffix=".txt", delete=False)
     env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    code = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); " + code
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=stderr, env=env), stderr
 
 
 def interrupt(process, stderr, timeout=120) -> int:
-    """Ctrl-C to `process`; its exit code. One that is still running after `timeout` s (a
-    loaded 2-core machine can take tens of seconds to end a TensorFlow process) is aborted,
-    and the test fails with its threads' tracebacks."""
+    """Ctrl-C to `process`; its exit code. One that is still running after `timeout` s is
+    aborted, and the test fails with its threads' tracebacks."""
     process.send_signal(signal.SIGINT)
     try:
         return process.wait(timeout=timeout)

@@ -12,6 +12,7 @@ import importlib
 import numpy as np
 import pytest
 
+from parity import registry
 from parity.adapters import adapter
 from parity.checker import FLOAT64_ONNX, check
 from parity.tolerance import threshold
@@ -185,3 +186,12 @@ def test_a_float64_keras_build_is_float64_whatever_the_global_policy():
     finally:
         keras.config.set_dtype_policy(previous)
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", registry.names())
+def test_every_catalogue_model_passes_check_in_float64(name):
+    """The whole catalogue at its first test size; benchmarks/check_all.py -- --dtype float64
+    sweeps it at the default sizes, resumably (benchmarks/RESULTS.md)."""
+    report = check(name, size=registry.get(name).test_sizes[0], dtype="float64", onnx=False)
+    assert report.passed, [(r.target, r.normalized_error, r.error) for r in report.results]
