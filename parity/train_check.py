@@ -75,6 +75,7 @@ class FrameworkResult:
     likely_cause: str | None = None
     error: str | None = None
     engine: str | None = None  # Keras' backend (tensorflow, torch, jax)
+    first_over: dict = field(default_factory=dict)  # category -> first key (state order) over its tolerance
 
     @property
     def label(self) -> str:
@@ -497,7 +498,10 @@ def _check_one(framework, p: Prepared, tolerances, undetermined, device="cpu", d
     if cause and device != "cpu" and framework == "torch":
         cause += (" (on CUDA: cuDNN picks Winograd/FFT algorithms for some NCHW convolutions, AlexNet's 5x5 "
                   "weight gradient 1.5e-3 from fp64 on an H200, channels_last 5.6e-7: benchmarks/cudnn_precision.py)")
-    return FrameworkResult(framework, errors, tolerances, worst, passed, first, cause, engine=_engine(framework))
+    first_over = {c: next(k for k, e in per_key[c].items() if e > tolerances[c])
+                  for c in errors if errors[c] > tolerances[c]}
+    return FrameworkResult(framework, errors, tolerances, worst, passed, first, cause, engine=_engine(framework),
+                           first_over=first_over)
 
 
 def _engine(framework):
@@ -532,7 +536,8 @@ def table(result: TrainCheckResult, role=None):
         if r.error:
             t.add_row(r.label, *[""] * len(categories), "", f"[red]error[/red] {r.error}")
             continue
-        cells = [f"{r.errors[c]:.1e} / {r.tolerances[c]:.0e}" for c in categories]
+        cells = [f"{r.errors[c]:.1e} / {r.tolerances[c]:.0e}" + (f"\n[red]{r.first_over[c]}[/red]" if c in r.first_over
+                                                                else "") for c in categories]
         verdict = "[green]pass[/green]" if r.passed else f"[red]FAIL[/red] at {r.first_divergence}"
         t.add_row(r.label, *cells, f"{r.headroom():.2f}", verdict)
     return t

@@ -42,6 +42,8 @@ def test_a_biased_running_variance_fails_naming_a_batchnorm_buffer(float64_sgd, 
         row = float64_sgd.framework(framework)
         print(float64_sgd.prepared.model, framework, "biased variance", row.errors)
         assert not row.passed and row.first_divergence.endswith("running_var"), row
+        assert set(row.first_over) == {"buffer", "final"}  # the first tensor over, per category
+        assert row.first_over["buffer"] == row.first_divergence
         assert "biased batch variance" in row.likely_cause
         assert row.errors["buffer"] > 1e3 * row.tolerances["buffer"], row.errors  # far from the policy
         assert row.errors["grad"] < row.tolerances["grad"]  # the step itself is right
