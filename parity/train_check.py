@@ -129,9 +129,7 @@ def compare(result, reference, initial, undetermined=None) -> tuple[dict, dict, 
     """Per-key errors by category, worst per category and its key. `reference` is an fp64 run
     from `initial`; `undetermined`: {key: mask} of weight elements left out (see sign_undetermined)."""
     undetermined = undetermined or {}
-    floor = gradient_floor(reference.grads)
     zero = cancelled(reference.grads)
-    grad_scale = largest(reference.grads.values())
     move = largest(v - initial[k] for k, v in reference.state.items() if k in initial and not is_buffer(k)) \
         if zero else 0.0
 
@@ -139,16 +137,35 @@ def compare(result, reference, initial, undetermined=None) -> tuple[dict, dict, 
         keep = ~undetermined[k] if k in undetermined else slice(None)
         return normalized(result.state[k][keep], v[keep], move if k in zero else 0.0)
 
-    per_key = {
-        "loss": {f"step {i + 1}": abs(a - b) / max(abs(b), 1e-12)
-                 for i, (a, b) in enumerate(zip(result.losses[:1], reference.losses[:1]))},
-        "later loss": {f"step {i + 2}": abs(a - b) / max(abs(b), 1e-12)
-                       for i, (a, b) in enumerate(zip(result.losses[1:], reference.losses[1:]))},
-        "grad": {k: normalized(result.grads[k], g, floor=grad_scale if k in zero else floor)
-                 for k, g in reference.grads.items() if k in result.grads},
-        "weight": {k: weight_error(k, v) for k, v in reference.state.items() if not is_buffer(k)},
-        "buffer": {k: normalized(result.state[k], v) for k, v in reference.state.items() if is_buffer(k)},
-    }
+    per_key = {**loss_errors(result, reference), "grad": grad_errors(result, reference, zero),
+               "weight": {k: weight_error(k, v) for k, v in reference.state.items() if not is_buffer(k)},
+               "buffer": buffer_errors(result.state, reference.state)}
+    return worst_of(per_key)
+
+
+def loss_errors(result, reference) -> dict:
+    """{"loss": step 1, "later loss": steps 2..K}, each relative to the reference's loss."""
+    def relative(a, b):
+        return abs(a - b) / max(abs(b), 1e-12)
+    return {"loss": {f"step {i + 1}": relative(a, b) for i, (a, b) in enumerate(zip(result.losses[:1],
+                                                                                    reference.losses[:1]))},
+            "later loss": {f"step {i + 2}": relative(a, b) for i, (a, b) in enumerate(zip(result.losses[1:],
+                                                                                          reference.losses[1:]))}}
+
+
+def grad_errors(result, reference, zero) -> dict:
+    """First-step gradients; those zero in exact arithmetic (`zero`) on the largest gradient."""
+    floor, grad_scale = gradient_floor(reference.grads), largest(reference.grads.values())
+    return {k: normalized(result.grads[k], g, floor=grad_scale if k in zero else floor)
+            for k, g in reference.grads.items() if k in result.grads}
+
+
+def buffer_errors(state, reference_state) -> dict:
+    return {k: normalized(state[k], v) for k, v in reference_state.items() if is_buffer(k)}
+
+
+def worst_of(per_key) -> tuple[dict, dict, dict]:
+    """(per_key, the worst error per category, the key of each)."""
     worst = {c: max(d, key=d.get) if d else None for c, d in per_key.items()}
     errors = {c: (per_key[c][worst[c]] if worst[c] else 0.0) for c in per_key}
     return per_key, errors, worst
@@ -159,7 +176,6 @@ def compare_float64(result, reference, initial, undetermined=None) -> tuple[dict
     optimizer state are judged on their own scale; a tensor that is zero in exact arithmetic
     (see EXACT_ZERO) on the model's largest, as in compare."""
     undetermined = undetermined or {}
-    per_key, _, _ = compare(result, reference, initial, undetermined)
     zero = cancelled(reference.grads)
     weights = [k for k in reference.state if k in initial and not is_buffer(k)]
 
@@ -173,15 +189,14 @@ def compare_float64(result, reference, initial, undetermined=None) -> tuple[dict
             return normalized((run_state[k] - initial[k])[keep], moves[k][keep], floor)
         return {k: error(k) for k in weights}
 
-    first_buffers = {k: normalized(result.first_state[k], v) for k, v in reference.first_state.items() if is_buffer(k)}
-    final = {**update_errors(result.state, reference.state), **per_key["buffer"]}
-    per_key = {"loss": per_key["loss"], "grad": per_key["grad"], "buffer": first_buffers,
-               "optimizer": optimizer_errors(result, reference, zero),
-               "update": update_errors(result.first_state, reference.first_state),
-               "later loss": per_key["later loss"], "final": final}
-    worst = {c: max(d, key=d.get) if d else None for c, d in per_key.items()}
-    errors = {c: (per_key[c][worst[c]] if worst[c] else 0.0) for c in per_key}
-    return per_key, errors, worst
+    losses = loss_errors(result, reference)
+    return worst_of({"loss": losses["loss"], "grad": grad_errors(result, reference, zero),
+                     "buffer": buffer_errors(result.first_state, reference.first_state),
+                     "optimizer": optimizer_errors(result, reference, zero),
+                     "update": update_errors(result.first_state, reference.first_state),
+                     "later loss": losses["later loss"],
+                     "final": {**update_errors(result.state, reference.state),
+                               **buffer_errors(result.state, reference.state)}})
 
 
 def optimizer_errors(result, reference, zero) -> dict:
