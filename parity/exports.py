@@ -1,10 +1,14 @@
-"""fp32 ONNX exports made in child processes, for `parity bench` and the fp16 precision check.
+"""fp32 ONNX exports from the canonical state, for `parity bench`, the fp16 precision check and
+`parity check`'s big models.
 
 tf2onnx's conversion peaks at ~6 GB RSS exporting ResNet-50 (100 MB of weights) and leaves
 gigabytes allocated after it returns. Exporting in child processes keeps that peak out of
 the process that holds every other runtime, and gives the memory back when each exits.
 Models above SEPARATE_EXPORTS_BYTES of weights get one child per source, so the peaks of
 two exports never add up; smaller ones share a child (one framework import instead of three).
+Models up to IN_PROCESS_BYTES export in the caller's process (export_fp32), where a child's
+start (importing torch, TensorFlow, Keras and tf2onnx again: about 10 s on the 2-core
+machine) costs more than the export and the peak is small.
 """
 from __future__ import annotations
 
@@ -20,12 +24,22 @@ from . import registry
 from .adapters import adapter
 
 SEPARATE_EXPORTS_BYTES = 50 * 2**20
+IN_PROCESS_BYTES = 64 * 2**20  # resnet18 (45 MB), densenet121 (32 MB), googlenet: in-process
 
 
 def first_line(exc) -> str:
     """The first line of an exception's message (its type where it has none), at most 300 characters."""
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def export_fp32(name, state, input_shape, sources, directory) -> dict:
+    """{source: Path of its fp32 export, or the error text} for each source, exported on the CPU
+    from the canonical `state`: in this process up to IN_PROCESS_BYTES of weights, else by
+    child processes (export_in_subprocess)."""
+    if sum(np.asarray(v).nbytes for v in state.values()) > IN_PROCESS_BYTES:
+        return export_in_subprocess(name, state, input_shape, sources, directory)
+    return export_sources(name, state, tuple(input_shape), sources, Path(directory))
 
 
 def export_in_subprocess(name, state, input_shape, sources, directory) -> dict:
@@ -70,10 +84,17 @@ def export_worker() -> None:
 
     from .io import load_state
     request = json.loads(sys.argv[1])
-    name, shape = request["name"], tuple(request["shape"])
-    spec, state, outcome = registry.get(name), load_state(request["state"]), {}
-    for source in request["sources"]:
-        path = Path(request["directory"]) / f"{name}.{source}.onnx"
+    outcome = export_sources(request["name"], load_state(request["state"]), tuple(request["shape"]),
+                             request["sources"], Path(request["directory"]))
+    print(json.dumps({source: {"path": str(found)} if isinstance(found, Path) else {"error": found}
+                      for source, found in outcome.items()}), flush=True)
+
+
+def export_sources(name, state, shape, sources, directory: Path) -> dict:
+    """{source: Path of `directory`/<name>.<source>.onnx, or the error text}, one source at a time."""
+    spec, outcome = registry.get(name), {}
+    for source in sources:
+        path = directory / f"{name}.{source}.onnx"
         try:
             if source in ("keras", "tf"):  # refuse up front rather than be OOM-killed
                 from .onnx_utils import require_memory_for_tf2onnx
@@ -81,12 +102,12 @@ def export_worker() -> None:
             model = adapter(source).build(name, input_size=shape[1:])
             adapter(source).load_state_dict(model, state)
             adapter(source).export_onnx(model.eval() if source == "torch" else model, path, shape, spec.outputs)
-            outcome[source] = {"path": str(path)}
+            outcome[source] = path
         except Exception as exc:  # reported on that source's row
-            outcome[source] = {"error": f"{type(exc).__name__}: {first_line(exc)}"}
+            outcome[source] = f"{type(exc).__name__}: {first_line(exc)}"
         model = None
         give_memory_back()
-    print(json.dumps(outcome), flush=True)
+    return outcome
 
 
 def give_memory_back() -> None:

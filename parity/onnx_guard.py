@@ -7,7 +7,7 @@ a child's start (importing TensorFlow again) would cost more than the export.
 """
 from pathlib import Path
 
-IN_PROCESS_BYTES = 64 * 2**20  # resnet18 (45 MB), densenet121 (32 MB), googlenet: in-process
+from .exports import IN_PROCESS_BYTES, export_in_subprocess
 
 
 class ExportError(RuntimeError):
@@ -25,7 +25,6 @@ def export_guarded(source, model, name, state, path, input_shape, output_names, 
     if weight_bytes <= in_process_bytes:
         adapter(source).export_onnx(model, path, input_shape, output_names)
         return
-    from .exports import export_in_subprocess
     path = Path(path)
     outcome = export_in_subprocess(name, state, input_shape, [source], path.parent)[source]
     if not isinstance(outcome, Path):

@@ -34,7 +34,7 @@ import numpy as np
 from . import registry, tolerance
 from .adapters import adapter
 from .calibrate import calibrated_torch_model, seeded_input
-from .exports import export_in_subprocess
+from .exports import export_fp32
 from .lowprecision import KERAS_POLICY, Unsupported, convert_onnx_to_fp16, keras_policy, torch_dtype
 from .onnx_utils import onnx_source_problem
 
@@ -240,12 +240,12 @@ def _keras_mixed(name, state, x, dtype, shape, device, timed):
 # --- onnxruntime fp16 ----------------------------------------------------------------------
 
 def _exports(name, state, shape, dtype, runtimes, tmp) -> dict:
-    """{source: fp32 export Path or error text}, made in one child process (parity.exports)."""
+    """{source: fp32 export Path or error text} (parity.exports.export_fp32)."""
     sources = [r.split(":")[1] for r in runtimes if r.startswith("onnx:")]
     sources = [s for s in sources if not onnx_source_problem(s)]
     if dtype != "fp16" or not sources:
         return {}
-    return export_in_subprocess(name, state, shape, sources, tmp)
+    return export_fp32(name, state, shape, sources, tmp)
 
 
 def _onnx_fp16(source, exports, x, dtype, device, tmp, timed):

@@ -18,7 +18,7 @@ Modules: result (names, statuses, records), timing (the interleaved measurement)
 runtimes (building and calling each runtime), environment (TF32, threads, versions),
 measure (bench itself), render (table, JSON, plot), cli (`parity bench`).
 """
-from ..exports import export_in_subprocess, export_worker
+from ..exports import export_fp32, export_in_subprocess, export_worker
 from .cli import cmd_bench, register_cli
 from .environment import environment
 from .measure import bench
@@ -29,6 +29,6 @@ from .runtimes import ort_session, select_runtimes
 from .timing import interleaved_timings, onnx_spread
 
 __all__ = ["bench", "table", "write_json", "plot", "register_cli", "cmd_bench", "environment", "select_runtimes",
-           "interleaved_timings", "onnx_spread", "ort_session", "export_in_subprocess", "export_worker",
+           "interleaved_timings", "onnx_spread", "ort_session", "export_fp32", "export_in_subprocess", "export_worker",
            "BenchResult", "RuntimeTiming", "RuntimeSkipped", "RUNTIMES", "FAMILIES", "DTYPES",
            "OPTIONAL_RUNTIMES", "OK", "SKIPPED", "UNSUPPORTED", "UNAVAILABLE", "FAILED"]

@@ -18,7 +18,7 @@ import numpy as np
 from .. import devices
 from ..adapters import adapter
 from ..calibrate import calibrated_torch_model, seeded_input
-from ..exports import export_in_subprocess, first_line
+from ..exports import export_fp32, first_line
 from ..lowprecision import convert_onnx_to_fp16, keras_policy
 from ..onnx_utils import onnx_source_problem
 from .result import FAILED, FAMILIES, RUNTIMES, SKIPPED, UNSUPPORTED, RuntimeSkipped
@@ -66,10 +66,10 @@ class Context:
         self.exports: dict = {}  # source -> Path, or the export's error text
 
     def onnx_export(self, source) -> Path:
-        """The fp32 export of `source`; the first call exports every ONNX source chosen, in one child."""
+        """The fp32 export of `source`; the first call exports every ONNX source chosen (export_fp32)."""
         if source not in self.exports:
             pending = [s for s in self.onnx_sources if s not in self.exports and not onnx_source_problem(s)]
-            self.exports.update(export_in_subprocess(self.name, self.state, self.shape, pending or [source],
+            self.exports.update(export_fp32(self.name, self.state, self.shape, pending or [source],
                                                      self.tmp))
         found = self.exports[source]
         if not isinstance(found, Path):
