@@ -12,6 +12,12 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # C libraries ignore the two variables.
 os.environ.setdefault("MALLOC_MMAP_MAX_", "0")
 os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(1 << 36))
+# numpy asks the kernel for transparent huge pages on every array of 4 MB or more
+# (madvise); where the kernel compacts memory on each such fault and still finds no huge page
+# (this VM: AnonHugePages stays 0), a fresh 8 MB array took 10-76 ms instead of 3.5-5 ms, and
+# a float64 train-check of ResNet-50 spent 9-21 s instead of 4 s in the kernel (35-44 s
+# against 25-26 s in all). numpy reads the variable at import.
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One thread per framework in each of the two workers (pyproject's -n 2): on 2 cores,
     # measured 85 s against 97 s with each framework's default pool and 129 s serial
