@@ -23,6 +23,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# numpy's transparent-huge-page requests cost seconds of kernel time per check on a VM that
+# has none to give (tests/conftest.py); set before numpy is imported
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CONTENDERS = (("float32", "float32"), ("float64", "float64"), ("float32 A/A", "float32"))
