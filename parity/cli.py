@@ -88,8 +88,9 @@ def _parser():
     s.add_argument("--size", type=int, help="input height and width (default: the model's)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--tf32", action="store_true", help="allow TF32 on GPU (default: strict fp32 everywhere)")
-    s.add_argument("--dtype", default="float32", choices=["float32", "float64"],
-                   help="float64: every framework in float64 on the CPU, judged at the fp64 policy (no ONNX)")
+    s.add_argument("--dtype", default="float32",  # checked by cmd_check: a bad value is one line, exit 2
+                   help="float32 (default) or float64: every framework in float64 on the CPU, judged at the fp64 "
+                        "policy (no ONNX)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--weights", metavar="FILE", help="canonical .safetensors or torch .pth instead of seeded weights")
     s.add_argument("--json", metavar="FILE", help="write the results as JSON, rewritten after every model")
@@ -219,8 +220,10 @@ def count_parameters(name: str) -> int | None:
 def cmd_check(args, console):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .adapters.base import check_dtype
     from .checker import check, plan
     from .frameworks import MissingFramework, missing
+    check_dtype(args.dtype)
     names = _model_names(args)
     if missing("torch"):
         raise MissingFramework(f"torch: {missing('torch')} (the reference runs in torch_impl)")

@@ -582,7 +582,7 @@ def register(subparsers) -> None:
     s.add_argument("--size", type=int, help="input height and width (default: the model's first test size)")
     s.add_argument("--batch", type=int, default=4)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--dtype", choices=list(DTYPE_RUNS),
+    s.add_argument("--dtype",  # checked by cmd_train_check: a bad value is one line, exit 2
                    help="both (default on the CPU): the float64 check gives the verdict, the float32 one shows the "
                         "rounding a port lives with; float64 or float32 alone; float32 is the only one on CUDA")
     s.add_argument("--json", metavar="FILE", help="write the result as JSON")
@@ -597,6 +597,8 @@ DTYPE_RUNS = {"both": ("float64", "float32"), "float64": ("float64",), "float32"
 
 
 def cmd_train_check(args, console) -> int:
+    if args.dtype is not None and args.dtype not in DTYPE_RUNS:
+        raise ValueError(f"--dtype must be both, float64 or float32; got {args.dtype!r}")
     if getattr(args, "replicas", 1) > 1:  # data-parallel check (issue 14): parity/distributed.py
         from .distributed import cmd_distributed_check
         return cmd_distributed_check(args, console)
