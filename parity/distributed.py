@@ -216,7 +216,7 @@ def initial_state(model_name, size, batch, steps, seed):
     from . import registry
     from .adapters import adapter
     spec = registry.get(model_name)
-    size = size if size and not spec.fixed_size else spec.test_sizes[0]
+    size = spec.training_size(size if size and not spec.fixed_size else None)
     kwargs = build_kwargs(spec)
     torch.manual_seed(seed)
     torch_adapter = adapter("torch")

@@ -22,6 +22,7 @@ class ModelSpec:
     input_size: tuple[int, int, int] = (3, 224, 224)  # (C, H, W) used by `parity check`
     test_sizes: tuple[int, int] = (64, 57)  # a small even and a small odd size for the tests
     min_size: int = 1  # smallest H and W the architecture accepts
+    train_min_size: int = 1  # smallest H and W a training step accepts (an auxiliary head's floor)
     published_params: int | None = None
     builder: str | None = None  # defaults to `name`
     kwargs: dict = field(default_factory=dict)
@@ -45,6 +46,15 @@ class ModelSpec:
     def in_head(self, key: str) -> bool:
         """Whether a canonical key (module path, or path.param) belongs to the head."""
         return any(key == p or key.startswith(p + ".") for p in self.head)
+
+    def training_size(self, size: int | None = None) -> int:
+        """`size` (default: the first test size, raised to train_min_size) for a training step;
+        a smaller one is refused by name, not by the layer it would break."""
+        size = size or max(self.test_sizes[0], self.train_min_size)
+        if size < self.train_min_size:
+            raise ValueError(f"{self.name}: a training step takes at least {self.train_min_size}x"
+                             f"{self.train_min_size} inputs (its auxiliary head runs in training mode); got {size}")
+        return size
 
     @property
     def builder_name(self) -> str:

@@ -394,7 +394,7 @@ def prepare(model_name, *, optimizer="sgd", steps=3, freeze=False, size=None, ba
     from .training import train_steps
 
     spec = registry.get(model_name)
-    size = size or spec.test_sizes[0]
+    size = spec.training_size(size)
     hyper = {**DEFAULT_HYPER[optimizer], **(hyper or {})}
     kwargs = build_kwargs(spec)
     torch_adapter = adapter("torch")

@@ -252,7 +252,7 @@ def open_data(config: RunConfig) -> dict:
     spec = get(config.model)
     split = open_source(config.data, seed=config.seed, limit=config.limit)
     channels = spec.input_size[0]
-    size = config.size or default_size(spec, split.small)
+    size = spec.training_size(config.size or default_size(spec, split.small))
     prep = Preprocess(size, channels, config.normalize)
     augment = parse_augment(config.augment) if config.augment is not None else (() if split.small else ("crop", "flip"))
     n = len(split.classes)
@@ -266,7 +266,7 @@ def default_size(spec, small: bool) -> int:
     """Digit data is tiny: LeNet's 28, else 32 (or the architecture's minimum); image folders: the model's input."""
     if not small:
         return spec.input_size[1]
-    return spec.input_size[1] if spec.input_size[1] <= 32 else max(32, spec.min_size)
+    return spec.input_size[1] if spec.input_size[1] <= 32 else max(32, spec.min_size, spec.train_min_size)
 
 
 def seeded_state(name, frameworks, input_size, num_classes, seed) -> dict:

@@ -330,6 +330,16 @@ def test_train_check_cross_product(name, size, optimizer, freeze):
     _train_check(name, size, optimizer, freeze)
 
 
+def test_inception_v3_trains_at_299_by_default_and_refuses_less_by_name(capsys):
+    from parity import registry
+    from parity.cli import main
+    spec = registry.get("inception_v3")
+    assert spec.training_size() == 299 and registry.get("googlenet").training_size() == 64  # the first test size
+    assert main(["train-check", "inception_v3", "--size", "80"]) == 2  # AuxLogits' 5x5 conv would meet a 3x3 map
+    assert capsys.readouterr().err == ("error: inception_v3: a training step takes at least 299x299 inputs "
+                                       "(its auxiliary head runs in training mode); got 80\n")
+
+
 def test_train_check_cli_exit_codes(tmp_path):
     from parity.cli import main
     out = tmp_path / "lenet.json"
