@@ -33,11 +33,16 @@ def first_line(exc) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
+def weight_bytes(state) -> int:
+    """Bytes of a canonical state's arrays: what decides where its exports run."""
+    return sum(np.asarray(v).nbytes for v in state.values())
+
+
 def export_fp32(name, state, input_shape, sources, directory) -> dict:
     """{source: Path of its fp32 export, or the error text} for each source, exported on the CPU
     from the canonical `state`: in this process up to IN_PROCESS_BYTES of weights, else by
     child processes (export_in_subprocess)."""
-    if sum(np.asarray(v).nbytes for v in state.values()) > IN_PROCESS_BYTES:
+    if weight_bytes(state) > IN_PROCESS_BYTES:
         return export_in_subprocess(name, state, input_shape, sources, directory)
     return export_sources(name, state, tuple(input_shape), sources, Path(directory))
 
@@ -49,7 +54,7 @@ def export_in_subprocess(name, state, input_shape, sources, directory) -> dict:
     directory = Path(directory)
     state_path = directory / f"{name}.state.safetensors"
     save_state(state, state_path)
-    separate = sum(np.asarray(v).nbytes for v in state.values()) > SEPARATE_EXPORTS_BYTES
+    separate = weight_bytes(state) > SEPARATE_EXPORTS_BYTES
     groups = [[source] for source in sources] if separate else [list(sources)]
     outcome = {}
     try:

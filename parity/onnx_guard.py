@@ -7,7 +7,7 @@ a child's start (importing TensorFlow again) would cost more than the export.
 """
 from pathlib import Path
 
-from .exports import IN_PROCESS_BYTES, export_in_subprocess
+from .exports import IN_PROCESS_BYTES, export_in_subprocess, weight_bytes
 
 
 class ExportError(RuntimeError):
@@ -20,9 +20,8 @@ def export_guarded(source, model, name, state, path, input_shape, output_names, 
     from . import onnx_utils
     from .adapters import adapter
 
-    weight_bytes = sum(v.nbytes for v in state.values())
     onnx_utils.require_memory_for_tf2onnx(state, source)  # refuses only when even the bounded path cannot fit
-    if weight_bytes <= in_process_bytes:
+    if weight_bytes(state) <= in_process_bytes:
         adapter(source).export_onnx(model, path, input_shape, output_names)
         return
     path = Path(path)

@@ -69,8 +69,7 @@ class Context:
         """The fp32 export of `source`; the first call exports every ONNX source chosen (export_fp32)."""
         if source not in self.exports:
             pending = [s for s in self.onnx_sources if s not in self.exports and not onnx_source_problem(s)]
-            self.exports.update(export_fp32(self.name, self.state, self.shape, pending or [source],
-                                                     self.tmp))
+            self.exports.update(export_fp32(self.name, self.state, self.shape, pending or [source], self.tmp))
         found = self.exports[source]
         if not isinstance(found, Path):
             raise RuntimeError(f"export from {source} failed: {found}")
