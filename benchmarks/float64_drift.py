@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""How far torch float64 drifts from itself in a train-check run, from nudged initial weights.
+
+For each model: the float64 train-check's torch reference run (parity.train_check.prepare),
+then the same run from the initial weights times (1 + eps x N(0, 1)) for each eps, judged
+against the reference in the float64 categories (compare_float64). This is the drift a
+faithful port could show through no fault of its own, against FLOAT64_POLICY (1e-8), which
+allows none: where the later categories drift past it, the float64 check fails faithful ports
+(Inception v3 at 299 px, docs/training.md). Each model's row is written to --json as soon as it
+is measured; a rerun with the same file skips the models it holds.
+
+    python benchmarks/float64_drift.py --models resnet50:32,googlenet:32,inception_v3 \\
+        --json benchmarks/results/float64_drift.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")  # as the tests (tests/conftest.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+NUDGES = (1e-14, 1e-12)
+
+
+def nudged_float64(initial: dict, eps: float, rng) -> dict:
+    """Every trained float32 weight as float64 times (1 + eps x N(0, 1)); buffers as they are."""
+    from parity.train_check import is_buffer
+    return {k: v.astype("float64") * (1 + eps * rng.standard_normal(v.shape))
+            if v.dtype == "float32" and not is_buffer(k) else v for k, v in initial.items()}
+
+
+def drift(model: str, size: int | None, steps: int, seed: int) -> dict:
+    import numpy as np
+
+    from parity.adapters import adapter
+    from parity.train_check import compare_float64, prepare
+    from parity.training import train_steps
+    prepared, reference = prepare(model, size=size, steps=steps, seed=seed, with_first_step=True)
+    batches = [(x.astype(np.float64), y) for x, y in prepared.batches]
+    rng, rows = np.random.default_rng(seed + 1), {}
+    for eps in NUDGES:
+        twin = copy.deepcopy(reference).double()
+        adapter("torch").load_state_dict(twin, nudged_float64(prepared.initial, eps, rng))
+        run = train_steps(twin, batches, **prepared.common, with_first_step=True)
+        _, errors, _ = compare_float64(run, prepared.truth, prepared.initial, {})
+        rows[f"{eps:g}"] = errors
+        print(f"{model:12s} {prepared.size:3d} px  eps {eps:g}: "
+              + "  ".join(f"{c} {e:.1e}" for c, e in errors.items()), flush=True)
+    return {"model": model, "size": prepared.size, "steps": steps, "batch": prepared.batch, "drift": rows}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet50:32,googlenet:32,inception_v3",
+                        help="comma list of MODEL or MODEL:SIZE (default size: the model's training size)")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, required=True)
+    args = parser.parse_args(argv)
+    rows = json.loads(args.json.read_text()) if args.json.exists() else {}
+    for item in args.models.split(","):
+        model, _, size = item.partition(":")
+        if item in rows:
+            continue
+        rows[item] = drift(model, int(size) if size else None, args.steps, args.seed)
+        partial = args.json.with_suffix(".partial")
+        partial.write_text(json.dumps(rows, indent=2))
+        partial.replace(args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
