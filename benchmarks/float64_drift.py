@@ -1,13 +1,15 @@
 #!/usr/bin/env python
-"""How far torch float64 drifts from itself in a train-check run, from nudged initial weights.
+"""How far torch float64 drifts from itself in a train-check run: in channels_last, and from nudged weights.
 
 For each model: the float64 train-check's torch reference run (parity.train_check.prepare),
-then the same run from the initial weights times (1 + eps x N(0, 1)) for each eps, judged
-against the reference in the float64 categories (compare_float64). This is the drift a
-faithful port could show through no fault of its own, against FLOAT64_POLICY (1e-8), which
-allows none: where the later categories drift past it, the float64 check fails faithful ports
-(Inception v3 at 299 px, docs/training.md). Each model's row is written to --json as soon as it
-is measured; a rerun with the same file skips the models it holds.
+then the same run (a) with the model in channels_last, which changes only the order of the
+convolutions' sums, as a faithful port does, and (b) from the initial weights times
+(1 + eps x N(0, 1)) for each eps; each judged against the reference in the float64 categories
+(compare_float64). This is the drift a faithful port could show through no fault of its own,
+against FLOAT64_POLICY (1e-8), which allows none: where the later categories drift past it,
+the float64 check fails faithful ports (Inception v3 at 299 px, docs/training.md). Each model's
+row is written to --json as soon as it is measured; a rerun with the same file skips the
+models it holds.
 
     python benchmarks/float64_drift.py --models resnet50:32,googlenet:32,inception_v3 \\
         --json benchmarks/results/float64_drift.json
@@ -37,22 +39,31 @@ def nudged_float64(initial: dict, eps: float, rng) -> dict:
 
 def drift(model: str, size: int | None, steps: int, seed: int) -> dict:
     import numpy as np
+    import torch
 
     from parity.adapters import adapter
-    from parity.train_check import compare_float64, prepare
-    from parity.training import train_steps
+    from parity.train_check import prepare
     prepared, reference = prepare(model, size=size, steps=steps, seed=seed, with_first_step=True)
     batches = [(x.astype(np.float64), y) for x, y in prepared.batches]
     rng, rows = np.random.default_rng(seed + 1), {}
+    twin = copy.deepcopy(reference).double().to(memory_format=torch.channels_last)
+    rows["channels_last"] = judged(model, prepared, twin, batches, "channels_last")
     for eps in NUDGES:
         twin = copy.deepcopy(reference).double()
         adapter("torch").load_state_dict(twin, nudged_float64(prepared.initial, eps, rng))
-        run = train_steps(twin, batches, **prepared.common, with_first_step=True)
-        _, errors, _ = compare_float64(run, prepared.truth, prepared.initial, {})
-        rows[f"{eps:g}"] = errors
-        print(f"{model:12s} {prepared.size:3d} px  eps {eps:g}: "
-              + "  ".join(f"{c} {e:.1e}" for c, e in errors.items()), flush=True)
+        rows[f"{eps:g}"] = judged(model, prepared, twin, batches, f"eps {eps:g}")
     return {"model": model, "size": prepared.size, "steps": steps, "batch": prepared.batch, "drift": rows}
+
+
+def judged(model, prepared, twin, batches, label) -> dict:
+    """The float64 categories' errors of `twin` trained on `batches` against the reference run."""
+    from parity.train_check import compare_float64
+    from parity.training import train_steps
+    run = train_steps(twin, batches, **prepared.common, with_first_step=True)
+    _, errors, _ = compare_float64(run, prepared.truth, prepared.initial, {})
+    print(f"{model:12s} {prepared.size:3d} px  {label}: " + "  ".join(f"{c} {e:.1e}" for c, e in errors.items()),
+          flush=True)
+    return errors
 
 
 def main(argv=None) -> int:
