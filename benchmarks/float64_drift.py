@@ -74,15 +74,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
+    from parity.io import write_json
     rows = json.loads(args.json.read_text()) if args.json.exists() else {}
     for item in args.models.split(","):
         model, _, size = item.partition(":")
         if item in rows:
             continue
         rows[item] = drift(model, int(size) if size else None, args.steps, args.seed)
-        partial = args.json.with_suffix(".partial")
-        partial.write_text(json.dumps(rows, indent=2))
-        partial.replace(args.json)
+        write_json(args.json, rows)  # after every model: a rerun resumes
     return 0
 
 

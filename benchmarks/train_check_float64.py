@@ -57,6 +57,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
+    from parity.io import write_json
     rows = json.loads(args.json.read_text()) if args.json.exists() else {}
     for dtype in ("float32", "float64"):  # the first run in a process pays imports and first traces
         timed("lenet", dtype)
@@ -67,9 +68,7 @@ def main(argv=None) -> int:
         row = rows[model]
         print(f"{model:10s} float32 {row['median_s']['float32']:6.1f} s  float64 {row['median_s']['float64']:6.1f} s"
               f"  ratio {row['float64 / float32']:.2f}  (A/A {row['A/A: float32 / float32']:.2f})", flush=True)
-        partial = args.json.with_suffix(".partial")
-        partial.write_text(json.dumps(rows, indent=2))
-        partial.replace(args.json)
+        write_json(args.json, rows)  # after every model: a rerun resumes
     return 0
 
 

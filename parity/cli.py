@@ -7,6 +7,7 @@ import sys
 from . import __version__
 from .console import say
 from .errors import unknown_choice
+from .io import write_json
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -198,7 +199,7 @@ def cmd_list(args, console):
                       "x".join(map(str, r["input"])))
     console.print(table)
     if args.json:
-        _write_json(args.json, rows)
+        write_json(args.json, rows)
 
 
 def count_parameters(name: str) -> int | None:
@@ -321,7 +322,7 @@ def _sweep(names, run_one, console, args, done=None):
             console.print(report_table(report))
             entries.append(report.to_json())
         if getattr(args, "json", None):
-            _write_json(args.json, _payload(entries, complete=len(entries) == len(names)))
+            write_json(args.json, _payload(entries, complete=len(entries) == len(names)))
     return _payload(entries, complete=True)
 
 
@@ -537,8 +538,8 @@ def cmd_selftest(args, console):
 def _write_selftest_json(path, rows, errors):
     from dataclasses import asdict
     applicable = [d for d in rows if d.caught is not None]
-    _write_json(path, {"detected": sum(d.ok for d in applicable), "applicable": len(applicable),
-                       "rows": [asdict(d) for d in rows], "errors": errors})
+    write_json(path, {"detected": sum(d.ok for d in applicable), "applicable": len(applicable),
+                      "rows": [asdict(d) for d in rows], "errors": errors})
 
 
 def cmd_report(args, console):
@@ -578,12 +579,6 @@ def cmd_summary(args, console):
         table.add_row(key, str(tuple(value.shape)), f"{value.size:,}")
     table.caption = f"{len(state)} tensors, {sum(v.size for v in state.values()):,} values (running stats included)"
     console.print(table)
-
-
-def _write_json(path, payload):
-    from .io import atomic_path
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, default=float))
 
 
 if __name__ == "__main__":

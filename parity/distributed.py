@@ -755,12 +755,8 @@ def cmd_distributed_check(args, console) -> int:
         if row.note:
             say(console, f"{row.framework}: {row.note}")
     if args.json:
-        import json
-
-        from .io import atomic_path
-        with atomic_path(args.json) as tmp:
-            with open(tmp, "w") as f:
-                json.dump({**asdict(result), "passed": result.passed}, f, indent=2)
+        from .io import write_json
+        write_json(args.json, {**asdict(result), "passed": result.passed})
     if any(r.error for r in result.rows):
         return 2
     return 0 if result.passed else 1

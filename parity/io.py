@@ -38,6 +38,13 @@ def atomic_path(path, *, directory=False):
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
+def write_json(path, payload) -> None:
+    """`payload` as indented JSON at `path`, written atomically (numpy scalars as floats)."""
+    import json
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=float))
+
+
 def _follow_umask(path: Path) -> None:
     """Give `path` the mode a plain open() or mkdir() would (temp files are created 0600,
     mkdtemp 0700)."""

@@ -9,7 +9,6 @@ after K steps), or NOISE_FACTOR x torch fp32's own error where that is larger (t
 reference-noise rule; docs/training.md has the measured figures).
 """
 import copy
-import json
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -560,12 +559,9 @@ def table(result: TrainCheckResult, role=None):
 
 def write_json(result: TrainCheckResult, path, also=()) -> None:
     """The result's fields and `passed`; `also`: other dtypes' results under their dtype."""
-    from .io import atomic_path
-    payload = {**asdict(result), "passed": result.passed,
-               **{other.dtype: {**asdict(other), "passed": other.passed} for other in also}}
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2)
+    from .io import write_json as write
+    write(path, {**asdict(result), "passed": result.passed,
+                 **{other.dtype: {**asdict(other), "passed": other.passed} for other in also}})
 
 
 def register(subparsers) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .console import say
+from .io import write_json
 
 NATIVE_FILES = {"torch": "best.pt", "keras": "best.weights.h5", "tf": "best.tfckpt"}
 OPTIMIZER_FILE = "optimizer.safetensors"  # beside last.safetensors: what --resume restores
@@ -166,9 +167,9 @@ def _finish(config, curves, console, json_path):
     say(console, f"wrote {out / 'run.json'}, {out / 'curves.png'}, best checkpoints in "
                  + ", ".join(str(out / f) for f in config.frameworks))
     if json_path:
-        _write_json(json_path, {"model": config.model, "frameworks": config.frameworks,
-                                "final": {f: c.epochs[-1] for f, c in curves.items()},
-                                "agreement": agreement(curves)})
+        write_json(json_path, {"model": config.model, "frameworks": config.frameworks,
+                               "final": {f: c.epochs[-1] for f, c in curves.items()},
+                               "agreement": agreement(curves)})
 
 
 def set_threads(threads: int | None) -> None:
@@ -378,9 +379,9 @@ def save_epoch(out: Path, config, models, trainers, curves, epoch, meta) -> None
             a.save_native(model, out / f / NATIVE_FILES[framework_of(f)])
             curves[f].best_test_acc, curves[f].best_epoch = stats["test_acc"], epoch + 1
     payload = {"curves": {f: asdict(c) for f, c in curves.items()}, "agreement": agreement(curves)}
-    _write_json(out / "curves.json", payload)
+    write_json(out / "curves.json", payload)
     plot_curves(curves, out / "curves.png", config.model)
-    _write_json(out / "run.json", {"config": asdict(config), "epochs_done": epoch + 1, **payload})
+    write_json(out / "run.json", {"config": asdict(config), "epochs_done": epoch + 1, **payload})
 
 
 def restore_optimizer(trainer, path: Path) -> None:
@@ -427,12 +428,6 @@ def _check_same_run(saved, config):
 def _read_state(path):
     from .io import load_state
     return load_state(path)
-
-
-def _write_json(path, payload):
-    from .io import atomic_path
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, default=float))
 
 
 def plot_curves(curves, path, title) -> None:

@@ -80,7 +80,8 @@ def open_run_data(config: dict) -> dict:
 
 def cmd_train_replicas(args, console) -> int:
     """`parity train MODEL --replicas N` (dispatched from parity/train_cli.py)."""
-    from .train_cli import _write_json, config_from_args
+    from .io import write_json
+    from .train_cli import config_from_args
     refused = [flag for flag, on in (("--resume", args.resume), ("--control", args.control),
                                      ("--same-dropout", args.same_dropout)) if on]
     if refused:
@@ -98,7 +99,7 @@ def cmd_train_replicas(args, console) -> int:
     say(console, f"wrote {out / 'replicas.json'} and the final checkpoints in "
                  + ", ".join(str(out / f / f"replicas-{n}") for f in config.frameworks for n in (1, args.replicas)))
     if args.json:
-        _write_json(args.json, summary(config, runs, args.replicas))
+        write_json(args.json, summary(config, runs, args.replicas))
     return 2 if any(run.error for run in runs) else 0
 
 
@@ -125,7 +126,8 @@ def with_keras_on_jax(frameworks, asked, jax, console) -> list:
 def train_data_parallel(config, replicas: int, console=None) -> list:
     """[ReplicaRun] for every framework of config, one replica and `replicas`, one engine at
     a time (so the throughputs are not measured against each other)."""
-    from .train_cli import _write_json, seeded_state
+    from .io import write_json
+    from .train_cli import seeded_state
     from .training import Hyper, lr_at
     if replicas < 2:
         raise ValueError("--replicas must be at least 2")
@@ -151,7 +153,7 @@ def train_data_parallel(config, replicas: int, console=None) -> list:
                 report(console, config, frameworks, n)
                 runs += guarded_all(frameworks, n, lambda n=n, fs=frameworks, b=backend: child_runs(fs, n, job, b))
     runs.sort(key=lambda r: (config.frameworks.index(r.framework), r.replicas))
-    _write_json(Path(config.out) / "replicas.json", summary(config, runs, replicas))
+    write_json(Path(config.out) / "replicas.json", summary(config, runs, replicas))
     return runs
 
 

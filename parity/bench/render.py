@@ -33,11 +33,8 @@ def table(result: BenchResult):
 
 
 def write_json(result: BenchResult, path) -> None:
-    import json
-
-    from ..io import atomic_path
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(result.to_json(), indent=2, default=float))
+    from .. import io
+    io.write_json(path, result.to_json())
 
 
 COLOURS = {"torch": ("#ee4c2c", "torch_impl (PyTorch eager)"), "keras": ("#d00000", "keras_impl (Keras 3)"),
