@@ -53,6 +53,15 @@ FLOAT64_ADAPTIVE = {"optimizer": 1e-6, "update": 1e-6, "final": 1e-5}
 # A first gradient within this fraction of its tensor's largest element is rounding in float64:
 # its sign, which an adaptive optimizer's first update follows, is left out (see sign_undetermined).
 FLOAT64_SIGN = 1e-12
+# The later categories follow every step before them, so a change of summation order alone, as a
+# faithful port makes, grows there with depth, input size and steps: torch float64 trained in
+# channels_last lands 7.4e-8 from its NCHW run on Inception v3 at 299 px (final; step-1 gradients
+# 4.9e-12) and 1.5e-8 on GoogLeNet at 32 px over 3 steps (benchmarks/float64_drift.py). A run that
+# passes every step-1 category is judged there at NOISE_FACTOR x that drift, measured on the same
+# state and batches, up to REORDER_CAP: the smallest later-only bug measured (SGD's momentum lost
+# between steps) lands 0.58 there, a faithful Inception v3 5.4e-8 (docs/training.md).
+LATER = ("later loss", "final")
+REORDER_CAP = 1e-6
 
 # Defaults per optimizer, in torch's vocabulary.
 DEFAULT_HYPER = {
@@ -282,9 +291,11 @@ FLOAT64_CAUSES = {
     "update": "the update differs with equal gradients and state: Adam's bias correction or epsilon (outside "
               "the corrected sqrt), weight decay coupled vs decoupled, the learning rate",
     "later loss": "later losses differ with an equal first step: the second step's forward (dropout masks of "
-                  "step 2, BN momentum) or the optimizer from its second step on",
-    "final": "the run drifts after equal first steps: the optimizer from its second step on (SGD momentum "
-             "under a changing lr, Adam's step count)",
+                  "step 2, BN momentum) or the optimizer from its second step on (momentum or Adam's step count "
+                  "lost between steps, as by an optimizer built anew every step)",
+    "final": "the run drifts after equal first steps: the optimizer from its second step on (momentum or Adam's "
+             "step count lost between steps, as by an optimizer built anew every step; SGD momentum under a "
+             "changing lr)",
 }
 
 
@@ -459,7 +470,9 @@ def train_check(model_name, *, optimizer="sgd", steps=3, frameworks=("keras", "t
 class Float64Check:
     """The float64 train-check of one model: the torch float64 run, made once, and any
     framework's float64 run from the same state judged against it at FLOAT64_POLICY in
-    FLOAT64_CATEGORIES, with no noise allowance (fp32 rounding is gone)."""
+    FLOAT64_CATEGORIES, with no noise allowance (fp32 rounding is gone). A run that passes
+    every step-1 category and misses only the later ones is judged there again at
+    NOISE_FACTOR x the reference's own drift under a change of summation order (reorder_drift)."""
 
     def __init__(self, model_name, *, optimizer="sgd", steps=3, freeze=False, size=None, batch=4, seed=0, **hyper):
         self.prepared, reference_model = prepare(model_name, optimizer=optimizer, steps=steps, freeze=freeze,
@@ -471,9 +484,50 @@ class Float64Check:
         self.tolerances = dict.fromkeys(FLOAT64_CATEGORIES, FLOAT64_POLICY)
         if optimizer in ADAPTIVE:
             self.tolerances.update(FLOAT64_ADAPTIVE)
+        self.drift = None  # reorder_drift(), measured when a run first needs it
 
     def framework(self, framework) -> FrameworkResult:
-        return _check_one(framework, self.prepared, self.tolerances, self.undetermined, dtype="float64")
+        p = self.prepared
+        run = _train_one(framework, p, "cpu", "float64")
+        if isinstance(run, FrameworkResult):
+            run.tolerances = self.tolerances
+            return run
+        row = _judge(framework, run, p, self.tolerances, self.undetermined, dtype="float64")
+        if not row.passed and set(row.first_over) <= set(LATER):
+            row = _judge(framework, run, p, self.later_tolerances(), self.undetermined, dtype="float64")
+            if not row.passed and self.unjudgeable():
+                row.likely_cause = (f"torch float64 itself lands {max(self.drift[c] for c in LATER):.1e} from its own "
+                                    f"run in channels_last here (later categories): after step 1 this model at "
+                                    f"{p.size} px amplifies rounding past what separates a bug; --steps 1 judges "
+                                    f"the step-1 categories alone. Otherwise: {row.likely_cause}")
+        return row
+
+    def reorder_drift(self) -> dict:
+        """The float64 categories' errors of torch float64 trained in channels_last, which changes
+        only the order of the convolutions' sums (as a faithful port does), against the reference."""
+        if self.drift is None:
+            import torch
+
+            from .adapters import adapter
+            from .training import train_steps
+            p, native = self.prepared, adapter("torch")
+            model = native.build(p.model, input_size=(p.spec.input_size[0], p.size, p.size), dtype="float64",
+                                 **p.kwargs)
+            native.load_state_dict(model, p.initial)
+            model = model.to(memory_format=torch.channels_last)
+            run = train_steps(model, [(x.astype(np.float64), y) for x, y in p.batches], with_first_step=True,
+                              **p.common)
+            del model
+            _, self.drift, _ = compare_float64(run, p.truth, p.initial, self.undetermined)
+        return self.drift
+
+    def later_tolerances(self) -> dict:
+        drift = self.reorder_drift()
+        return {**self.tolerances, **{c: max(self.tolerances[c], min(REORDER_CAP, NOISE_FACTOR * drift[c]))
+                                      for c in LATER}}
+
+    def unjudgeable(self) -> bool:
+        return any(NOISE_FACTOR * self.drift[c] > REORDER_CAP for c in LATER)
 
     def result(self, frameworks) -> TrainCheckResult:
         p = self.prepared
@@ -481,27 +535,43 @@ class Float64Check:
                                   dict.fromkeys(FLOAT64_CATEGORIES, 0.0),
                                   undetermined=count_undetermined(self.undetermined, p.truth.grads), dtype="float64")
         result.results = [self.framework(f) for f in frameworks]
+        if self.drift is not None:  # the reference's own drift the later categories were judged with
+            result.reference_noise.update({c: self.drift[c] for c in LATER})
         return result
 
 
 def _check_one(framework, p: Prepared, tolerances, undetermined, device="cpu", dtype="float32"):
+    run = _train_one(framework, p, device, dtype)
+    if isinstance(run, FrameworkResult):  # it failed to build or train
+        run.tolerances = tolerances
+        return run
+    return _judge(framework, run, p, tolerances, undetermined, device, dtype)
+
+
+def _train_one(framework, p: Prepared, device, dtype):
+    """The framework's run from p's initial state on p's batches, or its error as a FrameworkResult."""
     from .adapters import adapter
     from .devices import placed
     from .training import train_steps
-    exact = dtype == "float64"
-    reference, initial = p.truth, p.initial
     try:
         native = adapter(framework)
         with placed(framework, device):
             model = native.build(p.model, input_size=(p.spec.input_size[0], p.size, p.size), dtype=dtype, **p.kwargs)
-            native.load_state_dict(model, initial)
-        run = train_steps(model, p.batches, device=device, with_first_step=exact, **p.common)
-        del model
+            native.load_state_dict(model, p.initial)
+        run = train_steps(model, p.batches, device=device, with_first_step=dtype == "float64", **p.common)
+        del model  # before release() collects
+        return run
     except Exception as exc:  # noqa: BLE001 - reported per framework, exit 2
-        return FrameworkResult(framework, {}, tolerances, {}, False, error=f"{type(exc).__name__}: {exc}",
+        return FrameworkResult(framework, {}, {}, {}, False, error=f"{type(exc).__name__}: {exc}",
                                engine=_engine(framework))
     finally:
         release(framework)
+
+
+def _judge(framework, run, p: Prepared, tolerances, undetermined, device="cpu", dtype="float32"):
+    """The framework's run against p.truth, category by category, at `tolerances`."""
+    exact = dtype == "float64"
+    reference, initial = p.truth, p.initial
     if undetermined:  # plus the elements whose first-gradient sign this framework rounded the other way
         undetermined = {k: m | (np.sign(run.grads[k]) != np.sign(reference.grads[k])) if k in run.grads else m
                         for k, m in undetermined.items()}
@@ -541,7 +611,10 @@ def table(result: TrainCheckResult, role=None):
              f"batch {result.batch} at {result.size}px{', frozen backbone' if result.freeze else ''}"
              f"{f', on {result.device}' if result.device != 'cpu' else ''}"
              + (f"; {result.undetermined} weights with a sign-undetermined first gradient left out"
-                if result.undetermined else ""))
+                if result.undetermined else "")
+             + (f"; later categories at {NOISE_FACTOR:g}x torch float64's own drift in channels_last ("
+                + ", ".join(f"{c} {result.reference_noise[c]:.1e}" for c in LATER) + ")"
+                if result.dtype == "float64" and any(result.reference_noise.get(c) for c in LATER) else ""))
     t = Table(title=f"{title}; {result.dtype}" + (f" ({role})" if role else ""))
     categories = result.categories
     for column in ("framework", *(f"{c} err / tol" for c in categories), "headroom", "verdict"):
