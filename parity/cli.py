@@ -186,17 +186,19 @@ def cmd_list(args, console):
         spec = registry.get(name)
         rows.append({"model": name, "family": spec.family, "frameworks": ["torch", "keras", "tf"],
                      "parameters": count_parameters(name), "published": spec.published_params,
-                     "input": list(spec.input_size), "outputs": list(spec.outputs)})
+                     "input": list(spec.input_size), "outputs": list(spec.outputs), "tutorial": spec.tutorial})
     table = Table(title="cnn-parity catalogue")
-    for col in ("model", "family", "frameworks", "parameters", "default input"):
+    for col in ("model", "family", "frameworks", "parameters", "default input", "tutorial"):
         table.add_column(col, justify="right" if col == "parameters" else "left")
     for r in rows:
+        tutorial = r["tutorial"].split(":")[0] if r["tutorial"] else ""  # "seed 004"; whole in --json
         if r["parameters"] is None:
-            table.add_row(r["model"], r["family"], ",".join(r["frameworks"]), "-", "x".join(map(str, r["input"])))
+            table.add_row(r["model"], r["family"], ",".join(r["frameworks"]), "-", "x".join(map(str, r["input"])),
+                          tutorial)
             continue
         mark = "" if r["published"] in (None, r["parameters"]) else " [red](published {:,})[/red]".format(r["published"])
         table.add_row(r["model"], r["family"], ",".join(r["frameworks"]), f"{r['parameters']:,}{mark}",
-                      "x".join(map(str, r["input"])))
+                      "x".join(map(str, r["input"])), tutorial)
     console.print(table)
     if args.json:
         write_json(args.json, rows)

@@ -40,7 +40,7 @@ def _probe(name, input_size):
     try:
         with torch.device("meta"):
             adapter("torch").build(name).eval()(torch.empty(1, c, h, w))
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:  # ValueError: a channel count the default build refuses
         if not any(m in str(exc) for m in _SHAPE_MESSAGES):
             return None  # not a size problem (or an op the meta device lacks): let the real run decide
         want = "x".join(map(str, spec.input_size))

@@ -42,6 +42,9 @@ class ModelSpec:
     # Loss weights of the auxiliary outputs (outputs after the first in training mode), as
     # torchvision's training references weigh them: GoogLeNet 0.3 each, Inception v3 0.4.
     aux_weights: tuple[float, ...] = ()
+    # Which source tutorial writes this network as it is here ("seed 004: ..."; ../shared/seeds,
+    # docs/tutorials.md); its checkpoints load through parity.weights.from_tutorial.
+    tutorial: str | None = None
 
     def in_head(self, key: str) -> bool:
         """Whether a canonical key (module path, or path.param) belongs to the head."""

@@ -26,7 +26,8 @@ BIG = {"resnet101", "resnet152", "resnext101_32x8d", "resnext101_64x4d", "wide_r
        "densenet169", "densenet201", "vgg13", "vgg19", "vgg13_bn", "vgg16_bn", "vgg19_bn"}
 TORCHVISION_PREFIXES = ("alexnet", "googlenet", "inception_v3", "resnet", "resnext", "wide_resnet", "vgg", "densenet")
 OUR_OWN = ("_keras", "_v2", "_fpn", "_dilated")  # keras.applications layouts and our variants
-TORCHVISION_NAMES = [n for n in parity.list_models() if n.startswith(TORCHVISION_PREFIXES) and not n.endswith(OUR_OWN)]
+TORCHVISION_NAMES = [n for n in parity.list_models() if n.startswith(TORCHVISION_PREFIXES) and not n.endswith(OUR_OWN)
+                     and registry.get(n).tutorial is None]  # the tutorials' own: tests/test_tutorials.py
 
 
 def _size(name):

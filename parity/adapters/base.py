@@ -149,12 +149,16 @@ class Adapter:
             if key in slots:
                 slots[key].write(np.asarray(value, dtype=dtype))
 
+    def input_channels(self, model) -> int | None:
+        """The channels this model was built for (`in_channels=1` for a 1-channel NiN), where it says."""
+        return getattr(model, "in_channels", None)
+
     def check_input(self, model, x: np.ndarray) -> np.ndarray:
         """`x` in the model's dtype (a float32 batch widens exactly into a float64 model), or the
         same clear error in every framework for an input the model cannot take."""
         name = self.model_name(model)
         spec = registry.find(name)
-        channels = spec.input_size[0] if spec else None
+        channels = self.input_channels(model) or (spec.input_size[0] if spec else None)
         if not isinstance(x, np.ndarray):
             raise InputError(f"{name}: expected a numpy array in NCHW layout; got {type(x).__name__}")
         if x.ndim != 4 or (channels is not None and x.shape[1] != channels):

@@ -34,6 +34,9 @@ class KerasAdapter(Adapter):
         from keras_impl.layers import floatx
         return floatx(dtype)
 
+    def input_channels(self, model):
+        return model.inputs[0].shape[-1] if getattr(model, "inputs", None) else None
+
     def dtype(self, model):
         from keras_impl.layers import dtype_of
         return dtype_of(model)

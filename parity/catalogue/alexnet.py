@@ -1,4 +1,4 @@
-"""AlexNet, torchvision layout."""
+"""AlexNet, torchvision layout, and seed 004's half-width AlexNet."""
 from ..registry import ModelSpec, register
 
 register(ModelSpec(
@@ -11,4 +11,17 @@ register(ModelSpec(
     fixed_size=True,  # adaptive pooling needs a static H, W
     flatten_linear={"classifier.1": (256, 6, 6)},
     head=("classifier",),
+))
+
+register(ModelSpec(
+    "alexnet_half", family="alexnet", module="alexnet",
+    input_size=(3, 224, 224),
+    # No average pool: the flatten takes 128 x 6 x 6, which only 224..227 give (227 is odd).
+    test_sizes=(224, 227),
+    min_size=224,
+    published_params=14_591_685,  # no canonical figure: the count of seed 004's layout, 5 classes
+    fixed_size=True,
+    flatten_linear={"classifier.1": (128, 6, 6)},
+    head=("classifier",),
+    tutorial="seed 004: AlexNet, flower photos (5 classes)",
 ))

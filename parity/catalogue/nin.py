@@ -7,4 +7,5 @@ register(ModelSpec(
     min_size=67,  # three 3x3 stride-2 max pools after an 11x11 stride-4 conv
     head=("classifier",),
     published_params=7_439_608,  # no canonical figure: the count of this layout with 1000 classes
+    tutorial="seed 003 (d2l): NiN",
 ))

@@ -1,0 +1,69 @@
+"""The source tutorials' own weight names, turned into canonical state (weights.from_tutorial).
+
+A tutorial that writes its network as one `nn.Sequential` saves its keys by index
+("7.weight"); the catalogue names the same layers by module path ("classifier.0.weight").
+RENAMES holds, per catalogue model, the rename from the tutorial's keys; where the tutorial
+names its modules as the catalogue does (seed 004), it is the identity and only the check runs.
+"""
+from collections.abc import Callable
+
+import numpy as np
+
+
+def d2l_sequential(features: int, classifier_start: int) -> Callable[[str], str | None]:
+    """d2l's one nn.Sequential: index k < `features` is features.k, index k >= `classifier_start`
+    is classifier.(k - classifier_start); anything else (a weightless Flatten's index) is None."""
+    def rename(key: str) -> str | None:
+        index, _, rest = key.partition(".")
+        if not index.isdigit():
+            return None
+        k = int(index)
+        if k < features:
+            return f"features.{k}.{rest}"
+        return f"classifier.{k - classifier_start}.{rest}" if k >= classifier_start else None
+    return rename
+
+
+def same_names(key: str) -> str:
+    return key
+
+
+RENAMES: dict[str, Callable[[str], str | None]] = {
+    "lenet": d2l_sequential(6, 7),  # seed 003: Flatten at index 6
+    "nin": d2l_sequential(6, 6),  # seed 003: Dropout at index 6 is classifier.0
+    "lenet_cifar": same_names,  # seed 004: conv1, conv2, fc1..fc3
+    "alexnet_half": same_names,  # seed 004: features / classifier, torchvision's indices
+}
+
+
+def as_array(value) -> np.ndarray:
+    """A torch tensor (any device) or array-like as a numpy array."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def from_tutorial(model_name: str, state_dict, **build_kwargs) -> dict:
+    """Canonical state of catalogue model `model_name` from a state dict saved by its tutorial's
+    own code. `build_kwargs` (num_classes, in_channels) as the tutorial built it. Raises
+    StateDictError listing every unknown, missing and mis-shaped key at once."""
+    from . import build, registry, state_dict as canonical_state
+    from .errors import StateDictError
+    name = registry.get(model_name).name
+    if name not in RENAMES:
+        raise ValueError(f"{name}: no source tutorial writes this network; from_tutorial takes "
+                         f"{', '.join(sorted(RENAMES))}")
+    rename = RENAMES[name]
+    expected = canonical_state(build(name, framework="torch", **build_kwargs))
+    state, unknown = {}, []
+    for key, value in state_dict.items():
+        canonical = rename(key)
+        if canonical in expected:
+            state[canonical] = as_array(value)
+        elif not key.endswith("num_batches_tracked"):  # torch's BN step counter is not model state here
+            unknown.append(key)
+    missing = [k for k in expected if k not in state]
+    mismatched = [(k, expected[k].shape, v.shape) for k, v in state.items() if v.shape != expected[k].shape]
+    if unknown or missing or mismatched:
+        raise StateDictError(f"{name} (tutorial keys)", missing, unknown, mismatched)
+    return {k: state[k].astype(expected[k].dtype, copy=False) for k in expected}
