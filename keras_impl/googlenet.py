@@ -4,6 +4,9 @@ Layer names are the torch module paths (see torch_impl/googlenet.py and docs/inc
 Every max-pool uses ceil_mode=True, emulated with -inf padding: the graph needs a static
 input size (default 224x224).
 
+googlenet_nobn: seed 004's GoogLeNet (torch_impl/googlenet.py): inception_v1 without LRN,
+maxpool4 3x3/2, aux heads pooling with AvgPool2d(5, stride=3) and dropping out before fc1 too.
+
 With auxiliary heads the graph outputs (logits, aux_logits2, aux_logits1); the model
 returns all three in training mode and the logits only (without running the heads) in
 inference, as torch does.
@@ -102,11 +105,17 @@ def inception(x, spec, *, name, conv_block, branch3_kernel=3):
     return layers.Concatenate(axis=-1, name=name)([branch1, branch2, branch3, branch4])
 
 
-def inception_aux(x, num_classes, *, name, conv_block, dropout=0.7):
-    """Auxiliary classifier: 4x4 adaptive average pool, 1x1 conv to 128, fc 2048 -> 1024 -> classes."""
-    x = AdaptiveAvgPool2D((4, 4), name=f"{name}.pool")(x)
+def inception_aux(x, num_classes, *, name, conv_block, dropout=0.7, seed004=False):
+    """Auxiliary classifier: 4x4 adaptive average pool, 1x1 conv to 128, fc 2048 -> 1024 -> classes.
+    seed 004's (`seed004=True`): AvgPool2d(5, stride=3) instead, and dropout before fc1 too."""
+    if seed004:
+        x = layers.AveragePooling2D(5, 3, padding="valid", name=f"{name}.pool")(x)
+    else:
+        x = AdaptiveAvgPool2D((4, 4), name=f"{name}.pool")(x)
     x = conv_block(x, 128, 1, name=f"{name}.conv")
     x = layers.Flatten(name=f"{name}.flatten")(x)  # (H, W, C) order: the catalogue permutes fc1
+    if seed004:
+        x = layers.Dropout(dropout, name=f"{name}.dropout_fc1")(x)
     x = relu(Linear(1024, name=f"{name}.fc1")(x))
     x = layers.Dropout(dropout, name=f"{name}.dropout")(x)
     return Linear(num_classes, name=f"{name}.fc2")(x)
@@ -127,7 +136,7 @@ def transform_imagenet_input(x):
 
 
 def googlenet_graph(name, conv_block, *, branch3_kernel=3, lrn=False, num_classes=1000, aux_logits=False,
-                    transform=False, dropout=0.2, dropout_aux=0.7, input_shape=(224, 224, 3)):
+                    transform=False, dropout=0.2, dropout_aux=0.7, input_shape=(224, 224, 3), seed004=False):
     inputs = keras.Input(shape=input_shape, name="input")
     x = transform_imagenet_input(inputs) if transform else inputs
     x = max_pool(conv_block(x, 64, 7, stride=2, padding=3, name="conv1"), 3, 2, ceil_mode=True, name="maxpool1")
@@ -139,13 +148,13 @@ def googlenet_graph(name, conv_block, *, branch3_kernel=3, lrn=False, num_classe
     block = lambda x, name: inception(x, BLOCKS[name], name=name, conv_block=conv_block,  # noqa: E731
                                       branch3_kernel=branch3_kernel)
     aux = lambda x, name: inception_aux(x, num_classes, name=name, conv_block=conv_block,  # noqa: E731
-                                        dropout=dropout_aux)
+                                        dropout=dropout_aux, seed004=seed004)
     x = block(block(x, "inception3a"), "inception3b")
     x = block(max_pool(x, 3, 2, ceil_mode=True, name="maxpool3"), "inception4a")
     aux1 = aux(x, "aux1") if aux_logits else None
     x = block(block(block(x, "inception4b"), "inception4c"), "inception4d")
     aux2 = aux(x, "aux2") if aux_logits else None
-    x = max_pool(block(x, "inception4e"), 2, 2, ceil_mode=True, name="maxpool4")
+    x = max_pool(block(x, "inception4e"), 3 if seed004 else 2, 2, ceil_mode=True, name="maxpool4")
     x = block(block(x, "inception5a"), "inception5b")
     x = global_average(x, name="avgpool")
     logits = Linear(num_classes, name="fc")(layers.Dropout(dropout, name="dropout")(x))
@@ -165,3 +174,9 @@ def inception_v1(*, num_classes=1000, aux_logits=True, dropout=0.4, dropout_aux=
     return googlenet_graph("inception_v1", conv_relu, branch3_kernel=5, lrn=True, num_classes=num_classes,
                            aux_logits=aux_logits, dropout=dropout, dropout_aux=dropout_aux,
                            input_shape=input_shape)
+
+
+def googlenet_nobn(*, num_classes=5, aux_logits=True, dropout=0.4, dropout_aux=0.5, input_shape=(224, 224, 3)):
+    return googlenet_graph("googlenet_nobn", conv_relu, branch3_kernel=5, num_classes=num_classes,
+                           aux_logits=aux_logits, dropout=dropout, dropout_aux=dropout_aux, input_shape=input_shape,
+                           seed004=True)

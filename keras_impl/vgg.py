@@ -4,6 +4,9 @@ A configuration lists conv widths and "M" for a 2x2 max pool. Each conv is 3x3 p
 BatchNorm (the _bn variants), then ReLU; features.N counts every one of these layers, as
 torchvision does. "avgpool" pools adaptively to 7x7; Dense layers sit at classifier.0/3/6.
 Flatten is NHWC-native: classifier.0's kernel is permuted in transfer (catalogue: flatten_linear).
+
+The `_fc2048` variants are seed 004's: no average pool, and Dropout first in the classifier,
+so the Dense layers sit at classifier.1/4/6, 25088-2048-2048-num_classes (torch_impl/vgg.py).
 """
 import keras
 from keras import layers
@@ -36,16 +39,30 @@ def features(x, config, use_batch_norm):
     return x
 
 
-def vgg(name, config, *, batch_norm=False, num_classes=1000, dropout=0.5, input_shape=None):
+def classifier(x, num_classes, dropout, hidden=4096, dropout_first=False):
+    """torchvision's: (Linear, ReLU, Dropout) twice, then Linear (classifier.0/3/6); seed 004's,
+    `dropout_first`: (Dropout, Linear, ReLU) twice, then Linear (classifier.1/4/6)."""
+    index = 0
+    for _ in range(2):
+        if dropout_first:
+            x = layers.Dropout(dropout, name=f"classifier.{index}")(x)
+            index += 1
+        x = relu(Linear(hidden, name=f"classifier.{index}")(x), name=f"classifier.{index + 1}")
+        index += 2
+        if not dropout_first:
+            x = layers.Dropout(dropout, name=f"classifier.{index}")(x)
+            index += 1
+    return Linear(num_classes, name=f"classifier.{index}")(x)
+
+
+def vgg(name, config, *, batch_norm=False, num_classes=1000, dropout=0.5, input_shape=None, hidden=4096,
+        avgpool=True, dropout_first=False):
     inputs = keras.Input(shape=input_shape or (None, None, 3), name="input")
     x = features(inputs, config, batch_norm)
-    x = AdaptiveAvgPool2D(7, name="avgpool")(x)
+    if avgpool:
+        x = AdaptiveAvgPool2D(7, name="avgpool")(x)
     x = layers.Flatten(name="flatten")(x)  # (H, W, C) order
-    x = relu(Linear(4096, name="classifier.0")(x), name="classifier.1")
-    x = layers.Dropout(dropout, name="classifier.2")(x)
-    x = relu(Linear(4096, name="classifier.3")(x), name="classifier.4")
-    x = layers.Dropout(dropout, name="classifier.5")(x)
-    x = Linear(num_classes, name="classifier.6")(x)
+    x = classifier(x, num_classes, dropout, hidden, dropout_first)
     return keras.Model(inputs, x, name=name)
 
 
@@ -79,3 +96,23 @@ def vgg16_bn(**kwargs):
 
 def vgg19_bn(**kwargs):
     return vgg("vgg19_bn", CONFIGS[19], batch_norm=True, **kwargs)
+
+
+def _fc2048(name, depth, num_classes=5, **kwargs):
+    return vgg(name, CONFIGS[depth], num_classes=num_classes, hidden=2048, avgpool=False, dropout_first=True, **kwargs)
+
+
+def vgg11_fc2048(**kwargs):
+    return _fc2048("vgg11_fc2048", 11, **kwargs)
+
+
+def vgg13_fc2048(**kwargs):
+    return _fc2048("vgg13_fc2048", 13, **kwargs)
+
+
+def vgg16_fc2048(**kwargs):
+    return _fc2048("vgg16_fc2048", 16, **kwargs)
+
+
+def vgg19_fc2048(**kwargs):
+    return _fc2048("vgg19_fc2048", 19, **kwargs)

@@ -33,6 +33,8 @@ RENAMES: dict[str, Callable[[str], str | None]] = {
     "nin": d2l_sequential(6, 6),  # seed 003: Dropout at index 6 is classifier.0
     "lenet_cifar": same_names,  # seed 004: conv1, conv2, fc1..fc3
     "alexnet_half": same_names,  # seed 004: features / classifier, torchvision's indices
+    **dict.fromkeys(("vgg11_fc2048", "vgg13_fc2048", "vgg16_fc2048", "vgg19_fc2048"), same_names),  # seed 004
+    "googlenet_nobn": same_names,  # seed 004: conv1.conv ... aux1.conv.conv, aux1.fc1, fc (inception_v1's paths)
 }
 
 

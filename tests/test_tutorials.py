@@ -2,6 +2,9 @@
 text (../shared/seeds; not imported from the project), its state dict saved and loaded back
 through parity.weights.from_tutorial into torch_impl, keras_impl and tf_impl, which must
 compute what the tutorial's network computes, at the fp32 policy."""
+import importlib
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -73,16 +76,126 @@ class Seed004AlexNet(nn.Module):
         return self.classifier(torch.flatten(self.features(x), start_dim=1))
 
 
+SEED_004_VGG = {
+    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+}
+
+
+class Seed004VGG(nn.Module):
+    """Seed 004: VGG for the flower set, features by configuration, no average pool, Dropout-first
+    classifier 25088-2048-2048-5."""
+
+    def __init__(self, depth, num_classes=5):
+        super().__init__()
+        layers, channels = [], 3
+        for v in SEED_004_VGG[depth]:
+            if v == "M":
+                layers += [nn.MaxPool2d(kernel_size=2, stride=2)]
+            else:
+                layers += [nn.Conv2d(channels, v, kernel_size=3, padding=1), nn.ReLU(True)]
+                channels = v
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=0.5), nn.Linear(512 * 7 * 7, 2048), nn.ReLU(True),
+            nn.Dropout(p=0.5), nn.Linear(2048, 2048), nn.ReLU(True), nn.Linear(2048, num_classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), start_dim=1))
+
+
+class Seed004Conv(nn.Module):
+    """Seed 004's BasicConv2d: conv (with bias) + ReLU."""
+
+    def __init__(self, cin, cout, **kwargs):
+        super().__init__()
+        self.conv, self.relu = nn.Conv2d(cin, cout, **kwargs), nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.relu(self.conv(x))
+
+
+class Seed004Inception(nn.Module):
+    def __init__(self, cin, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj):
+        super().__init__()
+        self.branch1 = Seed004Conv(cin, ch1x1, kernel_size=1)
+        self.branch2 = nn.Sequential(Seed004Conv(cin, ch3x3red, kernel_size=1),
+                                     Seed004Conv(ch3x3red, ch3x3, kernel_size=3, padding=1))
+        self.branch3 = nn.Sequential(Seed004Conv(cin, ch5x5red, kernel_size=1),
+                                     Seed004Conv(ch5x5red, ch5x5, kernel_size=5, padding=2))
+        self.branch4 = nn.Sequential(nn.MaxPool2d(kernel_size=3, stride=1, padding=1),
+                                     Seed004Conv(cin, pool_proj, kernel_size=1))
+
+    def forward(self, x):
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+class Seed004Aux(nn.Module):
+    def __init__(self, cin, num_classes, p=0.5):  # p: the text's 0.5, a parameter here to compare train mode
+        super().__init__()
+        self.p = p
+        self.averagePool = nn.AvgPool2d(kernel_size=5, stride=3)
+        self.conv = Seed004Conv(cin, 128, kernel_size=1)
+        self.fc1, self.fc2 = nn.Linear(2048, 1024), nn.Linear(1024, num_classes)
+
+    def forward(self, x):
+        x = torch.flatten(self.conv(self.averagePool(x)), 1)
+        x = F.relu(self.fc1(F.dropout(x, self.p, training=self.training)), inplace=True)
+        return self.fc2(F.dropout(x, self.p, training=self.training))
+
+
+class Seed004GoogLeNet(nn.Module):
+    """Seed 004: GoogLeNet without BatchNorm, aux heads, 5 classes; training returns (x, aux2, aux1)."""
+
+    def __init__(self, num_classes=5, p=0.4, p_aux=0.5):
+        super().__init__()
+        self.conv1 = Seed004Conv(3, 64, kernel_size=7, stride=2, padding=3)
+        self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.conv2 = Seed004Conv(64, 64, kernel_size=1)
+        self.conv3 = Seed004Conv(64, 192, kernel_size=3, padding=1)
+        self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.inception3a = Seed004Inception(192, 64, 96, 128, 16, 32, 32)
+        self.inception3b = Seed004Inception(256, 128, 128, 192, 32, 96, 64)
+        self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.inception4a = Seed004Inception(480, 192, 96, 208, 16, 48, 64)
+        self.inception4b = Seed004Inception(512, 160, 112, 224, 24, 64, 64)
+        self.inception4c = Seed004Inception(512, 128, 128, 256, 24, 64, 64)
+        self.inception4d = Seed004Inception(512, 112, 144, 288, 32, 64, 64)
+        self.inception4e = Seed004Inception(528, 256, 160, 320, 32, 128, 128)
+        self.maxpool4 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.inception5a = Seed004Inception(832, 256, 160, 320, 32, 128, 128)
+        self.inception5b = Seed004Inception(832, 384, 192, 384, 48, 128, 128)
+        self.aux1, self.aux2 = Seed004Aux(512, num_classes, p_aux), Seed004Aux(528, num_classes, p_aux)
+        self.avgpool, self.dropout = nn.AdaptiveAvgPool2d((1, 1)), nn.Dropout(p)
+        self.fc = nn.Linear(1024, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool2(self.conv3(self.conv2(self.maxpool1(self.conv1(x)))))
+        x = self.inception4a(self.maxpool3(self.inception3b(self.inception3a(x))))
+        aux1 = self.aux1(x) if self.training else None
+        x = self.inception4d(self.inception4c(self.inception4b(x)))
+        aux2 = self.aux2(x) if self.training else None
+        x = self.inception5b(self.inception5a(self.maxpool4(self.inception4e(x))))
+        x = self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
+        return (x, aux2, aux1) if self.training else x
+
+
 # catalogue name -> (the tutorial's network, input (C, H, W), builder options as the tutorial builds it)
 TUTORIALS = {
     "lenet": (d2l_lenet, (1, 28, 28), {}),
     "nin": (d2l_nin, (1, 96, 96), {"in_channels": 1, "num_classes": 10}),
     "lenet_cifar": (Seed004LeNet, (3, 32, 32), {}),
     "alexnet_half": (Seed004AlexNet, (3, 224, 224), {}),
+    **{f"vgg{d}_fc2048": (lambda d=d: Seed004VGG(d), (3, 224, 224), {}) for d in SEED_004_VGG},
+    "googlenet_nobn": (Seed004GoogLeNet, (3, 224, 224), {}),
 }
+# Same code as a default-run sibling with another depth: -m slow (as tests/test_references.py).
+DEEPER = {"vgg13_fc2048", "vgg16_fc2048", "vgg19_fc2048"}
 
 
-@pytest.mark.parametrize("name", TUTORIALS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in DEEPER else n for n in TUTORIALS])
 def test_a_tutorials_checkpoint_loads_into_every_framework(name, tmp_path):
     make, (channels, height, width), options = TUTORIALS[name]
     tutorial = make().eval()
@@ -120,7 +233,8 @@ def test_only_the_tutorials_networks_have_a_tutorial_rename():
         parity.weights.from_tutorial("resnet50", {})
 
 
-@pytest.mark.parametrize("name", ["lenet_cifar", "alexnet_half"])
+@pytest.mark.parametrize("name", ["lenet_cifar", "alexnet_half", "googlenet_nobn", *[pytest.param(n, marks=pytest.mark.slow)
+                                                                     for n in ("vgg11_fc2048", *sorted(DEEPER))]])
 def test_check_passes_natively_and_through_onnx_at_the_smallest_size(name):
     from parity import registry
     report = parity.check(name, size=registry.get(name).test_sizes[0])
@@ -132,4 +246,65 @@ def test_the_catalogue_names_each_networks_tutorial():
     from parity import registry
     assert registry.get("lenet_cifar").tutorial.startswith("seed 004")
     assert registry.get("alexnet_half").tutorial.startswith("seed 004")
+    assert registry.get("googlenet_nobn").tutorial.startswith("seed 004: GoogLeNet without BatchNorm")
+    assert registry.get("vgg19_fc2048").tutorial == "seed 004: VGG-19, flower photos (5 classes)"
     assert {n for n in parity.list_models() if registry.get(n).tutorial} == set(TUTORIALS)
+
+
+def test_seed_004s_vgg_passes_check_natively_at_its_smallest_size():
+    """The default run's check of the _fc2048 VGGs (ONNX and the deeper ones: -m slow above)."""
+    report = parity.check("vgg11_fc2048", size=224, onnx=False)
+    assert report.passed, [(r.target, r.normalized_error, r.error) for r in report.results]
+
+
+def aux_errors(tutorial, state, x) -> dict:
+    """Each framework's training-mode (logits, aux2, aux1) against the tutorial's, dropout off
+    (no BatchNorm: train mode is otherwise the eval computation): the only way to the aux heads."""
+    from parity.adapters.base import to_nhwc
+    with torch.no_grad():
+        expected = [t.numpy() for t in tutorial.train()(torch.from_numpy(x))]
+    errors = {}
+    for framework in ("torch", "keras", "tf"):
+        model = parity.build("googlenet_nobn", framework=framework, dropout=0.0, dropout_aux=0.0)
+        parity.load_state_dict(model, state)
+        if framework == "torch":
+            with torch.no_grad():
+                outputs = [t.numpy() for t in model.train()(torch.from_numpy(x))]
+        else:
+            outputs = [np.asarray(t) for t in model(to_nhwc(x), training=True)]
+        errors[framework] = [normalized_error(y, e) for y, e in zip(outputs, expected)]
+    return errors
+
+
+@pytest.fixture(scope="module")
+def seed004_googlenet():
+    tutorial = Seed004GoogLeNet(p=0.0, p_aux=0.0)
+    state = parity.weights.from_tutorial("googlenet_nobn", tutorial.state_dict())
+    x = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    return tutorial, state, x
+
+
+def test_googlenet_nobn_aux_heads_pool_as_the_tutorial(seed004_googlenet):
+    for framework, errors in aux_errors(*seed004_googlenet).items():
+        print("googlenet_nobn", framework, "logits, aux2, aux1", errors)  # docs/tutorials.md (-s)
+        assert max(errors) < threshold(), (framework, errors)
+
+
+def test_an_adaptive_aux_pool_fails_the_aux_heads(seed004_googlenet, plant):
+    """On the 14x14 map AvgPool2d(5, 3) and an adaptive 4x4 pool average other windows."""
+    keras_googlenet, tf_googlenet, torch_googlenet = (importlib.import_module(f"{package}.googlenet")
+                                                      for package in ("keras_impl", "tf_impl", "torch_impl"))
+    plant(torch_googlenet.InceptionAux, "__init__", "nn.AvgPool2d(5, stride=3) if seed004 else ", "")
+    plant(tf_googlenet.InceptionAux, "__call__", "avg_pool2d(x, 5, 3) if self.seed004 else ", "")
+    keras_planted = keras_googlenet.inception_aux.__code__  # a function, not a method: swapped by hand
+    source = inspect.getsource(keras_googlenet.inception_aux).replace("if seed004:\n        x = layers.Average",
+                                                                       "if False:\n        x = layers.Average")
+    namespace = {}
+    exec(compile(source, keras_googlenet.__file__, "exec"), vars(keras_googlenet), namespace)
+    keras_googlenet.inception_aux.__code__ = namespace["inception_aux"].__code__
+    try:
+        errors = aux_errors(*seed004_googlenet)
+    finally:
+        keras_googlenet.inception_aux.__code__ = keras_planted
+    for framework, (logits, aux2, aux1) in errors.items():  # measured: aux2 1.8e-4, aux1 3.2e-3 (torch)
+        assert logits < threshold() and min(aux2, aux1) > 10 * threshold(), (framework, errors[framework])

@@ -3,6 +3,9 @@
 Attribute paths are the torch module paths (see torch_impl/googlenet.py and
 docs/inception.md). Every max-pool uses ceil_mode=True, which needs a static H, W.
 
+googlenet_nobn: seed 004's GoogLeNet (torch_impl/googlenet.py): inception_v1 without LRN,
+maxpool4 3x3/2, aux heads pooling with AvgPool2d(5, stride=3) and dropping out before fc1 too.
+
 With auxiliary heads, training mode returns GoogLeNetOutputs(logits, aux_logits2,
 aux_logits1) (torchvision's order); inference returns the logits only.
 """
@@ -10,7 +13,7 @@ from typing import NamedTuple, Optional
 
 import tensorflow as tf
 
-from .layers import BatchNorm2d, Conv2d, Linear, adaptive_avg_pool2d, check_input, max_pool2d
+from .layers import BatchNorm2d, Conv2d, Linear, adaptive_avg_pool2d, avg_pool2d, check_input, max_pool2d
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -139,24 +142,28 @@ class Inception(tf.Module):
 
 
 class InceptionAux(tf.Module):
-    """Auxiliary classifier: 4x4 adaptive average pool, 1x1 conv to 128, fc 2048 -> 1024 -> classes."""
+    """Auxiliary classifier: 4x4 adaptive average pool, 1x1 conv to 128, fc 2048 -> 1024 -> classes.
+    seed 004's (`seed004=True`): AvgPool2d(5, stride=3) instead, and dropout before fc1 too."""
 
-    def __init__(self, in_channels, num_classes, conv_block, dropout=0.7):
+    def __init__(self, in_channels, num_classes, conv_block, dropout=0.7, seed004=False):
         super().__init__()
         self.conv = conv_block(in_channels, 128, 1)
         self.fc1 = Linear(128 * 4 * 4, 1024)  # fed in (H, W, C) order: the catalogue permutes it
         self.fc2 = Linear(1024, num_classes)
-        self.dropout = dropout
+        self.dropout, self.seed004 = dropout, seed004
 
     def __call__(self, x, training=False):
-        x = self.conv(adaptive_avg_pool2d(x, (4, 4)), training)
-        x = tf.nn.relu(self.fc1(tf.reshape(x, [tf.shape(x)[0], -1])))
+        x = avg_pool2d(x, 5, 3) if self.seed004 else adaptive_avg_pool2d(x, (4, 4))
+        x = tf.reshape(self.conv(x, training), [tf.shape(x)[0], -1])
+        if self.seed004:
+            x = dropout(x, self.dropout, training)
+        x = tf.nn.relu(self.fc1(x))
         return self.fc2(dropout(x, self.dropout, training))
 
 
 class GoogLeNet(tf.Module):
     def __init__(self, name, conv_block, *, branch3_kernel=3, lrn=False, num_classes=1000, aux_logits=False,
-                 transform_input=False, dropout=0.2, dropout_aux=0.7):
+                 transform_input=False, dropout=0.2, dropout_aux=0.7, seed004=False):
         super().__init__(name=name)
         self.arch, self.aux_logits, self.transform_input = name, aux_logits, transform_input
         self.lrn, self.dropout = lrn, dropout
@@ -175,8 +182,9 @@ class GoogLeNet(tf.Module):
         self.inception5a = block("inception5a", 832)
         self.inception5b = block("inception5b", 832)
 
-        self.aux1 = InceptionAux(512, num_classes, conv_block, dropout_aux) if aux_logits else None
-        self.aux2 = InceptionAux(528, num_classes, conv_block, dropout_aux) if aux_logits else None
+        self.aux1 = InceptionAux(512, num_classes, conv_block, dropout_aux, seed004) if aux_logits else None
+        self.aux2 = InceptionAux(528, num_classes, conv_block, dropout_aux, seed004) if aux_logits else None
+        self.maxpool4_kernel = 3 if seed004 else 2
         self.fc = Linear(1024, num_classes)
 
     def _lrn(self, x):
@@ -198,7 +206,7 @@ class GoogLeNet(tf.Module):
         for block in (self.inception4b, self.inception4c, self.inception4d):
             x = block(x, training)
         aux2 = self.aux2(x, training) if with_aux else None
-        x = max_pool2d(self.inception4e(x, training), 2, 2, ceil_mode=True)
+        x = max_pool2d(self.inception4e(x, training), self.maxpool4_kernel, 2, ceil_mode=True)
         x = self.inception5b(self.inception5a(x, training), training)
         logits = self.fc(dropout(global_average(x), self.dropout, training))
         return GoogLeNetOutputs(logits, aux2, aux1) if with_aux else logits
@@ -212,3 +220,8 @@ def googlenet(*, num_classes=1000, aux_logits=False, transform_input=False, drop
 def inception_v1(*, num_classes=1000, aux_logits=True, dropout=0.4, dropout_aux=0.7):
     return GoogLeNet("inception_v1", ConvReLU, branch3_kernel=5, lrn=True, num_classes=num_classes,
                      aux_logits=aux_logits, dropout=dropout, dropout_aux=dropout_aux)
+
+
+def googlenet_nobn(*, num_classes=5, aux_logits=True, dropout=0.4, dropout_aux=0.5):
+    return GoogLeNet("googlenet_nobn", ConvReLU, branch3_kernel=5, num_classes=num_classes, aux_logits=aux_logits,
+                     dropout=dropout, dropout_aux=dropout_aux, seed004=True)

@@ -4,6 +4,9 @@ A configuration lists conv widths and "M" for a 2x2 max pool. Each conv is 3x3 p
 BatchNorm2d (the _bn variants), then ReLU; `features` is a list indexed like torchvision's
 nn.Sequential. Adaptive average pooling to 7x7, then Linears at classifier.0/3/6; classifier.0's
 weight is permuted in transfer because flatten is NHWC-native (catalogue: flatten_linear).
+
+The `_fc2048` variants are seed 004's: no average pool, and Dropout first in the classifier,
+so the Linears sit at classifier.1/4/6, 25088-2048-2048-num_classes (torch_impl/vgg.py).
 """
 import tensorflow as tf
 
@@ -37,20 +40,28 @@ def make_features(config, batch_norm):
     return layers
 
 
+def make_classifier(num_classes, dropout, hidden=4096, dropout_first=False):
+    """torchvision's: (Linear, ReLU, Dropout) twice, then Linear (classifier.0/3/6); seed 004's,
+    `dropout_first`: (Dropout, Linear, ReLU) twice, then Linear (classifier.1/4/6)."""
+    def stage(features):
+        linear = [Linear(features, hidden), relu]
+        return [Dropout(dropout), *linear] if dropout_first else [*linear, Dropout(dropout)]
+    return [*stage(512 * 7 * 7), *stage(hidden), Linear(hidden, num_classes)]
+
+
 class VGG(tf.Module):
-    def __init__(self, name, config, *, batch_norm=False, num_classes=1000, dropout=0.5):
+    def __init__(self, name, config, *, batch_norm=False, num_classes=1000, dropout=0.5, hidden=4096, avgpool=True,
+                 dropout_first=False):
         super().__init__(name=name)
-        self.arch = name
+        self.arch, self.avgpool = name, avgpool
         self.features = make_features(config, batch_norm)
-        self.classifier = [
-            Linear(512 * 7 * 7, 4096), relu, Dropout(dropout),
-            Linear(4096, 4096), relu, Dropout(dropout),
-            Linear(4096, num_classes),
-        ]
+        self.classifier = make_classifier(num_classes, dropout, hidden, dropout_first)
 
     def __call__(self, x, training=False):
         check_input(x, self.arch, "features.0", 3)
-        x = adaptive_avg_pool2d(run_layers(self.features, x, training), 7)
+        x = run_layers(self.features, x, training)
+        if self.avgpool:
+            x = adaptive_avg_pool2d(x, 7)
         return run_layers(self.classifier, flatten(x), training)
 
 
@@ -84,3 +95,23 @@ def vgg16_bn(**kwargs):
 
 def vgg19_bn(**kwargs):
     return VGG("vgg19_bn", CONFIGS[19], batch_norm=True, **kwargs)
+
+
+def _fc2048(name, depth, num_classes=5, **kwargs):
+    return VGG(name, CONFIGS[depth], num_classes=num_classes, hidden=2048, avgpool=False, dropout_first=True, **kwargs)
+
+
+def vgg11_fc2048(**kwargs):
+    return _fc2048("vgg11_fc2048", 11, **kwargs)
+
+
+def vgg13_fc2048(**kwargs):
+    return _fc2048("vgg13_fc2048", 13, **kwargs)
+
+
+def vgg16_fc2048(**kwargs):
+    return _fc2048("vgg16_fc2048", 16, **kwargs)
+
+
+def vgg19_fc2048(**kwargs):
+    return _fc2048("vgg19_fc2048", 19, **kwargs)

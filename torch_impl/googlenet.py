@@ -14,8 +14,13 @@ inception_v1: the paper's network. It reuses googlenet's module paths (docs/ince
     aux1, aux2: .conv.conv, .fc1, .fc2      auxiliary heads on inception4a / inception4d
     fc                                      1024 -> classes, after global average pooling
 
+googlenet_nobn: seed 004's GoogLeNet for its flower set, inception_v1's paths without LRN:
+conv with bias + ReLU, 5x5 third branch, maxpool4 3x3/2 (torchvision's is 2x2/2), and aux
+heads that pool with AvgPool2d(5, stride=3) (on a 14x14 map: windows at 0/3/6/9, 5 wide; an
+adaptive 4x4 pool's start at 0/3/7/10) and drop out before fc1 and before fc2 (p 0.5).
+
 With auxiliary heads, training mode returns GoogLeNetOutputs(logits, aux_logits2,
-aux_logits1) (torchvision's order); eval mode returns the logits only.
+aux_logits1) (torchvision's order, and seed 004's); eval mode returns the logits only.
 """
 from typing import NamedTuple, Optional
 
@@ -118,24 +123,27 @@ class Inception(nn.Module):
 
 
 class InceptionAux(nn.Module):
-    """Auxiliary classifier: 4x4 adaptive average pool, 1x1 conv to 128, fc 2048 -> 1024 -> classes."""
+    """Auxiliary classifier: 4x4 adaptive average pool, 1x1 conv to 128, fc 2048 -> 1024 -> classes.
+    seed 004's (`seed004=True`): AvgPool2d(5, stride=3) instead, and dropout before fc1 too."""
 
-    def __init__(self, in_channels, num_classes, conv_block, dropout=0.7):
+    def __init__(self, in_channels, num_classes, conv_block, dropout=0.7, seed004=False):
         super().__init__()
+        self.pool = nn.AvgPool2d(5, stride=3) if seed004 else nn.AdaptiveAvgPool2d((4, 4))
         self.conv = conv_block(in_channels, 128, 1)
+        self.dropout_fc1 = nn.Dropout(dropout) if seed004 else nn.Identity()
         self.fc1 = nn.Linear(128 * 4 * 4, 1024)
         self.fc2 = nn.Linear(1024, num_classes)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
-        x = self.conv(nn.functional.adaptive_avg_pool2d(x, (4, 4)))
-        x = torch.relu(self.fc1(torch.flatten(x, 1)))
+        x = torch.flatten(self.conv(self.pool(x)), 1)
+        x = torch.relu(self.fc1(self.dropout_fc1(x)))
         return self.fc2(self.dropout(x))
 
 
 class GoogLeNet(nn.Module):
     def __init__(self, name, conv_block, *, branch3_kernel=3, lrn=False, num_classes=1000, aux_logits=False,
-                 transform_input=False, dropout=0.2, dropout_aux=0.7):
+                 transform_input=False, dropout=0.2, dropout_aux=0.7, seed004=False):
         super().__init__()
         self.arch, self.aux_logits, self.transform_input = name, aux_logits, transform_input
         self.conv1 = conv_block(3, 64, 7, stride=2, padding=3)
@@ -155,12 +163,12 @@ class GoogLeNet(nn.Module):
         self.inception4c = block("inception4c", 512)
         self.inception4d = block("inception4d", 512)
         self.inception4e = block("inception4e", 528)
-        self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        self.maxpool4 = nn.MaxPool2d(3 if seed004 else 2, stride=2, ceil_mode=True)
         self.inception5a = block("inception5a", 832)
         self.inception5b = block("inception5b", 832)
 
-        self.aux1 = InceptionAux(512, num_classes, conv_block, dropout_aux) if aux_logits else None
-        self.aux2 = InceptionAux(528, num_classes, conv_block, dropout_aux) if aux_logits else None
+        self.aux1 = InceptionAux(512, num_classes, conv_block, dropout_aux, seed004) if aux_logits else None
+        self.aux2 = InceptionAux(528, num_classes, conv_block, dropout_aux, seed004) if aux_logits else None
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(1024, num_classes)
@@ -191,3 +199,8 @@ def googlenet(*, num_classes=1000, aux_logits=False, transform_input=False, drop
 def inception_v1(*, num_classes=1000, aux_logits=True, dropout=0.4, dropout_aux=0.7):
     return GoogLeNet("inception_v1", ConvReLU, branch3_kernel=5, lrn=True, num_classes=num_classes,
                      aux_logits=aux_logits, dropout=dropout, dropout_aux=dropout_aux)
+
+
+def googlenet_nobn(*, num_classes=5, aux_logits=True, dropout=0.4, dropout_aux=0.5):
+    return GoogLeNet("googlenet_nobn", ConvReLU, branch3_kernel=5, num_classes=num_classes, aux_logits=aux_logits,
+                     dropout=dropout, dropout_aux=dropout_aux, seed004=True)

@@ -5,6 +5,10 @@ then BatchNorm2d (the _bn variants), then ReLU; the features.N indices count eve
 these modules, as torchvision's do. avgpool is AdaptiveAvgPool2d(7); classifier.0/3/6 are
 the Linears, and classifier.0 follows a spatial flatten of 512 x 7 x 7 features
 (catalogue: flatten_linear).
+
+The `_fc2048` variants are seed 004's VGGs for its flower set: the same features, no average
+pool (the 512 x 7 x 7 flatten needs a 224..239 input) and its classifier, Dropout first:
+classifier.1/4/6 are Linears 25088-2048-2048-num_classes (5 classes by default).
 """
 import torch
 from torch import nn
@@ -34,17 +38,23 @@ def make_features(config, batch_norm):
     return nn.Sequential(*modules)
 
 
+def make_classifier(num_classes, dropout, hidden=4096, dropout_first=False):
+    """torchvision's: (Linear, ReLU, Dropout) twice, then Linear (classifier.0/3/6); seed 004's,
+    `dropout_first`: (Dropout, Linear, ReLU) twice, then Linear (classifier.1/4/6)."""
+    def stage(features):
+        linear = [nn.Linear(features, hidden), nn.ReLU(inplace=True)]
+        return [nn.Dropout(dropout), *linear] if dropout_first else [*linear, nn.Dropout(dropout)]
+    return nn.Sequential(*stage(512 * 7 * 7), *stage(hidden), nn.Linear(hidden, num_classes))
+
+
 class VGG(nn.Module):
-    def __init__(self, name, config, *, batch_norm=False, num_classes=1000, dropout=0.5):
+    def __init__(self, name, config, *, batch_norm=False, num_classes=1000, dropout=0.5, hidden=4096,
+                 avgpool=True, dropout_first=False):
         super().__init__()
         self.arch = name
         self.features = make_features(config, batch_norm)
-        self.avgpool = nn.AdaptiveAvgPool2d(7)
-        self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(4096, num_classes),
-        )
+        self.avgpool = nn.AdaptiveAvgPool2d(7) if avgpool else None
+        self.classifier = make_classifier(num_classes, dropout, hidden, dropout_first)
         self._init_weights()
 
     def _init_weights(self):
@@ -61,7 +71,9 @@ class VGG(nn.Module):
 
     def forward(self, x):
         check_input(x, self.arch, "features.0", 3)
-        x = self.avgpool(self.features(x))
+        x = self.features(x)
+        if self.avgpool is not None:
+            x = self.avgpool(x)
         return self.classifier(torch.flatten(x, 1))
 
 
@@ -95,3 +107,23 @@ def vgg16_bn(**kwargs):
 
 def vgg19_bn(**kwargs):
     return VGG("vgg19_bn", CONFIGS[19], batch_norm=True, **kwargs)
+
+
+def _fc2048(name, depth, num_classes=5, **kwargs):
+    return VGG(name, CONFIGS[depth], num_classes=num_classes, hidden=2048, avgpool=False, dropout_first=True, **kwargs)
+
+
+def vgg11_fc2048(**kwargs):
+    return _fc2048("vgg11_fc2048", 11, **kwargs)
+
+
+def vgg13_fc2048(**kwargs):
+    return _fc2048("vgg13_fc2048", 13, **kwargs)
+
+
+def vgg16_fc2048(**kwargs):
+    return _fc2048("vgg16_fc2048", 16, **kwargs)
+
+
+def vgg19_fc2048(**kwargs):
+    return _fc2048("vgg19_fc2048", 19, **kwargs)

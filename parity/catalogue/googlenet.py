@@ -11,3 +11,12 @@ register(ModelSpec("googlenet", family="inception", module="googlenet", test_siz
 register(ModelSpec("inception_v1", family="inception", module="googlenet", test_sizes=(64, 57), min_size=15,
                    fixed_size=True, flatten_linear=_AUX_FLATTEN,
                    head=("fc", "aux1.fc2", "aux2.fc2"), aux_weights=(0.3, 0.3)))
+# seed 004's, for its flower set (5 classes): aux heads AvgPool2d(5, 3) then a 2048-input fc1,
+# so a 4x4 map after the pool, built with the graph: 223..270 px (224 and the odd 231 here; on
+# 14x14 the pool's windows start at 0/3/6/9, an adaptive 4x4 pool's at 0/3/7/10).
+register(ModelSpec("googlenet_nobn", family="inception", module="googlenet", input_size=(3, 224, 224),
+                   test_sizes=(224, 231), min_size=223, train_min_size=223,
+                   published_params=10_318_655,  # no canonical figure: the count of seed 004's layout
+                   fixed_size=True, flatten_linear=_AUX_FLATTEN,
+                   head=("fc", "aux1.fc2", "aux2.fc2"), aux_weights=(0.3, 0.3),
+                   tutorial="seed 004: GoogLeNet without BatchNorm, flower photos (5 classes)"))

@@ -1,4 +1,4 @@
-"""VGG 11/13/16/19 with and without BatchNorm, torchvision layout."""
+"""VGG 11/13/16/19 with and without BatchNorm, torchvision layout, and seed 004's VGGs."""
 from ..registry import ModelSpec, register
 
 _PUBLISHED = {
@@ -21,4 +21,21 @@ for _name, _params in _PUBLISHED.items():
         fixed_size=True,  # adaptive pooling needs a static H, W
         flatten_linear={"classifier.0": (512, 7, 7)},
         head=("classifier",),
+    ))
+
+# seed 004's VGGs for its flower set: no average pool, the classifier Dropout-first and 2048
+# wide, 5 classes (no canonical figure: the counts of that layout)
+_FC2048 = {"vgg11_fc2048": 64_809_349, "vgg13_fc2048": 64_993_861, "vgg16_fc2048": 70_303_557,
+           "vgg19_fc2048": 75_613_253}
+
+for _name, _params in _FC2048.items():
+    register(ModelSpec(
+        _name, family="vgg", module="vgg",
+        test_sizes=(224, 239),  # the 512 x 7 x 7 flatten: 224..239 px end in a 7x7 map
+        min_size=224,
+        published_params=_params,
+        fixed_size=True,
+        flatten_linear={"classifier.1": (512, 7, 7)},
+        head=("classifier",),
+        tutorial=f"seed 004: VGG-{_name[3:5]}, flower photos (5 classes)",
     ))
