@@ -120,6 +120,11 @@ def _parser():
     s.add_argument("model")
     s.add_argument("source")
     s.add_argument("destination")
+    s.add_argument("--from-tutorial", action="store_true",
+                   help="SOURCE is a .pth state dict saved by the model's source tutorial's own code "
+                        "(d2l's nn.Sequential indices, seed 004's names; docs/tutorials.md)")
+    s.add_argument("--num-classes", type=int, help="build the model with this many classes (as the weights have)")
+    s.add_argument("--in-channels", type=int, help="build the model for this many input channels")
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("diagnose", help="layer-by-layer errors against torch, down to the first divergent layer")
@@ -406,14 +411,21 @@ def cmd_export(args, console):
 
 
 def cmd_convert(args, console):
-    from .io import save_state
-    state = _read_weights(args.model, args.source)
+    from .io import load_state, save_state
+    options = {k: v for k, v in (("num_classes", args.num_classes), ("in_channels", args.in_channels)) if v is not None}
     kind = _weight_format(args.destination)
+    if args.from_tutorial:
+        from .weights import from_tutorial
+        if _weight_format(args.source) != "torch":
+            raise ValueError(f"{args.source}: --from-tutorial reads the tutorial's torch state dict (.pt/.pth)")
+        state = from_tutorial(args.model, load_state(args.source), **options)
+    else:
+        state = _read_weights(args.model, args.source, options)
     if kind == "canonical":
         save_state(state, args.destination, {"model": args.model})
     else:
         from .adapters import adapter
-        model = adapter(kind).build(args.model)
+        model = adapter(kind).build(args.model, **options)
         adapter(kind).load_state_dict(model, state)
         adapter(kind).save_native(model, args.destination)
     say(console, f"{args.model}: {len(state)} tensors, {args.source} -> {args.destination}")
@@ -432,13 +444,13 @@ def _weight_format(path: str) -> str:
     raise ValueError(f"{path}: unknown weight format; use .safetensors, .pt/.pth, .weights.h5 or a .tfckpt directory")
 
 
-def _read_weights(name, path):
+def _read_weights(name, path, options=None):
     from .adapters import adapter
     from .io import load_state
     kind = _weight_format(path)
     if kind in ("canonical", "torch"):
         return load_state(path)
-    model = adapter(kind).build(name)
+    model = adapter(kind).build(name, **(options or {}))
     adapter(kind).load_native(model, path)
     return adapter(kind).state_dict(model)
 

@@ -35,6 +35,9 @@ RENAMES: dict[str, Callable[[str], str | None]] = {
     "alexnet_half": same_names,  # seed 004: features / classifier, torchvision's indices
     **dict.fromkeys(("vgg11_fc2048", "vgg13_fc2048", "vgg16_fc2048", "vgg19_fc2048"), same_names),  # seed 004
     "googlenet_nobn": same_names,  # seed 004: conv1.conv ... aux1.conv.conv, aux1.fc1, fc (inception_v1's paths)
+    # seed 004 writes ResNet-34 and ResNet-101 in torchvision's layout, key for key: the catalogue's own
+    "resnet34": same_names,
+    "resnet101": same_names,
 }
 
 

@@ -249,6 +249,7 @@ def test_the_catalogue_names_each_networks_tutorial():
     assert registry.get("googlenet_nobn").tutorial.startswith("seed 004: GoogLeNet without BatchNorm")
     assert registry.get("vgg19_fc2048").tutorial == "seed 004: VGG-19, flower photos (5 classes)"
     assert {n for n in parity.list_models() if registry.get(n).tutorial} == set(TUTORIALS)
+    assert registry.get("resnet34").tutorial is None  # seed 004's ResNets are torchvision's (below)
 
 
 def test_seed_004s_vgg_passes_check_natively_at_its_smallest_size():
@@ -308,3 +309,91 @@ def test_an_adaptive_aux_pool_fails_the_aux_heads(seed004_googlenet, plant):
         keras_googlenet.inception_aux.__code__ = keras_planted
     for framework, (logits, aux2, aux1) in errors.items():  # measured: aux2 1.8e-4, aux1 3.2e-3 (torch)
         assert logits < threshold() and min(aux2, aux1) > 10 * threshold(), (framework, errors[framework])
+
+
+def test_convert_from_tutorial_writes_every_format_and_refuses_another_network(tmp_path, capsys):
+    from parity.cli import main
+    from parity.io import load_state
+    source = tmp_path / "nin_fashion.pth"
+    tutorial = d2l_nin().eval()
+    torch.save(tutorial.state_dict(), source)
+    canonical, keras_file = tmp_path / "nin.safetensors", tmp_path / "nin.weights.h5"
+    options = ["--from-tutorial", "--in-channels", "1", "--num-classes", "10"]
+    assert main(["convert", "nin", str(source), str(canonical), *options]) == 0
+    assert load_state(canonical)["classifier.1.0.weight"].shape == (10, 384, 3, 3)
+    assert main(["convert", "nin", str(source), str(keras_file), *options]) == 0
+    model = parity.build("nin", framework="keras", in_channels=1, num_classes=10, input_size=(1, 96, 96))
+    parity.adapters.adapter("keras").load_native(model, keras_file)
+    x = np.random.default_rng(2).standard_normal((1, 1, 96, 96)).astype(np.float32)
+    with torch.no_grad():
+        expected = tutorial(torch.from_numpy(x)).numpy()
+    assert normalized_error(parity.run(model, x)[0], expected) < threshold()
+    capsys.readouterr()
+    wrong = tmp_path / "lenet.safetensors"
+    assert main(["convert", "lenet_cifar", str(source), str(wrong), "--from-tutorial"]) == 2
+    printed = capsys.readouterr()
+    assert "lenet_cifar (tutorial keys): the weights do not fit the model" in printed.out + printed.err
+    assert not wrong.exists()
+
+
+class Seed004BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn1, self.relu = nn.BatchNorm2d(cout), nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn2, self.downsample = nn.BatchNorm2d(cout), downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class Seed004ResNet34(nn.Module):
+    """Seed 004's ResNet with its BasicBlock, [3, 4, 6, 3], include_top."""
+
+    def __init__(self, num_classes=5):
+        super().__init__()
+        self.in_channel = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1, self.relu = nn.BatchNorm2d(64), nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(64, 3)
+        self.layer2 = self._make_layer(128, 4, stride=2)
+        self.layer3 = self._make_layer(256, 6, stride=2)
+        self.layer4 = self._make_layer(512, 3, stride=2)
+        self.avgpool, self.fc = nn.AdaptiveAvgPool2d((1, 1)), nn.Linear(512, num_classes)
+
+    def _make_layer(self, channel, blocks, stride=1):
+        downsample = None
+        if stride != 1 or self.in_channel != channel:
+            downsample = nn.Sequential(nn.Conv2d(self.in_channel, channel, kernel_size=1, stride=stride, bias=False),
+                                       nn.BatchNorm2d(channel))
+        layers = [Seed004BasicBlock(self.in_channel, channel, stride, downsample)]
+        self.in_channel = channel
+        return nn.Sequential(*layers, *(Seed004BasicBlock(channel, channel) for _ in range(1, blocks)))
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def test_seed_004s_resnet34_is_the_catalogues_key_for_key():
+    tutorial = Seed004ResNet34().eval()
+    generator = torch.Generator().manual_seed(3)
+    for module in tutorial.modules():  # running statistics a trained network would have
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(0.1 * torch.randn(module.num_features, generator=generator))
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+    state = parity.weights.from_tutorial("resnet34", tutorial.state_dict(), num_classes=5)
+    assert set(state) == {k for k in tutorial.state_dict() if not k.endswith("num_batches_tracked")}
+    x = np.random.default_rng(4).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = tutorial(torch.from_numpy(x)).numpy()
+    for framework in ("torch", "keras", "tf"):
+        model = parity.build("resnet34", framework=framework, num_classes=5)
+        parity.load_state_dict(model, state)
+        error = normalized_error(parity.run(model, x)[0], expected)
+        assert error < threshold(), f"resnet34 -> {framework}: {error:.2e}"
