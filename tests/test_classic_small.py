@@ -55,7 +55,7 @@ OWN_KEY_COUNTS = {"lenet": 10, "nin": 24}
 
 # --- catalogue and builders ---------------------------------------------------------
 
-TUTORIALS_OWN = {"lenet": ["lenet_cifar"], "alexnet": ["alexnet_half"],  # tests/test_tutorials.py
+TUTORIALS_OWN = {"lenet": ["lenet_cifar"], "alexnet": ["alexnet_half", "alexnet_d2l"],  # tests/test_tutorials.py
                  "vgg": ["vgg11_fc2048", "vgg13_fc2048", "vgg16_fc2048", "vgg19_fc2048"]}
 
 

@@ -42,6 +42,20 @@ def d2l_nin():
         nn.Dropout(0.5), block(384, 10, 3, 1, 1), nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten())
 
 
+def d2l_alexnet():
+    """Seed 003: d2l's AlexNet, one nn.Sequential, 1-channel Fashion-MNIST resized to 224."""
+    return nn.Sequential(
+        nn.Conv2d(1, 96, kernel_size=11, stride=4, padding=1), nn.ReLU(), nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(96, 256, kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(256, 384, kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 384, kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2), nn.Flatten(),
+        nn.Linear(6400, 4096), nn.ReLU(), nn.Dropout(p=0.5),
+        nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(p=0.5),
+        nn.Linear(4096, 10))
+
+
 class Seed004LeNet(nn.Module):
     """Seed 004: the CIFAR-10 LeNet, named modules."""
 
@@ -186,6 +200,7 @@ class Seed004GoogLeNet(nn.Module):
 TUTORIALS = {
     "lenet": (d2l_lenet, (1, 28, 28), {}),
     "nin": (d2l_nin, (1, 96, 96), {"in_channels": 1, "num_classes": 10}),
+    "alexnet_d2l": (d2l_alexnet, (1, 224, 224), {}),
     "lenet_cifar": (Seed004LeNet, (3, 32, 32), {}),
     "alexnet_half": (Seed004AlexNet, (3, 224, 224), {}),
     **{f"vgg{d}_fc2048": (lambda d=d: Seed004VGG(d), (3, 224, 224), {}) for d in SEED_004_VGG},
@@ -233,7 +248,7 @@ def test_only_the_tutorials_networks_have_a_tutorial_rename():
         parity.weights.from_tutorial("resnet50", {})
 
 
-@pytest.mark.parametrize("name", ["lenet_cifar", "alexnet_half", "googlenet_nobn", *[pytest.param(n, marks=pytest.mark.slow)
+@pytest.mark.parametrize("name", ["lenet_cifar", "alexnet_half", "alexnet_d2l", "googlenet_nobn", *[pytest.param(n, marks=pytest.mark.slow)
                                                                      for n in ("vgg11_fc2048", *sorted(DEEPER))]])
 def test_check_passes_natively_and_through_onnx_at_the_smallest_size(name):
     from parity import registry
@@ -245,6 +260,7 @@ def test_check_passes_natively_and_through_onnx_at_the_smallest_size(name):
 def test_the_catalogue_names_each_networks_tutorial():
     from parity import registry
     assert registry.get("lenet_cifar").tutorial.startswith("seed 004")
+    assert registry.get("alexnet_d2l").tutorial.startswith("seed 003 (d2l)")
     assert registry.get("alexnet_half").tutorial.startswith("seed 004")
     assert registry.get("googlenet_nobn").tutorial.startswith("seed 004: GoogLeNet without BatchNorm")
     assert registry.get("vgg19_fc2048").tutorial == "seed 004: VGG-19, flower photos (5 classes)"

@@ -1,4 +1,4 @@
-"""AlexNet, torchvision layout, and seed 004's half-width AlexNet."""
+"""AlexNet, torchvision layout, and the tutorials' own: seed 004's half-width AlexNet, d2l's."""
 from ..registry import ModelSpec, register
 
 register(ModelSpec(
@@ -24,4 +24,16 @@ register(ModelSpec(
     flatten_linear={"classifier.1": (128, 6, 6)},
     head=("classifier",),
     tutorial="seed 004: AlexNet, flower photos (5 classes)",
+))
+
+register(ModelSpec(
+    "alexnet_d2l", family="alexnet", module="alexnet",
+    input_size=(1, 224, 224),  # Fashion-MNIST resized to 224, as d2l trains it
+    test_sizes=(224, 227),  # no average pool: the flatten takes 256 x 5 x 5, which only 224..227 give
+    min_size=224,
+    published_params=46_764_746,  # no canonical figure: the count of d2l's layout, 10 classes
+    fixed_size=True,
+    flatten_linear={"classifier.0": (256, 5, 5)},
+    head=("classifier",),
+    tutorial="seed 003 (d2l): AlexNet, Fashion-MNIST at 224 px",
 ))
