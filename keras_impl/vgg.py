@@ -7,6 +7,8 @@ Flatten is NHWC-native: classifier.0's kernel is permuted in transfer (catalogue
 
 The `_fc2048` variants are seed 004's: no average pool, and Dropout first in the classifier,
 so the Dense layers sit at classifier.1/4/6, 25088-2048-2048-num_classes (torch_impl/vgg.py).
+`vgg11_d2l` (seed 003): one input channel, layers grouped by d2l's vgg_block
+(features.<block>.<index>), no average pool, torchvision's classifier, 10 classes.
 """
 import keras
 from keras import layers
@@ -22,19 +24,25 @@ CONFIGS = {
 }
 
 
-def features(x, config, use_batch_norm):
-    index = 0
+def features(x, config, use_batch_norm, grouped=False):
+    """Layers named features.<index> (torchvision's), or `grouped`: features.<block>.<index>
+    per block that ends in a pool (d2l's vgg_block)."""
+    block, index = 0, 0
+
+    def name():
+        return f"features.{block}.{index}" if grouped else f"features.{index}"
+
     for width in config:
         if width == "M":
-            x = max_pool(x, 2, 2, name=f"features.{index}")
-            index += 1
+            x = max_pool(x, 2, 2, name=name())
+            block, index = (block + 1, 0) if grouped else (block, index + 1)
             continue
-        x = conv2d(x, width, 3, padding=1, name=f"features.{index}")
+        x = conv2d(x, width, 3, padding=1, name=name())
         index += 1
         if use_batch_norm:
-            x = batch_norm(x, name=f"features.{index}")
+            x = batch_norm(x, name=name())
             index += 1
-        x = relu(x, name=f"features.{index}")
+        x = relu(x, name=name())
         index += 1
     return x
 
@@ -56,9 +64,9 @@ def classifier(x, num_classes, dropout, hidden=4096, dropout_first=False):
 
 
 def vgg(name, config, *, batch_norm=False, num_classes=1000, dropout=0.5, input_shape=None, hidden=4096,
-        avgpool=True, dropout_first=False):
-    inputs = keras.Input(shape=input_shape or (None, None, 3), name="input")
-    x = features(inputs, config, batch_norm)
+        avgpool=True, dropout_first=False, in_channels=3, grouped=False):
+    inputs = keras.Input(shape=input_shape or (None, None, in_channels), name="input")
+    x = features(inputs, config, batch_norm, grouped)
     if avgpool:
         x = AdaptiveAvgPool2D(7, name="avgpool")(x)
     x = layers.Flatten(name="flatten")(x)  # (H, W, C) order
@@ -116,3 +124,8 @@ def vgg16_fc2048(**kwargs):
 
 def vgg19_fc2048(**kwargs):
     return _fc2048("vgg19_fc2048", 19, **kwargs)
+
+
+def vgg11_d2l(*, num_classes=10, **kwargs):
+    return vgg("vgg11_d2l", CONFIGS[11], num_classes=num_classes, avgpool=False, in_channels=1, grouped=True,
+               **kwargs)

@@ -32,6 +32,7 @@ RENAMES: dict[str, Callable[[str], str | None]] = {
     "lenet": d2l_sequential(6, 7),  # seed 003: Flatten at index 6
     "nin": d2l_sequential(6, 6),  # seed 003: Dropout at index 6 is classifier.0
     "alexnet_d2l": d2l_sequential(13, 14),  # seed 003: Flatten at index 13
+    "vgg11_d2l": d2l_sequential(5, 6),  # seed 003: five vgg_blocks (their inner indices kept), Flatten at 5
     "lenet_cifar": same_names,  # seed 004: conv1, conv2, fc1..fc3
     "alexnet_half": same_names,  # seed 004: features / classifier, torchvision's indices
     **dict.fromkeys(("vgg11_fc2048", "vgg13_fc2048", "vgg16_fc2048", "vgg19_fc2048"), same_names),  # seed 004

@@ -56,7 +56,7 @@ OWN_KEY_COUNTS = {"lenet": 10, "nin": 24}
 # --- catalogue and builders ---------------------------------------------------------
 
 TUTORIALS_OWN = {"lenet": ["lenet_cifar"], "alexnet": ["alexnet_half", "alexnet_d2l"],  # tests/test_tutorials.py
-                 "vgg": ["vgg11_fc2048", "vgg13_fc2048", "vgg16_fc2048", "vgg19_fc2048"]}
+                 "vgg": ["vgg11_fc2048", "vgg13_fc2048", "vgg16_fc2048", "vgg19_fc2048", "vgg11_d2l"]}
 
 
 def test_catalogue_lists_every_family():

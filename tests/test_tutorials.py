@@ -56,6 +56,23 @@ def d2l_alexnet():
         nn.Linear(4096, 10))
 
 
+def d2l_vgg11():
+    """Seed 003: d2l's vgg(conv_arch) for one input channel: vgg_blocks, Flatten, classifier."""
+    def vgg_block(num_convs, cin, cout):
+        layers = []
+        for _ in range(num_convs):
+            layers += [nn.Conv2d(cin, cout, kernel_size=3, padding=1), nn.ReLU()]
+            cin = cout
+        return nn.Sequential(*layers, nn.MaxPool2d(kernel_size=2, stride=2))
+    blocks, cin = [], 1
+    for num_convs, cout in ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512)):
+        blocks.append(vgg_block(num_convs, cin, cout))
+        cin = cout
+    return nn.Sequential(*blocks, nn.Flatten(),
+                         nn.Linear(cin * 7 * 7, 4096), nn.ReLU(), nn.Dropout(0.5),
+                         nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4096, 10))
+
+
 class Seed004LeNet(nn.Module):
     """Seed 004: the CIFAR-10 LeNet, named modules."""
 
@@ -201,6 +218,7 @@ TUTORIALS = {
     "lenet": (d2l_lenet, (1, 28, 28), {}),
     "nin": (d2l_nin, (1, 96, 96), {"in_channels": 1, "num_classes": 10}),
     "alexnet_d2l": (d2l_alexnet, (1, 224, 224), {}),
+    "vgg11_d2l": (d2l_vgg11, (1, 224, 224), {}),
     "lenet_cifar": (Seed004LeNet, (3, 32, 32), {}),
     "alexnet_half": (Seed004AlexNet, (3, 224, 224), {}),
     **{f"vgg{d}_fc2048": (lambda d=d: Seed004VGG(d), (3, 224, 224), {}) for d in SEED_004_VGG},
@@ -249,7 +267,8 @@ def test_only_the_tutorials_networks_have_a_tutorial_rename():
 
 
 @pytest.mark.parametrize("name", ["lenet_cifar", "alexnet_half", "alexnet_d2l", "googlenet_nobn", *[pytest.param(n, marks=pytest.mark.slow)
-                                                                     for n in ("vgg11_fc2048", *sorted(DEEPER))]])
+                                                                     for n in ("vgg11_fc2048", "vgg11_d2l",
+                                                                               *sorted(DEEPER))]])
 def test_check_passes_natively_and_through_onnx_at_the_smallest_size(name):
     from parity import registry
     report = parity.check(name, size=registry.get(name).test_sizes[0])
@@ -261,6 +280,7 @@ def test_the_catalogue_names_each_networks_tutorial():
     from parity import registry
     assert registry.get("lenet_cifar").tutorial.startswith("seed 004")
     assert registry.get("alexnet_d2l").tutorial.startswith("seed 003 (d2l)")
+    assert registry.get("vgg11_d2l").tutorial.startswith("seed 003 (d2l)")
     assert registry.get("alexnet_half").tutorial.startswith("seed 004")
     assert registry.get("googlenet_nobn").tutorial.startswith("seed 004: GoogLeNet without BatchNorm")
     assert registry.get("vgg19_fc2048").tutorial == "seed 004: VGG-19, flower photos (5 classes)"
@@ -268,9 +288,10 @@ def test_the_catalogue_names_each_networks_tutorial():
     assert registry.get("resnet34").tutorial is None  # seed 004's ResNets are torchvision's (below)
 
 
-def test_seed_004s_vgg_passes_check_natively_at_its_smallest_size():
-    """The default run's check of the _fc2048 VGGs (ONNX and the deeper ones: -m slow above)."""
-    report = parity.check("vgg11_fc2048", size=224, onnx=False)
+@pytest.mark.parametrize("name", ["vgg11_fc2048", "vgg11_d2l"])
+def test_the_tutorials_vggs_pass_check_natively_at_their_smallest_size(name):
+    """The default run's check of the tutorials' VGGs (their ONNX, and the deeper ones: -m slow)."""
+    report = parity.check(name, size=224, onnx=False)
     assert report.passed, [(r.target, r.normalized_error, r.error) for r in report.results]
 
 

@@ -7,6 +7,8 @@ weight is permuted in transfer because flatten is NHWC-native (catalogue: flatte
 
 The `_fc2048` variants are seed 004's: no average pool, and Dropout first in the classifier,
 so the Linears sit at classifier.1/4/6, 25088-2048-2048-num_classes (torch_impl/vgg.py).
+`vgg11_d2l` (seed 003): one input channel, layers grouped by d2l's vgg_block
+(features.<block>.<index>), no average pool, torchvision's classifier, 10 classes.
 """
 import tensorflow as tf
 
@@ -26,18 +28,23 @@ def max_pool_2x2(x):
     return max_pool2d(x, 2, 2)
 
 
-def make_features(config, batch_norm):
-    layers, channels = [], 3
+def make_features(config, batch_norm, in_channels=3, grouped=False):
+    """One flat list (torchvision's indices), or `grouped`: one list per block that ends in a
+    pool (d2l's vgg_block), so the paths read features.<block>.<index>."""
+    blocks, block, channels = [], [], in_channels
     for width in config:
         if width == "M":
-            layers.append(max_pool_2x2)
+            block.append(max_pool_2x2)
+            if grouped:
+                blocks.append(block)
+                block = []
             continue
-        layers.append(Conv2d(channels, width, 3, padding=1))
+        block.append(Conv2d(channels, width, 3, padding=1))
         if batch_norm:
-            layers.append(BatchNorm2d(width))
-        layers.append(relu)
+            block.append(BatchNorm2d(width))
+        block.append(relu)
         channels = width
-    return layers
+    return blocks if grouped else block
 
 
 def make_classifier(num_classes, dropout, hidden=4096, dropout_first=False):
@@ -51,14 +58,14 @@ def make_classifier(num_classes, dropout, hidden=4096, dropout_first=False):
 
 class VGG(tf.Module):
     def __init__(self, name, config, *, batch_norm=False, num_classes=1000, dropout=0.5, hidden=4096, avgpool=True,
-                 dropout_first=False):
+                 dropout_first=False, in_channels=3, grouped=False):
         super().__init__(name=name)
-        self.arch, self.avgpool = name, avgpool
-        self.features = make_features(config, batch_norm)
+        self.arch, self.avgpool, self.in_channels = name, avgpool, in_channels
+        self.features = make_features(config, batch_norm, in_channels, grouped)
         self.classifier = make_classifier(num_classes, dropout, hidden, dropout_first)
 
     def __call__(self, x, training=False):
-        check_input(x, self.arch, "features.0", 3)
+        check_input(x, self.arch, "features.0", self.in_channels)
         x = run_layers(self.features, x, training)
         if self.avgpool:
             x = adaptive_avg_pool2d(x, 7)
@@ -115,3 +122,8 @@ def vgg16_fc2048(**kwargs):
 
 def vgg19_fc2048(**kwargs):
     return _fc2048("vgg19_fc2048", 19, **kwargs)
+
+
+def vgg11_d2l(*, num_classes=10, **kwargs):
+    return VGG("vgg11_d2l", CONFIGS[11], num_classes=num_classes, avgpool=False, in_channels=1, grouped=True,
+               **kwargs)

@@ -9,6 +9,10 @@ the Linears, and classifier.0 follows a spatial flatten of 512 x 7 x 7 features
 The `_fc2048` variants are seed 004's VGGs for its flower set: the same features, no average
 pool (the 512 x 7 x 7 flatten needs a 224..239 input) and its classifier, Dropout first:
 classifier.1/4/6 are Linears 25088-2048-2048-num_classes (5 classes by default).
+
+`vgg11_d2l` is seed 003's (d2l): VGG-11's convs for one input channel, grouped in d2l's
+vgg_blocks (features.<block>.<index>: features.2.0 and features.2.2 are block 3's convs, its
+pool features.2.4), no average pool (224..239 px) and torchvision's classifier, 10 classes.
 """
 import torch
 from torch import nn
@@ -24,18 +28,23 @@ CONFIGS = {
 }
 
 
-def make_features(config, batch_norm):
-    modules, channels = [], 3
+def make_features(config, batch_norm, in_channels=3, grouped=False):
+    """One flat nn.Sequential (torchvision's), or `grouped`: one nn.Sequential per block that
+    ends in a pool (d2l's vgg_block), so the paths read features.<block>.<index>."""
+    blocks, block, channels = [], [], in_channels
     for width in config:
         if width == "M":
-            modules.append(nn.MaxPool2d(2, 2))
+            block.append(nn.MaxPool2d(2, 2))
+            if grouped:
+                blocks.append(nn.Sequential(*block))
+                block = []
             continue
-        modules.append(nn.Conv2d(channels, width, 3, padding=1))
+        block.append(nn.Conv2d(channels, width, 3, padding=1))
         if batch_norm:
-            modules.append(nn.BatchNorm2d(width))
-        modules.append(nn.ReLU(inplace=True))
+            block.append(nn.BatchNorm2d(width))
+        block.append(nn.ReLU(inplace=True))
         channels = width
-    return nn.Sequential(*modules)
+    return nn.Sequential(*blocks) if grouped else nn.Sequential(*block)
 
 
 def make_classifier(num_classes, dropout, hidden=4096, dropout_first=False):
@@ -49,10 +58,10 @@ def make_classifier(num_classes, dropout, hidden=4096, dropout_first=False):
 
 class VGG(nn.Module):
     def __init__(self, name, config, *, batch_norm=False, num_classes=1000, dropout=0.5, hidden=4096,
-                 avgpool=True, dropout_first=False):
+                 avgpool=True, dropout_first=False, in_channels=3, grouped=False):
         super().__init__()
-        self.arch = name
-        self.features = make_features(config, batch_norm)
+        self.arch, self.in_channels = name, in_channels
+        self.features = make_features(config, batch_norm, in_channels, grouped)
         self.avgpool = nn.AdaptiveAvgPool2d(7) if avgpool else None
         self.classifier = make_classifier(num_classes, dropout, hidden, dropout_first)
         self._init_weights()
@@ -70,7 +79,7 @@ class VGG(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x):
-        check_input(x, self.arch, "features.0", 3)
+        check_input(x, self.arch, "features.0", self.in_channels)
         x = self.features(x)
         if self.avgpool is not None:
             x = self.avgpool(x)
@@ -127,3 +136,8 @@ def vgg16_fc2048(**kwargs):
 
 def vgg19_fc2048(**kwargs):
     return _fc2048("vgg19_fc2048", 19, **kwargs)
+
+
+def vgg11_d2l(*, num_classes=10, **kwargs):
+    return VGG("vgg11_d2l", CONFIGS[11], num_classes=num_classes, avgpool=False, in_channels=1, grouped=True,
+               **kwargs)

@@ -1,4 +1,4 @@
-"""VGG 11/13/16/19 with and without BatchNorm, torchvision layout, and seed 004's VGGs."""
+"""VGG 11/13/16/19 with and without BatchNorm, torchvision layout, and the tutorials' own VGGs."""
 from ..registry import ModelSpec, register
 
 _PUBLISHED = {
@@ -39,3 +39,17 @@ for _name, _params in _FC2048.items():
         head=("classifier",),
         tutorial=f"seed 004: VGG-{_name[3:5]}, flower photos (5 classes)",
     ))
+
+# seed 003's (d2l): VGG-11 for Fashion-MNIST resized to 224, convs grouped in vgg_blocks
+# (features.<block>.<index>), no average pool, torchvision's classifier, 10 classes
+register(ModelSpec(
+    "vgg11_d2l", family="vgg", module="vgg",
+    input_size=(1, 224, 224),
+    test_sizes=(224, 239),  # the 512 x 7 x 7 flatten: 224..239 px end in a 7x7 map
+    min_size=224,
+    published_params=128_806_154,  # no canonical figure: the count of d2l's layout
+    fixed_size=True,
+    flatten_linear={"classifier.0": (512, 7, 7)},
+    head=("classifier",),
+    tutorial="seed 003 (d2l): VGG-11, Fashion-MNIST at 224 px",
+))
