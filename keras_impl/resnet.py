@@ -1,6 +1,9 @@
 """ResNet v1, ResNeXt and Wide ResNet (torchvision layout: layer names are the weight keys).
 
 Stride sits on the 3x3 conv of the bottleneck ("v1.5"), as in torchvision.
+
+`resnet18_d2l`: seed 003's (d2l) ResNet-18 with its `Residual` (convs with bias, a 1x1 conv3
+without BatchNorm on a changed shortcut), one input channel, 10 classes (torch_impl/resnet.py).
 """
 from typing import NamedTuple
 
@@ -116,3 +119,24 @@ def wide_resnet50_2(**kwargs):
 
 def wide_resnet101_2(**kwargs):
     return resnet("wide_resnet101_2", bottleneck, [3, 4, 23, 3], width_per_group=128, **kwargs)
+
+
+def residual(x, channels, stride, *, name):
+    """d2l's residual unit: convs with bias, a 1x1 conv3 (no BatchNorm) on a changed shortcut."""
+    shortcut = x
+    if stride != 1 or x.shape[-1] != channels:
+        shortcut = conv2d(x, channels, 1, stride=stride, name=f"{name}.conv3")
+    y = relu(batch_norm(conv2d(x, channels, 3, stride=stride, padding=1, name=f"{name}.conv1"), name=f"{name}.bn1"))
+    y = batch_norm(conv2d(y, channels, 3, padding=1, name=f"{name}.conv2"), name=f"{name}.bn2")
+    return relu(layers.Add(name=f"{name}.add")([y, shortcut]))
+
+
+def resnet18_d2l(*, in_channels=None, num_classes=10, input_shape=None):
+    inputs = keras.Input(shape=input_shape or (None, None, in_channels or 1), name="input")
+    x = relu(batch_norm(conv2d(inputs, 64, 7, stride=2, padding=3, name="conv1"), name="bn1"))
+    x = max_pool(x, 3, 2, padding=1, name="maxpool")
+    for i, (channels, stride) in enumerate(((64, 1), (128, 2), (256, 2), (512, 2))):
+        x = residual(x, channels, stride, name=f"layer{i + 1}.0")
+        x = residual(x, channels, 1, name=f"layer{i + 1}.1")
+    x = Linear(num_classes, name="fc")(global_avg_pool(x, name="avgpool"))
+    return keras.Model(inputs, x, name="resnet18_d2l")

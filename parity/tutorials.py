@@ -24,6 +24,18 @@ def d2l_sequential(features: int, classifier_start: int) -> Callable[[str], str 
     return rename
 
 
+def d2l_resnet(key: str) -> str | None:
+    """d2l's ResNet: nn.Sequential(b1, b2..b5, pool, Flatten, Linear); b1 is (conv, BN, ReLU, pool)
+    and b2..b5 hold Residual units, so 0.0 -> conv1, 0.1 -> bn1, k.j -> layer<k>.j, 7 -> fc."""
+    index, _, rest = key.partition(".")
+    if index == "0":
+        layer, _, param = rest.partition(".")
+        return {"0": "conv1", "1": "bn1"}.get(layer, "?") + f".{param}"
+    if index in ("1", "2", "3", "4"):
+        return f"layer{index}.{rest}"
+    return f"fc.{rest}" if index == "7" else None
+
+
 def same_names(key: str) -> str:
     return key
 
@@ -32,6 +44,7 @@ RENAMES: dict[str, Callable[[str], str | None]] = {
     "lenet": d2l_sequential(6, 7),  # seed 003: Flatten at index 6
     "nin": d2l_sequential(6, 6),  # seed 003: Dropout at index 6 is classifier.0
     "alexnet_d2l": d2l_sequential(13, 14),  # seed 003: Flatten at index 13
+    "resnet18_d2l": d2l_resnet,
     "vgg11_d2l": d2l_sequential(5, 6),  # seed 003: five vgg_blocks (their inner indices kept), Flatten at 5
     "lenet_cifar": same_names,  # seed 004: conv1, conv2, fc1..fc3
     "alexnet_half": same_names,  # seed 004: features / classifier, torchvision's indices

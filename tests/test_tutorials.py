@@ -73,6 +73,42 @@ def d2l_vgg11():
                          nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4096, 10))
 
 
+class D2lResidual(nn.Module):
+    """Seed 003: d2l's Residual."""
+
+    def __init__(self, input_channels, num_channels, use_1x1conv=False, strides=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(input_channels, num_channels, kernel_size=3, padding=1, stride=strides)
+        self.conv2 = nn.Conv2d(num_channels, num_channels, kernel_size=3, padding=1)
+        self.conv3 = nn.Conv2d(input_channels, num_channels, kernel_size=1, stride=strides) if use_1x1conv else None
+        self.bn1, self.bn2 = nn.BatchNorm2d(num_channels), nn.BatchNorm2d(num_channels)
+
+    def forward(self, X):
+        Y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(X)))))
+        if self.conv3:
+            X = self.conv3(X)
+        return F.relu(Y + X)
+
+
+def d2l_resnet18():
+    """Seed 003: d2l's ResNet-18 for one channel; BatchNorm statistics as training leaves them."""
+    def resnet_block(input_channels, num_channels, num_residuals, first_block=False):
+        return [D2lResidual(input_channels, num_channels, use_1x1conv=True, strides=2) if i == 0 and not first_block
+                else D2lResidual(num_channels, num_channels) for i in range(num_residuals)]
+    b1 = nn.Sequential(nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3), nn.BatchNorm2d(64), nn.ReLU(),
+                       nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    net = nn.Sequential(b1, nn.Sequential(*resnet_block(64, 64, 2, first_block=True)),
+                        nn.Sequential(*resnet_block(64, 128, 2)), nn.Sequential(*resnet_block(128, 256, 2)),
+                        nn.Sequential(*resnet_block(256, 512, 2)),
+                        nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), nn.Linear(512, 10))
+    generator = torch.Generator().manual_seed(5)
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(0.1 * torch.randn(module.num_features, generator=generator))
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+    return net
+
+
 class Seed004LeNet(nn.Module):
     """Seed 004: the CIFAR-10 LeNet, named modules."""
 
@@ -219,6 +255,7 @@ TUTORIALS = {
     "nin": (d2l_nin, (1, 96, 96), {"in_channels": 1, "num_classes": 10}),
     "alexnet_d2l": (d2l_alexnet, (1, 224, 224), {}),
     "vgg11_d2l": (d2l_vgg11, (1, 224, 224), {}),
+    "resnet18_d2l": (d2l_resnet18, (1, 96, 96), {}),
     "lenet_cifar": (Seed004LeNet, (3, 32, 32), {}),
     "alexnet_half": (Seed004AlexNet, (3, 224, 224), {}),
     **{f"vgg{d}_fc2048": (lambda d=d: Seed004VGG(d), (3, 224, 224), {}) for d in SEED_004_VGG},
@@ -266,9 +303,11 @@ def test_only_the_tutorials_networks_have_a_tutorial_rename():
         parity.weights.from_tutorial("resnet50", {})
 
 
-@pytest.mark.parametrize("name", ["lenet_cifar", "alexnet_half", "alexnet_d2l", "googlenet_nobn", *[pytest.param(n, marks=pytest.mark.slow)
-                                                                     for n in ("vgg11_fc2048", "vgg11_d2l",
-                                                                               *sorted(DEEPER))]])
+SLOW_CHECKS = ("vgg11_fc2048", "vgg11_d2l", *sorted(DEEPER))  # 39-65 s each with their ONNX exports
+
+
+@pytest.mark.parametrize("name", ["lenet_cifar", "alexnet_half", "alexnet_d2l", "resnet18_d2l", "googlenet_nobn",
+                                  *[pytest.param(n, marks=pytest.mark.slow) for n in SLOW_CHECKS]])
 def test_check_passes_natively_and_through_onnx_at_the_smallest_size(name):
     from parity import registry
     report = parity.check(name, size=registry.get(name).test_sizes[0])
@@ -281,6 +320,7 @@ def test_the_catalogue_names_each_networks_tutorial():
     assert registry.get("lenet_cifar").tutorial.startswith("seed 004")
     assert registry.get("alexnet_d2l").tutorial.startswith("seed 003 (d2l)")
     assert registry.get("vgg11_d2l").tutorial.startswith("seed 003 (d2l)")
+    assert registry.get("resnet18_d2l").tutorial.startswith("seed 003 (d2l)")
     assert registry.get("alexnet_half").tutorial.startswith("seed 004")
     assert registry.get("googlenet_nobn").tutorial.startswith("seed 004: GoogLeNet without BatchNorm")
     assert registry.get("vgg19_fc2048").tutorial == "seed 004: VGG-19, flower photos (5 classes)"

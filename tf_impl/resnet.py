@@ -1,6 +1,9 @@
 """ResNet v1, ResNeXt and Wide ResNet (torchvision layout: attribute paths are the weight keys).
 
 Stride sits on the 3x3 conv of the bottleneck ("v1.5"), as in torchvision.
+
+`resnet18_d2l`: seed 003's (d2l) ResNet-18 with its `Residual` (convs with bias, a 1x1 conv3
+without BatchNorm on a changed shortcut), one input channel, 10 classes (torch_impl/resnet.py).
 """
 from typing import NamedTuple
 
@@ -160,3 +163,44 @@ def wide_resnet50_2(**kwargs):
 
 def wide_resnet101_2(**kwargs):
     return ResNet("wide_resnet101_2", Bottleneck, [3, 4, 23, 3], width_per_group=128, **kwargs)
+
+
+class Residual(tf.Module):
+    """d2l's residual unit: convs with bias, a 1x1 conv3 (no BatchNorm) on a changed shortcut."""
+
+    def __init__(self, in_channels, channels, stride=1):
+        super().__init__()
+        self.conv1 = Conv2d(in_channels, channels, 3, stride, padding=1)
+        self.bn1 = BatchNorm2d(channels)
+        self.conv2 = Conv2d(channels, channels, 3, padding=1)
+        self.bn2 = BatchNorm2d(channels)
+        self.conv3 = Conv2d(in_channels, channels, 1, stride) if stride != 1 or in_channels != channels else None
+
+    def __call__(self, x, training=False):
+        y = self.bn2(self.conv2(tf.nn.relu(self.bn1(self.conv1(x), training))), training)
+        return tf.nn.relu(y + (x if self.conv3 is None else self.conv3(x)))
+
+
+class ResNetD2L(tf.Module):
+    def __init__(self, *, in_channels=1, num_classes=10):
+        super().__init__(name="resnet18_d2l")
+        self.arch, self.in_channels = "resnet18_d2l", in_channels
+        self.conv1 = Conv2d(in_channels, 64, 7, 2, padding=3)
+        self.bn1 = BatchNorm2d(64)
+        self.layer1 = [Residual(64, 64), Residual(64, 64)]
+        self.layer2 = [Residual(64, 128, 2), Residual(128, 128)]
+        self.layer3 = [Residual(128, 256, 2), Residual(256, 256)]
+        self.layer4 = [Residual(256, 512, 2), Residual(512, 512)]
+        self.fc = Linear(512, num_classes)
+
+    def __call__(self, x, training=False):
+        check_input(x, self.arch, "conv1", self.in_channels)
+        x = max_pool2d(tf.nn.relu(self.bn1(self.conv1(x), training)), 3, 2, padding=1)
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for unit in stage:
+                x = unit(x, training)
+        return self.fc(global_avg_pool(x))
+
+
+def resnet18_d2l(**kwargs):
+    return ResNetD2L(**kwargs)

@@ -1,6 +1,11 @@
 """ResNet v1, ResNeXt and Wide ResNet (torchvision layout: module paths are the weight keys).
 
 Stride sits on the 3x3 conv of the bottleneck ("v1.5"), as in torchvision.
+
+`resnet18_d2l` is seed 003's (d2l) ResNet-18 for one input channel and 10 classes: d2l's
+`Residual` (conv1 -> bn1 -> ReLU -> conv2 -> bn2, every conv with a bias, and where the shape
+changes a strided 1x1 `conv3` on the shortcut, without BatchNorm), paths conv1, bn1 (the stem,
+its conv with a bias), layer1..layer4.<unit>.{conv1,bn1,conv2,bn2,conv3}, fc.
 """
 from typing import NamedTuple
 
@@ -171,3 +176,43 @@ def wide_resnet50_2(**kwargs):
 
 def wide_resnet101_2(**kwargs):
     return ResNet("wide_resnet101_2", Bottleneck, [3, 4, 23, 3], width_per_group=128, **kwargs)
+
+
+class Residual(nn.Module):
+    """d2l's residual unit: convs with bias, a 1x1 conv3 (no BatchNorm) on a changed shortcut."""
+
+    def __init__(self, in_channels, channels, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, padding=1)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.conv3 = nn.Conv2d(in_channels, channels, 1, stride) if stride != 1 or in_channels != channels else None
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(y + (x if self.conv3 is None else self.conv3(x)))
+
+
+class ResNetD2L(nn.Module):
+    def __init__(self, *, in_channels=1, num_classes=10):
+        super().__init__()
+        self.arch, self.in_channels = "resnet18_d2l", in_channels
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(3, 2, padding=1)
+        self.layer1 = nn.Sequential(Residual(64, 64), Residual(64, 64))
+        self.layer2 = nn.Sequential(Residual(64, 128, 2), Residual(128, 128))
+        self.layer3 = nn.Sequential(Residual(128, 256, 2), Residual(256, 256))
+        self.layer4 = nn.Sequential(Residual(256, 512, 2), Residual(512, 512))
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        check_input(x, self.arch, "conv1", self.in_channels)
+        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def resnet18_d2l(**kwargs):
+    return ResNetD2L(**kwargs)
