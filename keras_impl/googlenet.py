@@ -4,6 +4,9 @@ Layer names are the torch module paths (see torch_impl/googlenet.py and docs/inc
 Every max-pool uses ceil_mode=True, emulated with -inf padding: the graph needs a static
 input size (default 224x224).
 
+googlenet_d2l: seed 003's (d2l) GoogLeNet (torch_impl/googlenet.py): convs with bias, d2l's
+branch names (p1_1 ... p4_2), max pools 3x3/2 padded by 1 without ceil_mode, one input channel.
+
 googlenet_nobn: seed 004's GoogLeNet (torch_impl/googlenet.py): inception_v1 without LRN,
 maxpool4 3x3/2, aux heads pooling with AvgPool2d(5, stride=3) and dropping out before fc1 too.
 
@@ -14,7 +17,7 @@ inference, as torch does.
 import keras
 from keras import layers, ops
 
-from .layers import AdaptiveAvgPool2D, Linear, batch_norm, conv2d, max_pool, relu
+from .layers import AdaptiveAvgPool2D, Linear, batch_norm, conv2d, global_avg_pool, max_pool, relu
 
 BLOCKS = {  # name: (ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj)
     "inception3a": (64, 96, 128, 16, 32, 32),
@@ -180,3 +183,30 @@ def googlenet_nobn(*, num_classes=5, aux_logits=True, dropout=0.4, dropout_aux=0
     return googlenet_graph("googlenet_nobn", conv_relu, branch3_kernel=5, num_classes=num_classes,
                            aux_logits=aux_logits, dropout=dropout, dropout_aux=dropout_aux, input_shape=input_shape,
                            seed004=True)
+
+
+def d2l_inception(x, spec, *, name):
+    """d2l's Inception: four branches of convs with bias + ReLU, named as d2l names them."""
+    ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj = spec
+    p1 = relu(conv2d(x, ch1x1, 1, name=f"{name}.p1_1"))
+    p2 = relu(conv2d(relu(conv2d(x, ch3x3red, 1, name=f"{name}.p2_1")), ch3x3, 3, padding=1, name=f"{name}.p2_2"))
+    p3 = relu(conv2d(relu(conv2d(x, ch5x5red, 1, name=f"{name}.p3_1")), ch5x5, 5, padding=2, name=f"{name}.p3_2"))
+    p4 = relu(conv2d(max_pool(x, 3, 1, padding=1, name=f"{name}.p4_1"), pool_proj, 1, name=f"{name}.p4_2"))
+    return layers.Concatenate(axis=-1, name=name)([p1, p2, p3, p4])
+
+
+def googlenet_d2l(*, in_channels=None, num_classes=10, input_shape=None):
+    inputs = keras.Input(shape=input_shape or (None, None, in_channels or 1), name="input")
+    x = max_pool(relu(conv2d(inputs, 64, 7, stride=2, padding=3, name="conv1")), 3, 2, padding=1, name="pool1")
+    x = relu(conv2d(relu(conv2d(x, 64, 1, name="conv2")), 192, 3, padding=1, name="conv3"))
+    x = max_pool(x, 3, 2, padding=1, name="pool2")
+    x = d2l_inception(d2l_inception(x, BLOCKS["inception3a"], name="inception3a"), BLOCKS["inception3b"],
+                      name="inception3b")
+    x = max_pool(x, 3, 2, padding=1, name="pool3")
+    for block in ("inception4a", "inception4b", "inception4c", "inception4d", "inception4e"):
+        x = d2l_inception(x, BLOCKS[block], name=block)
+    x = max_pool(x, 3, 2, padding=1, name="pool4")
+    x = d2l_inception(d2l_inception(x, BLOCKS["inception5a"], name="inception5a"), BLOCKS["inception5b"],
+                      name="inception5b")
+    x = Linear(num_classes, name="fc")(global_avg_pool(x, name="avgpool"))
+    return keras.Model(inputs, x, name="googlenet_d2l")

@@ -36,6 +36,22 @@ def d2l_resnet(key: str) -> str | None:
     return f"fc.{rest}" if index == "7" else None
 
 
+D2L_GOOGLENET = {"0.0": "conv1", "1.0": "conv2", "1.2": "conv3", "2.0": "inception3a", "2.1": "inception3b",
+                 **{f"3.{i}": f"inception4{c}" for i, c in enumerate("abcde")},
+                 "4.0": "inception5a", "4.1": "inception5b"}
+
+
+def d2l_googlenet(key: str) -> str | None:
+    """d2l's GoogLeNet: nn.Sequential(b1..b5, Linear); its blocks' layers get the family's names
+    (1.2 -> conv3, 3.4 -> inception4e), the Inception branches keep d2l's (p2_2), 5 -> fc."""
+    block, _, rest = key.partition(".")
+    if block == "5":
+        return f"fc.{rest}"
+    layer, _, param = rest.partition(".")
+    name = D2L_GOOGLENET.get(f"{block}.{layer}")
+    return f"{name}.{param}" if name else None
+
+
 def same_names(key: str) -> str:
     return key
 
@@ -45,6 +61,7 @@ RENAMES: dict[str, Callable[[str], str | None]] = {
     "nin": d2l_sequential(6, 6),  # seed 003: Dropout at index 6 is classifier.0
     "alexnet_d2l": d2l_sequential(13, 14),  # seed 003: Flatten at index 13
     "resnet18_d2l": d2l_resnet,
+    "googlenet_d2l": d2l_googlenet,
     "vgg11_d2l": d2l_sequential(5, 6),  # seed 003: five vgg_blocks (their inner indices kept), Flatten at 5
     "lenet_cifar": same_names,  # seed 004: conv1, conv2, fc1..fc3
     "alexnet_half": same_names,  # seed 004: features / classifier, torchvision's indices

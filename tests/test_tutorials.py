@@ -109,6 +109,43 @@ def d2l_resnet18():
     return net
 
 
+class D2lInception(nn.Module):
+    """Seed 003: d2l's Inception, c1..c4 the branches' output channels."""
+
+    def __init__(self, in_channels, c1, c2, c3, c4):
+        super().__init__()
+        self.p1_1 = nn.Conv2d(in_channels, c1, kernel_size=1)
+        self.p2_1 = nn.Conv2d(in_channels, c2[0], kernel_size=1)
+        self.p2_2 = nn.Conv2d(c2[0], c2[1], kernel_size=3, padding=1)
+        self.p3_1 = nn.Conv2d(in_channels, c3[0], kernel_size=1)
+        self.p3_2 = nn.Conv2d(c3[0], c3[1], kernel_size=5, padding=2)
+        self.p4_1 = nn.MaxPool2d(kernel_size=3, stride=1, padding=1)
+        self.p4_2 = nn.Conv2d(in_channels, c4, kernel_size=1)
+
+    def forward(self, x):
+        p1 = F.relu(self.p1_1(x))
+        p2 = F.relu(self.p2_2(F.relu(self.p2_1(x))))
+        p3 = F.relu(self.p3_2(F.relu(self.p3_1(x))))
+        return torch.cat((p1, p2, p3, F.relu(self.p4_2(self.p4_1(x)))), dim=1)
+
+
+def d2l_googlenet():
+    """Seed 003: d2l's GoogLeNet, b1..b5 and a Linear, one input channel."""
+    b1 = nn.Sequential(nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3), nn.ReLU(),
+                       nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    b2 = nn.Sequential(nn.Conv2d(64, 64, kernel_size=1), nn.ReLU(), nn.Conv2d(64, 192, kernel_size=3, padding=1),
+                       nn.ReLU(), nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    b3 = nn.Sequential(D2lInception(192, 64, (96, 128), (16, 32), 32), D2lInception(256, 128, (128, 192), (32, 96), 64),
+                       nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    b4 = nn.Sequential(D2lInception(480, 192, (96, 208), (16, 48), 64), D2lInception(512, 160, (112, 224), (24, 64), 64),
+                       D2lInception(512, 128, (128, 256), (24, 64), 64), D2lInception(512, 112, (144, 288), (32, 64), 64),
+                       D2lInception(528, 256, (160, 320), (32, 128), 128),
+                       nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    b5 = nn.Sequential(D2lInception(832, 256, (160, 320), (32, 128), 128),
+                       D2lInception(832, 384, (192, 384), (48, 128), 128), nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten())
+    return nn.Sequential(b1, b2, b3, b4, b5, nn.Linear(1024, 10))
+
+
 class Seed004LeNet(nn.Module):
     """Seed 004: the CIFAR-10 LeNet, named modules."""
 
@@ -256,6 +293,7 @@ TUTORIALS = {
     "alexnet_d2l": (d2l_alexnet, (1, 224, 224), {}),
     "vgg11_d2l": (d2l_vgg11, (1, 224, 224), {}),
     "resnet18_d2l": (d2l_resnet18, (1, 96, 96), {}),
+    "googlenet_d2l": (d2l_googlenet, (1, 96, 96), {}),
     "lenet_cifar": (Seed004LeNet, (3, 32, 32), {}),
     "alexnet_half": (Seed004AlexNet, (3, 224, 224), {}),
     **{f"vgg{d}_fc2048": (lambda d=d: Seed004VGG(d), (3, 224, 224), {}) for d in SEED_004_VGG},
@@ -306,7 +344,8 @@ def test_only_the_tutorials_networks_have_a_tutorial_rename():
 SLOW_CHECKS = ("vgg11_fc2048", "vgg11_d2l", *sorted(DEEPER))  # 39-65 s each with their ONNX exports
 
 
-@pytest.mark.parametrize("name", ["lenet_cifar", "alexnet_half", "alexnet_d2l", "resnet18_d2l", "googlenet_nobn",
+@pytest.mark.parametrize("name", ["lenet_cifar", "alexnet_half", "alexnet_d2l", "resnet18_d2l", "googlenet_d2l",
+                                  "googlenet_nobn",
                                   *[pytest.param(n, marks=pytest.mark.slow) for n in SLOW_CHECKS]])
 def test_check_passes_natively_and_through_onnx_at_the_smallest_size(name):
     from parity import registry
@@ -321,6 +360,7 @@ def test_the_catalogue_names_each_networks_tutorial():
     assert registry.get("alexnet_d2l").tutorial.startswith("seed 003 (d2l)")
     assert registry.get("vgg11_d2l").tutorial.startswith("seed 003 (d2l)")
     assert registry.get("resnet18_d2l").tutorial.startswith("seed 003 (d2l)")
+    assert registry.get("googlenet_d2l").tutorial.startswith("seed 003 (d2l)")
     assert registry.get("alexnet_half").tutorial.startswith("seed 004")
     assert registry.get("googlenet_nobn").tutorial.startswith("seed 004: GoogLeNet without BatchNorm")
     assert registry.get("vgg19_fc2048").tutorial == "seed 004: VGG-19, flower photos (5 classes)"

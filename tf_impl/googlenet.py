@@ -3,6 +3,9 @@
 Attribute paths are the torch module paths (see torch_impl/googlenet.py and
 docs/inception.md). Every max-pool uses ceil_mode=True, which needs a static H, W.
 
+googlenet_d2l: seed 003's (d2l) GoogLeNet (torch_impl/googlenet.py): convs with bias, d2l's
+branch names (p1_1 ... p4_2), max pools 3x3/2 padded by 1 without ceil_mode, one input channel.
+
 googlenet_nobn: seed 004's GoogLeNet (torch_impl/googlenet.py): inception_v1 without LRN,
 maxpool4 3x3/2, aux heads pooling with AvgPool2d(5, stride=3) and dropping out before fc1 too.
 
@@ -225,3 +228,57 @@ def inception_v1(*, num_classes=1000, aux_logits=True, dropout=0.4, dropout_aux=
 def googlenet_nobn(*, num_classes=5, aux_logits=True, dropout=0.4, dropout_aux=0.5):
     return GoogLeNet("googlenet_nobn", ConvReLU, branch3_kernel=5, num_classes=num_classes, aux_logits=aux_logits,
                      dropout=dropout, dropout_aux=dropout_aux, seed004=True)
+
+
+class D2LInception(tf.Module):
+    """d2l's Inception: four branches of convs with bias + ReLU, named as d2l names them."""
+
+    def __init__(self, in_channels, spec: InceptionSpec):
+        super().__init__()
+        self.p1_1 = Conv2d(in_channels, spec.ch1x1, 1)
+        self.p2_1 = Conv2d(in_channels, spec.ch3x3red, 1)
+        self.p2_2 = Conv2d(spec.ch3x3red, spec.ch3x3, 3, padding=1)
+        self.p3_1 = Conv2d(in_channels, spec.ch5x5red, 1)
+        self.p3_2 = Conv2d(spec.ch5x5red, spec.ch5x5, 5, padding=2)
+        self.p4_2 = Conv2d(in_channels, spec.pool_proj, 1)
+
+    def __call__(self, x, training=False):
+        p1 = tf.nn.relu(self.p1_1(x))
+        p2 = tf.nn.relu(self.p2_2(tf.nn.relu(self.p2_1(x))))
+        p3 = tf.nn.relu(self.p3_2(tf.nn.relu(self.p3_1(x))))
+        p4 = tf.nn.relu(self.p4_2(max_pool2d(x, 3, 1, padding=1)))
+        return tf.concat([p1, p2, p3, p4], axis=-1)
+
+
+def d2l_pool(x):
+    """d2l's max pool: 3x3, stride 2, padded by 1, floor mode."""
+    return max_pool2d(x, 3, 2, padding=1)
+
+
+class GoogLeNetD2L(tf.Module):
+    def __init__(self, *, in_channels=1, num_classes=10):
+        super().__init__(name="googlenet_d2l")
+        self.arch, self.in_channels = "googlenet_d2l", in_channels
+        self.conv1 = Conv2d(in_channels, 64, 7, 2, padding=3)
+        self.conv2 = Conv2d(64, 64, 1)
+        self.conv3 = Conv2d(64, 192, 3, padding=1)
+        widths = {"inception3a": 192, "inception3b": 256, "inception4a": 480, "inception4b": 512,
+                  "inception4c": 512, "inception4d": 512, "inception4e": 528, "inception5a": 832,
+                  "inception5b": 832}
+        for name, width in widths.items():
+            setattr(self, name, D2LInception(width, BLOCKS[name]))
+        self.fc = Linear(1024, num_classes)
+
+    def __call__(self, x, training=False):
+        check_input(x, self.arch, "conv1", self.in_channels)
+        x = d2l_pool(tf.nn.relu(self.conv1(x)))
+        x = d2l_pool(tf.nn.relu(self.conv3(tf.nn.relu(self.conv2(x)))))
+        x = d2l_pool(self.inception3b(self.inception3a(x)))
+        for block in (self.inception4a, self.inception4b, self.inception4c, self.inception4d, self.inception4e):
+            x = block(x)
+        x = self.inception5b(self.inception5a(d2l_pool(x)))
+        return self.fc(global_average(x))
+
+
+def googlenet_d2l(**kwargs):
+    return GoogLeNetD2L(**kwargs)

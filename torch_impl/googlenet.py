@@ -19,6 +19,12 @@ conv with bias + ReLU, 5x5 third branch, maxpool4 3x3/2 (torchvision's is 2x2/2)
 heads that pool with AvgPool2d(5, stride=3) (on a 14x14 map: windows at 0/3/6/9, 5 wide; an
 adaptive 4x4 pool's start at 0/3/7/10) and drop out before fc1 and before fc2 (p 0.5).
 
+googlenet_d2l: seed 003's (d2l) GoogLeNet for one input channel and 10 classes: convs with
+bias + ReLU, d2l's Inception with its own branch names (p1_1; p2_1, p2_2; p3_1, p3_2 5x5; p4_2
+after the max pool), every max pool 3x3/2 padded by 1 *without* ceil_mode (where torchvision's
+use ceil_mode and no padding), no LRN, no aux heads, no dropout. Paths: conv1, conv2, conv3,
+inception3a..inception5b, fc, as googlenet's, with the branches inside named as d2l names them.
+
 With auxiliary heads, training mode returns GoogLeNetOutputs(logits, aux_logits2,
 aux_logits1) (torchvision's order, and seed 004's); eval mode returns the logits only.
 """
@@ -204,3 +210,53 @@ def inception_v1(*, num_classes=1000, aux_logits=True, dropout=0.4, dropout_aux=
 def googlenet_nobn(*, num_classes=5, aux_logits=True, dropout=0.4, dropout_aux=0.5):
     return GoogLeNet("googlenet_nobn", ConvReLU, branch3_kernel=5, num_classes=num_classes, aux_logits=aux_logits,
                      dropout=dropout, dropout_aux=dropout_aux, seed004=True)
+
+
+class D2LInception(nn.Module):
+    """d2l's Inception: four branches of convs with bias + ReLU, named as d2l names them."""
+
+    def __init__(self, in_channels, spec: InceptionSpec):
+        super().__init__()
+        self.p1_1 = nn.Conv2d(in_channels, spec.ch1x1, 1)
+        self.p2_1 = nn.Conv2d(in_channels, spec.ch3x3red, 1)
+        self.p2_2 = nn.Conv2d(spec.ch3x3red, spec.ch3x3, 3, padding=1)
+        self.p3_1 = nn.Conv2d(in_channels, spec.ch5x5red, 1)
+        self.p3_2 = nn.Conv2d(spec.ch5x5red, spec.ch5x5, 5, padding=2)
+        self.p4_1 = nn.MaxPool2d(3, stride=1, padding=1)
+        self.p4_2 = nn.Conv2d(in_channels, spec.pool_proj, 1)
+
+    def forward(self, x):
+        p1 = torch.relu(self.p1_1(x))
+        p2 = torch.relu(self.p2_2(torch.relu(self.p2_1(x))))
+        p3 = torch.relu(self.p3_2(torch.relu(self.p3_1(x))))
+        return torch.cat([p1, p2, p3, torch.relu(self.p4_2(self.p4_1(x)))], 1)
+
+
+class GoogLeNetD2L(nn.Module):
+    def __init__(self, *, in_channels=1, num_classes=10):
+        super().__init__()
+        self.arch, self.in_channels = "googlenet_d2l", in_channels
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3)
+        self.conv2 = nn.Conv2d(64, 64, 1)
+        self.conv3 = nn.Conv2d(64, 192, 3, padding=1)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)  # d2l's, after conv1, conv3, 3b and 4e
+        widths = {"inception3a": 192, "inception3b": 256, "inception4a": 480, "inception4b": 512,
+                  "inception4c": 512, "inception4d": 512, "inception4e": 528, "inception5a": 832,
+                  "inception5b": 832}
+        for name, width in widths.items():
+            setattr(self, name, D2LInception(width, BLOCKS[name]))
+        self.fc = nn.Linear(1024, num_classes)
+
+    def forward(self, x):
+        check_input(x, self.arch, "conv1", self.in_channels)
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv3(torch.relu(self.conv2(x)))))
+        x = self.pool(self.inception3b(self.inception3a(x)))
+        for block in (self.inception4a, self.inception4b, self.inception4c, self.inception4d, self.inception4e):
+            x = block(x)
+        x = self.inception5b(self.inception5a(self.pool(x)))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def googlenet_d2l(**kwargs):
+    return GoogLeNetD2L(**kwargs)

@@ -20,3 +20,8 @@ register(ModelSpec("googlenet_nobn", family="inception", module="googlenet", inp
                    fixed_size=True, flatten_linear=_AUX_FLATTEN,
                    head=("fc", "aux1.fc2", "aux2.fc2"), aux_weights=(0.3, 0.3),
                    tutorial="seed 004: GoogLeNet without BatchNorm, flower photos (5 classes)"))
+# seed 003's (d2l): convs with bias, its own Inception branch names, max pools padded by 1 without
+# ceil_mode, one input channel (Fashion-MNIST at 96 px), no aux heads, no dropout, 10 classes
+register(ModelSpec("googlenet_d2l", family="inception", module="googlenet", input_size=(1, 96, 96),
+                   published_params=5_977_530,  # no canonical figure: the count of d2l's layout
+                   head=("fc",), tutorial="seed 003 (d2l): GoogLeNet, Fashion-MNIST at 96 px"))
