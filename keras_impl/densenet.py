@@ -5,6 +5,9 @@ norm5; each dense layer is BN-ReLU-conv1x1(bn_size * growth)-BN-ReLU-conv3x3(gro
 its output is concatenated to its input. The `*_keras` builders reproduce
 keras.applications' DenseNets: BN epsilon 1.001e-5 and zero padding before the stem
 max-pool (see docs/densenet.md).
+
+`densenet_d2l`: seed 003's (d2l) small DenseNet (torch_impl/densenet.py): stem conv with bias,
+four blocks of 4 BN-ReLU-conv3x3 units (growth 32), transitions halving the channels.
 """
 from typing import NamedTuple
 
@@ -106,3 +109,18 @@ def densenet169_keras(**kwargs):
 
 def densenet201_keras(**kwargs):
     return densenet("densenet201_keras", DENSENET201, **{**KERAS_APPLICATIONS, **kwargs})
+
+
+def densenet_d2l(*, in_channels=None, num_classes=10, input_shape=None, growth=32, units=(4, 4, 4, 4)):
+    inputs = keras.Input(shape=input_shape or (None, None, in_channels or 1), name="input")
+    x = relu(batch_norm(conv2d(inputs, 64, 7, stride=2, padding=3, name="conv1"), name="bn1"))
+    x = max_pool(x, 3, 2, padding=1, name="pool1")
+    for k, count in enumerate(units, start=1):
+        for i in range(count):
+            y = conv2d(relu(batch_norm(x, name=f"dense{k}.{i}.bn")), growth, 3, padding=1, name=f"dense{k}.{i}.conv")
+            x = layers.Concatenate(axis=-1, name=f"dense{k}.{i}.concat")([x, y])
+        if k < len(units):
+            x = conv2d(relu(batch_norm(x, name=f"transition{k}.bn")), x.shape[-1] // 2, 1, name=f"transition{k}.conv")
+            x = layers.AveragePooling2D(2, 2, name=f"transition{k}.pool")(x)
+    x = global_avg_pool(relu(batch_norm(x, name="bn")), name="avgpool")
+    return keras.Model(inputs, Linear(num_classes, name="fc")(x), name="densenet_d2l")

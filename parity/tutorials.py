@@ -52,6 +52,21 @@ def d2l_googlenet(key: str) -> str | None:
     return f"{name}.{param}" if name else None
 
 
+def d2l_densenet(key: str) -> str | None:
+    """d2l's DenseNet: nn.Sequential(b1, DenseBlock, transition, ..., DenseBlock, BN, ReLU, pool,
+    Flatten, Linear): 0.0/0.1 -> conv1/bn1, 1.net.j.0/2 -> dense1.j.bn/conv, 2.0/2 ->
+    transition1.bn/conv, ..., 8 -> bn, 12 -> fc."""
+    parts = key.split(".")
+    index = parts[0]
+    if index == "0" and parts[1] in ("0", "1"):
+        return f"{'conv1' if parts[1] == '0' else 'bn1'}.{parts[2]}"
+    if index in ("1", "3", "5", "7") and parts[1] == "net" and parts[3] in ("0", "2"):
+        return f"dense{(int(index) + 1) // 2}.{parts[2]}.{'bn' if parts[3] == '0' else 'conv'}.{parts[4]}"
+    if index in ("2", "4", "6") and parts[1] in ("0", "2"):
+        return f"transition{int(index) // 2}.{'bn' if parts[1] == '0' else 'conv'}.{parts[2]}"
+    return {"8": f"bn.{parts[-1]}", "12": f"fc.{parts[-1]}"}.get(index) if len(parts) == 2 else None
+
+
 def same_names(key: str) -> str:
     return key
 
@@ -62,6 +77,7 @@ RENAMES: dict[str, Callable[[str], str | None]] = {
     "alexnet_d2l": d2l_sequential(13, 14),  # seed 003: Flatten at index 13
     "resnet18_d2l": d2l_resnet,
     "googlenet_d2l": d2l_googlenet,
+    "densenet_d2l": d2l_densenet,
     "vgg11_d2l": d2l_sequential(5, 6),  # seed 003: five vgg_blocks (their inner indices kept), Flatten at 5
     "lenet_cifar": same_names,  # seed 004: conv1, conv2, fc1..fc3
     "alexnet_half": same_names,  # seed 004: features / classifier, torchvision's indices

@@ -146,6 +146,46 @@ def d2l_googlenet():
     return nn.Sequential(b1, b2, b3, b4, b5, nn.Linear(1024, 10))
 
 
+def d2l_densenet():
+    """Seed 003: d2l's DenseNet (DenseBlock, transition_block), one input channel."""
+    def conv_block(input_channels, num_channels):
+        return nn.Sequential(nn.BatchNorm2d(input_channels), nn.ReLU(),
+                             nn.Conv2d(input_channels, num_channels, kernel_size=3, padding=1))
+
+    class DenseBlock(nn.Module):
+        def __init__(self, num_convs, input_channels, num_channels):
+            super().__init__()
+            self.net = nn.Sequential(*(conv_block(num_channels * i + input_channels, num_channels)
+                                       for i in range(num_convs)))
+
+        def forward(self, X):
+            for blk in self.net:
+                X = torch.cat((X, blk(X)), dim=1)
+            return X
+
+    def transition_block(input_channels, num_channels):
+        return nn.Sequential(nn.BatchNorm2d(input_channels), nn.ReLU(),
+                             nn.Conv2d(input_channels, num_channels, kernel_size=1), nn.AvgPool2d(kernel_size=2, stride=2))
+
+    b1 = nn.Sequential(nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3), nn.BatchNorm2d(64), nn.ReLU(),
+                       nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    num_channels, growth_rate, blks = 64, 32, []
+    for i, num_convs in enumerate([4, 4, 4, 4]):
+        blks.append(DenseBlock(num_convs, num_channels, growth_rate))
+        num_channels += num_convs * growth_rate
+        if i != 3:
+            blks.append(transition_block(num_channels, num_channels // 2))
+            num_channels = num_channels // 2
+    net = nn.Sequential(b1, *blks, nn.BatchNorm2d(num_channels), nn.ReLU(), nn.AdaptiveAvgPool2d((1, 1)),
+                        nn.Flatten(), nn.Linear(num_channels, 10))
+    generator = torch.Generator().manual_seed(6)
+    for module in net.modules():  # BatchNorm statistics as training leaves them
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(0.1 * torch.randn(module.num_features, generator=generator))
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+    return net
+
+
 class Seed004LeNet(nn.Module):
     """Seed 004: the CIFAR-10 LeNet, named modules."""
 
@@ -294,6 +334,7 @@ TUTORIALS = {
     "vgg11_d2l": (d2l_vgg11, (1, 224, 224), {}),
     "resnet18_d2l": (d2l_resnet18, (1, 96, 96), {}),
     "googlenet_d2l": (d2l_googlenet, (1, 96, 96), {}),
+    "densenet_d2l": (d2l_densenet, (1, 96, 96), {}),
     "lenet_cifar": (Seed004LeNet, (3, 32, 32), {}),
     "alexnet_half": (Seed004AlexNet, (3, 224, 224), {}),
     **{f"vgg{d}_fc2048": (lambda d=d: Seed004VGG(d), (3, 224, 224), {}) for d in SEED_004_VGG},
@@ -345,7 +386,7 @@ SLOW_CHECKS = ("vgg11_fc2048", "vgg11_d2l", *sorted(DEEPER))  # 39-65 s each wit
 
 
 @pytest.mark.parametrize("name", ["lenet_cifar", "alexnet_half", "alexnet_d2l", "resnet18_d2l", "googlenet_d2l",
-                                  "googlenet_nobn",
+                                  "densenet_d2l", "googlenet_nobn",
                                   *[pytest.param(n, marks=pytest.mark.slow) for n in SLOW_CHECKS]])
 def test_check_passes_natively_and_through_onnx_at_the_smallest_size(name):
     from parity import registry
@@ -361,6 +402,7 @@ def test_the_catalogue_names_each_networks_tutorial():
     assert registry.get("vgg11_d2l").tutorial.startswith("seed 003 (d2l)")
     assert registry.get("resnet18_d2l").tutorial.startswith("seed 003 (d2l)")
     assert registry.get("googlenet_d2l").tutorial.startswith("seed 003 (d2l)")
+    assert registry.get("densenet_d2l").tutorial.startswith("seed 003 (d2l)")
     assert registry.get("alexnet_half").tutorial.startswith("seed 004")
     assert registry.get("googlenet_nobn").tutorial.startswith("seed 004: GoogLeNet without BatchNorm")
     assert registry.get("vgg19_fc2048").tutorial == "seed 004: VGG-19, flower photos (5 classes)"

@@ -5,6 +5,9 @@ ReLUs and pools hold no weights); each dense layer is BN-ReLU-conv1x1(bn_size * 
 BN-ReLU-conv3x3(growth) and its output is concatenated to its input. The `*_keras`
 builders reproduce keras.applications' DenseNets: BN epsilon 1.001e-5 and zero padding
 before the stem max-pool (see docs/densenet.md).
+
+`densenet_d2l`: seed 003's (d2l) small DenseNet (torch_impl/densenet.py): stem conv with bias,
+four blocks of 4 BN-ReLU-conv3x3 units (growth 32), transitions halving the channels.
 """
 from typing import NamedTuple
 
@@ -152,3 +155,54 @@ def densenet169_keras(**kwargs):
 
 def densenet201_keras(**kwargs):
     return DenseNet("densenet201_keras", DENSENET201, **{**KERAS_APPLICATIONS, **kwargs})
+
+
+class D2LUnit(tf.Module):
+    """d2l's conv_block: BN -> ReLU -> 3x3 conv (with bias) to `growth` channels."""
+
+    def __init__(self, in_channels, growth):
+        super().__init__()
+        self.bn, self.conv = BatchNorm2d(in_channels), Conv2d(in_channels, growth, 3, padding=1)
+
+    def __call__(self, x, training=False):
+        return self.conv(tf.nn.relu(self.bn(x, training)))
+
+
+class D2LTransition(tf.Module):
+    """d2l's transition_block: BN -> ReLU -> 1x1 conv (with bias) -> 2x2 average pool."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.bn, self.conv = BatchNorm2d(in_channels), Conv2d(in_channels, out_channels, 1)
+
+    def __call__(self, x, training=False):
+        return avg_pool2d(self.conv(tf.nn.relu(self.bn(x, training))), 2, 2)
+
+
+class DenseNetD2L(tf.Module):
+    def __init__(self, *, in_channels=1, num_classes=10, growth=32, units=(4, 4, 4, 4)):
+        super().__init__(name="densenet_d2l")
+        self.arch, self.in_channels = "densenet_d2l", in_channels
+        self.conv1, self.bn1 = Conv2d(in_channels, 64, 7, 2, padding=3), BatchNorm2d(64)
+        channels = 64
+        for k, count in enumerate(units, start=1):
+            setattr(self, f"dense{k}", [D2LUnit(channels + i * growth, growth) for i in range(count)])
+            channels += count * growth
+            if k < len(units):
+                setattr(self, f"transition{k}", D2LTransition(channels, channels // 2))
+                channels //= 2
+        self.units, self.bn, self.fc = len(units), BatchNorm2d(channels), Linear(channels, num_classes)
+
+    def __call__(self, x, training=False):
+        check_input(x, self.arch, "conv1", self.in_channels)
+        x = max_pool2d(tf.nn.relu(self.bn1(self.conv1(x), training)), 3, 2, padding=1)
+        for k in range(1, self.units + 1):
+            for unit in getattr(self, f"dense{k}"):
+                x = tf.concat([x, unit(x, training)], axis=-1)
+            if k < self.units:
+                x = getattr(self, f"transition{k}")(x, training)
+        return self.fc(global_avg_pool(tf.nn.relu(self.bn(x, training))))
+
+
+def densenet_d2l(**kwargs):
+    return DenseNetD2L(**kwargs)

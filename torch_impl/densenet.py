@@ -5,6 +5,13 @@ norm5; each dense layer is BN-ReLU-conv1x1(bn_size * growth)-BN-ReLU-conv3x3(gro
 its output is concatenated to its input. The `*_keras` builders reproduce
 keras.applications' DenseNets: BN epsilon 1.001e-5 and zero padding before the stem
 max-pool (see docs/densenet.md).
+
+`densenet_d2l` is seed 003's (d2l) small DenseNet for one input channel and 10 classes: a stem
+conv (with bias) -> bn1 -> ReLU -> 3x3/2 max pool (padded by 1), four dense blocks of 4 units
+BN-ReLU-conv3x3(growth 32, with bias), transitions BN-ReLU-conv1x1 (with bias)-avgpool 2
+halving the channels (64 -> 192 -> 96 -> 224 -> 112 -> 240 -> 120 -> 248), then bn, ReLU,
+global average pool and fc. Paths: conv1, bn1, dense<k>.<unit>.{bn,conv},
+transition<k>.{bn,conv}, bn, fc.
 """
 from collections import OrderedDict
 from typing import NamedTuple
@@ -144,3 +151,54 @@ def densenet169_keras(**kwargs):
 
 def densenet201_keras(**kwargs):
     return DenseNet("densenet201_keras", DENSENET201, **{**KERAS_APPLICATIONS, **kwargs})
+
+
+class D2LUnit(nn.Module):
+    """d2l's conv_block: BN -> ReLU -> 3x3 conv (with bias) to `growth` channels."""
+
+    def __init__(self, in_channels, growth):
+        super().__init__()
+        self.bn, self.conv = nn.BatchNorm2d(in_channels), nn.Conv2d(in_channels, growth, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(F.relu(self.bn(x)))
+
+
+class D2LTransition(nn.Module):
+    """d2l's transition_block: BN -> ReLU -> 1x1 conv (with bias) -> 2x2 average pool."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.bn, self.conv = nn.BatchNorm2d(in_channels), nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x):
+        return F.avg_pool2d(self.conv(F.relu(self.bn(x))), 2, 2)
+
+
+class DenseNetD2L(nn.Module):
+    def __init__(self, *, in_channels=1, num_classes=10, growth=32, units=(4, 4, 4, 4)):
+        super().__init__()
+        self.arch, self.in_channels = "densenet_d2l", in_channels
+        self.conv1, self.bn1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3), nn.BatchNorm2d(64)
+        channels = 64
+        for k, count in enumerate(units, start=1):
+            setattr(self, f"dense{k}", nn.ModuleList(D2LUnit(channels + i * growth, growth) for i in range(count)))
+            channels += count * growth
+            if k < len(units):
+                setattr(self, f"transition{k}", D2LTransition(channels, channels // 2))
+                channels //= 2
+        self.units, self.bn, self.fc = len(units), nn.BatchNorm2d(channels), nn.Linear(channels, num_classes)
+
+    def forward(self, x):
+        check_input(x, self.arch, "conv1", self.in_channels)
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, padding=1)
+        for k in range(1, self.units + 1):
+            for unit in getattr(self, f"dense{k}"):
+                x = torch.cat([x, unit(x)], 1)
+            if k < self.units:
+                x = getattr(self, f"transition{k}")(x)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(F.relu(self.bn(x)), 1), 1))
+
+
+def densenet_d2l(**kwargs):
+    return DenseNetD2L(**kwargs)

@@ -30,3 +30,11 @@ for _name in _KERAS_APPLICATIONS:
     register(ModelSpec(f"{_name}_keras", family="densenet", module="densenet", test_sizes=_TEST_SIZES,
                        min_size=_MIN_SIZE, published_params=_PUBLISHED[_name],
                        head=("classifier",)))
+
+# seed 003's (d2l): a stem conv with bias, four blocks of 4 BN-ReLU-conv3x3 units (growth 32),
+# transitions halving the channels, one input channel (Fashion-MNIST at 96 px), 10 classes.
+# 96 and 67 end in 3x3 and 2x2 maps.
+register(ModelSpec("densenet_d2l", family="densenet", module="densenet", input_size=(1, 96, 96),
+                   test_sizes=(96, 67), min_size=32,
+                   published_params=758_226,  # no canonical figure: the count of d2l's layout
+                   head=("fc",), tutorial="seed 003 (d2l): DenseNet, Fashion-MNIST at 96 px"))
