@@ -100,14 +100,16 @@ def from_tutorial(model_name: str, state_dict, **build_kwargs) -> dict:
     """Canonical state of catalogue model `model_name` from a state dict saved by its tutorial's
     own code. `build_kwargs` (num_classes, in_channels) as the tutorial built it. Raises
     StateDictError listing every unknown, missing and mis-shaped key at once."""
-    from . import build, registry, state_dict as canonical_state
+    from . import registry
+    from .adapters import adapter
     from .errors import StateDictError
     name = registry.get(model_name).name
     if name not in RENAMES:
         raise ValueError(f"{name}: no source tutorial writes this network; from_tutorial takes "
                          f"{', '.join(sorted(RENAMES))}")
     rename = RENAMES[name]
-    expected = canonical_state(build(name, framework="torch", **build_kwargs))
+    torch_adapter = adapter("torch")
+    expected = torch_adapter.state_dict(torch_adapter.build(name, **build_kwargs))
     state, unknown = {}, []
     for key, value in state_dict.items():
         canonical = rename(key)
