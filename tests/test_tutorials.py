@@ -350,7 +350,7 @@ def test_a_tutorials_checkpoint_loads_into_every_framework(name, tmp_path):
     tutorial = make().eval()
     path = tmp_path / f"{name}.pth"
     torch.save(tutorial.state_dict(), path)  # as the tutorial saves it
-    state = parity.weights.from_tutorial(name, torch.load(path), **options)
+    state = parity.weights.from_tutorial(name, torch.load(path, weights_only=True), **options)
     x = np.random.default_rng(0).standard_normal((2, channels, height, width)).astype(np.float32)
     with torch.no_grad():
         expected = tutorial(torch.from_numpy(x)).numpy()
