@@ -2,90 +2,64 @@
 
 A tutorial that writes its network as one `nn.Sequential` saves its keys by index
 ("7.weight"); the catalogue names the same layers by module path ("classifier.0.weight").
-RENAMES holds, per catalogue model, the rename from the tutorial's keys; where the tutorial
-names its modules as the catalogue does (seed 004), it is the identity and only the check runs.
+RENAMES holds, per catalogue model, a table from the tutorial's key prefixes to the catalogue's
+(by_prefix); where the tutorial names its modules as the catalogue does (seed 004), the table is
+empty, the keys stay as they are and only the check runs.
 """
 from collections.abc import Callable
 
 import numpy as np
 
 
-def d2l_sequential(features: int, classifier_start: int) -> Callable[[str], str | None]:
-    """d2l's one nn.Sequential: index k < `features` is features.k, index k >= `classifier_start`
-    is classifier.(k - classifier_start); anything else (a weightless Flatten's index) is None."""
+def by_prefix(table: dict[str, str]) -> Callable[[str], str | None]:
+    """A rename by the longest dotted prefix `table` knows ({"1.2": "conv3"} turns "1.2.weight"
+    into "conv3.weight"); a key no prefix matches is None (unknown)."""
     def rename(key: str) -> str | None:
-        index, _, rest = key.partition(".")
-        if not index.isdigit():
-            return None
-        k = int(index)
-        if k < features:
-            return f"features.{k}.{rest}"
-        return f"classifier.{k - classifier_start}.{rest}" if k >= classifier_start else None
+        parts = key.split(".")
+        for n in range(len(parts) - 1, 0, -1):
+            prefix = ".".join(parts[:n])
+            if prefix in table:
+                return ".".join([table[prefix], *parts[n:]])
+        return None
     return rename
 
 
-def d2l_resnet(key: str) -> str | None:
-    """d2l's ResNet: nn.Sequential(b1, b2..b5, pool, Flatten, Linear); b1 is (conv, BN, ReLU, pool)
-    and b2..b5 hold Residual units, so 0.0 -> conv1, 0.1 -> bn1, k.j -> layer<k>.j, 7 -> fc."""
-    index, _, rest = key.partition(".")
-    if index == "0":
-        layer, _, param = rest.partition(".")
-        return {"0": "conv1", "1": "bn1"}.get(layer, "?") + f".{param}"
-    if index in ("1", "2", "3", "4"):
-        return f"layer{index}.{rest}"
-    return f"fc.{rest}" if index == "7" else None
+def d2l_sequential(features: int, classifier: range) -> dict[str, str]:
+    """d2l's one nn.Sequential: indices below `features` are features.k, those in `classifier`
+    are classifier.(k - its start); the ones between (a Flatten) hold no weights."""
+    return {**{str(k): f"features.{k}" for k in range(features)},
+            **{str(k): f"classifier.{k - classifier.start}" for k in classifier}}
 
 
+# d2l's ResNet: (b1 = conv, BN, ReLU, pool), b2..b5 of Residual units, pool, Flatten, Linear
+D2L_RESNET = {"0.0": "conv1", "0.1": "bn1", **{str(k): f"layer{k}" for k in range(1, 5)}, "7": "fc"}
+# d2l's GoogLeNet: b1..b5 and a Linear; the Inception branches inside keep d2l's names (p2_2)
 D2L_GOOGLENET = {"0.0": "conv1", "1.0": "conv2", "1.2": "conv3", "2.0": "inception3a", "2.1": "inception3b",
                  **{f"3.{i}": f"inception4{c}" for i, c in enumerate("abcde")},
-                 "4.0": "inception5a", "4.1": "inception5b"}
+                 "4.0": "inception5a", "4.1": "inception5b", "5": "fc"}
+# d2l's DenseNet: b1, DenseBlock (units net.j = BN, ReLU, conv), transition (BN, ReLU, conv, pool)
+# three times, a last DenseBlock, then BN, ReLU, pool, Flatten, Linear
+D2L_DENSENET = {"0.0": "conv1", "0.1": "bn1", "8": "bn", "12": "fc",
+                **{f"{2 * b - 1}.net.{j}.{i}": f"dense{b}.{j}.{layer}"
+                   for b in range(1, 5) for j in range(4) for i, layer in (("0", "bn"), ("2", "conv"))},
+                **{f"{2 * b}.{i}": f"transition{b}.{layer}" for b in range(1, 4) for i, layer in (("0", "bn"), ("2", "conv"))}}
+SAME_NAMES: dict[str, str] = {}  # the identity: the tutorial names its modules as the catalogue does
 
-
-def d2l_googlenet(key: str) -> str | None:
-    """d2l's GoogLeNet: nn.Sequential(b1..b5, Linear); its blocks' layers get the family's names
-    (1.2 -> conv3, 3.4 -> inception4e), the Inception branches keep d2l's (p2_2), 5 -> fc."""
-    block, _, rest = key.partition(".")
-    if block == "5":
-        return f"fc.{rest}"
-    layer, _, param = rest.partition(".")
-    name = D2L_GOOGLENET.get(f"{block}.{layer}")
-    return f"{name}.{param}" if name else None
-
-
-def d2l_densenet(key: str) -> str | None:
-    """d2l's DenseNet: nn.Sequential(b1, DenseBlock, transition, ..., DenseBlock, BN, ReLU, pool,
-    Flatten, Linear): 0.0/0.1 -> conv1/bn1, 1.net.j.0/2 -> dense1.j.bn/conv, 2.0/2 ->
-    transition1.bn/conv, ..., 8 -> bn, 12 -> fc."""
-    parts = key.split(".")
-    index = parts[0]
-    if index == "0" and parts[1] in ("0", "1"):
-        return f"{'conv1' if parts[1] == '0' else 'bn1'}.{parts[2]}"
-    if index in ("1", "3", "5", "7") and parts[1] == "net" and parts[3] in ("0", "2"):
-        return f"dense{(int(index) + 1) // 2}.{parts[2]}.{'bn' if parts[3] == '0' else 'conv'}.{parts[4]}"
-    if index in ("2", "4", "6") and parts[1] in ("0", "2"):
-        return f"transition{int(index) // 2}.{'bn' if parts[1] == '0' else 'conv'}.{parts[2]}"
-    return {"8": f"bn.{parts[-1]}", "12": f"fc.{parts[-1]}"}.get(index) if len(parts) == 2 else None
-
-
-def same_names(key: str) -> str:
-    return key
-
-
-RENAMES: dict[str, Callable[[str], str | None]] = {
-    "lenet": d2l_sequential(6, 7),  # seed 003: Flatten at index 6
-    "nin": d2l_sequential(6, 6),  # seed 003: Dropout at index 6 is classifier.0
-    "alexnet_d2l": d2l_sequential(13, 14),  # seed 003: Flatten at index 13
-    "resnet18_d2l": d2l_resnet,
-    "googlenet_d2l": d2l_googlenet,
-    "densenet_d2l": d2l_densenet,
-    "vgg11_d2l": d2l_sequential(5, 6),  # seed 003: five vgg_blocks (their inner indices kept), Flatten at 5
-    "lenet_cifar": same_names,  # seed 004: conv1, conv2, fc1..fc3
-    "alexnet_half": same_names,  # seed 004: features / classifier, torchvision's indices
-    **dict.fromkeys(("vgg11_fc2048", "vgg13_fc2048", "vgg16_fc2048", "vgg19_fc2048"), same_names),  # seed 004
-    "googlenet_nobn": same_names,  # seed 004: conv1.conv ... aux1.conv.conv, aux1.fc1, fc (inception_v1's paths)
+RENAMES: dict[str, dict[str, str]] = {
+    "lenet": d2l_sequential(6, range(7, 12)),  # seed 003: Flatten at index 6
+    "nin": d2l_sequential(6, range(6, 8)),  # seed 003: Dropout at index 6 is classifier.0
+    "alexnet_d2l": d2l_sequential(13, range(14, 21)),  # seed 003: Flatten at index 13
+    "vgg11_d2l": d2l_sequential(5, range(6, 13)),  # seed 003: five vgg_blocks (inner indices kept), Flatten at 5
+    "resnet18_d2l": D2L_RESNET,
+    "googlenet_d2l": D2L_GOOGLENET,
+    "densenet_d2l": D2L_DENSENET,
+    "lenet_cifar": SAME_NAMES,  # seed 004: conv1, conv2, fc1..fc3
+    "alexnet_half": SAME_NAMES,  # seed 004: features / classifier, torchvision's indices
+    **dict.fromkeys(("vgg11_fc2048", "vgg13_fc2048", "vgg16_fc2048", "vgg19_fc2048"), SAME_NAMES),  # seed 004
+    "googlenet_nobn": SAME_NAMES,  # seed 004: conv1.conv ... aux1.conv.conv, aux1.fc1, fc (inception_v1's paths)
     # seed 004 writes ResNet-34 and ResNet-101 in torchvision's layout, key for key: the catalogue's own
-    "resnet34": same_names,
-    "resnet101": same_names,
+    "resnet34": SAME_NAMES,
+    "resnet101": SAME_NAMES,
 }
 
 
@@ -107,7 +81,7 @@ def from_tutorial(model_name: str, state_dict, **build_kwargs) -> dict:
     if name not in RENAMES:
         raise ValueError(f"{name}: no source tutorial writes this network; from_tutorial takes "
                          f"{', '.join(sorted(RENAMES))}")
-    rename = RENAMES[name]
+    rename = by_prefix(RENAMES[name]) if RENAMES[name] else (lambda key: key)
     torch_adapter = adapter("torch")
     expected = torch_adapter.state_dict(torch_adapter.build(name, **build_kwargs))
     state, unknown = {}, []
