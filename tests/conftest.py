@@ -55,8 +55,10 @@ def plant(monkeypatch):
         compiled = vars(namespace[owner.__name__])[method]
         cells = tuple(types.CellType(owner) if name == "__class__" else cell
                       for name, cell in zip(compiled.__code__.co_freevars, compiled.__closure__ or ()))
-        monkeypatch.setattr(owner, method, types.FunctionType(compiled.__code__, function.__globals__, method,
-                                                              compiled.__defaults__, cells or None))
+        replacement = types.FunctionType(compiled.__code__, function.__globals__, method, compiled.__defaults__,
+                                         cells or None)
+        replacement.__kwdefaults__ = compiled.__kwdefaults__  # keyword-only defaults (def f(self, *, n=1))
+        monkeypatch.setattr(owner, method, replacement)
     return planted
 
 

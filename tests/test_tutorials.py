@@ -2,6 +2,7 @@
 text (../shared/seeds; not imported from the project), its state dict saved and loaded back
 through parity.weights.from_tutorial into torch_impl, keras_impl and tf_impl, which must
 compute what the tutorial's network computes, at the fp32 policy."""
+import contextlib
 import importlib
 import inspect
 
@@ -419,6 +420,21 @@ def test_the_big_ones_pass_check_natively_at_their_smallest_size(name):
     assert report.passed, [(r.target, r.normalized_error, r.error) for r in report.results]
 
 
+@contextlib.contextmanager
+def planted_function(function, old, new):
+    """conftest's `plant` for a module-level function (Keras builders are functions): its code
+    with `old` replaced by `new`, for the block only."""
+    source = inspect.getsource(function)
+    assert old in source, f"{function.__qualname__} no longer contains {old!r}"
+    namespace = {}
+    exec(compile(source.replace(old, new), inspect.getfile(function), "exec"), function.__globals__, namespace)
+    original, function.__code__ = function.__code__, namespace[function.__name__].__code__
+    try:
+        yield
+    finally:
+        function.__code__ = original
+
+
 def aux_errors(tutorial, state, x) -> dict:
     """Each framework's training-mode (logits, aux2, aux1) against the tutorial's, dropout off
     (no BatchNorm: train mode is otherwise the eval computation): the only way to the aux heads."""
@@ -458,16 +474,9 @@ def test_an_adaptive_aux_pool_fails_the_aux_heads(seed004_googlenet, plant):
                                                       for package in ("keras_impl", "tf_impl", "torch_impl"))
     plant(torch_googlenet.InceptionAux, "__init__", "nn.AvgPool2d(5, stride=3) if seed004 else ", "")
     plant(tf_googlenet.InceptionAux, "__call__", "avg_pool2d(x, 5, 3) if self.seed004 else ", "")
-    keras_planted = keras_googlenet.inception_aux.__code__  # a function, not a method: swapped by hand
-    source = inspect.getsource(keras_googlenet.inception_aux).replace("if seed004:\n        x = layers.Average",
-                                                                       "if False:\n        x = layers.Average")
-    namespace = {}
-    exec(compile(source, keras_googlenet.__file__, "exec"), vars(keras_googlenet), namespace)
-    keras_googlenet.inception_aux.__code__ = namespace["inception_aux"].__code__
-    try:
+    with planted_function(keras_googlenet.inception_aux, "if seed004:\n        x = layers.Average",
+                          "if False:\n        x = layers.Average"):
         errors = aux_errors(*seed004_googlenet)
-    finally:
-        keras_googlenet.inception_aux.__code__ = keras_planted
     for framework, (logits, aux2, aux1) in errors.items():  # measured: aux2 1.8e-4, aux1 3.2e-3 (torch)
         assert logits < threshold() and min(aux2, aux1) > 10 * threshold(), (framework, errors[framework])
 
@@ -558,3 +567,27 @@ def test_seed_004s_resnet34_is_the_catalogues_key_for_key():
         parity.load_state_dict(model, state)
         error = normalized_error(parity.run(model, x)[0], expected)
         assert error < threshold(), f"resnet34 -> {framework}: {error:.2e}"
+
+
+def test_ceil_mode_pools_fail_d2l_googlenet(plant):
+    """d2l pads its 3x3/2 max pools by 1 in floor mode; torchvision's GoogLeNet pools in ceil mode
+    without padding. At 96 px both give 24/12/6/3 maps, over windows one pixel apart."""
+    keras_googlenet, tf_googlenet, torch_googlenet = (importlib.import_module(f"{package}.googlenet")
+                                                      for package in ("keras_impl", "tf_impl", "torch_impl"))
+    torch.manual_seed(7)  # the figure below does not depend on what ran before
+    tutorial = d2l_googlenet().eval()
+    state = parity.weights.from_tutorial("googlenet_d2l", tutorial.state_dict())
+    x = np.random.default_rng(7).standard_normal((2, 1, 96, 96)).astype(np.float32)
+    with torch.no_grad():
+        expected = tutorial(torch.from_numpy(x)).numpy()
+    plant(torch_googlenet.GoogLeNetD2L, "__init__", "nn.MaxPool2d(3, stride=2, padding=1)",
+          "nn.MaxPool2d(3, stride=2, ceil_mode=True)")
+    plant(tf_googlenet.GoogLeNetD2L, "__call__", "d2l_pool(", "(lambda x: max_pool2d(x, 3, 2, ceil_mode=True))(")
+    with planted_function(keras_googlenet.googlenet_d2l, "3, 2, padding=1, name=", "3, 2, ceil_mode=True, name="):
+        for framework in ("torch", "keras", "tf"):
+            model = parity.build("googlenet_d2l", framework=framework, input_size=(1, 96, 96),
+                                 **({"input_shape": (96, 96, 1)} if framework == "keras" else {}))
+            parity.load_state_dict(model, state)
+            error = normalized_error(parity.run(model, x)[0], expected)
+            print("googlenet_d2l with ceil-mode pools", framework, error)
+            assert error > 10 * threshold(), (framework, error)  # measured: 1.8e-3 (6.8e-4 to 3.4e-3 over other draws)
