@@ -31,15 +31,18 @@ D2L = Layout(widths=(96, 256, 384, 384, 256), in_channels=1, conv1_padding=1, av
              dropout_first=False)
 
 
-def classifier(x, layout: Layout, num_classes, dropout):
+def classifier(x, num_classes, *, dropout, hidden, dropout_first):
+    """(Dropout, Linear, ReLU) twice, then Linear: torchvision's AlexNet and seed 004's AlexNet
+    and VGGs (Linears at classifier.1/4/6); or, not `dropout_first`, (Linear, ReLU, Dropout)
+    twice, then Linear: torchvision's VGG and d2l's (classifier.0/3/6). Shared with vgg.py."""
     index = 0
     for _ in range(2):
-        if layout.dropout_first:
+        if dropout_first:
             x = layers.Dropout(dropout, name=f"classifier.{index}")(x)
             index += 1
-        x = relu(Linear(layout.hidden, name=f"classifier.{index}")(x), name=f"classifier.{index + 1}")
+        x = relu(Linear(hidden, name=f"classifier.{index}")(x), name=f"classifier.{index + 1}")
         index += 2
-        if not layout.dropout_first:
+        if not dropout_first:
             x = layers.Dropout(dropout, name=f"classifier.{index}")(x)
             index += 1
     return Linear(num_classes, name=f"classifier.{index}")(x)
@@ -59,7 +62,8 @@ def alexnet(*, num_classes=1000, dropout=0.5, input_shape=None, layout=TORCHVISI
     if layout.avgpool:
         x = AdaptiveAvgPool2D(6, name="avgpool")(x)
     x = layers.Flatten(name="flatten")(x)  # (H, W, C) order
-    return keras.Model(inputs, classifier(x, layout, num_classes, dropout), name=arch)
+    x = classifier(x, num_classes, dropout=dropout, hidden=layout.hidden, dropout_first=layout.dropout_first)
+    return keras.Model(inputs, x, name=arch)
 
 
 def alexnet_half(*, num_classes=5, **kwargs):

@@ -13,7 +13,8 @@ so the Dense layers sit at classifier.1/4/6, 25088-2048-2048-num_classes (torch_
 import keras
 from keras import layers
 
-from .layers import AdaptiveAvgPool2D, Linear, batch_norm, conv2d, max_pool, relu
+from .alexnet import classifier
+from .layers import AdaptiveAvgPool2D, batch_norm, conv2d, max_pool, relu
 
 CONFIGS = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -47,22 +48,6 @@ def features(x, config, use_batch_norm, grouped=False):
     return x
 
 
-def classifier(x, num_classes, dropout, hidden=4096, dropout_first=False):
-    """torchvision's: (Linear, ReLU, Dropout) twice, then Linear (classifier.0/3/6); seed 004's,
-    `dropout_first`: (Dropout, Linear, ReLU) twice, then Linear (classifier.1/4/6)."""
-    index = 0
-    for _ in range(2):
-        if dropout_first:
-            x = layers.Dropout(dropout, name=f"classifier.{index}")(x)
-            index += 1
-        x = relu(Linear(hidden, name=f"classifier.{index}")(x), name=f"classifier.{index + 1}")
-        index += 2
-        if not dropout_first:
-            x = layers.Dropout(dropout, name=f"classifier.{index}")(x)
-            index += 1
-    return Linear(num_classes, name=f"classifier.{index}")(x)
-
-
 def vgg(name, config, *, batch_norm=False, num_classes=1000, dropout=0.5, input_shape=None, hidden=4096,
         avgpool=True, dropout_first=False, in_channels=3, grouped=False):
     inputs = keras.Input(shape=input_shape or (None, None, in_channels), name="input")
@@ -70,7 +55,7 @@ def vgg(name, config, *, batch_norm=False, num_classes=1000, dropout=0.5, input_
     if avgpool:
         x = AdaptiveAvgPool2D(7, name="avgpool")(x)
     x = layers.Flatten(name="flatten")(x)  # (H, W, C) order
-    x = classifier(x, num_classes, dropout, hidden, dropout_first)
+    x = classifier(x, num_classes, dropout=dropout, hidden=hidden, dropout_first=dropout_first)
     return keras.Model(inputs, x, name=name)
 
 

@@ -8,7 +8,7 @@ order in transfer (catalogue: flatten_linear), never in the graph.
 `alexnet_half` (seed 004) and `alexnet_d2l` (seed 003) differ in data only: `Layout`, as in
 torch_impl/alexnet.py, which says how.
 
-`Dropout` and `run_layers` live here and are shared with vgg.py and nin.py.
+`Dropout`, `run_layers` and `make_classifier` live here and are shared with vgg.py and nin.py.
 """
 from typing import NamedTuple
 
@@ -64,11 +64,14 @@ D2L = Layout(widths=(96, 256, 384, 384, 256), in_channels=1, conv1_padding=1, av
              dropout_first=False)
 
 
-def make_classifier(features, layout: Layout, num_classes, dropout):
+def make_classifier(features, num_classes, *, dropout, hidden, dropout_first):
+    """(Dropout, Linear, ReLU) twice, then Linear: torchvision's AlexNet and seed 004's AlexNet
+    and VGGs (Linears at classifier.1/4/6); or, not `dropout_first`, (Linear, ReLU, Dropout)
+    twice, then Linear: torchvision's VGG and d2l's (classifier.0/3/6). Shared with vgg.py."""
     def stage(width):
-        linear = [Linear(width, layout.hidden), relu]
-        return [Dropout(dropout), *linear] if layout.dropout_first else [*linear, Dropout(dropout)]
-    return [*stage(features), *stage(layout.hidden), Linear(layout.hidden, num_classes)]
+        linear = [Linear(width, hidden), relu]
+        return [Dropout(dropout), *linear] if dropout_first else [*linear, Dropout(dropout)]
+    return [*stage(features), *stage(hidden), Linear(hidden, num_classes)]
 
 
 class AlexNet(tf.Module):
@@ -83,7 +86,8 @@ class AlexNet(tf.Module):
             Conv2d(c3, c4, 3, padding=1), relu,
             Conv2d(c4, c5, 3, padding=1), relu, max_pool_3x3_s2,
         ]
-        self.classifier = make_classifier(c5 * layout.flat_map ** 2, layout, num_classes, dropout)
+        self.classifier = make_classifier(c5 * layout.flat_map ** 2, num_classes, dropout=dropout,
+                                          hidden=layout.hidden, dropout_first=layout.dropout_first)
 
     def __call__(self, x, training=False):
         check_input(x, self.arch, "features.0", self.in_channels)

@@ -262,11 +262,10 @@ class GoogLeNetD2L(tf.Module):
         self.conv1 = Conv2d(in_channels, 64, 7, 2, padding=3)
         self.conv2 = Conv2d(64, 64, 1)
         self.conv3 = Conv2d(64, 192, 3, padding=1)
-        widths = {"inception3a": 192, "inception3b": 256, "inception4a": 480, "inception4b": 512,
-                  "inception4c": 512, "inception4d": 512, "inception4e": 528, "inception5a": 832,
-                  "inception5b": 832}
-        for name, width in widths.items():
-            setattr(self, name, D2LInception(width, BLOCKS[name]))
+        channels = 192  # each block reads the one before it (conv3's output first)
+        for name, spec in BLOCKS.items():
+            setattr(self, name, D2LInception(channels, spec))
+            channels = spec.out_channels
         self.fc = Linear(1024, num_classes)
 
     def __call__(self, x, training=False):

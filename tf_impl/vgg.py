@@ -12,8 +12,8 @@ so the Linears sit at classifier.1/4/6, 25088-2048-2048-num_classes (torch_impl/
 """
 import tensorflow as tf
 
-from .alexnet import Dropout, flatten, run_layers
-from .layers import BatchNorm2d, Conv2d, Linear, adaptive_avg_pool2d, check_input, max_pool2d, relu
+from .alexnet import Dropout, flatten, make_classifier, run_layers
+from .layers import BatchNorm2d, Conv2d, adaptive_avg_pool2d, check_input, max_pool2d, relu
 
 CONFIGS = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -47,22 +47,14 @@ def make_features(config, batch_norm, in_channels=3, grouped=False):
     return blocks if grouped else block
 
 
-def make_classifier(num_classes, dropout, hidden=4096, dropout_first=False):
-    """torchvision's: (Linear, ReLU, Dropout) twice, then Linear (classifier.0/3/6); seed 004's,
-    `dropout_first`: (Dropout, Linear, ReLU) twice, then Linear (classifier.1/4/6)."""
-    def stage(features):
-        linear = [Linear(features, hidden), relu]
-        return [Dropout(dropout), *linear] if dropout_first else [*linear, Dropout(dropout)]
-    return [*stage(512 * 7 * 7), *stage(hidden), Linear(hidden, num_classes)]
-
-
 class VGG(tf.Module):
     def __init__(self, name, config, *, batch_norm=False, num_classes=1000, dropout=0.5, hidden=4096, avgpool=True,
                  dropout_first=False, in_channels=3, grouped=False):
         super().__init__(name=name)
         self.arch, self.avgpool, self.in_channels = name, avgpool, in_channels
         self.features = make_features(config, batch_norm, in_channels, grouped)
-        self.classifier = make_classifier(num_classes, dropout, hidden, dropout_first)
+        self.classifier = make_classifier(512 * 7 * 7, num_classes, dropout=dropout, hidden=hidden,
+                                          dropout_first=dropout_first)
 
     def __call__(self, x, training=False):
         check_input(x, self.arch, "features.0", self.in_channels)

@@ -36,11 +36,14 @@ D2L = Layout(widths=(96, 256, 384, 384, 256), in_channels=1, conv1_padding=1, av
              dropout_first=False)
 
 
-def make_classifier(features, layout: Layout, num_classes, dropout):
+def make_classifier(features, num_classes, *, dropout, hidden, dropout_first):
+    """(Dropout, Linear, ReLU) twice, then Linear: torchvision's AlexNet and seed 004's AlexNet
+    and VGGs (Linears at classifier.1/4/6); or, not `dropout_first`, (Linear, ReLU, Dropout)
+    twice, then Linear: torchvision's VGG and d2l's (classifier.0/3/6). Shared with vgg.py."""
     def stage(width):
-        linear = [nn.Linear(width, layout.hidden), nn.ReLU(inplace=True)]
-        return [nn.Dropout(dropout), *linear] if layout.dropout_first else [*linear, nn.Dropout(dropout)]
-    return nn.Sequential(*stage(features), *stage(layout.hidden), nn.Linear(layout.hidden, num_classes))
+        linear = [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+        return [nn.Dropout(dropout), *linear] if dropout_first else [*linear, nn.Dropout(dropout)]
+    return nn.Sequential(*stage(features), *stage(hidden), nn.Linear(hidden, num_classes))
 
 
 class AlexNet(nn.Module):
@@ -57,7 +60,8 @@ class AlexNet(nn.Module):
             nn.Conv2d(c4, c5, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(6) if layout.avgpool else None
-        self.classifier = make_classifier(c5 * layout.flat_map ** 2, layout, num_classes, dropout)
+        self.classifier = make_classifier(c5 * layout.flat_map ** 2, num_classes, dropout=dropout,
+                                          hidden=layout.hidden, dropout_first=layout.dropout_first)
 
     def forward(self, x):
         check_input(x, self.arch, "features.0", self.in_channels)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ._common import check_input
+from .alexnet import make_classifier
 
 CONFIGS = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -47,15 +48,6 @@ def make_features(config, batch_norm, in_channels=3, grouped=False):
     return nn.Sequential(*blocks) if grouped else nn.Sequential(*block)
 
 
-def make_classifier(num_classes, dropout, hidden=4096, dropout_first=False):
-    """torchvision's: (Linear, ReLU, Dropout) twice, then Linear (classifier.0/3/6); seed 004's,
-    `dropout_first`: (Dropout, Linear, ReLU) twice, then Linear (classifier.1/4/6)."""
-    def stage(features):
-        linear = [nn.Linear(features, hidden), nn.ReLU(inplace=True)]
-        return [nn.Dropout(dropout), *linear] if dropout_first else [*linear, nn.Dropout(dropout)]
-    return nn.Sequential(*stage(512 * 7 * 7), *stage(hidden), nn.Linear(hidden, num_classes))
-
-
 class VGG(nn.Module):
     def __init__(self, name, config, *, batch_norm=False, num_classes=1000, dropout=0.5, hidden=4096,
                  avgpool=True, dropout_first=False, in_channels=3, grouped=False):
@@ -63,7 +55,8 @@ class VGG(nn.Module):
         self.arch, self.in_channels = name, in_channels
         self.features = make_features(config, batch_norm, in_channels, grouped)
         self.avgpool = nn.AdaptiveAvgPool2d(7) if avgpool else None
-        self.classifier = make_classifier(num_classes, dropout, hidden, dropout_first)
+        self.classifier = make_classifier(512 * 7 * 7, num_classes, dropout=dropout, hidden=hidden,
+                                          dropout_first=dropout_first)
         self._init_weights()
 
     def _init_weights(self):
