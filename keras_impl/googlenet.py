@@ -10,6 +10,11 @@ branch names (p1_1 ... p4_2), max pools 3x3/2 padded by 1 without ceil_mode, one
 googlenet_nobn: seed 004's GoogLeNet (torch_impl/googlenet.py): inception_v1 without LRN,
 maxpool4 3x3/2, aux heads pooling with AvgPool2d(5, stride=3) and dropping out before fc1 too.
 
+inception_v1_lrn64: seed 000's Inception v1 at 128 px (torch_impl/googlenet.py): layers named
+block1.0.conv.0 ... as its nn.Sequential paths, branch_1x1 ... branch_pool, LocalResponseNorm(64)
+and (192) with torch's even window, the classifier on the (H, W, C) flatten of the 2x2 map (the
+catalogue permutes it).
+
 With auxiliary heads the graph outputs (logits, aux_logits2, aux_logits1); the model
 returns all three in training mode and the logits only (without running the heads) in
 inference, as torch does.
@@ -210,3 +215,39 @@ def googlenet_d2l(*, in_channels=None, num_classes=10, input_shape=None):
                       name="inception5b")
     x = Linear(num_classes, name="fc")(global_avg_pool(x, name="avgpool"))
     return keras.Model(inputs, x, name="googlenet_d2l")
+
+
+def seed000_conv(x, filters, kernel_size, *, name, stride=1, padding=0):
+    """seed 000's BasicConv2d: conv (with bias) + ReLU, the conv at `{name}.conv.0` (its Sequential)."""
+    return relu(conv2d(x, filters, kernel_size, stride=stride, padding=padding, name=f"{name}.conv.0"))
+
+
+def seed000_inception(x, spec, *, name):
+    """seed 000's Inception: branch_1x1, branch_3x3, branch_5x5 (5x5) and branch_pool."""
+    ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj = spec
+    b1 = seed000_conv(x, ch1x1, 1, name=f"{name}.branch_1x1")
+    b2 = seed000_conv(seed000_conv(x, ch3x3red, 1, name=f"{name}.branch_3x3.0"), ch3x3, 3, padding=1,
+                      name=f"{name}.branch_3x3.1")
+    b3 = seed000_conv(seed000_conv(x, ch5x5red, 1, name=f"{name}.branch_5x5.0"), ch5x5, 5, padding=2,
+                      name=f"{name}.branch_5x5.1")
+    b4 = seed000_conv(max_pool(x, 3, 1, padding=1, name=f"{name}.branch_pool.0"), pool_proj, 1,
+                      name=f"{name}.branch_pool.1")
+    return layers.Concatenate(axis=-1, name=name)([b1, b2, b3, b4])
+
+
+def inception_v1_lrn64(*, num_classes=1000, input_shape=(128, 128, 3)):
+    pool = lambda x, name: max_pool(x, 3, 2, padding=1, name=name)  # noqa: E731
+    block = lambda x, spec, name: seed000_inception(x, BLOCKS[spec], name=name)  # noqa: E731
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = pool(seed000_conv(inputs, 64, 7, stride=2, padding=3, name="block1.0"), "block1.1")
+    x = seed000_conv(LocalResponseNorm(64, name="block1.2")(x), 64, 1, name="block1.3")
+    x = LocalResponseNorm(192, name="block1.5")(seed000_conv(x, 192, 3, padding=1, name="block1.4"))
+    x = block(block(pool(x, "block1.6"), "inception3a", "block2.0"), "inception3b", "block2.1")
+    x = block(pool(x, "block2.2"), "inception4a", "block2.3")
+    for i, spec in enumerate(("inception4b", "inception4c", "inception4d")):
+        x = block(x, spec, f"block3.{i}")
+    x = pool(x, "block4.0")
+    for i, spec in enumerate(("inception4e", "inception5a", "inception5b"), start=1):
+        x = block(x, spec, f"block4.{i}")
+    x = layers.Flatten(name="flatten")(layers.AveragePooling2D(3, 1, name="block4.4")(x))
+    return keras.Model(inputs, Linear(num_classes, name="classifier")(x), name="inception_v1_lrn64")

@@ -4,6 +4,10 @@ Stride sits on the 3x3 conv of the bottleneck ("v1.5"), as in torchvision.
 
 `resnet18_d2l`: seed 003's (d2l) ResNet-18 with its `Residual` (convs with bias, a 1x1 conv3
 without BatchNorm on a changed shortcut), one input channel, 10 classes (torch_impl/resnet.py).
+
+`resnet50_blocks`: seed 000's ResNet-50 with its own names (torch_impl/resnet.py): conv.conv.{0,1},
+block1..block4 of bottleneck.{0,2,4} units with a downsample where the channels change, no ReLU
+after the stem, and AvgPool2d(4), which on a 7x7 map averages the top-left 4x4 window only.
 """
 from typing import NamedTuple
 
@@ -140,3 +144,43 @@ def resnet18_d2l(*, in_channels=None, num_classes=10, input_shape=None):
         x = residual(x, channels, 1, name=f"layer{i + 1}.1")
     x = Linear(num_classes, name="fc")(global_avg_pool(x, name="avgpool"))
     return keras.Model(inputs, x, name="resnet18_d2l")
+
+
+def conv_bn(x, filters, kernel_size, *, name, stride=1, padding=0):
+    """seed 000's BasicConv2d for its ResNet: conv (no bias) + BatchNorm at `{name}.conv.0`, `{name}.conv.1`."""
+    x = conv2d(x, filters, kernel_size, stride=stride, padding=padding, bias=False, name=f"{name}.conv.0")
+    return batch_norm(x, name=f"{name}.conv.1")
+
+
+def seed000_bottleneck(x, mid_channels, out_channels, stride, *, name):
+    """seed 000's bottleneck unit: bottleneck.{0,2,4} (1x1, 3x3 carrying the stride, 1x1) with
+    ReLUs between; a `downsample` (strided 1x1 conv + BN) where the channels change."""
+    shortcut = x
+    if x.shape[-1] != out_channels:
+        shortcut = conv_bn(x, out_channels, 1, stride=stride, name=f"{name}.downsample")
+    y = relu(conv_bn(x, mid_channels, 1, name=f"{name}.bottleneck.0"))
+    y = relu(conv_bn(y, mid_channels, 3, stride=stride, padding=1, name=f"{name}.bottleneck.2"))
+    y = conv_bn(y, out_channels, 1, name=f"{name}.bottleneck.4")
+    return relu(layers.Add(name=f"{name}.add")([y, shortcut]))
+
+
+class BlockStage(NamedTuple):
+    mid_channels: int
+    out_channels: int
+    units: int
+    stride: int
+
+
+SEED000_STAGES = (BlockStage(64, 256, 3, 1), BlockStage(128, 512, 4, 2), BlockStage(256, 1024, 6, 2),
+                  BlockStage(512, 2048, 3, 2))
+
+
+def resnet50_blocks(*, num_classes=1000, input_shape=(224, 224, 3)):
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = max_pool(conv_bn(inputs, 64, 7, stride=2, padding=3, name="conv"), 3, 2, padding=1, name="maxpool")
+    for i, stage in enumerate(SEED000_STAGES, start=1):
+        for u in range(stage.units):
+            x = seed000_bottleneck(x, stage.mid_channels, stage.out_channels, stage.stride if u == 0 else 1,
+                                   name=f"block{i}.{u}")
+    x = layers.Flatten(name="flatten")(layers.AveragePooling2D(4, 4, name="avgpool")(x))
+    return keras.Model(inputs, Linear(num_classes, name="classifier")(x), name="resnet50_blocks")

@@ -60,6 +60,8 @@ RENAMES: dict[str, dict[str, str]] = {
     # seed 004 writes ResNet-34 and ResNet-101 in torchvision's layout, key for key: the catalogue's own
     "resnet34": SAME_NAMES,
     "resnet101": SAME_NAMES,
+    "inception_v1_lrn64": SAME_NAMES,
+    "resnet50_blocks": SAME_NAMES,  # seed 000: conv.conv.0 ... block4.2.bottleneck.4.conv.1, classifier  # seed 000: block1.0.conv.0 ... classifier, the catalogue's own paths
 }
 
 

@@ -33,7 +33,7 @@ def _norms(model):
 
 WITHOUT_NORMS = {"vgg11", "vgg13", "vgg16", "vgg19", "inception_v1",  # LRN / no normalization
                  "vgg11_fc2048", "vgg13_fc2048", "vgg16_fc2048", "vgg19_fc2048", "vgg11_d2l", "googlenet_nobn",
-                 "googlenet_d2l"}
+                 "googlenet_d2l", "inception_v1_lrn64"}
 WITH_NORMS = [n for n in parity.list_models() if registry.get(n).family in FAMILY_EPS and n not in WITHOUT_NORMS]
 
 

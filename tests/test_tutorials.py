@@ -327,6 +327,56 @@ class Seed004GoogLeNet(nn.Module):
         return (x, aux2, aux1) if self.training else x
 
 
+class Seed000Conv(nn.Module):
+    """Seed 000's BasicConv2d for Inception v1: conv (with bias) and ReLU in one Sequential."""
+
+    def __init__(self, cin, cout, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=padding), nn.ReLU(True))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class Seed000Inception(nn.Module):
+    def __init__(self, cin, c1, c3r, c3, c5r, c5, cp):
+        super().__init__()
+        self.branch_1x1 = Seed000Conv(cin, c1, 1)
+        self.branch_3x3 = nn.Sequential(Seed000Conv(cin, c3r, 1), Seed000Conv(c3r, c3, 3, padding=1))
+        self.branch_5x5 = nn.Sequential(Seed000Conv(cin, c5r, 1), Seed000Conv(c5r, c5, 5, padding=2))
+        self.branch_pool = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), Seed000Conv(cin, cp, 1))
+
+    def forward(self, x):
+        return torch.cat((self.branch_1x1(x), self.branch_3x3(x), self.branch_5x5(x), self.branch_pool(x)), dim=1)
+
+
+class Seed000InceptionV1(nn.Module):
+    """Seed 000: Inception v1 in four Sequential blocks, LocalResponseNorm(64) and (192), 128 px;
+    the evaluation form (state="test": the text does not define its aux classifier)."""
+
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        self.block1 = nn.Sequential(
+            Seed000Conv(3, 64, 7, stride=2, padding=3), nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            nn.LocalResponseNorm(64), Seed000Conv(64, 64, 1), Seed000Conv(64, 192, 3, padding=1),
+            nn.LocalResponseNorm(192), nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+        self.block2 = nn.Sequential(
+            Seed000Inception(192, 64, 96, 128, 16, 32, 32), Seed000Inception(256, 128, 128, 192, 32, 96, 64),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1), Seed000Inception(480, 192, 96, 208, 16, 48, 64))
+        self.block3 = nn.Sequential(
+            Seed000Inception(512, 160, 112, 224, 24, 64, 64), Seed000Inception(512, 128, 128, 256, 24, 64, 64),
+            Seed000Inception(512, 112, 144, 288, 32, 64, 64))
+        self.block4 = nn.Sequential(
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1), Seed000Inception(528, 256, 160, 320, 32, 128, 128),
+            Seed000Inception(832, 256, 160, 320, 32, 128, 128), Seed000Inception(832, 384, 192, 384, 48, 128, 128),
+            nn.AvgPool2d(3, stride=1))
+        self.classifier = nn.Linear(4096, num_classes)
+
+    def forward(self, x):
+        x = self.block4(self.block3(self.block2(self.block1(x))))
+        return self.classifier(x.view(x.size(0), -1))
+
+
 # catalogue name -> (the tutorial's network, input (C, H, W), builder options as the tutorial builds it)
 TUTORIALS = {
     "lenet": (d2l_lenet, (1, 28, 28), {}),
@@ -340,6 +390,7 @@ TUTORIALS = {
     "alexnet_half": (Seed004AlexNet, (3, 224, 224), {}),
     **{f"vgg{d}_fc2048": (lambda d=d: Seed004VGG(d), (3, 224, 224), {}) for d in SEED_004_VGG},
     "googlenet_nobn": (Seed004GoogLeNet, (3, 224, 224), {}),
+    "inception_v1_lrn64": (Seed000InceptionV1, (3, 128, 128), {}),
 }
 # Same code as a default-run sibling with another depth: -m slow (as tests/test_references.py).
 DEEPER = {"vgg13_fc2048", "vgg16_fc2048", "vgg19_fc2048"}
@@ -591,3 +642,70 @@ def test_ceil_mode_pools_fail_d2l_googlenet(plant):
             error = normalized_error(parity.run(model, x)[0], expected)
             print("googlenet_d2l with ceil-mode pools", framework, error)
             assert error > 10 * threshold(), (framework, error)  # measured: 1.8e-3 (6.8e-4 to 3.4e-3 over other draws)
+
+
+def symmetric_lrn(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """The trap: tf.nn.local_response_normalization's symmetric window (radius size // 2, so 65
+    channels for 64), alpha divided by the size as torch does."""
+    import tensorflow as tf
+    return tf.nn.local_response_normalization(x, depth_radius=size // 2, bias=k, alpha=alpha / size, beta=beta)
+
+
+@pytest.fixture(scope="module")
+def seed000_inception():
+    torch.manual_seed(8)
+    tutorial = Seed000InceptionV1(num_classes=10).eval()
+    state = parity.weights.from_tutorial("inception_v1_lrn64", tutorial.state_dict(), num_classes=10)
+    return tutorial, state
+
+
+def lrn64_errors(seed000_inception, x) -> dict:
+    tutorial, state = seed000_inception
+    with torch.no_grad():
+        expected = tutorial(torch.from_numpy(x)).numpy()
+    errors = {}
+    for framework in ("keras", "tf"):
+        model = parity.build("inception_v1_lrn64", framework=framework, num_classes=10)
+        parity.load_state_dict(model, state)
+        errors[framework] = normalized_error(parity.run(model, x)[0], expected)
+    return errors
+
+
+# An image as pixel values (0..255): LRN(64) then normalizes (alpha / 64 * sum ~ 1); on unit-scale
+# inputs it is nearly the identity and a shifted window moves the output less than the fp32 policy.
+PIXELS = np.random.default_rng(8).uniform(0, 255, (2, 3, 128, 128)).astype(np.float32)
+
+
+def test_lrn64_keeps_torchs_even_window_on_pixel_inputs(seed000_inception):
+    errors = lrn64_errors(seed000_inception, PIXELS)
+    print("inception_v1_lrn64 on pixels, faithful", errors)  # docs/tutorials.md (-s)
+    assert max(errors.values()) < threshold(), errors
+
+
+def test_a_symmetric_lrn_window_fails_inception_v1_lrn64(seed000_inception, monkeypatch):
+    keras_googlenet, tf_googlenet = (importlib.import_module(f"{p}.googlenet") for p in ("keras_impl", "tf_impl"))
+    monkeypatch.setattr(tf_googlenet, "local_response_norm", symmetric_lrn)
+    monkeypatch.setattr(keras_googlenet.LocalResponseNorm, "call",
+                        lambda self, x: symmetric_lrn(x, self.size, self.alpha, self.beta, self.k))
+    errors = lrn64_errors(seed000_inception, PIXELS)
+    print("inception_v1_lrn64 on pixels, symmetric LRN window", errors)
+    assert min(errors.values()) > threshold(), errors  # measured: 7.3e-5 both (faithful: 3.2e-7, 2.6e-7)
+
+
+def test_inception_v1_lrn64_passes_check_and_no_export_writes_an_even_lrn(monkeypatch):
+    """ONNX's LRN op centres an even window the other way (size/2 - 1 channels before, size/2
+    after): every export must keep torch's window as a decomposition, never LRN(size=64)."""
+    import onnx
+    from parity import onnx_utils
+    lrn_sizes, open_session = {}, onnx_utils.session
+
+    def read_then_open(path, *args):  # each export, as the check opens it in onnxruntime
+        lrn_sizes[path.name] = [attribute.i for node in onnx.load(str(path)).graph.node if node.op_type == "LRN"
+                                for attribute in node.attribute if attribute.name == "size"]
+        return open_session(path, *args)
+
+    monkeypatch.setattr(onnx_utils, "session", read_then_open)
+    report = parity.check("inception_v1_lrn64", size=128)
+    assert report.passed, [(r.target, r.normalized_error, r.error) for r in report.results]
+    assert {name.split(".")[1] for name in lrn_sizes} == {"torch", "keras", "tf"}, lrn_sizes
+    assert all(sizes == [] for sizes in lrn_sizes.values()), lrn_sizes

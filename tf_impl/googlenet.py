@@ -9,14 +9,21 @@ branch names (p1_1 ... p4_2), max pools 3x3/2 padded by 1 without ceil_mode, one
 googlenet_nobn: seed 004's GoogLeNet (torch_impl/googlenet.py): inception_v1 without LRN,
 maxpool4 3x3/2, aux heads pooling with AvgPool2d(5, stride=3) and dropping out before fc1 too.
 
+inception_v1_lrn64: seed 000's Inception v1 at 128 px (torch_impl/googlenet.py): block1 ..
+block4 as layer lists, convs with bias + ReLU at `conv.0`, branch_1x1 ... branch_pool, LRN over
+64 and 192 channels with torch's even window (local_response_norm), a classifier on the
+(H, W, C) flatten of the 2x2 map (the catalogue permutes it).
+
 With auxiliary heads, training mode returns GoogLeNetOutputs(logits, aux_logits2,
 aux_logits1) (torchvision's order); inference returns the logits only.
 """
+from functools import partial
 from typing import NamedTuple, Optional
 
 import tensorflow as tf
 
-from .layers import BatchNorm2d, Conv2d, Linear, adaptive_avg_pool2d, avg_pool2d, check_input, max_pool2d
+from .alexnet import flatten, run_layers
+from .layers import BatchNorm2d, Conv2d, Linear, adaptive_avg_pool2d, avg_pool2d, check_input, max_pool2d, relu
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -51,6 +58,12 @@ BLOCKS = {
 }
 LRN = dict(size=5, alpha=1e-4, beta=0.75, k=1.0)  # the paper's Caffe model
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def in_channels_of(name: str) -> int:
+    """The input width of Inception block `name`: the output of the block before it (conv3's 192 first)."""
+    names = list(BLOCKS)
+    return BLOCKS[names[names.index(name) - 1]].out_channels if names.index(name) else 192
 
 
 def transform_imagenet_input(x):
@@ -251,7 +264,7 @@ class D2LInception(tf.Module):
 
 
 def d2l_pool(x):
-    """d2l's max pool: 3x3, stride 2, padded by 1, floor mode."""
+    """d2l's max pool (and seed 000's): 3x3, stride 2, padded by 1, floor mode."""
     return max_pool2d(x, 3, 2, padding=1)
 
 
@@ -262,10 +275,8 @@ class GoogLeNetD2L(tf.Module):
         self.conv1 = Conv2d(in_channels, 64, 7, 2, padding=3)
         self.conv2 = Conv2d(64, 64, 1)
         self.conv3 = Conv2d(64, 192, 3, padding=1)
-        channels = 192  # each block reads the one before it (conv3's output first)
         for name, spec in BLOCKS.items():
-            setattr(self, name, D2LInception(channels, spec))
-            channels = spec.out_channels
+            setattr(self, name, D2LInception(in_channels_of(name), spec))
         self.fc = Linear(1024, num_classes)
 
     def __call__(self, x, training=False):
@@ -281,3 +292,56 @@ class GoogLeNetD2L(tf.Module):
 
 def googlenet_d2l(**kwargs):
     return GoogLeNetD2L(**kwargs)
+
+
+class Seed000Conv(tf.Module):
+    """seed 000's BasicConv2d: conv (with bias) + ReLU in one list (`conv.0`, `conv.1`)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.conv = [Conv2d(in_channels, out_channels, kernel_size, stride, padding), relu]
+
+    def __call__(self, x):
+        return run_layers(self.conv, x)
+
+
+class Seed000Inception(tf.Module):
+    """seed 000's Inception: branch_1x1, branch_3x3, branch_5x5 (5x5) and branch_pool."""
+
+    def __init__(self, in_channels, spec: InceptionSpec):
+        super().__init__()
+        self.branch_1x1 = Seed000Conv(in_channels, spec.ch1x1, 1)
+        self.branch_3x3 = [Seed000Conv(in_channels, spec.ch3x3red, 1),
+                           Seed000Conv(spec.ch3x3red, spec.ch3x3, 3, padding=1)]
+        self.branch_5x5 = [Seed000Conv(in_channels, spec.ch5x5red, 1),
+                           Seed000Conv(spec.ch5x5red, spec.ch5x5, 5, padding=2)]
+        self.branch_pool = [partial(max_pool2d, kernel_size=3, stride=1, padding=1),
+                            Seed000Conv(in_channels, spec.pool_proj, 1)]
+
+    def __call__(self, x):
+        branches = [self.branch_1x1(x)] + [run_layers(b, x) for b in (self.branch_3x3, self.branch_5x5, self.branch_pool)]
+        return tf.concat(branches, axis=-1)
+
+
+class InceptionV1LRN64(tf.Module):
+    def __init__(self, *, num_classes=1000):
+        super().__init__(name="inception_v1_lrn64")
+        self.arch = "inception_v1_lrn64"
+        block = lambda name: Seed000Inception(in_channels_of(name), BLOCKS[name])  # noqa: E731
+        self.block1 = [Seed000Conv(3, 64, 7, stride=2, padding=3), d2l_pool, partial(local_response_norm, size=64),
+                       Seed000Conv(64, 64, 1), Seed000Conv(64, 192, 3, padding=1),
+                       partial(local_response_norm, size=192), d2l_pool]
+        self.block2 = [block("inception3a"), block("inception3b"), d2l_pool, block("inception4a")]
+        self.block3 = [block("inception4b"), block("inception4c"), block("inception4d")]
+        self.block4 = [d2l_pool, block("inception4e"), block("inception5a"), block("inception5b"),
+                       partial(avg_pool2d, kernel_size=3, stride=1)]
+        self.classifier = Linear(4096, num_classes)  # fed in (H, W, C) order: the catalogue permutes it
+
+    def __call__(self, x, training=False):
+        check_input(x, self.arch, "block1.0.conv.0", 3)
+        x = run_layers([self.block1, self.block2, self.block3, self.block4], x)
+        return self.classifier(flatten(x))
+
+
+def inception_v1_lrn64(**kwargs):
+    return InceptionV1LRN64(**kwargs)

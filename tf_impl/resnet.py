@@ -4,12 +4,16 @@ Stride sits on the 3x3 conv of the bottleneck ("v1.5"), as in torchvision.
 
 `resnet18_d2l`: seed 003's (d2l) ResNet-18 with its `Residual` (convs with bias, a 1x1 conv3
 without BatchNorm on a changed shortcut), one input channel, 10 classes (torch_impl/resnet.py).
+
+`resnet50_blocks`: seed 000's ResNet-50 with its own names (torch_impl/resnet.py): conv.conv.{0,1},
+block1..block4 of bottleneck.{0,2,4} units with a downsample where the channels change, no ReLU
+after the stem, and AvgPool2d(4), which on a 7x7 map averages the top-left 4x4 window only.
 """
 from typing import NamedTuple
 
 import tensorflow as tf
 
-from .layers import BatchNorm2d, Conv2d, Linear, check_input, global_avg_pool, max_pool2d
+from .layers import BatchNorm2d, Conv2d, Linear, avg_pool2d, check_input, global_avg_pool, max_pool2d, relu
 
 
 class Stage(NamedTuple):
@@ -204,3 +208,71 @@ class ResNetD2L(tf.Module):
 
 def resnet18_d2l(**kwargs):
     return ResNetD2L(**kwargs)
+
+
+class ConvBN(tf.Module):
+    """seed 000's BasicConv2d for its ResNet: conv (no bias) + BatchNorm in one list (`conv.0`, `conv.1`)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.conv = [Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False),
+                     BatchNorm2d(out_channels)]
+
+    def __call__(self, x, training=False):
+        conv, bn = self.conv
+        return bn(conv(x), training)
+
+
+class Seed000Bottleneck(tf.Module):
+    """seed 000's bottleneck unit: bottleneck.{0,2,4} (1x1, 3x3 carrying the stride, 1x1) with
+    ReLUs between; a `downsample` (strided 1x1 conv + BN) where the channels change."""
+
+    def __init__(self, in_channels, mid_channels, out_channels, stride=1):
+        super().__init__()
+        self.bottleneck = [ConvBN(in_channels, mid_channels, 1), relu,
+                           ConvBN(mid_channels, mid_channels, 3, stride, padding=1), relu,
+                           ConvBN(mid_channels, out_channels, 1)]
+        self.downsample = ConvBN(in_channels, out_channels, 1, stride) if in_channels != out_channels else None
+
+    def __call__(self, x, training=False):
+        y = x
+        for unit in self.bottleneck:
+            y = unit(y, training) if isinstance(unit, ConvBN) else unit(y)
+        return tf.nn.relu(y + (x if self.downsample is None else self.downsample(x, training)))
+
+
+class BlockStage(NamedTuple):
+    mid_channels: int
+    out_channels: int
+    units: int
+    stride: int
+
+
+SEED000_STAGES = (BlockStage(64, 256, 3, 1), BlockStage(128, 512, 4, 2), BlockStage(256, 1024, 6, 2),
+                  BlockStage(512, 2048, 3, 2))
+
+
+class ResNet50Blocks(tf.Module):
+    def __init__(self, *, num_classes=1000):
+        super().__init__(name="resnet50_blocks")
+        self.arch = "resnet50_blocks"
+        self.conv = ConvBN(3, 64, 7, stride=2, padding=3)
+        in_channels = 64
+        for i, stage in enumerate(SEED000_STAGES, start=1):
+            units = [Seed000Bottleneck(in_channels if u == 0 else stage.out_channels, stage.mid_channels,
+                                       stage.out_channels, stage.stride if u == 0 else 1) for u in range(stage.units)]
+            setattr(self, f"block{i}", units)
+            in_channels = stage.out_channels
+        self.classifier = Linear(2048, num_classes)
+
+    def __call__(self, x, training=False):
+        check_input(x, self.arch, "conv.conv.0", 3)
+        x = max_pool2d(self.conv(x, training), 3, 2, padding=1)
+        for unit in self.block1 + self.block2 + self.block3 + self.block4:
+            x = unit(x, training)
+        x = avg_pool2d(x, 4)
+        return self.classifier(tf.reshape(x, [tf.shape(x)[0], -1]))
+
+
+def resnet50_blocks(**kwargs):
+    return ResNet50Blocks(**kwargs)

@@ -25,6 +25,14 @@ after the max pool), every max pool 3x3/2 padded by 1 *without* ceil_mode (where
 use ceil_mode and no padding), no LRN, no aux heads, no dropout. Paths: conv1, conv2, conv3,
 inception3a..inception5b, fc, as googlenet's, with the branches inside named as d2l names them.
 
+inception_v1_lrn64: seed 000's Inception v1 at 128 px, its own paths: block1 .. block4 (nn.Sequential),
+convs with bias + ReLU wrapped as `conv.0` (`block1.0.conv.0`), branches branch_1x1,
+branch_3x3.{0,1}, branch_5x5.{0,1} (5x5), branch_pool.1 after the 3x3/1 max pool, every other
+max pool 3x3/2 padded by 1 (floor mode), nn.LocalResponseNorm(64) and (192) (window sizes, not
+the paper's 5: an even window sums size/2 channels before and size/2 - 1 after, and alpha is
+divided by the size), AvgPool2d(3, stride=1) on the 4x4 map, then a CHW flatten into
+classifier = Linear(4096, classes). The evaluation form: the text leaves out its aux heads.
+
 With auxiliary heads, training mode returns GoogLeNetOutputs(logits, aux_logits2,
 aux_logits1) (torchvision's order, and seed 004's); eval mode returns the logits only.
 """
@@ -75,6 +83,12 @@ def transform_imagenet_input(x: torch.Tensor) -> torch.Tensor:
     scale = torch.tensor([s / 0.5 for s in IMAGENET_STD], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     shift = torch.tensor([(m - 0.5) / 0.5 for m in IMAGENET_MEAN], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return x * scale + shift
+
+
+def in_channels_of(name: str) -> int:
+    """The input width of Inception block `name`: the output of the block before it (conv3's 192 first)."""
+    names = list(BLOCKS)
+    return BLOCKS[names[names.index(name) - 1]].out_channels if names.index(name) else 192
 
 
 def init_weights(model: nn.Module) -> None:
@@ -240,10 +254,8 @@ class GoogLeNetD2L(nn.Module):
         self.conv2 = nn.Conv2d(64, 64, 1)
         self.conv3 = nn.Conv2d(64, 192, 3, padding=1)
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)  # d2l's, after conv1, conv3, 3b and 4e
-        channels = 192  # each block reads the one before it (conv3's output first)
         for name, spec in BLOCKS.items():
-            setattr(self, name, D2LInception(channels, spec))
-            channels = spec.out_channels
+            setattr(self, name, D2LInception(in_channels_of(name), spec))
         self.fc = nn.Linear(1024, num_classes)
 
     def forward(self, x):
@@ -259,3 +271,56 @@ class GoogLeNetD2L(nn.Module):
 
 def googlenet_d2l(**kwargs):
     return GoogLeNetD2L(**kwargs)
+
+
+class Seed000Conv(nn.Module):
+    """seed 000's BasicConv2d: conv (with bias) + ReLU in one Sequential (`conv.0`, `conv.1`)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding), nn.ReLU())
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class Seed000Inception(nn.Module):
+    """seed 000's Inception: branch_1x1, branch_3x3, branch_5x5 (5x5) and branch_pool."""
+
+    def __init__(self, in_channels, spec: InceptionSpec):
+        super().__init__()
+        self.branch_1x1 = Seed000Conv(in_channels, spec.ch1x1, 1)
+        self.branch_3x3 = nn.Sequential(Seed000Conv(in_channels, spec.ch3x3red, 1),
+                                        Seed000Conv(spec.ch3x3red, spec.ch3x3, 3, padding=1))
+        self.branch_5x5 = nn.Sequential(Seed000Conv(in_channels, spec.ch5x5red, 1),
+                                        Seed000Conv(spec.ch5x5red, spec.ch5x5, 5, padding=2))
+        self.branch_pool = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1),
+                                         Seed000Conv(in_channels, spec.pool_proj, 1))
+
+    def forward(self, x):
+        return torch.cat([self.branch_1x1(x), self.branch_3x3(x), self.branch_5x5(x), self.branch_pool(x)], 1)
+
+
+class InceptionV1LRN64(nn.Module):
+    def __init__(self, *, num_classes=1000):
+        super().__init__()
+        self.arch = "inception_v1_lrn64"
+        pool = lambda: nn.MaxPool2d(3, stride=2, padding=1)  # noqa: E731
+        block = lambda name: Seed000Inception(in_channels_of(name), BLOCKS[name])  # noqa: E731
+        self.block1 = nn.Sequential(Seed000Conv(3, 64, 7, stride=2, padding=3), pool(), nn.LocalResponseNorm(64),
+                                    Seed000Conv(64, 64, 1), Seed000Conv(64, 192, 3, padding=1),
+                                    nn.LocalResponseNorm(192), pool())
+        self.block2 = nn.Sequential(block("inception3a"), block("inception3b"), pool(), block("inception4a"))
+        self.block3 = nn.Sequential(block("inception4b"), block("inception4c"), block("inception4d"))
+        self.block4 = nn.Sequential(pool(), block("inception4e"), block("inception5a"), block("inception5b"),
+                                    nn.AvgPool2d(3, stride=1))
+        self.classifier = nn.Linear(4096, num_classes)
+
+    def forward(self, x):
+        check_input(x, self.arch, "block1.0.conv.0", 3)
+        x = self.block4(self.block3(self.block2(self.block1(x))))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def inception_v1_lrn64(**kwargs):
+    return InceptionV1LRN64(**kwargs)

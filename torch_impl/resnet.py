@@ -6,6 +6,12 @@ Stride sits on the 3x3 conv of the bottleneck ("v1.5"), as in torchvision.
 `Residual` (conv1 -> bn1 -> ReLU -> conv2 -> bn2, every conv with a bias, and where the shape
 changes a strided 1x1 `conv3` on the shortcut, without BatchNorm), paths conv1, bn1 (the stem,
 its conv with a bias), layer1..layer4.<unit>.{conv1,bn1,conv2,bn2,conv3}, fc.
+
+`resnet50_blocks` is seed 000's ResNet-50 with its own names: `conv.conv.{0,1}` (conv + BN, and
+no ReLU after the stem, as written), block1..block4 of `Seed000Bottleneck` units
+(`bottleneck.{0,2,4}.conv.{0,1}`, ReLUs at 1 and 3, stride on the 3x3; `downsample.conv.{0,1}`
+where the channels change), then `nn.AvgPool2d(4)`: on the 7x7 map of a 224 input it averages
+the top-left 4x4 window only (97..224 px give a 1x1 output), and `classifier`.
 """
 from typing import NamedTuple
 
@@ -216,3 +222,67 @@ class ResNetD2L(nn.Module):
 
 def resnet18_d2l(**kwargs):
     return ResNetD2L(**kwargs)
+
+
+class ConvBN(nn.Module):
+    """seed 000's BasicConv2d for its ResNet: conv (no bias) + BatchNorm in one Sequential (`conv.0`, `conv.1`)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False),
+                                  nn.BatchNorm2d(out_channels))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class Seed000Bottleneck(nn.Module):
+    """seed 000's bottleneck unit: bottleneck.{0,2,4} (1x1, 3x3 carrying the stride, 1x1) with
+    ReLUs between; a `downsample` (strided 1x1 conv + BN) where the channels change."""
+
+    def __init__(self, in_channels, mid_channels, out_channels, stride=1):
+        super().__init__()
+        self.bottleneck = nn.Sequential(ConvBN(in_channels, mid_channels, 1), nn.ReLU(),
+                                        ConvBN(mid_channels, mid_channels, 3, stride, padding=1), nn.ReLU(),
+                                        ConvBN(mid_channels, out_channels, 1))
+        self.downsample = ConvBN(in_channels, out_channels, 1, stride) if in_channels != out_channels else None
+
+    def forward(self, x):
+        return torch.relu(self.bottleneck(x) + (x if self.downsample is None else self.downsample(x)))
+
+
+class BlockStage(NamedTuple):
+    mid_channels: int
+    out_channels: int
+    units: int
+    stride: int
+
+
+SEED000_STAGES = (BlockStage(64, 256, 3, 1), BlockStage(128, 512, 4, 2), BlockStage(256, 1024, 6, 2),
+                  BlockStage(512, 2048, 3, 2))
+
+
+class ResNet50Blocks(nn.Module):
+    def __init__(self, *, num_classes=1000):
+        super().__init__()
+        self.arch = "resnet50_blocks"
+        self.conv = ConvBN(3, 64, 7, stride=2, padding=3)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        in_channels = 64
+        for i, stage in enumerate(SEED000_STAGES, start=1):
+            units = [Seed000Bottleneck(in_channels if u == 0 else stage.out_channels, stage.mid_channels,
+                                       stage.out_channels, stage.stride if u == 0 else 1) for u in range(stage.units)]
+            setattr(self, f"block{i}", nn.Sequential(*units))
+            in_channels = stage.out_channels
+        self.avgpool = nn.AvgPool2d(4)
+        self.classifier = nn.Linear(2048, num_classes)
+
+    def forward(self, x):
+        check_input(x, self.arch, "conv.conv.0", 3)
+        x = self.maxpool(self.conv(x))
+        x = self.block4(self.block3(self.block2(self.block1(x))))
+        return self.classifier(torch.flatten(self.avgpool(x), 1))
+
+
+def resnet50_blocks(**kwargs):
+    return ResNet50Blocks(**kwargs)

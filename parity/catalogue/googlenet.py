@@ -25,3 +25,11 @@ register(ModelSpec("googlenet_nobn", family="inception", module="googlenet", inp
 register(ModelSpec("googlenet_d2l", family="inception", module="googlenet", input_size=(1, 96, 96),
                    published_params=5_977_530,  # no canonical figure: the count of d2l's layout
                    head=("fc",), tutorial="seed 003 (d2l): GoogLeNet, Fashion-MNIST at 96 px"))
+# seed 000's: its own paths (block1..block4, conv.0, branch_1x1 ...), LocalResponseNorm(64) and
+# (192) windows, 3x3/2 pools padded by 1, AvgPool2d(3, 1) on the 4x4 map and a CHW flatten into
+# Linear(4096): 97..128 px give that map. The evaluation form (the text leaves out its aux heads).
+register(ModelSpec("inception_v1_lrn64", family="inception", module="googlenet", input_size=(3, 128, 128),
+                   test_sizes=(128, 99), min_size=97, fixed_size=True,
+                   published_params=10_070_552,  # no canonical figure: the count of seed 000's layout
+                   flatten_linear={"classifier": (1024, 2, 2)}, head=("classifier",),
+                   tutorial="seed 000: Inception v1 with LocalResponseNorm(64) and (192), 128 px"))
