@@ -61,8 +61,13 @@ RENAMES: dict[str, dict[str, str]] = {
     "resnet34": SAME_NAMES,
     "resnet101": SAME_NAMES,
     "inception_v1_lrn64": SAME_NAMES,
-    "resnet50_blocks": SAME_NAMES,  # seed 000: conv.conv.0 ... block4.2.bottleneck.4.conv.1, classifier  # seed 000: block1.0.conv.0 ... classifier, the catalogue's own paths
+    "resnet50_blocks": SAME_NAMES,
+    "fpn_shared_head": SAME_NAMES,  # seed 000: resnet50's torchvision keys (its fc left out) + MtoP, C2toM2 ...  # seed 000: conv.conv.0 ... block4.2.bottleneck.4.conv.1, classifier  # seed 000: block1.0.conv.0 ... classifier, the catalogue's own paths
 }
+
+# Prefixes of keys a tutorial's checkpoint carries for layers its network never runs: seed 000
+# saves its FPN beside torchvision's ResNet-50, whose classifier the FPN does not use.
+UNUSED: dict[str, tuple[str, ...]] = {"fpn_shared_head": ("fc.",)}
 
 
 def as_array(value) -> np.ndarray:
@@ -88,6 +93,8 @@ def from_tutorial(model_name: str, state_dict, **build_kwargs) -> dict:
     expected = torch_adapter.state_dict(torch_adapter.build(name, **build_kwargs))
     state, unknown = {}, []
     for key, value in state_dict.items():
+        if key.startswith(UNUSED.get(name, ())):
+            continue
         canonical = rename(key)
         if canonical in expected:
             state[canonical] = as_array(value)

@@ -377,6 +377,69 @@ class Seed000InceptionV1(nn.Module):
         return self.classifier(x.view(x.size(0), -1))
 
 
+class Seed000ConvBN(nn.Module):
+    """Seed 000's BasicConv2d for ResNet-50: conv (no bias) and BatchNorm in one Sequential."""
+
+    def __init__(self, cin, cout, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=padding, bias=False),
+                                  nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class Seed000Bottleneck(nn.Module):
+    def __init__(self, cin, mid, cout, stride=1):
+        super().__init__()
+        self.judge = cin == cout
+        self.bottleneck = nn.Sequential(Seed000ConvBN(cin, mid, 1), nn.ReLU(True),
+                                        Seed000ConvBN(mid, mid, 3, padding=1, stride=stride), nn.ReLU(True),
+                                        Seed000ConvBN(mid, cout, 1))
+        self.relu = nn.ReLU(True)
+        if cin != cout:
+            self.downsample = Seed000ConvBN(cin, cout, 1, stride=stride)
+
+    def forward(self, x):
+        out = self.bottleneck(x)
+        out += x if self.judge else self.downsample(x)
+        return self.relu(out)
+
+
+class Seed000ResNet50(nn.Module):
+    """Seed 000: ResNet-50 with its own names, no ReLU after the stem, AvgPool2d(4) at the end."""
+
+    def __init__(self, class_num):
+        super().__init__()
+        self.conv = Seed000ConvBN(3, 64, 7, stride=2, padding=3)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.block1 = nn.Sequential(Seed000Bottleneck(64, 64, 256), *(Seed000Bottleneck(256, 64, 256) for _ in range(2)))
+        self.block2 = nn.Sequential(Seed000Bottleneck(256, 128, 512, stride=2),
+                                    *(Seed000Bottleneck(512, 128, 512) for _ in range(3)))
+        self.block3 = nn.Sequential(Seed000Bottleneck(512, 256, 1024, stride=2),
+                                    *(Seed000Bottleneck(1024, 256, 1024) for _ in range(5)))
+        self.block4 = nn.Sequential(Seed000Bottleneck(1024, 512, 2048, stride=2),
+                                    *(Seed000Bottleneck(2048, 512, 2048) for _ in range(2)))
+        self.avgpool = nn.AvgPool2d(4)
+        self.classifier = nn.Linear(2048, class_num)
+        trained_statistics(self, seed=9)
+
+    def forward(self, x):
+        x = self.block4(self.block3(self.block2(self.block1(self.maxpool(self.conv(x))))))
+        return self.classifier(self.avgpool(x).view(x.size(0), -1))
+
+
+def trained_statistics(net, seed):
+    """BatchNorm running statistics and gains as training leaves them (small gains where a
+    residual branch closes keep a random deep ResNet's outputs in range)."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(0.1 * torch.randn(module.num_features, generator=generator))
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+            module.weight.data.uniform_(0.1, 0.5, generator=generator)
+
+
 # catalogue name -> (the tutorial's network, input (C, H, W), builder options as the tutorial builds it)
 TUTORIALS = {
     "lenet": (d2l_lenet, (1, 28, 28), {}),
@@ -391,6 +454,7 @@ TUTORIALS = {
     **{f"vgg{d}_fc2048": (lambda d=d: Seed004VGG(d), (3, 224, 224), {}) for d in SEED_004_VGG},
     "googlenet_nobn": (Seed004GoogLeNet, (3, 224, 224), {}),
     "inception_v1_lrn64": (Seed000InceptionV1, (3, 128, 128), {}),
+    "resnet50_blocks": (lambda: Seed000ResNet50(class_num=10), (3, 224, 224), {"num_classes": 10}),
 }
 # Same code as a default-run sibling with another depth: -m slow (as tests/test_references.py).
 DEEPER = {"vgg13_fc2048", "vgg16_fc2048", "vgg19_fc2048"}
@@ -436,7 +500,7 @@ def test_only_the_tutorials_networks_have_a_tutorial_rename():
 
 # Over 64 MB of weights: their Keras and TF exports run in child processes (parity.exports), 27 s
 # (alexnet_d2l) to 65 s each; natively checked in the default run below.
-SLOW_CHECKS = ("alexnet_d2l", "vgg11_fc2048", "vgg11_d2l", *sorted(DEEPER))
+SLOW_CHECKS = ("alexnet_d2l", "vgg11_fc2048", "vgg11_d2l", "resnet50_blocks", *sorted(DEEPER))
 
 
 @pytest.mark.parametrize("name", ["lenet_cifar", "alexnet_half", "resnet18_d2l", "googlenet_d2l",
@@ -460,7 +524,7 @@ def test_the_catalogue_names_each_networks_tutorial():
     assert registry.get("alexnet_half").tutorial.startswith("seed 004")
     assert registry.get("googlenet_nobn").tutorial.startswith("seed 004: GoogLeNet without BatchNorm")
     assert registry.get("vgg19_fc2048").tutorial == "seed 004: VGG-19, flower photos (5 classes)"
-    assert {n for n in parity.list_models() if registry.get(n).tutorial} == set(TUTORIALS)
+    assert {n for n in parity.list_models() if registry.get(n).tutorial} == {*TUTORIALS, "fpn_shared_head"}
     assert registry.get("resnet34").tutorial is None  # seed 004's ResNets are torchvision's (below)
 
 
@@ -709,3 +773,175 @@ def test_inception_v1_lrn64_passes_check_and_no_export_writes_an_even_lrn(monkey
     assert report.passed, [(r.target, r.normalized_error, r.error) for r in report.results]
     assert {name.split(".")[1] for name in lrn_sizes} == {"torch", "keras", "tf"}, lrn_sizes
     assert all(sizes == [] for sizes in lrn_sizes.values()), lrn_sizes
+
+
+def test_a_global_average_pool_fails_resnet50_blocks(plant):
+    """Seed 000 ends in nn.AvgPool2d(4): on the 7x7 map of a 224 input, the top-left 4x4 window
+    only. A global average pool (every other ResNet's) in its place, planted in all three."""
+    keras_resnet, tf_resnet, torch_resnet = (importlib.import_module(f"{package}.resnet")
+                                             for package in ("keras_impl", "tf_impl", "torch_impl"))
+    torch.manual_seed(9)
+    tutorial = Seed000ResNet50(class_num=10).eval()
+    state = parity.weights.from_tutorial("resnet50_blocks", tutorial.state_dict(), num_classes=10)
+    x = np.random.default_rng(9).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    with torch.no_grad():
+        expected = tutorial(torch.from_numpy(x)).numpy()
+    plant(torch_resnet.ResNet50Blocks, "__init__", "nn.AvgPool2d(4)", "nn.AdaptiveAvgPool2d(1)")
+    plant(tf_resnet.ResNet50Blocks, "__call__", "avg_pool2d(x, 4)", "tf.reduce_mean(x, axis=[1, 2], keepdims=True)")
+    with planted_function(keras_resnet.resnet50_blocks, "layers.AveragePooling2D(4, 4, ",
+                          "layers.AveragePooling2D(7, 7, "):
+        for framework in ("torch", "keras", "tf"):
+            model = parity.build("resnet50_blocks", framework=framework, num_classes=10)
+            parity.load_state_dict(model, state)
+            error = normalized_error(parity.run(model, x)[0], expected)
+            print("resnet50_blocks with a global average pool", framework, error)
+            assert error > 10 * threshold(), (framework, error)
+
+
+class Seed000FPN(nn.Module):
+    """Seed 000's FPN. The text reads its trunk (torchvision's ResNet-50 cut into layer1..layer5)
+    from module globals, so the trunk's keys are not the FPN's: held here unregistered alike."""
+
+    def __init__(self, resnet):
+        super().__init__()
+        stages = (nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool),
+                  resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
+        object.__setattr__(self, "stages", stages)
+        self.MtoP = nn.Conv2d(256, 256, 3, 1, 1)
+        self.C2toM2 = nn.Conv2d(256, 256, 1, 1, 0)
+        self.C3toM3 = nn.Conv2d(512, 256, 1, 1, 0)
+        self.C4toM4 = nn.Conv2d(1024, 256, 1, 1, 0)
+        self.C5toM5 = nn.Conv2d(2048, 256, 1, 1, 0)
+
+    def _upsample_add(self, in_C, in_M):
+        return F.upsample_bilinear(in_C, size=(in_M.shape[2], in_M.shape[3])) + in_M
+
+    def forward(self, x):
+        C1 = self.stages[0](x)
+        C2 = self.stages[1](C1)
+        C3 = self.stages[2](C2)
+        C4 = self.stages[3](C3)
+        C5 = self.stages[4](C4)
+        M5 = self.C5toM5(C5)
+        M4 = self._upsample_add(M5, self.C4toM4(C4))
+        M3 = self._upsample_add(M4, self.C3toM3(C3))
+        M2 = self._upsample_add(M3, self.C2toM2(C2))
+        return self.MtoP(M2), self.MtoP(M3), self.MtoP(M4), self.MtoP(M5)
+
+
+@pytest.fixture(scope="module")
+def seed000_fpn():
+    """The tutorial's FPN on torchvision's ResNet-50 (tests/_torchvision.py), its checkpoint the
+    union of both state dicts (the trunk's fc included), an input of 70 px (maps 18/9/5/3)."""
+    import _torchvision
+    torchvision = _torchvision.import_torchvision()
+    if torchvision is None:
+        pytest.skip(f"no torchvision: {_torchvision.WHY_NOT}")
+    torch.manual_seed(10)
+    resnet = torchvision.models.resnet50(weights=None)
+    trained_statistics(resnet, seed=10)
+    tutorial = Seed000FPN(resnet.eval()).eval()
+    checkpoint = {**resnet.state_dict(), **tutorial.state_dict()}
+    state = parity.weights.from_tutorial("fpn_shared_head", checkpoint)
+    x = np.random.default_rng(10).standard_normal((2, 3, 70, 70)).astype(np.float32)
+    with torch.no_grad():
+        expected = [y.numpy() for y in tutorial(torch.from_numpy(x))]
+    return state, x, expected
+
+
+def fpn_errors(state, x, expected, frameworks=("torch", "keras", "tf")) -> dict:
+    errors = {}
+    for framework in frameworks:
+        model = parity.build("fpn_shared_head", framework=framework)
+        parity.load_state_dict(model, state)
+        errors[framework] = [normalized_error(y, e) for y, e in zip(parity.run(model, x), expected)]
+    return errors
+
+
+def test_seed_000s_fpn_checkpoint_loads_into_every_framework(seed000_fpn):
+    state, x, expected = seed000_fpn
+    assert "fc.weight" not in state and "MtoP.weight" in state and "layer4.2.bn3.running_var" in state
+    errors = fpn_errors(*seed000_fpn)
+    print("fpn_shared_head p2..p5", errors)  # docs/tutorials.md (-s)
+    assert errors["torch"] == [0.0] * 4
+    assert max(max(e) for e in errors.values()) < threshold(), errors
+
+
+def test_half_pixel_bilinear_fails_the_fpn(seed000_fpn, plant, monkeypatch):
+    """F.upsample_bilinear aligns corners; Keras' and TF's bilinear resizes use half-pixel centres."""
+    import tensorflow as tf
+    from keras import ops
+    keras_fpn, tf_fpn, torch_fpn = (importlib.import_module(f"{package}.fpn")
+                                    for package in ("keras_impl", "tf_impl", "torch_impl"))
+    monkeypatch.setattr(torch_fpn, "resize_bilinear_corners", lambda x, size: F.interpolate(
+        x, size=tuple(size), mode="bilinear", align_corners=False))
+    monkeypatch.setattr(tf_fpn, "resize_bilinear_corners", lambda x, size: tf.image.resize(x, size, "bilinear"))
+    monkeypatch.setattr(keras_fpn.TorchBilinearCornersResize, "call", lambda self, inputs: ops.image.resize(
+        inputs[0], ops.shape(inputs[1])[1:3], interpolation="bilinear"))
+    errors = fpn_errors(*seed000_fpn)
+    print("fpn_shared_head with half-pixel bilinear", errors)
+    for framework, (p2, p3, p4, p5) in errors.items():  # p5 is not upsampled
+        assert p5 < threshold() and min(p2, p3, p4) > 10 * threshold(), (framework, errors[framework])
+
+
+def test_one_conv_per_level_computes_the_same_but_trains_otherwise():
+    """A port with a 3x3 conv per level, each holding the shared MtoP's weights, gives the same
+    pyramid; one SGD step moves each by its own level's gradient where the shared conv takes
+    the sum of the four, so the next forward pass differs."""
+    torch.manual_seed(11)
+    shared = parity.build("fpn_shared_head", framework="torch").train()
+    per_level = parity.build("fpn_shared_head", framework="torch").train()
+    per_level.load_state_dict(shared.state_dict())
+    heads = nn.ModuleList(nn.Conv2d(256, 256, 3, 1, 1) for _ in range(4))
+    for head in heads:
+        head.load_state_dict(shared.MtoP.state_dict())
+    x = torch.from_numpy(np.random.default_rng(11).standard_normal((2, 3, 64, 64)).astype(np.float32))
+
+    def pyramid(model, convs):
+        c2, c3, c4, c5 = importlib.import_module("torch_impl.features").resnet_stage_features(model, x).values()
+        m5 = model.C5toM5(c5)
+        m4 = model._upsample_add(m5, model.C4toM4(c4))
+        m3 = model._upsample_add(m4, model.C3toM3(c3))
+        m2 = model._upsample_add(m3, model.C2toM2(c2))
+        return [conv(m) for conv, m in zip(convs, (m2, m3, m4, m5))]
+
+    def step(model, convs):
+        params = list(dict.fromkeys([*model.parameters(), *(p for conv in convs for p in conv.parameters())]))
+        optimizer = torch.optim.SGD(params, lr=0.01)
+        loss = sum(y.pow(2).mean() for y in pyramid(model, convs))
+        loss.backward()
+        optimizer.step()
+
+    shared_convs, per_level_convs = [shared.MtoP] * 4, list(heads)
+    with torch.no_grad():
+        before = [normalized_error(a, b) for a, b in zip(pyramid(per_level, per_level_convs),
+                                                          pyramid(shared, shared_convs))]
+    step(shared, shared_convs)
+    step(per_level, per_level_convs)
+    shared.eval(), per_level.eval()
+    with torch.no_grad():
+        after = [normalized_error(a, b) for a, b in zip(pyramid(per_level, per_level_convs),
+                                                         pyramid(shared, shared_convs))]
+    print("fpn_shared_head, one conv per level: before a step", before, "after", after)
+    assert before == [0.0] * 4 and min(after) > 10 * threshold(), (before, after)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_corner_aligned_bilinear_is_torchs_in_the_maps_dtype(dtype):
+    """tf_impl's and Keras' F.upsample_bilinear against torch's, 5x4 -> 18x9 (scales 4/17, 3/8).
+    Coordinates computed in float32 inside a float64 model land 1.2e-7 off here (and 4.5e-9 in
+    fpn_shared_head's float64 train-check loss); computed in the map's dtype, as torch does,
+    float64 agrees to rounding (2e-16)."""
+    import keras
+    from parity.adapters.base import to_nhwc
+    keras_fpn, tf_fpn = (importlib.import_module(f"{package}.fpn") for package in ("keras_impl", "tf_impl"))
+    x = np.random.default_rng(12).standard_normal((2, 3, 5, 4)).astype(dtype)
+    expected = F.interpolate(torch.from_numpy(x), size=(18, 9), mode="bilinear", align_corners=True).numpy()
+    ref = np.zeros((2, 18, 9, 1), dtype)
+    outputs = {"tf": tf_fpn.resize_bilinear_corners(to_nhwc(x), (18, 9)),
+               "keras": keras_fpn.TorchBilinearCornersResize(dtype=dtype)([keras.ops.convert_to_tensor(to_nhwc(x)), ref])}
+    for framework, y in outputs.items():
+        assert np.asarray(y).dtype == dtype, framework
+        error = normalized_error(np.asarray(y).transpose(0, 3, 1, 2), expected)
+        print("corner-aligned bilinear", dtype, framework, error)
+        assert error < (1e-14 if dtype == "float64" else threshold()), (framework, error)

@@ -10,6 +10,12 @@ Outputs, finest first: p2, p3, p4, p5 and pool = max_pool2d(p5, kernel 1, stride
 torchvision names them "0", "1", "2", "3", "pool". The top-down path upsamples with
 F.interpolate(mode="nearest", size=lateral size): src = min(floor(dst * (in / out)), in - 1)
 with the scale in float32, which keras_impl/tf_impl reproduce exactly.
+
+fpn_shared_head: seed 000's FPN. The trunk is a torchvision-layout ResNet-50 at the top level
+(conv1, bn1, layer1..layer4: the tutorial keeps it outside its module, so its checkpoint is the
+trunk's keys plus the FPN's), lateral 1x1 convs C2toM2 .. C5toM5, ONE 3x3 conv MtoP applied to
+every level, and a top-down path through F.upsample_bilinear, which is bilinear with
+align_corners=True (the text's comment says nearest; the code is what runs). Outputs p2..p5.
 """
 from collections import OrderedDict
 
@@ -60,6 +66,41 @@ class ResNetFPN(nn.Module):
     def forward(self, x):
         features = resnet_stage_features(self.body, x)
         return OrderedDict(zip(OUTPUT_NAMES, self.fpn(list(features.values()))))
+
+
+def resize_bilinear_corners(x, size):
+    """F.upsample_bilinear(x, size): bilinear with align_corners=True (corner pixels map to corner pixels)."""
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
+
+
+class SharedHeadFPN(nn.Module):
+    def __init__(self, *, out_channels=256):
+        super().__init__()
+        self.arch = "fpn_shared_head"
+        trunk = resnet50(include_top=False)
+        self.conv1, self.bn1, self.relu, self.maxpool = trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4
+        self.MtoP = nn.Conv2d(out_channels, out_channels, 3, 1, 1)  # one conv, shared by the four levels
+        self.C2toM2 = nn.Conv2d(256, out_channels, 1)
+        self.C3toM3 = nn.Conv2d(512, out_channels, 1)
+        self.C4toM4 = nn.Conv2d(1024, out_channels, 1)
+        self.C5toM5 = nn.Conv2d(2048, out_channels, 1)
+
+    def forward(self, x):
+        c2, c3, c4, c5 = resnet_stage_features(self, x).values()
+        m5 = self.C5toM5(c5)
+        m4 = self._upsample_add(m5, self.C4toM4(c4))
+        m3 = self._upsample_add(m4, self.C3toM3(c3))
+        m2 = self._upsample_add(m3, self.C2toM2(c2))
+        return OrderedDict(zip(OUTPUT_NAMES, (self.MtoP(m) for m in (m2, m3, m4, m5))))
+
+    @staticmethod
+    def _upsample_add(top, lateral):
+        return resize_bilinear_corners(top, lateral.shape[-2:]) + lateral
+
+
+def fpn_shared_head(**kwargs):
+    return SharedHeadFPN(**kwargs)
 
 
 def resnet18_fpn(**kwargs):
