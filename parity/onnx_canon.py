@@ -7,6 +7,9 @@ only where it is shown to compute the same values, and leaves any other graph as
 - nearest upsampling by two Gathers (Keras/TF: torch's index rule, on NHWC between layout
   Transposes) becomes torch's Resize(nearest, asymmetric, floor) to the same sizes, where
   onnxruntime's Resize picks exactly the gathered rows and columns (checked on an index map);
+- bilinear upsampling with aligned corners by Gathers and blends (Keras/TF's
+  F.upsample_bilinear: two taps and two weights per axis, on NHWC between layout Transposes)
+  becomes torch's Resize(linear, align_corners) to the same sizes, where a probe agrees;
 - an adaptive average pool on a map it does not divide (torch: GatherND/Where/Gather/Add/Div
   between Transposes; Keras/TF: Slice/ReduceMean/Concat per bin) becomes one spelling, the
   per-bin Slice/ReduceMean/Concat over H, then W; a subgraph is taken for one only after it
@@ -23,8 +26,9 @@ only where it is shown to compute the same values, and leaves any other graph as
   takes it on the NHWC Reshape it writes for the map's layout transpose (NiN, Inception-v3
   at their small test sizes);
 - a local response norm across channels (torch: Pow/Pad/AveragePool/Squeeze/Mul/Add/Pow/Div;
-  Keras/TF: Mul/Pad/Slice/Add/Mul/Add/Log/Mul/Exp/Mul) becomes one ONNX LRN, where a probe
-  shows the subgraph computes LRN with a size, alpha, beta and bias read from its constants;
+  Keras/TF: Mul/Pad/Slice/Add/Mul/Add/Log/Mul/Exp/Mul) becomes one ONNX LRN for an odd window,
+  and torch's decomposition for an even one (ONNX's LRN centres it the other way), where a
+  probe shows the subgraph computes it with a size, alpha, beta and bias read from its constants;
 - a zero Pad of H, W before an AveragePool (or before a ReduceMean over H, W: a pool whose
   window covers the padded map) becomes AveragePool(pads, count_include_pad=1), as torch
   writes avg_pool2d(padding=...);
@@ -62,6 +66,7 @@ def canonical_spellings(graph, initializers: dict) -> dict:
     return {**done,
             "zero_pad": zero_pads_removed(graph, initializers),
             "nearest_resize": nearest_gathers_as_resize(graph, initializers),
+            "corner_bilinear": corner_bilinear_as_resize(graph, initializers),
             "adaptive_pool": adaptive_avg_pools_canonical(graph, initializers),
             "identity_pool": identity_average_pools_removed(graph, initializers),
             "inverse_transposes": inverse_transposes_cancelled(graph, initializers),
@@ -227,8 +232,6 @@ def nearest_gathers_as_resize(graph, initializers: dict) -> int:
     sizes, where onnxruntime's Resize picks exactly those rows and columns. Returns the number."""
     if not any(n.op_type == "Gather" for n in graph.node):
         return 0
-    from onnx import helper
-
     constants = _Constants(graph, initializers)
     consumers, producers = _consumers(graph), _producers(graph)
     shapes = _shapes(graph, initializers)
@@ -244,18 +247,23 @@ def nearest_gathers_as_resize(graph, initializers: dict) -> int:
             continue
         for extra in chain[3:]:  # more than one transpose back: they all read the one Resize
             _read_instead(graph, extra.output[0], y)
-        prefix = f"{first.name or y}__resize"
-        head = helper.make_node("Shape", [x], [f"{prefix}_nc"], name=f"{prefix}_shape", start=0, end=2)
-        size_hw = _constant(graph, f"{prefix}_hw", np.array([len(rows), len(cols)], np.int64))
-        sizes = helper.make_node("Concat", [head.output[0], size_hw], [f"{prefix}_sizes"], name=f"{prefix}_concat",
-                                 axis=0)
-        resize = helper.make_node("Resize", [x, "", "", sizes.output[0]], [y], name=prefix, **_TORCH_NEAREST)
         removed.update(id(n) for n in chain)
-        added[id(chain[-1])] = [head, sizes, resize]
+        added[id(chain[-1])] = _resize_to(graph, x, y, (len(rows), len(cols)), _TORCH_NEAREST)
         done += 1
     if done:
         _replace_nodes(graph, initializers, removed, added)
     return done
+
+
+def _resize_to(graph, x, y, size_hw, attributes) -> list:
+    """torch's spelling of F.interpolate(x, size=size_hw) into `y`: Resize to sizes
+    Concat(Shape(x)[:2], size_hw), as [Shape, Concat, Resize]."""
+    from onnx import helper
+    prefix = f"{y}__resize"
+    head = helper.make_node("Shape", [x], [f"{prefix}_nc"], name=f"{prefix}_shape", start=0, end=2)
+    hw = _constant(graph, f"{prefix}_hw", np.array(size_hw, np.int64))
+    sizes = helper.make_node("Concat", [head.output[0], hw], [f"{prefix}_sizes"], name=f"{prefix}_concat", axis=0)
+    return [head, sizes, helper.make_node("Resize", [x, "", "", sizes.output[0]], [y], name=prefix, **attributes)]
 
 
 def _two_gathers(first, constants, consumers, producers, outputs):
@@ -748,19 +756,109 @@ def _flattens(node, channels, constants):
         and target.reshape(-1)[1] in (-1, channels)
 
 
+# --- bilinear upsampling with aligned corners -----------------------------------------------------
+
+# The Resize attributes torch's exporter writes for F.interpolate(mode="bilinear", align_corners=True)
+_TORCH_CORNERS = {**_TORCH_NEAREST, "mode": "linear", "coordinate_transformation_mode": "align_corners"}
+
+
+def corner_bilinear_as_resize(graph, initializers: dict) -> int:
+    """Two blends of two Gathers each (Keras/TF's F.upsample_bilinear: along W, then H; on NHWC
+    between layout Transposes, or on NCHW) from one map X to a larger map Y become torch's
+    spelling, a Resize(linear, align_corners) to Y's H, W (_resize_to), where the subgraph
+    computes that resize of a random probe. Returns the number replaced."""
+    if not any(n.op_type == "Gather" for n in graph.node):
+        return 0
+    constants = _Constants(graph, initializers)
+    producers, consumers = _producers(graph), _consumers(graph)
+    position = {id(n): i for i, n in enumerate(graph.node)}
+    shapes = _shapes(graph, initializers)
+    outputs = {o.name for o in graph.output}
+    removed, added = set(), {}
+    for add in [n for n in graph.node if n.op_type == "Add"]:
+        second = _blend_of_two_gathers(add, producers, constants)
+        first = second and _blend_of_two_gathers(producers.get(second[0]), producers, constants)
+        if not first or removed & {id(n) for n in first[1] + second[1]}:
+            continue
+        x, y, nodes = first[0], add.output[0], first[1] + second[1]
+        before, after = producers.get(x), consumers.get(y, [])
+        if (before is not None and before.op_type == "Transpose" and _attribute(before, "perm", None) == _NCHW_TO_NHWC
+                and len(after) == 1 and after[0].op_type == "Transpose"
+                and _attribute(after[0], "perm", None) == _NHWC_TO_NCHW):
+            x, y, nodes = before.input[0], after[0].output[0], [before, *nodes, after[0]]
+        nodes.sort(key=lambda n: position[id(n)])
+        inside = {id(n) for n in nodes}
+        kept = {id(before)} if before is not None and id(before) in inside else set()  # may feed others too
+        if any(o != y and (o in outputs or any(id(c) not in inside for c in consumers.get(o, [])))
+               for n in nodes if id(n) not in kept for o in n.output):
+            continue
+        sizes = _pool_sizes(shapes.get(x), shapes.get(y))
+        if sizes is None or not _computes_corner_bilinear(nodes, x, y, sizes, constants):
+            continue
+        removed.update(inside - kept)
+        added[id(nodes[-1])] = _resize_to(graph, x, y, sizes[3:], _TORCH_CORNERS)
+    if added:
+        _replace_nodes(graph, initializers, removed, added)
+    return len(added)
+
+
+def _blend_of_two_gathers(add, producers, constants):
+    """(source, [nodes]) where `add` = Gather(source, i) * a + Gather(source, j) * b along one
+    axis, indices and weights constant; else None."""
+    if add is None or add.op_type != "Add":
+        return None
+    nodes, gathers = [], []
+    for mul in (producers.get(name) for name in add.input):
+        if mul is None or mul.op_type != "Mul":
+            return None
+        taps = [producers.get(name) for name in mul.input if constants.get(name) is None]
+        if len(taps) != 1 or taps[0] is None or taps[0].op_type != "Gather" or constants.get(taps[0].input[1]) is None:
+            return None
+        gathers.append(taps[0])
+        nodes += [taps[0], mul]
+    if len({g.input[0] for g in gathers}) != 1 or len({_attribute(g, "axis", 0) for g in gathers}) != 1:
+        return None
+    return gathers[0].input[0], [*nodes, add]
+
+
+def _computes_corner_bilinear(nodes, x, y, sizes, constants) -> bool:
+    channels, h, w, out_h, out_w = sizes
+    if out_h < h or out_w < w:
+        return False
+    probe = np.random.default_rng(0).standard_normal((1, channels, h, w)).astype(np.float32)
+    try:
+        value = _run(nodes, {x: probe}, y, constants)
+    except Exception:  # not runnable on its own: not a resize
+        return False
+    return _close(value, corner_bilinear_reference(probe, out_h, out_w))
+
+
+def corner_bilinear_reference(x, out_h, out_w):
+    """numpy (float64): torch's F.interpolate(mode="bilinear", align_corners=True) of an NCHW array."""
+    def along(x, axis, out):
+        size = x.shape[axis]
+        source = np.arange(out) * ((size - 1) / (out - 1) if out > 1 else 0.0)
+        low = np.floor(source).astype(np.int64)
+        weight = (source - low).reshape([out if a == axis else 1 for a in range(x.ndim)])
+        return np.take(x, low, axis) * (1 - weight) + np.take(x, np.minimum(low + 1, size - 1), axis) * weight
+    return along(along(x.astype(np.float64), 3, out_w), 2, out_h)
+
+
 # --- local response norm ---------------------------------------------------------------------
 
 _LRN_OPS = {"Mul", "Pow", "Pad", "AveragePool", "Squeeze", "Unsqueeze", "Reshape", "Add", "Div", "Slice", "Exp",
             "Log", "Sqrt", "Reciprocal", "Neg", "Sub", "Concat", "ReduceSum"}
-_LRN_SIZES = (1, 3, 5, 7, 9, 11)  # odd: ONNX LRN centres an even window unlike torch's
+_LRN_SIZES = (1, 3, 5, 7, 9, 11)  # odd sizes tried without a Pad to read the size from
 
 
 def local_response_norms_as_lrn(graph, initializers: dict) -> int:
     """A subgraph (_LRN_OPS, with a Pow or an Exp) from one map X to a map of X's shape that
-    computes ONNX's LRN(size, alpha, beta, bias) of X on two random probes (one small, one
-    large enough for the power to matter) becomes that one LRN node. The parameters are tried
-    from the subgraph's scalar constants (alpha or alpha/size, beta or -beta, bias) and odd
-    sizes. Returns the number replaced."""
+    computes a local response norm of X on two random probes (one small, one large enough for
+    the power to matter) becomes one spelling of it: for an odd window the ONNX LRN node; for an
+    even one, which ONNX's LRN centres the other way (size/2 - 1 channels before, size/2 after;
+    torch: size/2 before), torch's own decomposition (_torch_lrn_nodes). The parameters are tried
+    from the subgraph's scalar constants (alpha or alpha/size, beta or -beta, bias), the sizes
+    from its Pads (front + back + 1) and the small odd ones. Returns the number replaced."""
     from onnx import helper
 
     if not any(n.op_type in ("Pow", "Exp") for n in graph.node):
@@ -775,14 +873,18 @@ def local_response_norms_as_lrn(graph, initializers: dict) -> int:
         if parameters is None:
             return None
         size, alpha, beta, bias = parameters
+        if size % 2 == 0:
+            if sorted(n.op_type for n in nodes) == _TORCH_LRN_OPS:  # torch's spelling already
+                return None
+            return _torch_lrn_nodes(graph, x, y, shape[1:], parameters)
         return helper.make_node("LRN", [x], [y], name=f"{y}__lrn", size=size, alpha=alpha, beta=beta, bias=bias)
     return _rewrite_regions(graph, initializers, _LRN_OPS, as_lrn)
 
 
 def _rewrite_regions(graph, initializers, ops, rewrite) -> int:
     """For each subgraph of `ops` from one map x to a map y (_pool_region, from the last node
-    back, regions not overlapping), rewrite(nodes, x, y, shapes, constants) gives the one node
-    that replaces it, or None to leave it. Returns the number replaced."""
+    back, regions not overlapping), rewrite(nodes, x, y, shapes, constants) gives the node (or
+    nodes) that replace it, or None to leave it. Returns the number replaced."""
     constants = _Constants(graph, initializers)
     producers, consumers = _producers(graph), _consumers(graph)
     outputs = {o.name for o in graph.output}
@@ -801,18 +903,47 @@ def _rewrite_regions(graph, initializers, ops, rewrite) -> int:
             continue
         covered.update(id(n) for n in nodes)
         removed.update(id(n) for n in nodes)
-        added[id(nodes[-1])] = [replacement]
+        added[id(nodes[-1])] = replacement if isinstance(replacement, list) else [replacement]
     if added:
         _replace_nodes(graph, initializers, removed, added)
     return len(added)
 
 
+_TORCH_LRN_OPS = sorted(["Mul", "Reshape", "Pad", "AveragePool", "Squeeze", "Mul", "Add", "Pow", "Div"])
+
+
+def _torch_lrn_nodes(graph, x, y, chw, parameters) -> list:
+    """torch's export of F.local_response_norm: x / (bias + alpha * mean of x^2 over the window)^beta,
+    the mean an AveragePool over a padded (N, 1, C, H, W) view."""
+    from onnx import helper
+    size, alpha, beta, bias = parameters
+    p = f"{y}__lrn"
+
+    def const(name, value, dtype):
+        return _constant(graph, f"{p}_{name}", np.array(value, dtype))
+    pads = const("pads", [0, 0, size // 2, 0, 0, 0, 0, (size - 1) // 2, 0, 0], np.int64)
+    return [
+        helper.make_node("Mul", [x, x], [f"{p}_square"], name=f"{p}_square"),
+        helper.make_node("Reshape", [f"{p}_square", const("view_shape", [-1, 1, *chw], np.int64)], [f"{p}_view"],
+                         name=f"{p}_view", allowzero=1),
+        helper.make_node("Pad", [f"{p}_view", pads], [f"{p}_pad"], name=f"{p}_pad", mode="constant"),
+        helper.make_node("AveragePool", [f"{p}_pad"], [f"{p}_mean"], name=f"{p}_mean", kernel_shape=[size, 1, 1],
+                         strides=[1, 1, 1], pads=[0] * 6, count_include_pad=1),
+        helper.make_node("Squeeze", [f"{p}_mean", const("axis", [1], np.int64)], [f"{p}_squeeze"], name=f"{p}_squeeze"),
+        helper.make_node("Mul", [f"{p}_squeeze", const("alpha", alpha, np.float32)], [f"{p}_scaled"], name=f"{p}_scaled"),
+        helper.make_node("Add", [f"{p}_scaled", const("bias", bias, np.float32)], [f"{p}_base"], name=f"{p}_base"),
+        helper.make_node("Pow", [f"{p}_base", const("beta", beta, np.float32)], [f"{p}_power"], name=f"{p}_power"),
+        helper.make_node("Div", [x, f"{p}_power"], [y], name=p),
+    ]
+
+
 def lrn_reference(x, size, alpha, beta, bias):
-    """numpy (float64): ONNX LRN across channels of an NCHW array."""
+    """numpy (float64): a local response norm across channels of an NCHW array, the window
+    centred as ONNX's LRN for an odd size and as torch's for an even one (size/2 channels before)."""
     squares = np.square(x.astype(np.float64))
-    front, back = (size - 1) // 2, size // 2
-    padded = np.pad(squares, ((0, 0), (front, back), (0, 0), (0, 0)))
-    window = sum(padded[:, i:i + x.shape[1]] for i in range(size))
+    padded = np.pad(squares, ((0, 0), (size // 2 + 1, (size - 1) // 2), (0, 0), (0, 0)))  # one more zero in front:
+    summed = np.cumsum(padded, axis=1)  # each window's sum is a difference of running sums
+    window = summed[:, size:size + x.shape[1]] - summed[:, :x.shape[1]]
     return x / (bias + alpha / size * window) ** beta
 
 
@@ -830,7 +961,7 @@ def _lrn_parameters(nodes, x, y, chw, constants):
         values = [_run(nodes, {x: probe}, y, constants) for probe in probes]
     except Exception:  # not runnable on its own: not an LRN
         return None
-    for size in [s for s in _LRN_SIZES if s <= channels]:
+    for size in [s for s in sorted({*_LRN_SIZES, *_padded_windows(nodes, constants)}) if s <= channels]:
         for alpha in sorted({a for v in scalars if v > 0 for a in (v, v * size)}):
             for beta in sorted({abs(v) for v in scalars if v}):
                 for bias in scalars:
@@ -840,6 +971,17 @@ def _lrn_parameters(nodes, x, y, chw, constants):
                     if matches:
                         return size, float(np.float32(alpha)), beta, bias
     return None
+
+
+def _padded_windows(nodes, constants) -> set:
+    """Window sizes a subgraph's constant Pads suggest: front + back + 1 on each padded axis."""
+    sizes = set()
+    for pad in (n for n in nodes if n.op_type == "Pad" and len(n.input) > 1):
+        pads = constants.get(pad.input[1])
+        if pads is not None and pads.ndim == 1 and pads.size % 2 == 0:
+            half = pads.size // 2
+            sizes |= {int(pads[i] + pads[i + half] + 1) for i in range(half) if pads[i] or pads[i + half]}
+    return sizes
 
 
 def _close(value, expected):

@@ -60,6 +60,9 @@ RENAMES: dict[str, dict[str, str]] = {
     # seed 004 writes ResNet-34 and ResNet-101 in torchvision's layout, key for key: the catalogue's own
     "resnet34": SAME_NAMES,
     "resnet101": SAME_NAMES,
+    # seed 000's VGG19 is torchvision's key for key; it has no average pool, so it takes 224 px
+    # (where torchvision's adaptive 7x7 pool is the identity) and nothing else
+    "vgg19": SAME_NAMES,
     "inception_v1_lrn64": SAME_NAMES,
     "resnet50_blocks": SAME_NAMES,
     "fpn_shared_head": SAME_NAMES,  # seed 000: resnet50's torchvision keys (its fc left out) + MtoP, C2toM2 ...  # seed 000: conv.conv.0 ... block4.2.bottleneck.4.conv.1, classifier  # seed 000: block1.0.conv.0 ... classifier, the catalogue's own paths

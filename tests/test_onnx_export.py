@@ -234,6 +234,47 @@ def test_gathers_that_are_not_torchs_nearest_rule_stay():
     assert [n.op_type for n in rewritten.graph.node] == ["Transpose", "Gather", "Gather", "Transpose"]
 
 
+def _nhwc_blends(h, w, out_h, out_w, align_corners=True):
+    """Keras/TF's F.upsample_bilinear as tf2onnx writes it (keras_impl/tf_impl fpn.py): along W,
+    then H, Gather(lower) * (1 - t) + Gather(upper) * t, on NHWC between layout Transposes."""
+    from onnx import helper, numpy_helper
+    nodes, constants, tensor = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1])], [], "t"
+    for axis, size, out in ((2, w, out_w), (1, h, out_h)):
+        scale = (size - 1) / (out - 1) if align_corners else size / out
+        source = np.arange(out) * scale if align_corners else np.maximum((np.arange(out) + 0.5) * scale - 0.5, 0)
+        low = np.floor(source).astype(np.int64)
+        weight = (source - low).astype(np.float32).reshape((-1, 1, 1) if axis == 1 else (-1, 1))
+        names = [f"{k}{axis}" for k in ("low", "high", "w_low", "w_high", "g_low", "g_high", "m_low", "m_high", "a")]
+        constants += [numpy_helper.from_array(low, names[0]),
+                      numpy_helper.from_array(np.minimum(low + 1, size - 1), names[1]),
+                      numpy_helper.from_array(1 - weight, names[2]), numpy_helper.from_array(weight, names[3])]
+        nodes += [helper.make_node("Gather", [tensor, names[0]], [names[4]], axis=axis),
+                  helper.make_node("Gather", [tensor, names[1]], [names[5]], axis=axis),
+                  helper.make_node("Mul", [names[4], names[2]], [names[6]]),
+                  helper.make_node("Mul", [names[5], names[3]], [names[7]]),
+                  helper.make_node("Add", [names[6], names[7]], [names[8]])]
+        tensor = names[8]
+    nodes.append(helper.make_node("Transpose", [tensor], ["y"], perm=[0, 3, 1, 2]))
+    return _model(nodes, [_value("x", ["batch", 3, h, w])], [_value("y", ["batch", 3, out_h, out_w])], constants)
+
+
+@pytest.mark.parametrize("h, w, out_h, out_w", [(2, 2, 4, 4), (3, 5, 5, 9), (9, 9, 18, 18)])
+def test_corner_aligned_blends_become_torchs_resize(h, w, out_h, out_w):
+    import torch
+    rewritten, done = _canonical(_nhwc_blends(h, w, out_h, out_w))
+    assert done["corner_bilinear"] == 1
+    assert [n.op_type for n in rewritten.graph.node] == ["Shape", "Concat", "Resize"]  # as torch writes it
+    x = np.random.default_rng(0).standard_normal((2, 3, h, w)).astype(np.float32)
+    expected = torch.nn.functional.interpolate(torch.from_numpy(x), size=(out_h, out_w), mode="bilinear",
+                                               align_corners=True).numpy()
+    assert _error([_ort(rewritten, {"x": x})], [expected]) <= TOL
+
+
+def test_half_pixel_blends_are_not_corner_aligned_and_stay():
+    rewritten, done = _canonical(_nhwc_blends(3, 5, 5, 9, align_corners=False))
+    assert done["corner_bilinear"] == 0 and "Resize" not in [n.op_type for n in rewritten.graph.node]
+
+
 def _per_bin_pool(h, w, out_h, out_w, bins):
     """Keras/TF's adaptive pool as tf2onnx writes it (NCHW): Slice/ReduceMean per bin, Concat;
     rows, then columns. `bins(size, out)` gives the [start, end) of each bin."""
@@ -436,6 +477,38 @@ def test_torchs_local_response_norm_becomes_onnx_lrn_where_it_is_one(size, becom
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
     assert _error([_ort(rewritten, {"input": x})], [expected]) <= TOL
+
+
+@pytest.mark.parametrize("size, spelled_as", [(4, "torch's decomposition"), (5, "LRN")])
+def test_a_keras_lrn_of_shifted_slices_becomes_torchs_spelling(size, spelled_as):
+    """keras_impl/tf_impl's LocalResponseNorm as tf2onnx writes it (Mul, Pad of the channels
+    size/2 before and (size-1)/2 after, `size` Slices summed, then x * exp(-beta * log(base))):
+    an odd window becomes ONNX's LRN, an even one torch's own decomposition, never LRN(size)."""
+    import torch
+    from onnx import helper, numpy_helper
+    channels, constants = 8, [numpy_helper.from_array(np.array(v, np.float32), n)
+                              for n, v in (("scale", 1e-4 / size), ("k", 1.0), ("minus_beta", -0.75))]
+    constants.append(numpy_helper.from_array(np.array([0, size // 2, 0, 0, 0, (size - 1) // 2, 0, 0]), "pads"))
+    nodes = [helper.make_node("Mul", ["x", "x"], ["sq"]), helper.make_node("Pad", ["sq", "pads"], ["padded"])]
+    for k in range(size):
+        constants += [numpy_helper.from_array(np.array([k]), f"s{k}"),
+                      numpy_helper.from_array(np.array([k + channels]), f"e{k}")]
+        nodes.append(helper.make_node("Slice", ["padded", f"s{k}", f"e{k}", "one"], [f"sum{k}" if k == 0 else f"slice{k}"]))
+        if k:
+            nodes.append(helper.make_node("Add", [f"sum{k - 1}", f"slice{k}"], [f"sum{k}"]))
+    constants.append(numpy_helper.from_array(np.array([1]), "one"))
+    nodes += [helper.make_node("Mul", [f"sum{size - 1}", "scale"], ["scaled"]),
+              helper.make_node("Add", ["scaled", "k"], ["base"]), helper.make_node("Log", ["base"], ["log"]),
+              helper.make_node("Mul", ["log", "minus_beta"], ["power"]), helper.make_node("Exp", ["power"], ["inv"]),
+              helper.make_node("Mul", ["x", "inv"], ["y"])]
+    model = _model(nodes, [_value("x", ["batch", channels, 4, 4])], [_value("y", ["batch", channels, 4, 4])],
+                   constants)
+    rewritten, done = _canonical(model)
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert done["lrn"] == 1 and ("LRN" in ops) == (spelled_as == "LRN"), ops
+    x = np.random.default_rng(0).standard_normal((2, channels, 4, 4)).astype(np.float32) * 30  # the power matters
+    expected = torch.nn.functional.local_response_norm(torch.from_numpy(x), size).numpy()
+    assert _error([_ort(rewritten, {"x": x})], [expected]) <= TOL
 
 
 @pytest.mark.parametrize("value, folds", [(0.0, True), (1.0, False)])

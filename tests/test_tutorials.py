@@ -1,4 +1,4 @@
-"""The tutorials' own networks (issue 32): each written here in plain torch from its seed's
+"""The tutorials' own networks (issues 32 and 35): each written here in plain torch from its seed's
 text (../shared/seeds; not imported from the project), its state dict saved and loaded back
 through parity.weights.from_tutorial into torch_impl, keras_impl and tf_impl, which must
 compute what the tutorial's network computes, at the fp32 policy."""
@@ -468,15 +468,22 @@ def test_a_tutorials_checkpoint_loads_into_every_framework(name, tmp_path):
     torch.save(tutorial.state_dict(), path)  # as the tutorial saves it
     state = parity.weights.from_tutorial(name, torch.load(path, weights_only=True), **options)
     x = np.random.default_rng(0).standard_normal((2, channels, height, width)).astype(np.float32)
+    errors = every_framework_error(name, tutorial, state, x, input_size=(channels, height, width), **options)
+    assert errors["torch"] == 0.0  # the same torch ops on the same weights
+    assert max(errors.values()) < threshold(), errors
+
+
+def every_framework_error(name, tutorial, state, x, **options) -> dict:
+    """{framework: normalized error} of catalogue model `name` holding `state`, against the
+    tutorial's network, on NCHW `x`. `options`: builder options as the tutorial built it."""
     with torch.no_grad():
         expected = tutorial(torch.from_numpy(x)).numpy()
+    errors = {}
     for framework in ("torch", "keras", "tf"):
-        model = parity.build(name, framework=framework, input_size=(channels, height, width), **options)
+        model = parity.build(name, framework=framework, **options)
         parity.load_state_dict(model, state)
-        error = normalized_error(parity.run(model, x)[0], expected)
-        assert error < threshold(), f"{name} -> {framework}: {error:.2e}"
-        if framework == "torch":
-            assert error == 0.0  # the same torch ops on the same weights
+        errors[framework] = normalized_error(parity.run(model, x)[0], expected)
+    return errors
 
 
 def test_another_networks_checkpoint_lists_every_bad_key_naming_the_model():
@@ -667,21 +674,12 @@ class Seed004ResNet34(nn.Module):
 
 def test_seed_004s_resnet34_is_the_catalogues_key_for_key():
     tutorial = Seed004ResNet34().eval()
-    generator = torch.Generator().manual_seed(3)
-    for module in tutorial.modules():  # running statistics a trained network would have
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.copy_(0.1 * torch.randn(module.num_features, generator=generator))
-            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+    trained_statistics(tutorial, seed=3)
     state = parity.weights.from_tutorial("resnet34", tutorial.state_dict(), num_classes=5)
     assert set(state) == {k for k in tutorial.state_dict() if not k.endswith("num_batches_tracked")}
     x = np.random.default_rng(4).standard_normal((2, 3, 64, 64)).astype(np.float32)
-    with torch.no_grad():
-        expected = tutorial(torch.from_numpy(x)).numpy()
-    for framework in ("torch", "keras", "tf"):
-        model = parity.build("resnet34", framework=framework, num_classes=5)
-        parity.load_state_dict(model, state)
-        error = normalized_error(parity.run(model, x)[0], expected)
-        assert error < threshold(), f"resnet34 -> {framework}: {error:.2e}"
+    errors = every_framework_error("resnet34", tutorial, state, x, num_classes=5)
+    assert max(errors.values()) < threshold(), errors
 
 
 def test_ceil_mode_pools_fail_d2l_googlenet(plant):
@@ -945,3 +943,45 @@ def test_corner_aligned_bilinear_is_torchs_in_the_maps_dtype(dtype):
         error = normalized_error(np.asarray(y).transpose(0, 3, 1, 2), expected)
         print("corner-aligned bilinear", dtype, framework, error)
         assert error < (1e-14 if dtype == "float64" else threshold()), (framework, error)
+
+
+class Seed000VGG19(nn.Module):
+    """Seed 000: VGG19, 16 convs built in a loop, no average pool, torchvision's classifier."""
+
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        layers, in_dim, out_dim = [], 3, 64
+        for i in range(16):
+            layers += [nn.Conv2d(in_dim, out_dim, 3, 1, 1), nn.ReLU(inplace=True)]
+            in_dim = out_dim
+            if i in (1, 3, 7, 11, 15):
+                layers += [nn.MaxPool2d(2)]
+                if i < 11:
+                    out_dim *= 2
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(),
+                                        nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(),
+                                        nn.Linear(4096, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x).view(x.size(0), -1))
+
+
+@pytest.fixture(scope="module")
+def seed000_vgg19():
+    torch.manual_seed(13)
+    tutorial = Seed000VGG19(num_classes=5).eval()
+    return tutorial, parity.weights.from_tutorial("vgg19", tutorial.state_dict(), num_classes=5)
+
+
+def test_seed_000s_vgg19_is_the_catalogues_key_for_key(seed000_vgg19):
+    tutorial, state = seed000_vgg19
+    assert list(state) == list(tutorial.state_dict())
+
+
+@pytest.mark.slow
+def test_seed_000s_vgg19_computes_the_catalogues_vgg19_at_224(seed000_vgg19):
+    tutorial, state = seed000_vgg19
+    x = np.random.default_rng(13).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    errors = every_framework_error("vgg19", tutorial, state, x, num_classes=5)
+    assert max(errors.values()) < threshold(), errors

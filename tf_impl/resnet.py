@@ -270,8 +270,9 @@ class ResNet50Blocks(tf.Module):
         x = max_pool2d(self.conv(x, training), 3, 2, padding=1)
         for unit in self.block1 + self.block2 + self.block3 + self.block4:
             x = unit(x, training)
-        x = avg_pool2d(x, 4)
-        return self.classifier(tf.reshape(x, [tf.shape(x)[0], -1]))
+        x = avg_pool2d(x, 4)  # 1x1 from 97..224 px; a larger map flattens wider than the classifier takes
+        # a static width (no run-time Shape): tf2onnx then folds its layout transpose into this Reshape
+        return self.classifier(tf.reshape(x, [-1, x.shape[1] * x.shape[2] * x.shape[3]]))
 
 
 def resnet50_blocks(**kwargs):
