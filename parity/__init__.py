@@ -101,7 +101,7 @@ def train_steps(model: Model, batches: Iterable[tuple[np.ndarray, np.ndarray]], 
 
 # Submodules the docs call as parity.X.Y: imported on first use, so `import parity` stays light.
 _LAZY_SUBMODULES = {"bench", "devices", "distributed", "training", "checker", "tolerance", "layerwise", "data",
-                    "calibrate", "onnx_utils", "precision", "selftest", "report", "io", "layouts", "inputs"}
+                    "calibrate", "onnx", "precision", "selftest", "report", "io", "layouts", "inputs"}
 
 
 def __getattr__(name: str) -> Any:

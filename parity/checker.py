@@ -10,7 +10,7 @@ from . import devices, registry, tolerance
 from .adapters import adapter
 from .calibrate import calibrated_torch_model, seeded_input
 from .errors import ParityError
-from .onnx_utils import onnx_source_problem
+from .onnx.runtime import onnx_source_problem
 
 NATIVE_TARGETS = ("keras", "tf")
 ONNX_SOURCES = ("torch", "keras", "tf")
@@ -230,15 +230,15 @@ def _run_target(target, name, built, state, x, tmp, shape, spec, device, tf32, d
     if kind != "onnx":
         with devices.placed(kind, device):
             return adapter(kind).run(model, x, device=device), model
-    from . import onnx_utils
+    from .onnx import runtime
     path = tmp / f"{name}.{source}.onnx"
     if source in ("keras", "tf"):  # big models in a child: an OOM kill becomes this target's error
-        from .onnx_guard import export_guarded
+        from .onnx.guard import export_guarded
         export_guarded(source, model, name, state, path, shape, spec.outputs)
     else:
         adapter(source).export_onnx(model.cpu(), path, shape, spec.outputs)
-    session = onnx_utils.session(path, device, tf32)
-    outputs = onnx_utils.run(session, x)
+    session = runtime.session(path, device, tf32)
+    outputs = runtime.run(session, x)
     del session
     path.unlink()
     return outputs, None

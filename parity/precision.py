@@ -34,9 +34,15 @@ import numpy as np
 from . import registry, tolerance
 from .adapters import adapter
 from .calibrate import calibrated_torch_model, seeded_input
-from .exports import export_fp32
-from .lowprecision import KERAS_POLICY, Unsupported, convert_onnx_to_fp16, keras_policy, torch_dtype
-from .onnx_utils import onnx_source_problem
+from .lowprecision import (
+    KERAS_POLICY,
+    Unsupported,
+    convert_onnx_to_fp16,
+    keras_policy,
+    torch_dtype,
+)
+from .onnx.exports import export_fp32
+from .onnx.runtime import onnx_source_problem
 
 PRECISION_RUNTIMES = ("torch:autocast", "keras:mixed", "onnx:torch", "onnx:keras", "onnx:tf")
 LOW_DTYPES = ("fp16", "bf16")
@@ -240,7 +246,7 @@ def _keras_mixed(name, state, x, dtype, shape, device, timed):
 # --- onnxruntime fp16 ----------------------------------------------------------------------
 
 def _exports(name, state, shape, dtype, runtimes, tmp) -> dict:
-    """{source: fp32 export Path or error text} (parity.exports.export_fp32)."""
+    """{source: fp32 export Path or error text} (parity.onnx.exports.export_fp32)."""
     sources = [r.split(":")[1] for r in runtimes if r.startswith("onnx:")]
     sources = [s for s in sources if not onnx_source_problem(s)]
     if dtype != "fp16" or not sources:
@@ -249,7 +255,7 @@ def _exports(name, state, shape, dtype, runtimes, tmp) -> dict:
 
 
 def _onnx_fp16(source, exports, x, dtype, device, tmp, timed):
-    from . import onnx_utils
+    from .onnx import runtime
     if dtype == "bf16":
         raise Unsupported("onnxruntime: no bf16 conversion (onnxconverter-common writes fp16 only) "
                           "and no bf16 convolution kernels")
@@ -260,10 +266,10 @@ def _onnx_fp16(source, exports, x, dtype, device, tmp, timed):
     if not isinstance(fp32_path, Path):
         raise RuntimeError(f"export from {source} failed: {fp32_path}")
     fp16_path = convert_onnx_to_fp16(fp32_path, tmp / f"{fp32_path.stem}.fp16.onnx")
-    session = onnx_utils.session(fp16_path, device)
-    outputs, seconds = timed(lambda: onnx_utils.run(session, x))
-    fp32_session = onnx_utils.session(fp32_path, device)
-    _, fp32_seconds = timed(lambda: onnx_utils.run(fp32_session, x))
+    session = runtime.session(fp16_path, device)
+    outputs, seconds = timed(lambda: runtime.run(session, x))
+    fp32_session = runtime.session(fp32_path, device)
+    _, fp32_seconds = timed(lambda: runtime.run(fp32_session, x))
     note = None
     if device == "cpu":
         note = "CPU EP: ops without fp16 kernels run in fp32 between inserted casts"

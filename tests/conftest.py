@@ -183,8 +183,8 @@ def recorded_onnx_exports():
     child process, named <model>.<framework>.onnx)."""
     import onnx
 
-    from parity import onnx_utils
     from parity.adapters import ADAPTERS
+    from parity.onnx import runtime
     log = {}
 
     def record(framework, path):
@@ -203,7 +203,7 @@ def recorded_onnx_exports():
             return result
         return export_onnx
 
-    original_session = onnx_utils.session
+    original_session = runtime.session
 
     def session(path, *args, **kwargs):
         framework = Path(path).name.removesuffix(".onnx").rsplit(".", 1)[-1]
@@ -213,11 +213,11 @@ def recorded_onnx_exports():
 
     for adapter in ADAPTERS.values():
         adapter.export_onnx = recording(adapter)
-    onnx_utils.session = session
+    runtime.session = session
     try:
         yield log
     finally:
-        onnx_utils.session = original_session
+        runtime.session = original_session
         for adapter in ADAPTERS.values():
             del adapter.export_onnx  # the class's method again
 

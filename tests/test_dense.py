@@ -7,15 +7,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-import parity
-from parity import layouts, onnx_utils
-from parity.adapters import adapter
 from conftest import assert_no_layout_transposes, recorded_onnx_exports
 from conftest import nchw as _nchw
 from conftest import nhwc as _nhwc
 from conftest import normalized_error as _error
+
+import parity
+from parity import layouts
+from parity.adapters import adapter
 from parity.calibrate import calibrated_torch_model, seeded_input
+from parity.onnx import from_tf, runtime
 
 FPN_OUTPUTS = ("p2", "p3", "p4", "p5", "pool")
 TOL = 1e-5
@@ -28,11 +29,12 @@ def _shapes(model, framework):
 # --- catalogue and builders -------------------------------------------------------------
 
 def test_catalogue_entries():
-    assert parity.list_models("fpn") == ["resnet18_fpn", "resnet34_fpn", "resnet50_fpn", "resnet101_fpn"]
+    assert parity.list_models("fpn") == ["resnet18_fpn", "resnet34_fpn", "resnet50_fpn", "resnet101_fpn",
+                                         "fpn_shared_head"]
     assert set(parity.list_models("unet")) == {"unet", "unet_bilinear"}
     assert set(parity.list_models("dilated")) == {"hdc_net", "resnet50_dilated"}
-    for name in parity.list_models("fpn"):
-        assert parity.registry.get(name).outputs == FPN_OUTPUTS
+    for name in parity.list_models("fpn"):  # seed 000's FPN has no pooled level (tests/test_tutorials.py)
+        assert parity.registry.get(name).outputs == (FPN_OUTPUTS[:4] if name == "fpn_shared_head" else FPN_OUTPUTS)
     for family in ("fpn", "unet", "dilated"):
         assert not any(parity.registry.get(n).classifier for n in parity.list_models(family))
 
@@ -153,9 +155,9 @@ def _errors_of_all_targets(name, sizes, onnx_sizes, tmp_path, exports=None, **kw
             with recorded_onnx_exports() as recorded:
                 parity.export_onnx(models[framework], path, x.shape)
             (exports if exports is not None else {}).update(recorded)
-            session = onnx_utils.session(path)
+            session = runtime.session(path)
             assert [o.name for o in session.get_outputs()] == list(outputs), framework
-            results[f"onnx:{framework}"] = onnx_utils.run(session, x)
+            results[f"onnx:{framework}"] = runtime.run(session, x)
         for target, ys in results.items():
             assert len(ys) == len(outputs), target
             errors.update({(target, size, out): _error(y, ref) for out, y, ref in zip(outputs, ys, reference)})
@@ -182,7 +184,7 @@ def test_resnet18_fpn_parity_native_and_onnx(fpn_targets):
 
 def test_resnet18_fpn_onnx_exports_keep_no_layout_transposes(fpn_targets):
     """Keras/TF's nearest resize (Gathers between Transposes) is respelled as torch's Resize
-    (parity/onnx_canon.py)."""
+    (parity/onnx/canon.py)."""
     assert_no_layout_transposes(fpn_targets[1])
 
 
@@ -193,7 +195,7 @@ def test_unet_parity_native_and_onnx(name, tmp_path):
     exports = {}
     errors = _errors_of_all_targets(name, (64, 70), (70,), tmp_path, exports, base_width=16)
     _assert_all_pass(errors, 2 + 2 + 3)
-    assert_no_layout_transposes(exports)  # tf_impl's bilinear x2: parity/onnx_canon.py
+    assert_no_layout_transposes(exports)  # tf_impl's bilinear x2: parity/onnx/canon.py
 
 
 def test_hdc_net_parity_native_and_onnx(tmp_path):
@@ -352,8 +354,8 @@ def test_transposed_conv_with_output_padding_exports_to_onnx(tmp_path):
     keras_model = _keras_conv_t(4, 6, 3, 2, 0, 1, weight, bias)
     for framework, fn in {"tf": tf_conv, "keras": keras_model}.items():
         path = tmp_path / f"{framework}.onnx"
-        onnx_utils.export_tf_callable(fn, path, x.shape, ("output",))
-        assert _error(onnx_utils.run(onnx_utils.session(path), x)[0], ref) <= TOL, framework
+        from_tf.export_tf_callable(fn, path, x.shape, ("output",))
+        assert _error(runtime.run(runtime.session(path), x)[0], ref) <= TOL, framework
 
 
 # --- traps of the U-Net decoder: bilinear coordinates, padding to the skip ------------------
@@ -433,7 +435,7 @@ def test_resnet50_with_dilation_agrees_through_onnx(framework, tmp_path):
         parity.load_state_dict(model, state)
     path = tmp_path / f"resnet50_dilated.{framework}.onnx"
     parity.export_onnx(model, path, x.shape)
-    assert _error(onnx_utils.run(onnx_utils.session(path), x)[0], ref) <= TOL
+    assert _error(runtime.run(runtime.session(path), x)[0], ref) <= TOL
 
 
 def test_dilated_trunk_keeps_output_stride_8():

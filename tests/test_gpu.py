@@ -26,7 +26,7 @@ def test_runtimes_without_a_gpu_refuse_cuda_instead_of_falling_back():
         with pytest.raises(DeviceUnavailable, match="refusing to run on the CPU"):
             require(framework, "cuda")
     with pytest.raises(RuntimeError, match="CUDAExecutionProvider"):
-        from parity.onnx_utils import session
+        from parity.onnx.runtime import session
         session("unused.onnx", device="cuda")
     with pytest.raises(DeviceUnavailable):
         parity.check("resnet18", size=32, device="cuda", onnx=False)

@@ -1,4 +1,4 @@
-"""ONNX export from keras_impl and tf_impl (parity/onnx_tf.py): the same graph and kernels as
+"""ONNX export from keras_impl and tf_impl (parity/onnx/from_tf.py): the same graph and kernels as
 torch's export, bounded memory, external data past 2 GiB, and failures that leave no file."""
 import os
 import subprocess
@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 import parity
-from parity import onnx_utils, registry
+from parity import registry
 from parity.adapters import adapter
+from parity.onnx import from_tf, runtime
+from parity.onnx.graph import OPSET
 
 FRAMEWORKS = ("torch", "keras", "tf")
 TOL = 1e-5  # fp32 CPU policy
@@ -20,14 +22,14 @@ TOL = 1e-5  # fp32 CPU policy
 # (resnet18 at 32 px: 4 Reshapes more than torch's, with the old constant-folding path too).
 # The ops keras_impl/tf_impl spell unlike torch_impl (nearest and bilinear upsampling, adaptive
 # average pools, shape arithmetic) are rewritten to one spelling in all three exports
-# (parity/onnx_canon.py), so every family runs the same kernels: resnet18_fpn (nearest x2) and
+# (parity/onnx/canon.py), so every family runs the same kernels: resnet18_fpn (nearest x2) and
 # unet_bilinear (tf_impl's bilinear x2) here, 7-18 and 13-20 s on the shared 2-core machine;
 # alexnet (160 px, 20-22 s) and vgg11 (64 px, 41 s), whose adaptive pool differed, only under
 # -m slow (the pool's rewrite is tested on small graphs below).
 REPRESENTATIVES = ("resnet18", "lenet", "resnet18_fpn", "unet_bilinear")  # densenet121, googlenet, unet: -m slow
-# Spellings onnx_canon does not unify yet (measured at the test sizes; docs/onnx.md lists the ops).
+# Spellings parity.onnx.canon does not unify yet (measured at the test sizes; docs/onnx.md lists the ops).
 # xfail, not strict: the sweep of the whole catalogue is rarely run.
-DIFFERENT_SPELLING = {}  # none left (inception_v3_keras was the last: onnx_canon's pools not counting padding)
+DIFFERENT_SPELLING = {}  # none left (inception_v3_keras was the last: canon's pools not counting padding)
 
 
 def _exports(name, size, tmp_path):
@@ -59,7 +61,7 @@ def _error(outputs, reference):
 def _assert_same_kernels_and_numerics(name, size, tmp_path):
     import onnx
     paths, x, reference, tol = _exports(name, size, tmp_path)
-    kernels = {f: onnx_utils.optimized_op_counts(p) for f, p in paths.items()}
+    kernels = {f: runtime.optimized_op_counts(p) for f, p in paths.items()}
     assert kernels["keras"] == kernels["torch"] == kernels["tf"], kernels
     for framework, path in paths.items():
         graph = onnx.load(path).graph
@@ -68,7 +70,7 @@ def _assert_same_kernels_and_numerics(name, size, tmp_path):
         assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
         if framework != "torch":
             assert not [n for n in graph.node if n.op_type == "Transpose"], f"{framework}: layout transposes"
-        error = _error(onnx_utils.run(onnx_utils.session(path), x), reference)
+        error = _error(runtime.run(runtime.session(path), x), reference)
         assert error <= tol, f"{framework}: {error:.2e} > {tol:.1e}"
 
 
@@ -93,20 +95,21 @@ def _small_tf_model():
 def test_external_data_is_written_beside_the_model_and_runs_the_same(tmp_path):
     """Models past protobuf's 2 GiB keep their weights in `<file>.data`; forced here on LeNet."""
     import onnx
-    from parity.onnx_write import data_path
+
+    from parity.onnx.write import data_path
     model, shape = _small_tf_model(), (1, 1, 28, 28)
     inline, external = tmp_path / "inline.onnx", tmp_path / "external.onnx"
     fn = lambda x: model(x, training=False)  # noqa: E731
-    onnx_utils.export_tf_callable(fn, inline, shape, ("logits",), "lenet", external=False)
-    onnx_utils.export_tf_callable(fn, external, shape, ("logits",), "lenet", external=True)
+    from_tf.export_tf_callable(fn, inline, shape, ("logits",), "lenet", external=False)
+    from_tf.export_tf_callable(fn, external, shape, ("logits",), "lenet", external=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["external.onnx", "external.onnx.data", "inline.onnx"]
     assert not data_path(inline).exists()
     assert external.stat().st_size < 20_000 < data_path(external).stat().st_size
     kernels = [t for t in onnx.load(external, load_external_data=False).graph.initializer if len(t.dims) >= 2]
     assert kernels and all(t.data_location == onnx.TensorProto.EXTERNAL for t in kernels)
     x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
-    np.testing.assert_array_equal(onnx_utils.run(onnx_utils.session(external), x)[0],
-                                  onnx_utils.run(onnx_utils.session(inline), x)[0])
+    np.testing.assert_array_equal(runtime.run(runtime.session(external), x)[0],
+                                  runtime.run(runtime.session(inline), x)[0])
 
 
 _WRITE_WITH_FILE_SIZE_LIMIT = """
@@ -141,9 +144,10 @@ def test_a_write_that_fails_leaves_no_file_and_names_model_and_step(tmp_path):
 
 def test_an_unsupported_op_names_the_model_the_step_and_the_op(tmp_path):
     import tensorflow as tf
-    from parity.onnx_tf import ExportStepError
+
+    from parity.onnx.from_tf import ExportStepError
     with pytest.raises(ExportStepError, match=r"odd_model: .*'convert'.*Lgamma"):
-        onnx_utils.export_tf_callable(lambda x: tf.math.lgamma(x), tmp_path / "odd.onnx", (1, 3, 8, 8),
+        from_tf.export_tf_callable(lambda x: tf.math.lgamma(x), tmp_path / "odd.onnx", (1, 3, 8, 8),
                                       ("features",), "odd_model")
     assert list(tmp_path.iterdir()) == []
 
@@ -153,14 +157,14 @@ def test_an_unsupported_op_names_the_model_the_step_and_the_op(tmp_path):
 def test_check_exports_big_models_in_a_child_process(tmp_path):
     """What `parity check` does past IN_PROCESS_BYTES (forced here on LeNet): the child writes
     the file, the parent runs it; a failure in the child is an ExportError naming the model."""
-    from parity.onnx_guard import ExportError, export_guarded
+    from parity.onnx.guard import ExportError, export_guarded
     state = adapter("torch").state_dict(adapter("torch").build("lenet"))
     model = adapter("tf").build("lenet")
     path = tmp_path / "lenet.tf.onnx"
     export_guarded("tf", model, "lenet", state, path, (1, 1, 28, 28), ("logits",), in_process_bytes=0)
     x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
     adapter("tf").load_state_dict(model, state)
-    np.testing.assert_allclose(onnx_utils.run(onnx_utils.session(path), x)[0], adapter("tf").run(model, x)[0],
+    np.testing.assert_allclose(runtime.run(runtime.session(path), x)[0], adapter("tf").run(model, x)[0],
                                rtol=1e-5, atol=1e-6)
     wrong = {k: v for k, v in state.items() if not k.startswith("classifier.4")}  # the child cannot load it
     with pytest.raises(ExportError, match=r"lenet: ONNX export from tf \(child process\).*do not fit"):
@@ -169,12 +173,12 @@ def test_check_exports_big_models_in_a_child_process(tmp_path):
     assert not (tmp_path / "wrong.onnx").exists()
 
 
-# --- one spelling (parity/onnx_canon.py): each rewrite, and the graphs it must leave alone ------
+# --- one spelling (parity/onnx/canon.py): each rewrite, and the graphs it must leave alone ------
 
 def _model(nodes, inputs, outputs, initializers=()):
     from onnx import helper
     return helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, list(initializers)),
-                             opset_imports=[helper.make_opsetid("", onnx_utils.OPSET)])
+                             opset_imports=[helper.make_opsetid("", OPSET)])
 
 
 def _value(name, shape):
@@ -189,7 +193,8 @@ def _ort(model, feeds):
 
 def _canonical(model):
     import onnx
-    from parity.onnx_canon import canonical_spellings
+
+    from parity.onnx.canon import canonical_spellings
     rewritten = onnx.ModelProto()
     rewritten.CopyFrom(model)
     done = canonical_spellings(rewritten.graph, {})
@@ -316,7 +321,7 @@ def _torch_pool_export(h, out, tmp_path):
 def test_adaptive_pools_of_torch_and_keras_tf_become_one_spelling(h, out, tmp_path):
     import torch
 
-    from parity.onnx_canon import adaptive_bins
+    from parity.onnx.canon import adaptive_bins
     torch_model, module = _torch_pool_export(h, out, tmp_path)
     assert "GatherND" in [n.op_type for n in torch_model.graph.node]  # torch's own spelling
     rewritten, done = _canonical(torch_model)

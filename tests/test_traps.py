@@ -206,12 +206,12 @@ def test_grouped_conv_layout(x):
 
 def test_grouped_conv_exports_from_keras_as_one_onnx_conv(x, tmp_path):
     """Keras' TF backend wraps grouped convs in a jit_compile function that tf2onnx cannot
-    convert; the export inlines it (parity.onnx_utils) into a single grouped Conv."""
+    convert; the export inlines it (parity/onnx/from_tf.py) into a single grouped Conv."""
     import onnx
 
     from keras_impl.layers import conv2d
     from parity.adapters import adapter
-    from parity.onnx_utils import run, session
+    from parity.onnx.runtime import run, session
     model, expected = _keras_apply(lambda t: conv2d(t, 12, 3, padding=1, groups=4, bias=False, name="g"), _nhwc(x))
     path = tmp_path / "grouped.onnx"
     adapter("keras").export_onnx(model, path, x.shape, ("features",))
@@ -233,7 +233,7 @@ def test_max_pool_padding_folds_into_the_onnx_max_pool_only_when_it_is_minus_inf
 
     from keras_impl.layers import max_pool
     from parity.adapters import adapter
-    from parity.onnx_utils import run, session
+    from parity.onnx.runtime import run, session
     x = -1.0 - np.random.default_rng(5).random((2, 4, 9, 9), dtype=np.float32)  # all negative
 
     def build(t):

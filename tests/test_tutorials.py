@@ -505,7 +505,7 @@ def test_only_the_tutorials_networks_have_a_tutorial_rename():
         parity.weights.from_tutorial("resnet50", {})
 
 
-# Over 64 MB of weights: their Keras and TF exports run in child processes (parity.exports), 27 s
+# Over 64 MB of weights: their Keras and TF exports run in child processes (parity.onnx.exports), 27 s
 # (alexnet_d2l) to 65 s each; natively checked in the default run below.
 SLOW_CHECKS = ("alexnet_d2l", "vgg11_fc2048", "vgg11_d2l", "resnet50_blocks", *sorted(DEEPER))
 
@@ -758,15 +758,16 @@ def test_inception_v1_lrn64_passes_check_and_no_export_writes_an_even_lrn(monkey
     """ONNX's LRN op centres an even window the other way (size/2 - 1 channels before, size/2
     after): every export must keep torch's window as a decomposition, never LRN(size=64)."""
     import onnx
-    from parity import onnx_utils
-    lrn_sizes, open_session = {}, onnx_utils.session
+
+    from parity.onnx import runtime
+    lrn_sizes, open_session = {}, runtime.session
 
     def read_then_open(path, *args):  # each export, as the check opens it in onnxruntime
         lrn_sizes[path.name] = [attribute.i for node in onnx.load(str(path)).graph.node if node.op_type == "LRN"
                                 for attribute in node.attribute if attribute.name == "size"]
         return open_session(path, *args)
 
-    monkeypatch.setattr(onnx_utils, "session", read_then_open)
+    monkeypatch.setattr(runtime, "session", read_then_open)
     report = parity.check("inception_v1_lrn64", size=128)
     assert report.passed, [(r.target, r.normalized_error, r.error) for r in report.results]
     assert {name.split(".")[1] for name in lrn_sizes} == {"torch", "keras", "tf"}, lrn_sizes
@@ -931,6 +932,7 @@ def test_corner_aligned_bilinear_is_torchs_in_the_maps_dtype(dtype):
     fpn_shared_head's float64 train-check loss); computed in the map's dtype, as torch does,
     float64 agrees to rounding (2e-16)."""
     import keras
+
     from parity.adapters.base import to_nhwc
     keras_fpn, tf_fpn = (importlib.import_module(f"{package}.fpn") for package in ("keras_impl", "tf_impl"))
     x = np.random.default_rng(12).standard_normal((2, 3, 5, 4)).astype(dtype)

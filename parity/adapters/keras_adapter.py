@@ -96,7 +96,7 @@ class KerasAdapter(Adapter):
         if keras.backend.backend() != "tensorflow":
             raise RuntimeError(f"ONNX export of keras_impl models needs the tensorflow backend; "
                                f"KERAS_BACKEND is {keras.backend.backend()!r}")
-        from ..onnx_utils import export_tf_callable
+        from ..onnx.from_tf import export_tf_callable
         export_tf_callable(lambda x: model(x, training=False), path, input_shape, output_names,
                            model_name=self.model_name(model))
 

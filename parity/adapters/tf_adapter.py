@@ -70,7 +70,7 @@ class TFAdapter(Adapter):
                 for path, x in inputs.items()]
 
     def export_onnx(self, model, path, input_shape, output_names=("logits",)):
-        from ..onnx_utils import export_tf_callable
+        from ..onnx.from_tf import export_tf_callable
         export_tf_callable(lambda x: model(x, training=False), path, input_shape, output_names,
                            model_name=self.model_name(model))
 

@@ -117,7 +117,7 @@ class TorchAdapter(Adapter):
     def export_onnx(self, model, path, input_shape, output_names=("logits",)):
         import torch
 
-        from ..onnx_utils import finalize
+        from ..onnx.write import finalize
 
         model.eval()
         sample = torch.zeros((2, *input_shape[1:]), dtype=torch.float32)  # batch 1 would be specialised

@@ -18,13 +18,25 @@ Modules: result (names, statuses, records), timing (the interleaved measurement)
 runtimes (building and calling each runtime), environment (TF32, threads, versions),
 measure (bench itself), render (table, JSON, plot), cli (`parity bench`).
 """
-from ..exports import export_fp32, export_in_subprocess, export_worker
+from ..onnx.exports import export_fp32, export_in_subprocess, export_worker
 from .cli import cmd_bench, register_cli
 from .environment import environment
 from .measure import bench
 from .render import plot, table, write_json
-from .result import (DTYPES, FAILED, FAMILIES, OK, OPTIONAL_RUNTIMES, RUNTIMES, SKIPPED, UNAVAILABLE, UNSUPPORTED,
-                     BenchResult, RuntimeSkipped, RuntimeTiming)
+from .result import (
+                     DTYPES,
+                     FAILED,
+                     FAMILIES,
+                     OK,
+                     OPTIONAL_RUNTIMES,
+                     RUNTIMES,
+                     SKIPPED,
+                     UNAVAILABLE,
+                     UNSUPPORTED,
+                     BenchResult,
+                     RuntimeSkipped,
+                     RuntimeTiming,
+)
 from .runtimes import ort_session, select_runtimes
 from .timing import interleaved_timings, onnx_spread
 

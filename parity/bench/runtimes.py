@@ -18,9 +18,9 @@ import numpy as np
 from .. import devices
 from ..adapters import adapter
 from ..calibrate import calibrated_torch_model, seeded_input
-from ..exports import export_fp32, first_line
 from ..lowprecision import convert_onnx_to_fp16, keras_policy
-from ..onnx_utils import onnx_source_problem
+from ..onnx.exports import export_fp32, first_line
+from ..onnx.runtime import onnx_source_problem
 from .result import FAILED, FAMILIES, RUNTIMES, SKIPPED, UNSUPPORTED, RuntimeSkipped
 
 
@@ -319,7 +319,7 @@ def _require_onnxruntime(device):
 
 
 def ort_session(path, device="cpu", tf32=False, threads=None):
-    """An onnxruntime session as onnx_utils.session makes it (no CPU fallback), with idle thread
+    """An onnxruntime session as parity.onnx.runtime.session makes it (no CPU fallback), with idle thread
     pools that sleep instead of spinning: spinning threads would steal the cores from the runtime
     timed next. `threads` sets the intra-op pool size (default: one per core)."""
     import onnxruntime as ort

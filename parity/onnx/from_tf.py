@@ -7,12 +7,13 @@ frozen with every kernel read left as a placeholder, so tf2onnx converts a graph
 does not depend on the weights and makes each kernel a graph input. The kernels then come
 back as ONNX initializers: each such input is fed its variable's value, the nodes that
 depend only on weights (the HWIO -> OIHW Transpose tf2onnx puts before a conv) are
-evaluated in numpy (parity/onnx_fold.py), a following per-channel scale and shift
+evaluated in numpy (parity/fold.py), a following per-channel scale and shift
 (BatchNorm) is folded into the conv, and the file is written one tensor at a time
-(parity/onnx_write.py): the graph the old constant-folding path wrote, at a fraction of
+(parity/onnx/write.py): the graph the old constant-folding path wrote, at a fraction of
 its memory and time.
 """
-from .onnx_utils import OPSET, fold_pads_into_max_pools
+from .graph import OPSET
+
 
 class ExportStepError(RuntimeError):
     """An export that failed, naming the model and the step (trace, convert, fold or write)."""
@@ -25,7 +26,7 @@ class ExportStepError(RuntimeError):
 def export_tf_callable(fn, path, input_shape, output_names, model_name="model", external=None):
     """tf2onnx from a callable taking NHWC; the ONNX input and feature-map outputs are NCHW.
     `external`: write the weights as external data (None: only past protobuf's 2 GiB)."""
-    from . import onnx_canon, onnx_fold, onnx_write
+    from . import fold, write
 
     def _step(step):
         return _Step(model_name, step)
@@ -36,18 +37,17 @@ def export_tf_callable(fn, path, input_shape, output_names, model_name="model", 
         proto = _convert(graph_def, input_name, outputs, list(weights))
         del graph_def
     with _step("fold"):
-        initializers = onnx_fold.fold_weights(proto.graph, weights)
-        onnx_fold.fold_scale_shift_into_convs(proto.graph, initializers)
-        onnx_fold.scale_shift_as_batch_norm(proto.graph, initializers)
-        onnx_fold.linear_as_gemm(proto.graph, initializers)
-        onnx_fold.global_pools_as_torch_writes_them(proto.graph, initializers)
-        onnx_fold.flatten_as_torch_writes_it(proto.graph, initializers)
-        onnx_fold.identity_reshapes_removed(proto.graph, initializers)
-        onnx_fold.transposed_convs_as_torch_writes_them(proto.graph, initializers)
-        fold_pads_into_max_pools(proto.graph)
-        onnx_canon.canonical_spellings(proto.graph, initializers)
+        initializers = fold.fold_weights(proto.graph, weights)
+        fold.fold_scale_shift_into_convs(proto.graph, initializers)
+        fold.scale_shift_as_batch_norm(proto.graph, initializers)
+        fold.linear_as_gemm(proto.graph, initializers)
+        fold.global_pools_as_torch_writes_them(proto.graph, initializers)
+        fold.flatten_as_torch_writes_it(proto.graph, initializers)
+        fold.identity_reshapes_removed(proto.graph, initializers)
+        fold.transposed_convs_as_torch_writes_them(proto.graph, initializers)
+        fold.fold_pads_into_max_pools(proto.graph)
     with _step("write"):
-        onnx_write.finalize(proto, initializers, path, output_names, external)
+        write.finalize(proto, path, output_names, initializers, external)
 
 
 class _Step:
@@ -72,7 +72,6 @@ def frozen_without_weights(fn, input_shape):
     placeholder, so the graph never holds the kernels' bytes."""
     import tensorflow as tf
 
-    from .onnx_utils import _allow_inlining_of_xla_calls
 
     _, c, h, w = input_shape
     signature = (tf.TensorSpec([None, h, w, c], tf.float32, name="input"),)
@@ -165,3 +164,41 @@ def _convert(graph_def, input_name, outputs, weight_names):
 def _is_onnx_op(node):
     import onnx
     return onnx.defs.has(node.op_type, node.domain or "")
+
+
+def _allow_inlining_of_xla_calls(graph):
+    """Keras' TF backend wraps grouped convolutions in a jit_compile tf.function (a CPU
+    workaround); grappler never inlines such calls and tf2onnx cannot convert them. TF 2.21
+    runs grouped tf.nn.conv2d correctly on CPU (tests/test_traps.py), so drop the XLA mark
+    on the traced call nodes and let tf2onnx inline a plain convolution."""
+    from tensorflow.core.framework import attr_value_pb2
+
+    for op in graph.get_operations():
+        if op.type in ("StatefulPartitionedCall", "PartitionedCall") and "_XlaMustCompile" in op.node_def.attr:
+            op._set_attr("_XlaMustCompile", attr_value_pb2.AttrValue(b=False))
+
+
+# The Keras/TF export (export_tf_callable) holds the kernels about twice (native, then in
+# ONNX layout while the file is written; onnx.checker reloads the file) on top of a fixed
+# cost for TensorFlow, tf2onnx and the graph: measured peaks are under 3x the weights plus
+# 1.5 GiB for every catalogue model (docs/onnx.md). Refuse up front only when even that
+# does not fit.
+EXPORT_MEMORY_FACTOR = 3
+EXPORT_MEMORY_OVERHEAD = int(1.5 * 2**30)
+
+
+def require_memory_for_tf2onnx(state: dict, source: str) -> None:
+    weight_bytes = sum(v.nbytes for v in state.values())
+    needed, available = weight_bytes * EXPORT_MEMORY_FACTOR + EXPORT_MEMORY_OVERHEAD, _available_memory()
+    if available is not None and needed > available:
+        raise MemoryError(f"ONNX export from {source} needs about {needed / 2**30:.1f} GiB "
+                          f"({weight_bytes / 2**20:.0f} MiB of weights x {EXPORT_MEMORY_FACTOR} "
+                          f"+ {EXPORT_MEMORY_OVERHEAD / 2**30:.1f} GiB); {available / 2**30:.1f} GiB available")
+
+
+def _available_memory():
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
+    except (OSError, StopIteration):
+        return None

@@ -1,6 +1,6 @@
 """One spelling for the ops torch_impl, keras_impl and tf_impl write differently in ONNX.
 
-Applied to all three exports (torch's in onnx_utils.finalize, Keras/TF's after folding), so
+Applied to all three exports (in write.finalize, the last step of every export), so
 one model's three graphs run the same onnxruntime kernels. Each rewrite replaces a subgraph
 only where it is shown to compute the same values, and leaves any other graph as it is:
 
@@ -40,8 +40,8 @@ only where it is shown to compute the same values, and leaves any other graph as
 """
 import numpy as np
 
-from .onnx_fold import _shapes
-from .onnx_utils import OPSET
+from .fold import _shapes
+from .graph import OPSET
 
 # Ops an adaptive pool's subgraph may be spelled with (index arithmetic, no weights)
 _POOL_OPS = {"Transpose", "GatherND", "Gather", "Where", "Add", "Sub", "Mul", "Div", "Slice", "ReduceMean",
@@ -397,7 +397,7 @@ def _pool_sizes(x_shape, y_shape):
         return None
     if None in x_shape[1:] or None in y_shape[1:] or x_shape[1] != y_shape[1] or x_shape[2:] == y_shape[2:]:
         return None
-    if y_shape[2:] == [1, 1]:  # a global pool: one ReduceMean in all three exports already (onnx_fold)
+    if y_shape[2:] == [1, 1]:  # a global pool: one ReduceMean in all three exports already (fold.py)
         return None
     return (x_shape[1], *x_shape[2:], *y_shape[2:])
 

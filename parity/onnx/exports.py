@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import registry
-from .adapters import adapter
+from .. import registry
+from ..adapters import adapter
 
 SEPARATE_EXPORTS_BYTES = 50 * 2**20
 IN_PROCESS_BYTES = 64 * 2**20  # resnet18 (45 MB), densenet121 (32 MB), googlenet: in-process
@@ -50,7 +50,7 @@ def export_fp32(name, state, input_shape, sources, directory) -> dict:
 def export_in_subprocess(name, state, input_shape, sources, directory) -> dict:
     """{source: Path of its fp32 export, or the error text} for each source, exported on the CPU
     by child processes from the canonical `state`."""
-    from .io import save_state
+    from ..io import save_state
     directory = Path(directory)
     state_path = directory / f"{name}.state.safetensors"
     save_state(state, state_path)
@@ -70,10 +70,10 @@ def _export_child(name, state_path, input_shape, sources, directory) -> dict:
     import subprocess
     request = {"name": name, "state": str(state_path), "shape": list(input_shape), "sources": list(sources),
                "directory": str(directory)}
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(__file__).resolve().parents[2])  # the folder holding parity/
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
-    done = subprocess.run([sys.executable, "-c", "from parity.exports import export_worker; export_worker()",
+    done = subprocess.run([sys.executable, "-c", "from parity.onnx.exports import export_worker; export_worker()",
                            json.dumps(request)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         why = "killed (out of memory?)" if done.returncode in (-9, 137) else f"exit {done.returncode}"
@@ -87,7 +87,7 @@ def export_worker() -> None:
     """The child side of export_in_subprocess: request JSON in argv[1], outcome JSON on stdout."""
     import json
 
-    from .io import load_state
+    from ..io import load_state
     request = json.loads(sys.argv[1])
     outcome = export_sources(request["name"], load_state(request["state"]), tuple(request["shape"]),
                              request["sources"], Path(request["directory"]))
@@ -102,7 +102,7 @@ def export_sources(name, state, shape, sources, directory: Path) -> dict:
         path = directory / f"{name}.{source}.onnx"
         try:
             if source in ("keras", "tf"):  # refuse up front rather than be OOM-killed
-                from .onnx_utils import require_memory_for_tf2onnx
+                from .from_tf import require_memory_for_tf2onnx
                 require_memory_for_tf2onnx(state, source)
             model = adapter(source).build(name, input_size=shape[1:])
             adapter(source).load_state_dict(model, state)

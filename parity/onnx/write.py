@@ -1,4 +1,5 @@
-"""Write an ONNX model whose weights are held apart from the proto, one tensor at a time.
+"""Write an export: its interface named (one input `input`, NCHW, dynamic batch; outputs as
+catalogued), one spelling (canon), and the weights held apart from the proto, one tensor at a time.
 
 `onnx.save` serializes the whole model into one bytes object (a second copy of the weights)
 and cannot go past protobuf's 2 GiB. Here the proto without its big initializers is
@@ -21,18 +22,19 @@ EXTERNAL_MARGIN = 64 * 2**20  # room for the graph itself below the limit
 _ALIGN = 4096  # external tensors start on page boundaries (onnxruntime can map them)
 
 
-def finalize(proto, initializers: dict, path, output_names, external: bool | None = None):
-    """Name the input and outputs, mark the batch axis dynamic, write atomically, check fully.
-    `initializers` ({name: array}) is emptied as it is written. `external`: None decides by
-    size (external data past protobuf's limit)."""
-    from .onnx_utils import name_interface
+def finalize(proto, path, output_names, initializers: dict | None = None, external: bool | None = False):
+    """Every export's last step: spell the ops the three implementations write differently one
+    way (canon), name the input and outputs, mark the batch axis dynamic, write atomically,
+    check fully. `initializers` ({name: array}, weights held apart from the proto) is emptied
+    as it is written. `external`: None decides by size (external data past protobuf's limit)."""
+    from .canon import canonical_spellings
 
+    initializers = {} if initializers is None else initializers
+    canonical_spellings(proto.graph, initializers)
     name_interface(proto.graph, output_names)
-    total = sum(a.nbytes for a in initializers.values()) + proto.ByteSize()
     if external is None:
-        external = total > PROTOBUF_LIMIT - EXTERNAL_MARGIN
-    path = Path(path)
-    write_atomically(proto, initializers, path, external)
+        external = sum(a.nbytes for a in initializers.values()) + proto.ByteSize() > PROTOBUF_LIMIT - EXTERNAL_MARGIN
+    write_atomically(proto, initializers, Path(path), external)
 
 
 def data_path(path) -> Path:
@@ -131,3 +133,25 @@ def _varint(value):
         else:
             out.append(bits)
             return bytes(out)
+
+
+def name_interface(graph, output_names):
+    """Input `input`, outputs named as catalogued, a dynamic `batch` axis on each."""
+    if len(graph.output) != len(output_names):
+        raise ValueError(f"export produced {len(graph.output)} outputs, the catalogue names {len(output_names)}")
+    _rename(graph, graph.input[0].name, "input")
+    for out, name in zip(list(graph.output), output_names):
+        _rename(graph, out.name, name)
+    for value in (*graph.input[:1], *graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+
+
+def _rename(graph, old, new):
+    if old == new:
+        return
+    for node in graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.name == old:
+            value.name = new

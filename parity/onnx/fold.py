@@ -7,7 +7,7 @@ its last consumer has been folded, so the peak is about one extra copy of the we
 """
 import numpy as np
 
-from .onnx_utils import OPSET
+from .graph import OPSET
 
 
 def fold_weights(graph, weights: dict) -> dict:
@@ -497,3 +497,60 @@ def _keeps_everything(crop, shape, small):
         if start != 0 or step != 1 or end < 0 or (dim is None and end < 2**31 - 1) or (dim is not None and end < dim):
             return False
     return True
+
+
+def fold_pads_into_max_pools(graph) -> int:
+    """Pad(-inf, H and W only) -> MaxPool becomes one MaxPool with `pads`, as torch exports it.
+
+    Keras and tf_impl pad with -inf before a VALID max-pool (torch's semantics); ONNX MaxPool
+    ignores its padding, which is the same thing in one op. Returns the number folded."""
+    from onnx import numpy_helper
+
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    folded = []
+    for pad in [n for n in graph.node if n.op_type == "Pad"]:
+        users = consumers.get(pad.output[0], [])
+        pads = _spatial_pads(pad, constants)
+        if len(users) != 1 or users[0].op_type != "MaxPool" or pads is None:
+            continue
+        pool = users[0]
+        attributes = {a.name: a for a in pool.attribute}
+        if "auto_pad" in attributes and attributes["auto_pad"].s not in (b"", b"NOTSET"):
+            continue
+        if "pads" in attributes:
+            if any(attributes["pads"].ints):
+                continue
+            pool.attribute.remove(attributes["pads"])
+        pool.attribute.append(_ints_attribute("pads", pads))
+        pool.input[0] = pad.input[0]
+        folded.append(pad)
+    for pad in folded:
+        graph.node.remove(pad)
+    used = {name for node in graph.node for name in node.input}
+    orphans = {name for pad in folded for name in pad.input[1:]} - used
+    for tensor in [t for t in graph.initializer if t.name in orphans]:
+        graph.initializer.remove(tensor)
+    return len(folded)
+
+
+def _spatial_pads(pad, constants):
+    """[top, left, bottom, right] of a constant -inf Pad over the H, W axes of NCHW, else None."""
+    mode = next((a.s for a in pad.attribute if a.name == "mode"), b"constant")
+    if mode != b"constant" or len(pad.input) < 3 or len(pad.input) > 3 or pad.input[1] not in constants:
+        return None
+    value = constants.get(pad.input[2])
+    if value is None or value.size != 1 or not np.isneginf(value.reshape(())):
+        return None
+    pads = [int(p) for p in constants[pad.input[1]]]
+    if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)):
+        return None
+    return [pads[2], pads[3], pads[6], pads[7]]
+
+
+def _ints_attribute(name, values):
+    import onnx
+    return onnx.helper.make_attribute(name, values)
