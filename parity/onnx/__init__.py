@@ -5,7 +5,7 @@ from_tf    Keras and tf_impl through tf2onnx, the kernels kept out of it, and th
 fold       weights folded back in, and the ops tf2onnx writes unlike torch respelled as torch does
 canon      one spelling for the ops the three implementations write differently
 write      finalize: canon, the interface's names, an atomic write, a full check
-graph      what the rewrites share
+graph      what the rewrites (fold, canon) share: constants, producers/consumers, shapes, probes
 runtime    onnxruntime sessions, the kernels they run
 guard      exports whose death cannot take the caller down
 exports    fp32 exports from canonical state, in child processes where big

@@ -40,8 +40,20 @@ only where it is shown to compute the same values, and leaves any other graph as
 """
 import numpy as np
 
-from .fold import _shapes
-from .graph import OPSET
+from .graph import (
+    OPSET,
+    Constants,
+    add_constant,
+    attribute_of,
+    bypassed,
+    consumers_of,
+    drop_dead,
+    inferred_shapes,
+    producers_of,
+    read_instead,
+    replace_nodes,
+    run_nodes,
+)
 
 # Ops an adaptive pool's subgraph may be spelled with (index arithmetic, no weights)
 _POOL_OPS = {"Transpose", "GatherND", "Gather", "Where", "Add", "Sub", "Mul", "Div", "Slice", "ReduceMean",
@@ -78,152 +90,6 @@ def canonical_spellings(graph, initializers: dict) -> dict:
             "pool_not_counting_padding": average_pools_not_counting_padding(graph, initializers)}
 
 
-# --- helpers -------------------------------------------------------------------------------
-
-class _Constants:
-    """Values of the graph's constants: big weights (`initializers`), small initializers and
-    Constant nodes."""
-
-    def __init__(self, graph=None, initializers=None):
-        from onnx import numpy_helper
-        self.big = initializers or {}
-        self.small = {t.name: t for t in graph.initializer} if graph is not None else {}
-        self.nodes = {n.output[0]: n for n in graph.node if n.op_type == "Constant"} if graph is not None else {}
-        self._numpy = numpy_helper
-
-    def __contains__(self, name):
-        return name in self.big or name in self.small or name in self.nodes
-
-    def size(self, name):
-        """Number of elements of a constant (without reading its bytes)."""
-        if name in self.big:
-            return self.big[name].size
-        if name in self.small:
-            return int(np.prod(self.small[name].dims))
-        return 1 if name in self.nodes else 0
-
-    def get(self, name):
-        if name in self.big:
-            return self.big[name]
-        if name in self.small:
-            return self._numpy.to_array(self.small[name])
-        if name in self.nodes:
-            from onnx.reference import ReferenceEvaluator
-            return np.asarray(ReferenceEvaluator(self.nodes[name]).run(None, {})[0])
-        return None
-
-
-def _consumers(graph):
-    consumers = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    return consumers
-
-
-def _producers(graph):
-    return {o: n for n in graph.node for o in n.output}
-
-
-def _attribute(node, name, default):
-    from onnx import helper
-    for a in node.attribute:
-        if a.name == name:
-            value = helper.get_attribute_value(a)
-            return list(value) if isinstance(value, (list, tuple)) else value
-    return default
-
-
-def _constant(graph, name, value):
-    """Add a small initializer `name` (unique) holding `value`; returns its name."""
-    from onnx import numpy_helper
-    taken = {t.name for t in graph.initializer}
-    unique, k = name, 0
-    while unique in taken:
-        k += 1
-        unique = f"{name}_{k}"
-    graph.initializer.append(numpy_helper.from_array(np.asarray(value), unique))
-    return unique
-
-
-def _replace_nodes(graph, initializers, removed, added_after):
-    """Drop the nodes whose id() is in `removed`; insert each list in `added_after[id(node)]`
-    right after that node (kept or removed); then drop what nothing reads any more."""
-    nodes = []
-    for node in list(graph.node):  # held: id() of live wrappers
-        if id(node) not in removed:
-            nodes.append(node)
-        nodes.extend(added_after.get(id(node), []))
-    del graph.node[:]
-    graph.node.extend(nodes)
-    _drop_dead(graph, initializers)
-
-
-def _drop_dead(graph, initializers):
-    outputs = {o.name for o in graph.output}
-    while True:
-        used = {n for node in graph.node for n in node.input} | outputs
-        dead = [n for n in graph.node if not any(o in used for o in n.output)]
-        if not dead:
-            break
-        for node in dead:
-            graph.node.remove(node)
-    used = {n for node in graph.node for n in node.input} | outputs | {i.name for i in graph.input}
-    for tensor in [t for t in graph.initializer if t.name not in used]:
-        graph.initializer.remove(tensor)
-    for name in [n for n in initializers if n not in used]:
-        del initializers[name]
-
-
-def _read_instead(graph, old, new):
-    """Every consumer of tensor `old` reads `new` instead."""
-    for node in graph.node:
-        if old in node.input:
-            node.input[:] = [new if n == old else n for n in node.input]
-
-
-def _bypassed(graph, node, producers, consumers) -> bool:
-    """Take out `node`, which returns its first input unchanged: its consumers read the input,
-    or, where it writes a graph output, the node before it writes that output instead.
-    False (graph unchanged) where neither can be done."""
-    source, target = node.input[0], node.output[0]
-    if target not in {o.name for o in graph.output}:
-        _read_instead(graph, target, source)
-        graph.node.remove(node)
-        return True
-    before = producers.get(source)
-    if (before is None or source in {o.name for o in graph.output} | {i.name for i in graph.input}
-            or len(consumers.get(source, [])) != 1):
-        return False
-    before.output[:] = [target if n == source else n for n in before.output]
-    graph.node.remove(node)
-    return True
-
-
-def _run(nodes, inputs: dict, output, constants):
-    """Evaluate `nodes` (in order) in onnxruntime on `inputs` ({name: array}); the value of the
-    float tensor `output`."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import helper, numpy_helper
-
-    needed = {n for node in nodes for n in node.input if n and n in constants and n not in inputs}
-    const_nodes = [constants.nodes[n] for n in needed if n in constants.nodes]
-    initializers = [numpy_helper.from_array(np.asarray(constants.get(n)), n) for n in needed
-                    if n not in constants.nodes]
-    model = helper.make_model(
-        helper.make_graph(
-            [*const_nodes, *nodes], "probe",
-            [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-             for n, a in inputs.items()],
-            [helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None)], initializers),
-        opset_imports=[helper.make_opsetid("", OPSET)])
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run([output], inputs)[0]
-
-
 # --- nearest upsampling ----------------------------------------------------------------------
 
 def nearest_gathers_as_resize(graph, initializers: dict) -> int:
@@ -232,9 +98,9 @@ def nearest_gathers_as_resize(graph, initializers: dict) -> int:
     sizes, where onnxruntime's Resize picks exactly those rows and columns. Returns the number."""
     if not any(n.op_type == "Gather" for n in graph.node):
         return 0
-    constants = _Constants(graph, initializers)
-    consumers, producers = _consumers(graph), _producers(graph)
-    shapes = _shapes(graph, initializers)
+    constants = Constants(graph, initializers)
+    consumers, producers = consumers_of(graph), producers_of(graph)
+    shapes = inferred_shapes(graph, initializers)
     outputs = {o.name for o in graph.output}
     removed, added, done = set(), {}, 0
     for first in [n for n in graph.node if n.op_type == "Gather"]:
@@ -246,12 +112,12 @@ def nearest_gathers_as_resize(graph, initializers: dict) -> int:
         if shape is None or len(shape) != 4 or None in shape[2:] or not _resize_picks(shape[2], shape[3], rows, cols):
             continue
         for extra in chain[3:]:  # more than one transpose back: they all read the one Resize
-            _read_instead(graph, extra.output[0], y)
+            read_instead(graph, extra.output[0], y)
         removed.update(id(n) for n in chain)
         added[id(chain[-1])] = _resize_to(graph, x, y, (len(rows), len(cols)), _TORCH_NEAREST)
         done += 1
     if done:
-        _replace_nodes(graph, initializers, removed, added)
+        replace_nodes(graph, initializers, removed, added)
     return done
 
 
@@ -261,7 +127,7 @@ def _resize_to(graph, x, y, size_hw, attributes) -> list:
     from onnx import helper
     prefix = f"{y}__resize"
     head = helper.make_node("Shape", [x], [f"{prefix}_nc"], name=f"{prefix}_shape", start=0, end=2)
-    hw = _constant(graph, f"{prefix}_hw", np.array(size_hw, np.int64))
+    hw = add_constant(graph, f"{prefix}_hw", np.array(size_hw, np.int64))
     sizes = helper.make_node("Concat", [head.output[0], hw], [f"{prefix}_sizes"], name=f"{prefix}_concat", axis=0)
     return [head, sizes, helper.make_node("Resize", [x, "", "", sizes.output[0]], [y], name=prefix, **attributes)]
 
@@ -271,14 +137,14 @@ def _two_gathers(first, constants, consumers, producers, outputs):
     a two-Gather nearest resize, else None."""
     data = first.input[0]
     before = producers.get(data)
-    nhwc = before is not None and before.op_type == "Transpose" and _attribute(before, "perm", None) == _NCHW_TO_NHWC
+    nhwc = before is not None and before.op_type == "Transpose" and attribute_of(before, "perm", None) == _NCHW_TO_NHWC
     axes = (1, 2) if nhwc else (2, 3)
     users = consumers.get(first.output[0], [])
     if len(users) != 1 or users[0].op_type != "Gather" or first.output[0] in outputs:
         return None
     second = users[0]
-    picked = {_attribute(first, "axis", 0) % 4: constants.get(first.input[1]),
-              _attribute(second, "axis", 0) % 4: constants.get(second.input[1])}
+    picked = {attribute_of(first, "axis", 0) % 4: constants.get(first.input[1]),
+              attribute_of(second, "axis", 0) % 4: constants.get(second.input[1])}
     if sorted(picked) != list(axes) or any(v is None or v.ndim != 1 or v.dtype.kind not in "iu"
                                            for v in picked.values()):
         return None
@@ -288,7 +154,7 @@ def _two_gathers(first, constants, consumers, producers, outputs):
     if nhwc:
         after = consumers.get(second.output[0], [])
         if (not after or second.output[0] in outputs
-                or any(n.op_type != "Transpose" or _attribute(n, "perm", None) != _NHWC_TO_NCHW for n in after)):
+                or any(n.op_type != "Transpose" or attribute_of(n, "perm", None) != _NHWC_TO_NCHW for n in after)):
             return None
         if any(n.output[0] in outputs for n in after[1:]):
             return None
@@ -311,7 +177,7 @@ def _resize_picks(h, w, rows, cols) -> bool:
         index_map = np.arange(h * w, dtype=np.float32).reshape(1, 1, h, w)
         sizes = np.array([1, 1, len(rows), len(cols)], np.int64)
         node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], **_TORCH_NEAREST)
-        picked = _run([node], {"x": index_map, "sizes": sizes}, "y", _Constants())
+        picked = run_nodes([node], {"x": index_map, "sizes": sizes}, "y", Constants())
         _RESIZE_PICKS[key] = bool(np.array_equal(picked[0, 0], index_map[0, 0][np.ix_(rows, cols)]))
     return _RESIZE_PICKS[key]
 
@@ -336,10 +202,10 @@ def adaptive_avg_pools_canonical(graph, initializers: dict) -> int:
     over W (an axis whose size equals its bins is left out). Returns the number replaced."""
     if not any(n.op_type in ("GatherND", "ReduceMean") for n in graph.node):
         return 0
-    constants = _Constants(graph, initializers)
-    producers, consumers = _producers(graph), _consumers(graph)
+    constants = Constants(graph, initializers)
+    producers, consumers = producers_of(graph), consumers_of(graph)
     outputs = {o.name for o in graph.output}
-    shapes = _shapes(graph, initializers)
+    shapes = inferred_shapes(graph, initializers)
     covered, removed, added = set(), set(), {}
     for node in reversed(list(graph.node)):  # the last tensor of a pool first: the biggest subgraph
         if node.op_type not in _POOL_OPS or id(node) in covered:
@@ -358,7 +224,7 @@ def adaptive_avg_pools_canonical(graph, initializers: dict) -> int:
         removed.update(id(n) for n in nodes)
         added[id(nodes[-1])] = _per_bin_pool(graph, x, y, sizes)
     if added:
-        _replace_nodes(graph, initializers, removed, added)
+        replace_nodes(graph, initializers, removed, added)
     return len(added)
 
 
@@ -406,7 +272,7 @@ def _computes_adaptive_pool(nodes, x, y, sizes, constants) -> bool:
     c, h, w, oh, ow = sizes
     probe = np.random.default_rng(0).standard_normal((2, c, h, w)).astype(np.float32)
     try:
-        value = _run(nodes, {x: probe}, y, constants)
+        value = run_nodes(nodes, {x: probe}, y, constants)
     except Exception:  # not runnable on its own (a shape it takes from elsewhere): not a pool
         return False
     expected = adaptive_avg_pool_reference(probe, oh, ow)
@@ -423,11 +289,11 @@ def _per_bin_pool(graph, x, y, sizes):
     new, current = [], x
     passes = [(axis, size, bins) for axis, size, bins in ((2, h, oh), (3, w, ow)) if size != bins]
     for k, (axis, size, bins) in enumerate(passes):
-        axes = _constant(graph, f"{prefix}_axis{axis}", np.array([axis], np.int64))
+        axes = add_constant(graph, f"{prefix}_axis{axis}", np.array([axis], np.int64))
         parts = []
         for i, (start, end) in enumerate(adaptive_bins(size, bins)):
-            starts = _constant(graph, f"{prefix}_a{axis}_start{i}", np.array([start], np.int64))
-            ends = _constant(graph, f"{prefix}_a{axis}_end{i}", np.array([end], np.int64))
+            starts = add_constant(graph, f"{prefix}_a{axis}_start{i}", np.array([start], np.int64))
+            ends = add_constant(graph, f"{prefix}_a{axis}_end{i}", np.array([end], np.int64))
             piece = f"{prefix}_a{axis}_bin{i}"
             new.append(helper.make_node("Slice", [current, starts, ends, axes], [piece], name=f"{piece}_slice"))
             new.append(helper.make_node("ReduceMean", [piece, axes], [f"{piece}_mean"], name=f"{piece}_mean",
@@ -455,8 +321,8 @@ def shape_arithmetic_folded(graph, initializers: dict) -> int:
     (everything but the batch size) become constants. Returns the number of nodes folded."""
     if not any(n.op_type == "Shape" for n in graph.node):
         return 0
-    constants = _Constants(graph, initializers)
-    shapes = _shapes(graph, initializers)
+    constants = Constants(graph, initializers)
+    shapes = inferred_shapes(graph, initializers)
     partial = {}  # tensor: (value with 1 where unknown, mask of the known elements)
     folded = {}
     for node in graph.node:
@@ -468,14 +334,14 @@ def shape_arithmetic_folded(graph, initializers: dict) -> int:
         if all(known.all() for _, known in outputs):
             folded[id(node)] = node
     from onnx import numpy_helper
-    outputs, readers = {o.name for o in graph.output}, _consumers(graph)
+    outputs, readers = {o.name for o in graph.output}, consumers_of(graph)
     removed = {key for key, node in folded.items() if not any(o in outputs for o in node.output)}
     for key in removed:
         for name in folded[key].output:  # a constant where something left in the graph reads it
             if any(id(r) not in removed for r in readers.get(name, [])):
                 graph.initializer.append(numpy_helper.from_array(partial[name][0], name))
     if removed:
-        _replace_nodes(graph, initializers, removed, {})
+        replace_nodes(graph, initializers, removed, {})
     return len(removed)
 
 
@@ -488,7 +354,7 @@ def _partial_outputs(node, partial, constants, shapes):
         dims = shapes.get(node.input[0])
         if dims is None:
             return None
-        start, end = _attribute(node, "start", 0), _attribute(node, "end", None)
+        start, end = attribute_of(node, "start", 0), attribute_of(node, "end", None)
         dims = dims[start:end]
         return [(np.array([d or 1 for d in dims], np.int64), np.array([d is not None for d in dims], bool))]
     args = []
@@ -545,16 +411,16 @@ def _evaluate(node, args):
 def zero_pads_removed(graph, initializers: dict) -> int:
     """A Pad whose (constant) pads are all zero returns its input: its consumers read the input.
     Returns the number removed."""
-    constants = _Constants(graph, initializers)
-    producers, consumers = _producers(graph), _consumers(graph)
+    constants = Constants(graph, initializers)
+    producers, consumers = producers_of(graph), consumers_of(graph)
     removed = 0
     for pad in [n for n in graph.node if n.op_type == "Pad" and len(n.input) > 1]:
         pads = constants.get(pad.input[1])
         axes = pad.input[3] if len(pad.input) > 3 else ""
         if pads is not None and not pads.any() and not axes:
-            removed += _bypassed(graph, pad, producers, consumers)
+            removed += bypassed(graph, pad, producers, consumers)
     if removed:
-        _drop_dead(graph, initializers)
+        drop_dead(graph, initializers)
     return removed
 
 
@@ -569,33 +435,33 @@ def resize_sizes_as_scales(graph, initializers: dict) -> int:
     Returns the number rewritten."""
     from onnx import helper
 
-    constants = _Constants(graph, initializers)
-    producers = _producers(graph)
+    constants = Constants(graph, initializers)
+    producers = producers_of(graph)
     shapes = None
     replaced = {}
     for resize in [n for n in graph.node if n.op_type == "Resize" and len(n.input) == 4 and n.input[3]]:
-        if (_attribute(resize, "mode", b"nearest") != b"linear"
-                or _attribute(resize, "coordinate_transformation_mode", b"half_pixel") != b"half_pixel"
-                or _attribute(resize, "antialias", 0) or _attribute(resize, "exclude_outside", 0)):
+        if (attribute_of(resize, "mode", b"nearest") != b"linear"
+                or attribute_of(resize, "coordinate_transformation_mode", b"half_pixel") != b"half_pixel"
+                or attribute_of(resize, "antialias", 0) or attribute_of(resize, "exclude_outside", 0)):
             continue
         x, hw = resize.input[0], _sizes_of(resize, producers, constants)
         if hw is None:
             continue
-        shapes = shapes or _shapes(graph, initializers)
+        shapes = shapes or inferred_shapes(graph, initializers)
         shape = shapes.get(x)
         if shape is None or len(shape) != 4 or None in shape[1:] or hw[0] % shape[2] or hw[1] % shape[3]:
             continue
         scales = np.array([1, 1, hw[0] // shape[2], hw[1] // shape[3]], np.float32)
         if not _same_resize(shape[1:], hw, scales):
             continue
-        name = _constant(graph, f"{resize.name or resize.output[0]}__scales", scales)
+        name = add_constant(graph, f"{resize.name or resize.output[0]}__scales", scales)
         replaced[id(resize)] = helper.make_node("Resize", [x, "", name], list(resize.output), name=resize.name,
                                                 **_TORCH_BILINEAR)
     if replaced:
         nodes = [replaced.get(id(n), n) for n in list(graph.node)]
         del graph.node[:]
         graph.node.extend(nodes)
-        _drop_dead(graph, initializers)
+        drop_dead(graph, initializers)
     return len(replaced)
 
 
@@ -617,10 +483,10 @@ def _first_two_dims_of(name, x, producers, constants) -> bool:
     if node is None:
         return False
     if node.op_type == "Shape":
-        return node.input[0] == x and _attribute(node, "start", 0) == 0 and _attribute(node, "end", None) == 2
+        return node.input[0] == x and attribute_of(node, "start", 0) == 0 and attribute_of(node, "end", None) == 2
     shape = producers.get(node.input[0]) if node.op_type == "Slice" and len(node.input) >= 3 else None
-    if (shape is None or shape.op_type != "Shape" or shape.input[0] != x or _attribute(shape, "start", 0) != 0
-            or _attribute(shape, "end", None) is not None):
+    if (shape is None or shape.op_type != "Shape" or shape.input[0] != x or attribute_of(shape, "start", 0) != 0
+            or attribute_of(shape, "end", None) is not None):
         return False
     given = [constants.get(n) for n in node.input[1:]]
     if any(v is None for v in given):
@@ -638,8 +504,8 @@ def _same_resize(chw, hw, scales) -> bool:
     probe = np.random.default_rng(0).standard_normal((1, min(c, 4), h, w)).astype(np.float32)
     by_sizes = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], **_TORCH_BILINEAR)
     by_scales = helper.make_node("Resize", ["x", "", "scales"], ["y"], **_TORCH_BILINEAR)
-    sized = _run([by_sizes], {"x": probe, "sizes": np.array([1, probe.shape[1], *hw], np.int64)}, "y", _Constants())
-    scaled = _run([by_scales], {"x": probe, "scales": scales}, "y", _Constants())
+    sized = run_nodes([by_sizes], {"x": probe, "sizes": np.array([1, probe.shape[1], *hw], np.int64)}, "y", Constants())
+    scaled = run_nodes([by_scales], {"x": probe, "scales": scales}, "y", Constants())
     return sized.shape == scaled.shape and bool(np.array_equal(sized, scaled))
 
 
@@ -649,33 +515,33 @@ def identity_average_pools_removed(graph, initializers: dict) -> int:
     """An AveragePool with kernel 1 and stride 1 and no padding returns its input: its consumers
     read the input instead (torch and tf_impl write one for an adaptive pool that is the
     identity, keras_impl none). Returns the number removed."""
-    producers, consumers = _producers(graph), _consumers(graph)
+    producers, consumers = producers_of(graph), consumers_of(graph)
     removed = 0
     for pool in [n for n in graph.node if n.op_type == "AveragePool"]:
-        if (set(_attribute(pool, "kernel_shape", [0])) == {1} and set(_attribute(pool, "strides", [1])) == {1}
-                and not any(_attribute(pool, "pads", [])) and len(pool.output) == 1
-                and _attribute(pool, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID", b"")):
-            removed += _bypassed(graph, pool, producers, consumers)
+        if (set(attribute_of(pool, "kernel_shape", [0])) == {1} and set(attribute_of(pool, "strides", [1])) == {1}
+                and not any(attribute_of(pool, "pads", [])) and len(pool.output) == 1
+                and attribute_of(pool, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID", b"")):
+            removed += bypassed(graph, pool, producers, consumers)
     return removed
 
 
 def inverse_transposes_cancelled(graph, initializers: dict) -> int:
     """Transpose(p) -> Transpose(q) with q undoing p: the second one's consumers read the
     first one's input. Returns the number of pairs cancelled."""
-    producers = _producers(graph)
+    producers = producers_of(graph)
     outputs = {o.name for o in graph.output}
     cancelled = 0
     for second in [n for n in graph.node if n.op_type == "Transpose"]:
         first = producers.get(second.input[0])
         if first is None or first.op_type != "Transpose" or second.output[0] in outputs:
             continue
-        p, q = _attribute(first, "perm", None), _attribute(second, "perm", None)
+        p, q = attribute_of(first, "perm", None), attribute_of(second, "perm", None)
         if p is None or q is None or len(p) != len(q) or [p[i] for i in q] != list(range(len(p))):
             continue
-        _read_instead(graph, second.output[0], first.input[0])
+        read_instead(graph, second.output[0], first.input[0])
         cancelled += 1
     if cancelled:
-        _drop_dead(graph, initializers)
+        drop_dead(graph, initializers)
     return cancelled
 
 
@@ -683,17 +549,17 @@ def identity_output_reshapes_removed(graph, initializers: dict) -> int:
     """A Reshape that writes a graph output with the shape its input already has (tf2onnx spells
     the layout transposes of a 1x1 map as Reshapes): the node before it writes the output.
     Returns the number removed."""
-    shapes = _shapes(graph, initializers) if any(n.op_type == "Reshape" for n in graph.node) else {}
-    constants = _Constants(graph, initializers)
-    producers, consumers = _producers(graph), _consumers(graph)
+    shapes = inferred_shapes(graph, initializers) if any(n.op_type == "Reshape" for n in graph.node) else {}
+    constants = Constants(graph, initializers)
+    producers, consumers = producers_of(graph), consumers_of(graph)
     outputs = {o.name for o in graph.output}
     removed = 0
     for node in [n for n in graph.node if n.op_type == "Reshape" and n.output[0] in outputs]:
         source, target = shapes.get(node.input[0]), constants.get(node.input[1])
         if source is not None and target is not None and _same_shape(source, target.reshape(-1).tolist()):
-            removed += _bypassed(graph, node, producers, consumers)
+            removed += bypassed(graph, node, producers, consumers)
     if removed:
-        _drop_dead(graph, initializers)
+        drop_dead(graph, initializers)
     return removed
 
 
@@ -713,37 +579,37 @@ def layout_reshapes_before_global_means_removed(graph, initializers: dict) -> in
 
     if not any(n.op_type == "ReduceMean" for n in graph.node):
         return 0
-    constants = _Constants(graph, initializers)
-    producers, consumers = _producers(graph), _consumers(graph)
+    constants = Constants(graph, initializers)
+    producers, consumers = producers_of(graph), consumers_of(graph)
     outputs = {o.name for o in graph.output}
     shapes = None
     removed, added = set(), {}
     for mean in [n for n in graph.node if n.op_type == "ReduceMean"]:
         layout = producers.get(mean.input[0])
-        axes = constants.get(mean.input[1]) if len(mean.input) > 1 else np.array(_attribute(mean, "axes", []))
+        axes = constants.get(mean.input[1]) if len(mean.input) > 1 else np.array(attribute_of(mean, "axes", []))
         if (layout is None or layout.op_type != "Reshape" or axes is None
                 or sorted(int(a) % 4 for a in axes.reshape(-1)) != [1, 2] or layout.output[0] in outputs
                 or len(consumers.get(layout.output[0], [])) != 1):
             continue
-        shapes = shapes or _shapes(graph, initializers)
+        shapes = shapes or inferred_shapes(graph, initializers)
         x, target = layout.input[0], constants.get(layout.input[1])
         shape = shapes.get(x)
         if (shape is None or len(shape) != 4 or shape[2:] != [1, 1] or shape[1] is None or target is None
                 or target.reshape(-1).tolist()[1:] != [1, 1, shape[1]] or target.reshape(-1)[0] not in (0, -1)):
             continue
-        keepdims = _attribute(mean, "keepdims", 1)
+        keepdims = attribute_of(mean, "keepdims", 1)
         if keepdims and not all(_flattens(user, shape[1], constants) for user in consumers.get(mean.output[0], [])):
             continue
-        hw = _constant(graph, f"{mean.name or mean.output[0]}__hw", np.array([2, 3], np.int64))
+        hw = add_constant(graph, f"{mean.name or mean.output[0]}__hw", np.array([2, 3], np.int64))
         pooled = mean.output[0] if keepdims else f"{mean.output[0]}__nchw"
         new = [helper.make_node("ReduceMean", [x, hw], [pooled], name=mean.name, keepdims=1)]
         if not keepdims:
-            flat = _constant(graph, f"{mean.name or mean.output[0]}__flat", np.array([0, -1], np.int64))
+            flat = add_constant(graph, f"{mean.name or mean.output[0]}__flat", np.array([0, -1], np.int64))
             new.append(helper.make_node("Reshape", [pooled, flat], [mean.output[0]], name=f"{pooled}_flatten"))
         removed.update((id(layout), id(mean)))
         added[id(mean)] = new
     if added:
-        _replace_nodes(graph, initializers, removed, added)
+        replace_nodes(graph, initializers, removed, added)
     return len(added)
 
 
@@ -769,10 +635,10 @@ def corner_bilinear_as_resize(graph, initializers: dict) -> int:
     computes that resize of a random probe. Returns the number replaced."""
     if not any(n.op_type == "Gather" for n in graph.node):
         return 0
-    constants = _Constants(graph, initializers)
-    producers, consumers = _producers(graph), _consumers(graph)
+    constants = Constants(graph, initializers)
+    producers, consumers = producers_of(graph), consumers_of(graph)
     position = {id(n): i for i, n in enumerate(graph.node)}
-    shapes = _shapes(graph, initializers)
+    shapes = inferred_shapes(graph, initializers)
     outputs = {o.name for o in graph.output}
     removed, added = set(), {}
     for add in [n for n in graph.node if n.op_type == "Add"]:
@@ -782,9 +648,9 @@ def corner_bilinear_as_resize(graph, initializers: dict) -> int:
             continue
         x, y, nodes = first[0], add.output[0], first[1] + second[1]
         before, after = producers.get(x), consumers.get(y, [])
-        if (before is not None and before.op_type == "Transpose" and _attribute(before, "perm", None) == _NCHW_TO_NHWC
+        if (before is not None and before.op_type == "Transpose" and attribute_of(before, "perm", None) == _NCHW_TO_NHWC
                 and len(after) == 1 and after[0].op_type == "Transpose"
-                and _attribute(after[0], "perm", None) == _NHWC_TO_NCHW):
+                and attribute_of(after[0], "perm", None) == _NHWC_TO_NCHW):
             x, y, nodes = before.input[0], after[0].output[0], [before, *nodes, after[0]]
         nodes.sort(key=lambda n: position[id(n)])
         inside = {id(n) for n in nodes}
@@ -798,7 +664,7 @@ def corner_bilinear_as_resize(graph, initializers: dict) -> int:
         removed.update(inside - kept)
         added[id(nodes[-1])] = _resize_to(graph, x, y, sizes[3:], _TORCH_CORNERS)
     if added:
-        _replace_nodes(graph, initializers, removed, added)
+        replace_nodes(graph, initializers, removed, added)
     return len(added)
 
 
@@ -816,7 +682,7 @@ def _blend_of_two_gathers(add, producers, constants):
             return None
         gathers.append(taps[0])
         nodes += [taps[0], mul]
-    if len({g.input[0] for g in gathers}) != 1 or len({_attribute(g, "axis", 0) for g in gathers}) != 1:
+    if len({g.input[0] for g in gathers}) != 1 or len({attribute_of(g, "axis", 0) for g in gathers}) != 1:
         return None
     return gathers[0].input[0], [*nodes, add]
 
@@ -827,7 +693,7 @@ def _computes_corner_bilinear(nodes, x, y, sizes, constants) -> bool:
         return False
     probe = np.random.default_rng(0).standard_normal((1, channels, h, w)).astype(np.float32)
     try:
-        value = _run(nodes, {x: probe}, y, constants)
+        value = run_nodes(nodes, {x: probe}, y, constants)
     except Exception:  # not runnable on its own: not a resize
         return False
     return _close(value, corner_bilinear_reference(probe, out_h, out_w))
@@ -885,10 +751,10 @@ def _rewrite_regions(graph, initializers, ops, rewrite) -> int:
     """For each subgraph of `ops` from one map x to a map y (_pool_region, from the last node
     back, regions not overlapping), rewrite(nodes, x, y, shapes, constants) gives the node (or
     nodes) that replace it, or None to leave it. Returns the number replaced."""
-    constants = _Constants(graph, initializers)
-    producers, consumers = _producers(graph), _consumers(graph)
+    constants = Constants(graph, initializers)
+    producers, consumers = producers_of(graph), consumers_of(graph)
     outputs = {o.name for o in graph.output}
-    shapes = _shapes(graph, initializers)
+    shapes = inferred_shapes(graph, initializers)
     covered, removed, added = set(), set(), {}
     for node in reversed(list(graph.node)):
         if node.op_type not in ops or id(node) in covered:
@@ -905,7 +771,7 @@ def _rewrite_regions(graph, initializers, ops, rewrite) -> int:
         removed.update(id(n) for n in nodes)
         added[id(nodes[-1])] = replacement if isinstance(replacement, list) else [replacement]
     if added:
-        _replace_nodes(graph, initializers, removed, added)
+        replace_nodes(graph, initializers, removed, added)
     return len(added)
 
 
@@ -920,7 +786,7 @@ def _torch_lrn_nodes(graph, x, y, chw, parameters) -> list:
     p = f"{y}__lrn"
 
     def const(name, value, dtype):
-        return _constant(graph, f"{p}_{name}", np.array(value, dtype))
+        return add_constant(graph, f"{p}_{name}", np.array(value, dtype))
     pads = const("pads", [0, 0, size // 2, 0, 0, 0, 0, (size - 1) // 2, 0, 0], np.int64)
     return [
         helper.make_node("Mul", [x, x], [f"{p}_square"], name=f"{p}_square"),
@@ -958,7 +824,7 @@ def _lrn_parameters(nodes, x, y, chw, constants):
     channels = chw[0]
     probes = [rng.standard_normal((2, *chw)).astype(np.float32) * scale for scale in (1.0, 100.0)]
     try:
-        values = [_run(nodes, {x: probe}, y, constants) for probe in probes]
+        values = [run_nodes(nodes, {x: probe}, y, constants) for probe in probes]
     except Exception:  # not runnable on its own: not an LRN
         return None
     for size in [s for s in sorted({*_LRN_SIZES, *_padded_windows(nodes, constants)}) if s <= channels]:
@@ -999,8 +865,8 @@ def zero_pads_into_average_pools(graph, initializers: dict) -> int:
 
     if not any(n.op_type == "Pad" for n in graph.node):
         return 0
-    constants = _Constants(graph, initializers)
-    consumers = _consumers(graph)
+    constants = Constants(graph, initializers)
+    consumers = consumers_of(graph)
     outputs = {o.name for o in graph.output}
     shapes = None
     removed, replaced = set(), {}
@@ -1010,13 +876,13 @@ def zero_pads_into_average_pools(graph, initializers: dict) -> int:
         if pads is None or len(users) != 1 or pad.output[0] in outputs:
             continue
         pool = users[0]
-        if pool.op_type == "AveragePool" and not any(_attribute(pool, "pads", [])) \
-                and _attribute(pool, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID", b"") \
-                and not _attribute(pool, "ceil_mode", 0) and len(_attribute(pool, "kernel_shape", [])) == 2:
-            kernel, strides = _attribute(pool, "kernel_shape", None), _attribute(pool, "strides", [1, 1])
-        elif pool.op_type == "ReduceMean" and _attribute(pool, "keepdims", 1) and len(pool.input) > 1 \
+        if pool.op_type == "AveragePool" and not any(attribute_of(pool, "pads", [])) \
+                and attribute_of(pool, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID", b"") \
+                and not attribute_of(pool, "ceil_mode", 0) and len(attribute_of(pool, "kernel_shape", [])) == 2:
+            kernel, strides = attribute_of(pool, "kernel_shape", None), attribute_of(pool, "strides", [1, 1])
+        elif pool.op_type == "ReduceMean" and attribute_of(pool, "keepdims", 1) and len(pool.input) > 1 \
                 and _axes_are_hw(constants.get(pool.input[1])):
-            shapes = shapes or _shapes(graph, initializers)
+            shapes = shapes or inferred_shapes(graph, initializers)
             padded = shapes.get(pad.output[0])
             if padded is None or len(padded) != 4 or None in padded[2:]:
                 continue
@@ -1031,13 +897,13 @@ def zero_pads_into_average_pools(graph, initializers: dict) -> int:
         nodes = [replaced.get(id(n), n) for n in list(graph.node) if id(n) not in removed]
         del graph.node[:]
         graph.node.extend(nodes)
-        _drop_dead(graph, initializers)
+        drop_dead(graph, initializers)
     return len(replaced)
 
 
 def _zero_spatial_pads(pad, constants):
     """[top, left, bottom, right] of a constant-zero Pad of the H, W axes of NCHW, else None."""
-    mode = _attribute(pad, "mode", b"constant")
+    mode = attribute_of(pad, "mode", b"constant")
     if mode != b"constant" or len(pad.input) > 3 or (len(pad.input) == 4 and pad.input[3]):
         return None
     value = constants.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(1, np.float32)
@@ -1058,7 +924,7 @@ def nested_concats_flattened(graph, initializers: dict) -> int:
     """A Concat input produced by another Concat along the same axis, read by nothing else,
     is replaced by that Concat's inputs (torch's cat of a cat; Keras/TF write one Concat).
     Returns the number of inner Concats removed."""
-    producers, consumers = _producers(graph), _consumers(graph)
+    producers, consumers = producers_of(graph), consumers_of(graph)
     outputs = {o.name for o in graph.output}
     shapes = None
     removed = set()
@@ -1068,9 +934,9 @@ def nested_concats_flattened(graph, initializers: dict) -> int:
             inner = producers.get(name)
             if (inner is not None and inner.op_type == "Concat" and id(inner) not in removed
                     and len(consumers.get(name, [])) == 1 and name not in outputs):
-                shapes = shapes or _shapes(graph, initializers)
+                shapes = shapes or inferred_shapes(graph, initializers)
                 rank = len(shapes.get(name) or [])
-                if rank and _attribute(inner, "axis", 0) % rank == _attribute(outer, "axis", 0) % rank:
+                if rank and attribute_of(inner, "axis", 0) % rank == attribute_of(outer, "axis", 0) % rank:
                     inputs.extend(inner.input)
                     removed.add(id(inner))
                     changed = True
@@ -1079,7 +945,7 @@ def nested_concats_flattened(graph, initializers: dict) -> int:
         if changed:
             outer.input[:] = inputs
     if removed:
-        _replace_nodes(graph, initializers, removed, {})
+        replace_nodes(graph, initializers, removed, {})
     return len(removed)
 
 
@@ -1109,7 +975,7 @@ def average_pools_not_counting_padding(graph, initializers: dict) -> int:
         kernel, strides, pads = window
         probe = np.random.default_rng(0).standard_normal((2, *x_shape[1:])).astype(np.float32)
         try:
-            value = _run(nodes, {x: probe}, y, constants)
+            value = run_nodes(nodes, {x: probe}, y, constants)
         except Exception:  # not runnable on its own: not such a pool
             return None
         if not _close(value, average_pool_reference(probe, kernel, strides, pads)):
@@ -1122,12 +988,12 @@ def average_pools_not_counting_padding(graph, initializers: dict) -> int:
 def _padded_window(nodes):
     """(kernel, strides, pads) of the one padded 2-D AveragePool among `nodes` that reads
     the data (not a count map), else None."""
-    pools = [n for n in nodes if n.op_type == "AveragePool" and any(_attribute(n, "pads", []))
-             and len(_attribute(n, "kernel_shape", [])) == 2 and not _attribute(n, "ceil_mode", 0)]
+    pools = [n for n in nodes if n.op_type == "AveragePool" and any(attribute_of(n, "pads", []))
+             and len(attribute_of(n, "kernel_shape", [])) == 2 and not attribute_of(n, "ceil_mode", 0)]
     if len(pools) != 1:
         return None
     pool = pools[0]
-    return _attribute(pool, "kernel_shape", None), _attribute(pool, "strides", [1, 1]), _attribute(pool, "pads", None)
+    return attribute_of(pool, "kernel_shape", None), attribute_of(pool, "strides", [1, 1]), attribute_of(pool, "pads", None)
 
 
 def average_pool_reference(x, kernel, strides, pads):

@@ -7,7 +7,14 @@ its last consumer has been folded, so the peak is about one extra copy of the we
 """
 import numpy as np
 
-from .graph import OPSET
+from .graph import (
+    OPSET,
+    add_constant,
+    attribute_of,
+    consumers_of,
+    drop_dead,
+    inferred_shapes,
+)
 
 
 def fold_weights(graph, weights: dict) -> dict:
@@ -163,7 +170,7 @@ def linear_as_gemm(graph, initializers: dict) -> int:
     from onnx import helper
 
     small = {t.name: t for t in graph.initializer}
-    consumers = _consumers(graph)
+    consumers = consumers_of(graph)
     ranks = _ranks(graph, initializers)
     outputs = {o.name for o in graph.output}
     removed, replaced = set(), {}
@@ -213,7 +220,7 @@ def scale_shift_as_batch_norm(graph, initializers: dict) -> int:
             return initializers[name]
         return numpy_helper.to_array(small[name]) if name in small else None
 
-    consumers = _consumers(graph)
+    consumers = consumers_of(graph)
     ranks = _ranks(graph, initializers)
     outputs = {o.name for o in graph.output}
     removed, replaced = set(), {}
@@ -258,47 +265,9 @@ def _channel_vector(value):
     return np.ascontiguousarray(value.reshape(-1))
 
 
-def _consumers(graph):
-    consumers = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    return consumers
-
-
 def _ranks(graph, initializers):
     """{tensor name: rank} by ONNX shape inference on the graph without its weight bytes."""
-    return {name: len(dims) for name, dims in _shapes(graph, initializers).items()}
-
-
-def _shapes(graph, initializers):
-    """{tensor name: [dim value or None]} by ONNX shape inference on a copy of the graph that
-    holds no big tensor's bytes: `initializers` and inline tensors over 4096 elements (torch's
-    graphs keep their weights inline) are given as shapes only."""
-    import onnx
-    from onnx import helper
-
-    probe = onnx.GraphProto()
-    probe.node.extend(graph.node)
-    probe.input.extend(graph.input)
-    probe.output.extend(graph.output)
-    probe.value_info.extend(graph.value_info)
-    for tensor in graph.initializer:
-        if int(np.prod(tensor.dims)) <= 4096:
-            probe.initializer.append(tensor)
-        else:
-            probe.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
-    for name, value in initializers.items():
-        probe.input.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype),
-                                                         value.shape))
-    model = helper.make_model(probe, opset_imports=[helper.make_opsetid("", OPSET)])
-    inferred = onnx.shape_inference.infer_shapes(model).graph
-    shapes = {}
-    for value in (*inferred.input, *inferred.value_info, *inferred.output):
-        if value.type.tensor_type.HasField("shape"):
-            shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None
-                                  for d in value.type.tensor_type.shape.dim]
-    return shapes
+    return {name: len(dims) for name, dims in inferred_shapes(graph, initializers).items()}
 
 
 def _rebuild(graph, initializers, removed, replaced):
@@ -322,7 +291,7 @@ def global_pools_as_torch_writes_them(graph, initializers: dict) -> int:
     (keepdims), and a Squeeze of H, W becomes Reshape(0, -1). Same values, same kernels."""
     from onnx import helper, numpy_helper
 
-    shapes = _shapes(graph, initializers)
+    shapes = inferred_shapes(graph, initializers)
     small = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     replaced, nodes = {}, list(graph.node)  # held: protobuf wrappers keep their id() only while alive
     for node in nodes:
@@ -330,12 +299,12 @@ def global_pools_as_torch_writes_them(graph, initializers: dict) -> int:
         if shape is None or len(shape) != 4:
             continue
         if node.op_type == "AveragePool" and _covers_the_map(node, shape):
-            axes = _small_constant(graph, f"{node.name}__axes", np.array([2, 3], np.int64))
+            axes = add_constant(graph, f"{node.name}__axes", np.array([2, 3], np.int64))
             replaced[id(node)] = helper.make_node("ReduceMean", [node.input[0], axes], list(node.output),
                                                   name=node.name, keepdims=1)
         elif node.op_type == "Squeeze" and len(node.input) == 2 and node.input[1] in small \
                 and sorted(int(a) % 4 for a in small[node.input[1]].reshape(-1)) == [2, 3]:
-            target = _small_constant(graph, f"{node.name}__shape", np.array([0, -1], np.int64))
+            target = add_constant(graph, f"{node.name}__shape", np.array([0, -1], np.int64))
             replaced[id(node)] = helper.make_node("Reshape", [node.input[0], target], list(node.output), name=node.name)
     _rebuild(graph, initializers, set(), replaced)
     return len(replaced)
@@ -350,12 +319,6 @@ def _covers_the_map(pool, shape):
             and auto_pad in (b"NOTSET", b"VALID", b""))
 
 
-def _small_constant(graph, name, value):
-    from onnx import numpy_helper
-    graph.initializer.append(numpy_helper.from_array(value, name))
-    return name
-
-
 def flatten_as_torch_writes_it(graph, initializers: dict) -> int:
     """The flatten before a Linear becomes Reshape(x, [0, -1]) of the NCHW map, as torch writes
     it: tf_impl's Flatten, and Keras' Reshape whose shape is computed (Shape/Gather/Concat),
@@ -364,8 +327,8 @@ def flatten_as_torch_writes_it(graph, initializers: dict) -> int:
     number rewritten."""
     from onnx import helper
 
-    shapes = _shapes(graph, initializers)
-    consumers, producers = _consumers(graph), {o: n for n in graph.node for o in n.output}
+    shapes = inferred_shapes(graph, initializers)
+    consumers, producers = consumers_of(graph), {o: n for n in graph.node for o in n.output}
     outputs = {o.name for o in graph.output}
     replaced, removed, nodes = {}, set(), list(graph.node)  # held: id() of live wrappers
     for gemm in [n for n in nodes if n.op_type == "Gemm" and n.input[1] in initializers]:
@@ -373,24 +336,24 @@ def flatten_as_torch_writes_it(graph, initializers: dict) -> int:
         weight = initializers[gemm.input[1]]
         if (flatten is None or flatten.op_type not in ("Flatten", "Reshape") or _axis(flatten, 1) != 1
                 or len(consumers[gemm.input[0]]) != 1 or len(consumers[gemm.input[1]]) != 1
-                or _attribute(gemm, "transB", 0) != 1 or _attribute(gemm, "transA", 0) != 0):
+                or attribute_of(gemm, "transB", 0) != 1 or attribute_of(gemm, "transA", 0) != 0):
             continue
         x = flatten.input[0]
         if not _static_features(shapes.get(x), weight.shape[1]):
             continue
         transpose = producers.get(x)
         if (transpose is not None and transpose.op_type == "Transpose" and len(consumers[x]) == 1
-                and x not in outputs and _attribute(transpose, "perm", None) == [0, 2, 3, 1]
+                and x not in outputs and attribute_of(transpose, "perm", None) == [0, 2, 3, 1]
                 and _static_features(shapes.get(transpose.input[0]), weight.shape[1])):
             _, c, h, w = shapes[transpose.input[0]]
             initializers[gemm.input[1]] = np.ascontiguousarray(
                 weight.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(weight.shape))
             x = transpose.input[0]
             removed.add(id(transpose))
-        target = _small_constant(graph, f"{flatten.name}__flat", np.array([0, -1], np.int64))
+        target = add_constant(graph, f"{flatten.name}__flat", np.array([0, -1], np.int64))
         replaced[id(flatten)] = helper.make_node("Reshape", [x, target], list(flatten.output), name=flatten.name)
     _rebuild(graph, initializers, removed, replaced)
-    _drop_dead_nodes(graph)
+    drop_dead(graph, {})
     return len(replaced)
 
 
@@ -400,7 +363,7 @@ def identity_reshapes_removed(graph, initializers: dict) -> int:
     Reshape): its consumers read its input instead. Returns the number removed."""
     from onnx import numpy_helper
 
-    shapes = _shapes(graph, initializers)
+    shapes = inferred_shapes(graph, initializers)
     small = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     outputs = {o.name for o in graph.output}
     removed, nodes = set(), list(graph.node)
@@ -423,32 +386,8 @@ def _static_features(shape, features):
     return shape is not None and len(shape) >= 2 and None not in shape[1:] and int(np.prod(shape[1:])) == features
 
 
-def _attribute(node, name, default):
-    from onnx import helper
-    for a in node.attribute:
-        if a.name == name:
-            value = helper.get_attribute_value(a)
-            return list(value) if isinstance(value, (list, tuple)) else value
-    return default
-
-
 def _axis(node, default):
-    return _attribute(node, "axis", default) if node.op_type == "Flatten" else default
-
-
-def _drop_dead_nodes(graph):
-    """Remove nodes nothing reads (the shape arithmetic of a replaced Reshape), then their constants."""
-    outputs = {o.name for o in graph.output}
-    while True:
-        used = {n for node in graph.node for n in node.input} | outputs
-        dead = [n for n in graph.node if not any(o in used for o in n.output)]
-        if not dead:
-            break
-        for node in dead:
-            graph.node.remove(node)
-    used = {n for node in graph.node for n in node.input}
-    for tensor in [t for t in graph.initializer if t.name not in used]:
-        graph.initializer.remove(tensor)
+    return attribute_of(node, "axis", default) if node.op_type == "Flatten" else default
 
 
 def transposed_convs_as_torch_writes_them(graph, initializers: dict) -> int:
@@ -458,9 +397,9 @@ def transposed_convs_as_torch_writes_them(graph, initializers: dict) -> int:
     Returns the number rewritten."""
     from onnx import numpy_helper
 
-    shapes = _shapes(graph, initializers)
+    shapes = inferred_shapes(graph, initializers)
     small = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    consumers, outputs = _consumers(graph), {o.name for o in graph.output}
+    consumers, outputs = consumers_of(graph), {o.name for o in graph.output}
     removed, nodes = set(), list(graph.node)
     for conv in [n for n in nodes if n.op_type == "ConvTranspose" and n.input[1] in initializers
                  and len(n.input) < 3]:
@@ -475,7 +414,7 @@ def transposed_convs_as_torch_writes_them(graph, initializers: dict) -> int:
         add = adds[0]
         other = add.input[1] if add.input[0] == crop.output[0] else add.input[0]
         weight = initializers[conv.input[1]]
-        bias = _per_channel(initializers.get(other, small.get(other)), weight.shape[1] * _attribute(conv, "group", 1))
+        bias = _per_channel(initializers.get(other, small.get(other)), weight.shape[1] * attribute_of(conv, "group", 1))
         if bias is None:
             continue
         initializers[f"{conv.input[1]}__bias"] = np.ascontiguousarray(bias, dtype=np.float32)
