@@ -200,7 +200,7 @@ def test_deep_bn_vggs_match_the_float64_reference(trio):
 # AlexNet's Keras export: ~3 minutes and ~15 GB here), so the big classifiers are slow tests.
 # No export keeps a Transpose: the flatten (parity/onnx/fold.py), and torch's adaptive pool on a map
 # it does not divide (alexnet 160 px, vgg11 64 px), GatherND between 2 Transposes, respelled
-# per bin as Keras/TF write it (parity/onnx/canon.py).
+# per bin as Keras/TF write it (parity/onnx/canon/).
 
 
 @pytest.mark.parametrize("name", ["lenet", "nin", pytest.param("alexnet", marks=pytest.mark.slow),

@@ -184,7 +184,7 @@ def test_resnet18_fpn_parity_native_and_onnx(fpn_targets):
 
 def test_resnet18_fpn_onnx_exports_keep_no_layout_transposes(fpn_targets):
     """Keras/TF's nearest resize (Gathers between Transposes) is respelled as torch's Resize
-    (parity/onnx/canon.py)."""
+    (parity/onnx/canon/)."""
     assert_no_layout_transposes(fpn_targets[1])
 
 
@@ -195,7 +195,7 @@ def test_unet_parity_native_and_onnx(name, tmp_path):
     exports = {}
     errors = _errors_of_all_targets(name, (64, 70), (70,), tmp_path, exports, base_width=16)
     _assert_all_pass(errors, 2 + 2 + 3)
-    assert_no_layout_transposes(exports)  # tf_impl's bilinear x2: parity/onnx/canon.py
+    assert_no_layout_transposes(exports)  # tf_impl's bilinear x2: parity/onnx/canon/
 
 
 def test_hdc_net_parity_native_and_onnx(tmp_path):

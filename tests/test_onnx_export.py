@@ -22,7 +22,7 @@ TOL = 1e-5  # fp32 CPU policy
 # (resnet18 at 32 px: 4 Reshapes more than torch's, with the old constant-folding path too).
 # The ops keras_impl/tf_impl spell unlike torch_impl (nearest and bilinear upsampling, adaptive
 # average pools, shape arithmetic) are rewritten to one spelling in all three exports
-# (parity/onnx/canon.py), so every family runs the same kernels: resnet18_fpn (nearest x2) and
+# (parity/onnx/canon/), so every family runs the same kernels: resnet18_fpn (nearest x2) and
 # unet_bilinear (tf_impl's bilinear x2) here, 7-18 and 13-20 s on the shared 2-core machine;
 # alexnet (160 px, 20-22 s) and vgg11 (64 px, 41 s), whose adaptive pool differed, only under
 # -m slow (the pool's rewrite is tested on small graphs below).
@@ -173,7 +173,7 @@ def test_check_exports_big_models_in_a_child_process(tmp_path):
     assert not (tmp_path / "wrong.onnx").exists()
 
 
-# --- one spelling (parity/onnx/canon.py): each rewrite, and the graphs it must leave alone ------
+# --- one spelling (parity/onnx/canon/): each rewrite, and the graphs it must leave alone ------
 
 def _model(nodes, inputs, outputs, initializers=()):
     from onnx import helper
@@ -321,7 +321,7 @@ def _torch_pool_export(h, out, tmp_path):
 def test_adaptive_pools_of_torch_and_keras_tf_become_one_spelling(h, out, tmp_path):
     import torch
 
-    from parity.onnx.canon import adaptive_bins
+    from parity.onnx.canon.pools import adaptive_bins
     torch_model, module = _torch_pool_export(h, out, tmp_path)
     assert "GatherND" in [n.op_type for n in torch_model.graph.node]  # torch's own spelling
     rewritten, done = _canonical(torch_model)

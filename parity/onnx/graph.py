@@ -4,6 +4,8 @@ nodes on their own in onnxruntime (the probes that decide whether a rewrite may 
 import numpy as np
 
 OPSET = 18  # the newest opset tf2onnx 1.17 writes; torch exports use the same
+PROBE_TOL = 1e-5  # how close a subgraph's value on a probe must be to what its rewrite computes
+NCHW_TO_NHWC, NHWC_TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]  # the layout Transposes tf2onnx writes
 
 
 class Constants:
@@ -178,3 +180,77 @@ def inferred_shapes(graph, initializers):
             shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None
                                   for d in value.type.tensor_type.shape.dim]
     return shapes
+
+
+def region_producing(y, producers, consumers, outputs, constants, ops):
+    """(nodes in graph order, X) of the subgraph of `ops` that produces `y` from exactly one
+    tensor X not computed in it, every intermediate read only inside it; else None."""
+    found, sources, stack = {}, set(), [y]
+    while stack:
+        name = stack.pop()
+        if not name or name in constants:
+            continue
+        node = producers.get(name)
+        if node is None or node.op_type not in ops or node.domain not in ("", "ai.onnx"):
+            sources.add(name)
+            continue
+        if id(node) not in found:
+            found[id(node)] = node
+            stack.extend(node.input)
+        if len(found) > 2000:
+            return None
+    if len(sources) != 1 or len(found) < 2:
+        return None
+    inside = {o for n in found.values() for o in n.output}
+    for name in inside - {y}:
+        if name in outputs or any(id(c) not in found for c in consumers.get(name, [])):
+            return None
+    order = [n for n in producers.values() if id(n) in found]
+    order = list({id(n): n for n in order}.values())
+    return order, sources.pop()
+
+
+def map_sizes(x_shape, y_shape):
+    """(C, H, W, out H, out W) for a rank-4 X -> Y with the same known channels and a new
+    known H, W, else None."""
+    if x_shape is None or y_shape is None or len(x_shape) != 4 or len(y_shape) != 4:
+        return None
+    if None in x_shape[1:] or None in y_shape[1:] or x_shape[1] != y_shape[1] or x_shape[2:] == y_shape[2:]:
+        return None
+    if y_shape[2:] == [1, 1]:  # a global pool: one ReduceMean in all three exports already (fold.py)
+        return None
+    return (x_shape[1], *x_shape[2:], *y_shape[2:])
+
+
+def rewrite_regions(graph, initializers, ops, rewrite) -> int:
+    """For each subgraph of `ops` from one map x to a map y (region_producing, from the last node
+    back, regions not overlapping), rewrite(nodes, x, y, shapes, constants) gives the node (or
+    nodes) that replace it, or None to leave it. Returns the number replaced."""
+    constants = Constants(graph, initializers)
+    producers, consumers = producers_of(graph), consumers_of(graph)
+    outputs = {o.name for o in graph.output}
+    shapes = inferred_shapes(graph, initializers)
+    covered, removed, added = set(), set(), {}
+    for node in reversed(list(graph.node)):
+        if node.op_type not in ops or id(node) in covered:
+            continue
+        y = node.output[0]
+        region = region_producing(y, producers, consumers, outputs, constants, ops)
+        if region is None or any(id(n) in covered for n in region[0]):
+            continue
+        nodes, x = region
+        replacement = rewrite(nodes, x, y, shapes, constants)
+        if replacement is None:
+            continue
+        covered.update(id(n) for n in nodes)
+        removed.update(id(n) for n in nodes)
+        added[id(nodes[-1])] = replacement if isinstance(replacement, list) else [replacement]
+    if added:
+        replace_nodes(graph, initializers, removed, added)
+    return len(added)
+
+
+def close(value, expected) -> bool:
+    """Same shape, and within PROBE_TOL of `expected` relative to its largest magnitude."""
+    return value.shape == expected.shape and float(np.abs(value - expected).max()) <= PROBE_TOL * float(
+        np.abs(expected).max())
