@@ -67,7 +67,7 @@ def plant(monkeypatch):
 # heaviest first (pyproject's --no-loadscope-reorder keeps this order; xdist otherwise hands
 # out the files with the most tests first, and test_distributed, six tests, started last
 # while the other worker sat idle). Files not listed follow in their usual order.
-MEASURED_SECONDS = {"test_train_float64.py": 170, "test_tutorials.py": 110, "test_docs_code.py": 104, "test_training.py": 87,
+MEASURED_SECONDS = {"test_train_float64.py": 170, "test_tutorials.py": 171, "test_docs_code.py": 104, "test_training.py": 87,
                     "test_distributed.py": 85, "test_bench.py": 83, "test_classic_small.py": 72,
                     "test_onnx_export.py": 71, "test_inception.py": 63, "test_densenet.py": 60,
                     "test_minimal_env.py": 45, "test_platforms.py": 45, "test_dense.py": 43,
