@@ -125,15 +125,7 @@ def fold_scale_shift_into_convs(graph, initializers: dict) -> int:
             conv.output[0] = op.output[0]
             consumers[conv.output[0]] = consumers.get(op.output[0], [])
             removed.add(id(op))
-    if removed:
-        kept = [n for n in graph.node if id(n) not in removed]
-        del graph.node[:]
-        graph.node.extend(kept)
-        used = {n for node in graph.node for n in node.input}
-        for tensor in [t for t in graph.initializer if t.name not in used]:
-            graph.initializer.remove(tensor)
-        for name in [n for n in initializers if n not in used]:
-            del initializers[name]
+    _rebuild(graph, initializers, removed, {})
     return len(removed)
 
 
