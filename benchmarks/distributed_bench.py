@@ -30,20 +30,20 @@ sys.path.insert(0, ROOT)
 
 def batches_for(model, size, global_batch, steps, seed=0):
     from parity import registry
-    from parity.train_check import make_batches
+    from parity.train.judge import make_batches
     spec = registry.get(model)
     return make_batches(spec, 10, steps=steps, size=size, batch=global_batch, seed=seed)
 
 
 def initial(model, size):
-    from parity.distributed import initial_state
+    from parity.train.parallel.check import initial_state
     state, _, kwargs, size = initial_state(model, size, 2, 2, 0)
     return state, kwargs, size
 
 
 def hyper():
-    from parity.train_check import DEFAULT_HYPER
-    from parity.training import Hyper
+    from parity.train.judge import DEFAULT_HYPER
+    from parity.train.step import Hyper
     return Hyper(optimizer="sgd", **DEFAULT_HYPER["sgd"])
 
 
@@ -51,7 +51,7 @@ def torch_step_times(model, size, replicas, per_replica, steps):
     import torch_impl.distributed as engine
 
     from parity.adapters import adapter
-    from parity.distributed import native_options
+    from parity.train.parallel.engines import native_options
     state, kwargs, size = initial(model, size)
     torch_adapter = adapter("torch")
     native = torch_adapter.build(model, **kwargs)
@@ -66,7 +66,7 @@ def torch_step_times(model, size, replicas, per_replica, steps):
 
 def mirrored_step_times(framework, model, size, replicas, per_replica, steps):
     from parity.adapters import adapter
-    from parity.distributed import engine_module, shared_strategy
+    from parity.train.parallel.engines import engine_module, shared_strategy
     engine = engine_module(framework)
     strategy = shared_strategy(engine, replicas, "cpu")
     state, kwargs, size = initial(model, size)

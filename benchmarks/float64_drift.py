@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """How far torch float64 drifts from itself in a train-check run: in channels_last, and from nudged weights.
 
-For each model: the float64 train-check's torch reference run (parity.train_check.prepare),
+For each model: the float64 train-check's torch reference run (parity.train.check.prepare),
 then the same run (a) with the model in channels_last, which changes only the order of the
 convolutions' sums, as a faithful port does, and (b) from the initial weights times
 (1 + eps x N(0, 1)) for each eps; each judged against the reference in the float64 categories
 (compare_float64). This is the drift a faithful port could show through no fault of its own,
 against FLOAT64_POLICY (1e-8): where the later categories drift past it (Inception v3 at 299 px,
 GoogLeNet at 32 px over 3 steps), the float64 check judges them at 3x the channels_last drift,
-which it measures itself (parity.train_check.Float64Check.reorder_drift). Each model's
+which it measures itself (parity.train.check.Float64Check.reorder_drift). Each model's
 row is written to --json as soon as it is measured; a rerun with the same file skips the
 models it holds.
 
@@ -33,7 +33,7 @@ NUDGES = (1e-14, 1e-12)
 
 def nudged_float64(initial: dict, eps: float, rng) -> dict:
     """Every trained float32 weight as float64 times (1 + eps x N(0, 1)); buffers as they are."""
-    from parity.train_check import is_buffer
+    from parity.train.judge import is_buffer
     return {k: v.astype("float64") * (1 + eps * rng.standard_normal(v.shape))
             if v.dtype == "float32" and not is_buffer(k) else v for k, v in initial.items()}
 
@@ -43,7 +43,7 @@ def drift(model: str, size: int | None, steps: int, seed: int) -> dict:
     import torch
 
     from parity.adapters import adapter
-    from parity.train_check import prepare
+    from parity.train.check import prepare
     prepared, reference = prepare(model, size=size, steps=steps, seed=seed, with_first_step=True)
     batches = [(x.astype(np.float64), y) for x, y in prepared.batches]
     rng, rows = np.random.default_rng(seed + 1), {}
@@ -58,8 +58,8 @@ def drift(model: str, size: int | None, steps: int, seed: int) -> dict:
 
 def judged(model, prepared, twin, batches, label) -> dict:
     """The float64 categories' errors of `twin` trained on `batches` against the reference run."""
-    from parity.train_check import compare_float64
-    from parity.training import train_steps
+    from parity.train.judge import compare_float64
+    from parity.train.step import train_steps
     run = train_steps(twin, batches, **prepared.common, with_first_step=True)
     _, errors, _ = compare_float64(run, prepared.truth, prepared.initial, {})
     print(f"{model:12s} {prepared.size:3d} px  {label}: " + "  ".join(f"{c} {e:.1e}" for c, e in errors.items()),

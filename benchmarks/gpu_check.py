@@ -109,7 +109,7 @@ def finish(record, out, device) -> int:
 def train_check(args, name, size, optimizer, frameworks) -> dict:
     from dataclasses import asdict
 
-    from parity.train_check import train_check as run_train_check
+    from parity.train.check import train_check as run_train_check
     result = run_train_check(name, optimizer=optimizer, size=size, frameworks=frameworks, device=args.device)
     return {**asdict(result), "passed": result.passed}
 

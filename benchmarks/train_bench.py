@@ -3,7 +3,7 @@
 hand-written loop of the same framework, in one process, interleaved.
 
 Per framework and model, three contenders train on the same numpy batches from
-parity.data.Loader (embedded digits), with SGD (momentum 0.9) from the same weights:
+parity.train.data.Loader (embedded digits), with SGD (momentum 0.9) from the same weights:
     parity     adapter.trainer(model, Hyper(...)).step(x_nchw, labels): what `parity train` times
     plain      the framework's own loop, written the way its tutorials write it
                  torch: train(), zero_grad, cross_entropy, backward, step, loss.item()
@@ -37,8 +37,9 @@ LR, MOMENTUM = 0.01, 0.9
 
 
 def batches_for(name: str, batch: int, steps: int, seed: int = 0):
-    from parity import data, registry
-    from parity.train_cli import default_size
+    from parity import registry
+    from parity.train import data
+    from parity.train.runs import default_size
     spec = registry.get(name)
     split = data.open_source("digits", seed=seed)
     prep = data.Preprocess(default_size(spec, True), spec.input_size[0])
@@ -116,7 +117,7 @@ PLAIN = {"torch": plain_torch, "keras": plain_keras, "tf": plain_tf}
 
 def parity_step(model, framework, device):
     from parity.adapters import adapter
-    from parity.training import Hyper
+    from parity.train.step import Hyper
     trainer = adapter(framework).trainer(model, Hyper(optimizer="sgd", lr=LR, momentum=MOMENTUM), device=device)
     return lambda x, labels: trainer.step(x, labels).loss
 
@@ -158,7 +159,7 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
-    from parity.train_cli import set_threads
+    from parity.train.runs import set_threads
     set_threads(args.threads)
     rows = []
     for name in args.models.split(","):

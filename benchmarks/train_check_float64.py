@@ -32,7 +32,7 @@ CONTENDERS = (("float32", "float32"), ("float64", "float64"), ("float32 A/A", "f
 
 
 def timed(model: str, dtype: str) -> float:
-    from parity.train_check import train_check
+    from parity.train.check import train_check
     started = time.perf_counter()
     result = train_check(model, dtype=dtype)
     if not result.passed:

@@ -35,7 +35,7 @@ def _installed_version() -> str:
 if TYPE_CHECKING:
     from .checker import ModelReport
     from .layerwise import Comparison
-    from .training import TrainResult
+    from .train.step import TrainResult
 
 Model = Any  # a torch nn.Module, a keras.Model or a tf.Module of the catalogue
 State = dict[str, np.ndarray]  # canonical state: torch-style key -> array in PyTorch layout
@@ -94,13 +94,13 @@ def compare(reference: Model, candidate: Model, inputs: np.ndarray, *, tolerance
 
 def train_steps(model: Model, batches: Iterable[tuple[np.ndarray, np.ndarray]], **hyper: Any) -> TrainResult:
     """One training step per (x_nchw, labels) batch in any framework, with torch.optim's meaning;
-    returns losses, first-step gradients and the final canonical state (see parity.training)."""
-    from .training import train_steps as _train_steps
+    returns losses, first-step gradients and the final canonical state (see parity.train.step)."""
+    from .train.step import train_steps as _train_steps
     return _train_steps(model, batches, **hyper)
 
 
 # Submodules the docs call as parity.X.Y: imported on first use, so `import parity` stays light.
-_LAZY_SUBMODULES = {"bench", "devices", "distributed", "training", "checker", "tolerance", "layerwise", "data",
+_LAZY_SUBMODULES = {"bench", "devices", "train", "training", "train_check", "checker", "tolerance", "layerwise",
                     "calibrate", "onnx", "precision", "selftest", "report", "io", "layouts", "inputs"}
 
 

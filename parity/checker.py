@@ -10,6 +10,7 @@ from . import devices, registry, tolerance
 from .adapters import adapter
 from .calibrate import calibrated_torch_model, seeded_input
 from .errors import ParityError
+from .frameworks import release_memory
 from .onnx.runtime import onnx_source_problem
 
 NATIVE_TARGETS = ("keras", "tf")
@@ -183,7 +184,7 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
             if on_target:
                 on_target(target)
     built.clear()
-    release_framework_memory()
+    release_memory()
     report.passed = report.passed and all(r.passed for r in report.results)
     return report
 
@@ -251,15 +252,6 @@ def _built(framework, name, built, state, shape, device, dtype):
             built[framework] = adapter(framework).build(name, input_size=shape[1:], dtype=dtype)
             adapter(framework).load_state_dict(built[framework], state)
     return built[framework]
-
-
-def release_framework_memory():
-    """Drop Keras' global graph state and collect, so a sweep does not grow model by model."""
-    import gc
-    import sys
-    if "keras" in sys.modules:
-        sys.modules["keras"].backend.clear_session()
-    gc.collect()
 
 
 def _explain(report, target, torch_model, model, x, tol):

@@ -160,14 +160,8 @@ def _parser():
 
     from .bench import register_cli as register_bench
     register_bench(sub)
-    from . import train_check
-    train_check.register(sub)
-    from . import predict
-    predict.register(sub)
-    from . import train_cli
-    train_cli.register(sub)
-    from . import finetune
-    finetune.register(sub)
+    from .train.commands import register as register_training
+    register_training(sub)
 
     s = sub.add_parser("summary", help="canonical weight names and shapes of a model")
     s.add_argument("model")
@@ -514,7 +508,7 @@ def cmd_selftest(args, console):
     from rich.table import Table
 
     from . import registry
-    from .checker import release_framework_memory
+    from .frameworks import release_memory
     from .inputs import refuse_unfit_size
     from .selftest import selftest
     names = _model_names(args)
@@ -528,7 +522,7 @@ def cmd_selftest(args, console):
                 rows += selftest(name, framework, size=args.size)
             except Exception as exc:  # noqa: BLE001 - one bad model must not end the sweep
                 errors.append({"model": name, "framework": framework, "error": _describe(exc)})
-        release_framework_memory()  # `selftest --all` grew to 24 GB and was OOM-killed without this
+        release_memory()  # `selftest --all` grew to 24 GB and was OOM-killed without this
         if args.json:  # after every model: a sweep that dies keeps what it found
             _write_selftest_json(args.json, rows, errors)
     table = Table(title="selftest: injected bugs")

@@ -85,6 +85,15 @@ def available() -> dict[str, bool]:
     return {name: missing(name) is None for name in ("torch", "keras", "tf", "onnx", "onnxruntime", "tf2onnx")}
 
 
+def release_memory(framework: str | None = None) -> None:
+    """Let finished models go: Keras' global graph state (it keeps it until cleared; cleared when
+    `framework` is keras, or for any framework when None) and Python's garbage."""
+    import gc
+    if framework in (None, "keras") and "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+    gc.collect()
+
+
 def onnx_source_missing(source: str) -> str | None:
     """Why `parity` cannot export from `source` and run the result here (a package left out), or None."""
     for need in ("onnx", "onnxruntime", *(("onnxscript",) if source == "torch" else ("tf2onnx", "tf"))):

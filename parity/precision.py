@@ -34,6 +34,7 @@ import numpy as np
 from . import registry, tolerance
 from .adapters import adapter
 from .calibrate import calibrated_torch_model, seeded_input
+from .frameworks import release_memory
 from .lowprecision import (
     KERAS_POLICY,
     Unsupported,
@@ -129,7 +130,7 @@ def check_precision(name: str, dtype: str = "bf16", *, runtimes=PRECISION_RUNTIM
     report.passed = bool(ran) and all(r.passed for r in ran) and report.tolerance is not None
     if not ran:
         report.notes.append(f"no runtime could compute in {dtype} on {device}")
-    _release()
+    release_memory()
     return report
 
 
@@ -274,14 +275,6 @@ def _onnx_fp16(source, exports, x, dtype, device, tmp, timed):
     if device == "cpu":
         note = "CPU EP: ops without fp16 kernels run in fp32 between inserted casts"
     return outputs[0], seconds, fp32_seconds, note
-
-
-def _release():
-    import gc
-    import sys
-    if "keras" in sys.modules:
-        sys.modules["keras"].backend.clear_session()
-    gc.collect()
 
 
 # --- a small command line: python -m parity.precision MODEL --dtype bf16 -----------------------

@@ -145,7 +145,7 @@ TRAINING_COLUMNS = ("framework", "loss", "train acc", "test loss", "test acc", "
 
 
 def _training_note() -> str:
-    from .train_cli import AGREEMENT
+    from .train.runs import AGREEMENT
     return f"Differences against the reference framework {AGREEMENT}"
 
 

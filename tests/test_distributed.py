@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from parity.distributed import distributed_check, distributed_checks
+from parity.train.parallel.check import distributed_check, distributed_checks
 
 TINY = dict(replicas=2, steps=2, size=32)
 ENGINES = ("torch", "keras", "tf", "jax") if importlib.util.find_spec("jax") else ("torch", "keras", "tf")
@@ -78,7 +78,7 @@ def descendants(pid):
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="walks /proc")
 def test_ctrl_c_ends_every_worker():
-    code = ("from parity.distributed import distributed_check; "
+    code = ("from parity.train.parallel.check import distributed_check; "
             "distributed_check('lenet', frameworks=('torch', 'tf'), replicas=2, steps=2)")
     process, stderr = start_interruptible(code)
     workers, deadline = {}, time.monotonic() + 120
@@ -154,8 +154,10 @@ def test_an_engine_that_sums_the_replicas_losses_fails_beyond_its_own_noise():
     # The classic port bug: each replica's loss summed instead of averaged, so the gradients are
     # doubled. Over the policy, the check widens to the single process's own spread (a few
     # 1e-7 for LeNet) and still fails, saying what it measured.
-    from parity.distributed import Job, initial_state, run_job, single_process, strip_buffers
-    from parity.train_check import DEFAULT_HYPER
+    from parity.train.parallel.observe import Job, strip_buffers
+    from parity.train.parallel.check import initial_state, run_job
+    from parity.train.parallel.expect import single_process
+    from parity.train.judge import DEFAULT_HYPER
     initial, batches, kwargs, size = initial_state("lenet", None, 4, 2, seed=0)
     job = Job("torch", "lenet", kwargs, size, initial, batches, 2, {**DEFAULT_HYPER["sgd"], "optimizer": "sgd"},
               False, 0)
@@ -186,8 +188,8 @@ def test_a_conv_bias_under_batch_norm_is_judged_on_the_model_scale():
     # float32 against float64 stands for two float32 runs that sum in another order (DDP's
     # all-reduce, one thread per rank): the conv biases' gradients (~1e-8, zero in exact
     # arithmetic) differ by their own size, every other gradient by rounding.
-    from parity.distributed import CANCELLED, gradient_errors
-    from parity.train_check import GRAD_POLICY, cancelled, normalized
+    from parity.train.parallel.expect import CANCELLED, gradient_errors
+    from parity.train.judge import GRAD_POLICY, cancelled, normalized
     observed, expected = (conv_bias_under_batch_norm_gradients(t) for t in (__import__("torch").float32,
                                                                             __import__("torch").float64))
     assert cancelled(expected, CANCELLED) == {"0.bias", "3.bias"}

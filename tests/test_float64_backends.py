@@ -23,7 +23,7 @@ import pytest
 _CHILD = """
 import json, sys
 import parity
-from parity.train_check import train_check
+from parity.train.check import train_check
 rows = {}
 for name in json.loads(sys.argv[1]):
     report = parity.check(name, frameworks=("keras",), onnx=False, size=32, dtype="float64")

@@ -1,4 +1,4 @@
-"""parity.data (one loader for three frameworks), `parity predict`, `parity train`, `parity finetune`.
+"""parity.train.data (one loader for three frameworks), `parity predict`, `parity train`, `parity finetune`.
 
 Every data file is generated here in tmp_path; the embedded digits come with scikit-learn.
 """
@@ -10,8 +10,8 @@ import struct
 import numpy as np
 import pytest
 
-from parity import data
-from parity.data import DataError, Loader, Preprocess
+from parity.train import data
+from parity.train.data import DataError, Loader, Preprocess
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -255,8 +255,8 @@ def test_predict_agrees_across_frameworks(tmp_path, capsys):
         images.append(tmp_path / f"img{i}.png")
         Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(images[-1])
     out = tmp_path / "pred.json"
-    from parity import predict as predict_module
-    code = run_command(predict_module, ["predict", "lenet", *map(str, images), "--weights", str(weights), "--classes",
+    from parity.train import commands
+    code = run_command(commands, ["predict", "lenet", *map(str, images), "--weights", str(weights), "--classes",
                     str(tmp_path / "class_indices.json"), "--top", "2", "--json", str(out)])
     result = json.loads(out.read_text())
     assert code == 0 and result["agree"] and result["frameworks"] == ["torch", "keras", "tf"]
@@ -272,7 +272,7 @@ def test_predict_agrees_across_frameworks(tmp_path, capsys):
 
     weights_10 = tmp_path / "lenet10.safetensors"  # no metadata, no class file: 10 classes found in the head
     parity.save_state(parity.state_dict(parity.build("lenet")), weights_10)
-    from parity.predict import predict
+    from parity.train.predict import predict
     results, prep, classes = predict("lenet", images[:1], weights_10, frameworks=["torch", "tf"], top=3)
     assert classes == [str(i) for i in range(10)] and results[0].agree and prep.normalize == "half"
     with pytest.raises(DataError, match="notes.txt"):
@@ -286,7 +286,7 @@ def test_train_lenet_on_digits_three_frameworks_and_resume(tmp_path, capsys):
     pytest.importorskip("sklearn")
     from safetensors import safe_open
 
-    from parity import train_cli
+    from parity.train import runs as train_runs
     from parity.cli import main
     out = tmp_path / "run"
     argv = ["train", "lenet", "--frameworks", "torch,keras,tf", "--epochs", "1", "--limit", "96", "--batch", "32",
@@ -299,7 +299,7 @@ def test_train_lenet_on_digits_three_frameworks_and_resume(tmp_path, capsys):
     for f in ("keras", "tf", "torch-aa"):  # same start (up to rounding), same batches: the same losses
         np.testing.assert_allclose(curves[f]["step_loss"], curves["torch"]["step_loss"], rtol=1e-4)
         assert saved["agreement"][f]["max_step_loss_diff"] < 1e-4 and curves[f]["weight_diff"] < 1e-3
-    for f, native in train_cli.NATIVE_FILES.items():
+    for f, native in train_runs.NATIVE_FILES.items():
         assert (out / f / native).exists() and (out / f / "last.safetensors").exists()
         with safe_open(str(out / f / "best.safetensors"), "np") as file:
             meta = file.metadata()
@@ -322,7 +322,7 @@ def test_resume_is_exact_two_plus_two_epochs_end_where_four_do(tmp_path, optimiz
     on resume (what --resume did before) 0.22 (Adam) and 0.24 (SGD) apart: the 1e-6 bound
     separates them by five orders of magnitude."""
     pytest.importorskip("sklearn")
-    from parity import train_cli
+    from parity.train import runs as train_runs
     from parity.cli import main
     from parity.io import load_state, save_state
     common = ["train", "lenet", "--frameworks", "torch,keras,tf", "--limit", "64", "--batch", "32",
@@ -333,7 +333,7 @@ def test_resume_is_exact_two_plus_two_epochs_end_where_four_do(tmp_path, optimiz
     shutil.copytree(tmp_path / "resumed", tmp_path / "zeroed")
     assert main([*common, "--epochs", "4", "--out", str(tmp_path / "resumed"), "--resume"]) == 0
     for f in ("torch", "keras", "tf"):  # the old behaviour, planted: optimizer state zero on resume
-        path = tmp_path / "zeroed" / f / train_cli.OPTIMIZER_FILE
+        path = tmp_path / "zeroed" / f / train_runs.OPTIMIZER_FILE
         save_state({k: np.zeros_like(v) for k, v in load_state(path).items()}, path, {"steps": "0"})
     assert main([*common, "--epochs", "4", "--out", str(tmp_path / "zeroed"), "--resume"]) == 0
 
@@ -362,13 +362,13 @@ def test_finetune_frozen_backbone_keeps_backbone_and_bn_statistics(tmp_path):
     import torch
 
     import parity
-    from parity import finetune
+    from parity.train import commands
     torch.manual_seed(1)
     pretrained = parity.state_dict(parity.build("resnet18"))  # 1000 classes, as torchvision's
     torch.save({k: torch.from_numpy(v) for k, v in pretrained.items()}, tmp_path / "resnet18.pth")
     images = write_image_folder(tmp_path / "imgs", per_class=3, size=32)
     out = tmp_path / "ft"
-    assert run_command(finetune, ["finetune", "resnet18", "--weights", str(tmp_path / "resnet18.pth"),
+    assert run_command(commands, ["finetune", "resnet18", "--weights", str(tmp_path / "resnet18.pth"),
                                   "--classes", "3", "--freeze-backbone", "--data", str(images), "--size", "32",
                                   "--epochs", "1", "--batch", "4", "--lr", "0.01", "--out", str(out)]) == 0
     for f in ("torch", "keras", "tf"):
@@ -380,5 +380,5 @@ def test_finetune_frozen_backbone_keeps_backbone_and_bn_statistics(tmp_path):
     np.testing.assert_allclose(first["keras"], first["torch"], atol=1e-5)
     np.testing.assert_allclose(first["tf"], first["torch"], atol=1e-5)
     with pytest.raises(ValueError, match="has 3"):
-        run_command(finetune, ["finetune", "resnet18", "--weights", str(tmp_path / "resnet18.pth"), "--classes", "5",
+        run_command(commands, ["finetune", "resnet18", "--weights", str(tmp_path / "resnet18.pth"), "--classes", "5",
                                "--data", str(images), "--size", "32", "--out", str(tmp_path / "ft5")])

@@ -1,6 +1,6 @@
 """float64 train-check (issue 31, landing 2): every framework trains in float64 from the
 torch reference's state and batches, judged against torch float64 with no noise allowance,
-category by category in the order a step computes them (parity.train_check.Float64Check).
+category by category in the order a step computes them (parity.train.check.Float64Check).
 
 Bugs are planted in memory (conftest's `plant`), in keras_impl and tf_impl at once; measured
 figures are in docs/training.md. Sizes are the smallest that keep every layer's maps above
@@ -11,7 +11,9 @@ import copy
 
 import pytest
 
-from parity.train_check import FLOAT64_CATEGORIES, FLOAT64_POLICY, LATER, REORDER_CAP, Float64Check
+from parity.train.judge import FLOAT64_CATEGORIES, FLOAT64_POLICY, LATER, REORDER_CAP
+
+from parity.train.check import Float64Check
 
 STEP_1 = tuple(c for c in FLOAT64_CATEGORIES if c not in LATER)
 

@@ -9,7 +9,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from keras_impl import optimizers as keras_opt  # noqa: E402
-from parity.training import Hyper, lr_at  # noqa: E402
+from parity.train.step import Hyper, lr_at  # noqa: E402
 from tf_impl import optimizers as tf_opt  # noqa: E402
 
 RNG = np.random.default_rng(0)
@@ -120,12 +120,12 @@ def test_global_vs_per_variable_clipping():
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_a_reset_trainer_runs_again_exactly_as_a_new_one(optimizer):
-    """reset_optimizer (parity.distributed reuses one trainer for a job's single-process runs):
+    """reset_optimizer (parity.train.parallel reuses one trainer for a job's single-process runs):
     the same start and batches give the same run bit for bit. SGD with dampening: torch's
     first step takes the gradient undamped, so a zeroed but present momentum buffer would not."""
     from parity.adapters import adapter
     from parity.calibrate import calibrated_torch_model
-    from parity.training import make_hyper
+    from parity.train.step import make_hyper
     state = adapter("torch").state_dict(calibrated_torch_model("lenet", input_size=(1, 28, 28)))
     rng = np.random.default_rng(0)
     batches = [(rng.standard_normal((2, 1, 28, 28)).astype(np.float32), np.array([1, 7])) for _ in range(2)]
@@ -204,7 +204,7 @@ def test_bn_running_var_unbiased_and_momentum_convention():
 
 def test_frozen_bn_statistics_do_not_move_in_any_framework():
     from parity.adapters import adapter
-    from parity.training import train_steps
+    from parity.train.step import train_steps
     x = RNG.normal(size=(2, 3, 32, 32)).astype(np.float32)
     batches = [(x, np.array([0, 1]))]
     torch_model = adapter("torch").build("resnet18", num_classes=4)
@@ -245,7 +245,7 @@ def test_lr_schedules_per_epoch_as_torch():
 
 
 def test_dropout_masks_identical_across_frameworks():
-    from parity.training import DropoutMasks
+    from parity.train.step import DropoutMasks
     masks = DropoutMasks(3)
     nchw = masks.for_layout(False)((2, 4, 3, 5), 0.5)
     nhwc = masks.for_layout(True)((2, 3, 5, 4), 0.5)
@@ -260,7 +260,7 @@ def test_dropout_masks_identical_across_frameworks():
 # --- train-check's judging rules ------------------------------------------------------------
 
 def test_the_judges_normalized_error():
-    from parity.train_check import normalized
+    from parity.train.judge import normalized
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((64, 9)).T  # a transposed view, as a Keras kernel comes back
     a = (ref + 1e-6 * rng.standard_normal(ref.shape)).astype(np.float32)
@@ -277,8 +277,8 @@ def test_the_judges_normalized_error():
 def test_a_gradient_zero_in_exact_arithmetic_is_judged_on_the_model_scale():
     # "b" stands for a conv bias right before a train-mode BatchNorm: ~1e-15 in the fp64 judge,
     # rounding (~1e-7 of the largest) in fp32. "c" is small but real: still judged on its own scale.
-    from parity.train_check import GRAD_POLICY, WEIGHT_POLICY, compare
-    from parity.training import TrainResult
+    from parity.train.judge import GRAD_POLICY, WEIGHT_POLICY, compare
+    from parity.train.step import TrainResult
     initial = {"w": np.ones(2), "b": np.zeros(2), "c": np.ones(2)}
     judge = TrainResult([1.0], {"w": np.array([1.0, -2.0]), "b": np.array([1e-15, 0.0]), "c": np.array([1e-5, 0.0])},
                         {"w": np.array([0.99, 1.02]), "b": np.array([-1e-17, 0.0]), "c": np.array([1.0, 1.0])})
@@ -309,7 +309,7 @@ def _marks(name):
 
 
 def _train_check(name, size, optimizer, freeze):
-    from parity.train_check import train_check
+    from parity.train.check import train_check
     # Inception v3's aux head needs a 17x17 Mixed_6e map: 299 px, so a batch of 2 there.
     result = train_check(name, optimizer=optimizer, steps=3, size=size, batch=2 if size > 200 else 4, freeze=freeze)
     failures = [f"{r.framework}: {r.error or r.first_divergence} ({r.likely_cause}) {r.errors}"
@@ -353,7 +353,7 @@ def test_train_check_cli_exit_codes(tmp_path):
 
 _BACKEND_TRAIN_CHECK = """
 import json, sys
-from parity.train_check import train_check
+from parity.train.check import train_check
 rows = {}
 for name, size, optimizer in json.loads(sys.argv[1]):
     result = train_check(name, optimizer=optimizer, steps=3, size=size, frameworks=("keras",))

@@ -111,9 +111,9 @@ class Adapter:
         return registry.find(self.model_name(model))
 
     def trainer(self, model, hyper, device: str = "cpu", dropout_seed=None):
-        """A parity.training.Trainer for `model` with `hyper` (torch vocabulary): one step per
+        """A parity.train.step.Trainer for `model` with `hyper` (torch vocabulary): one step per
         call in train mode, the catalogue's loss, aux weights and head (when freezing)."""
-        from ..training import DropoutMasks, Trainer, loss_kind
+        from ..train.step import DropoutMasks, Trainer, loss_kind
         spec = self.spec(model)
         head = None
         if hyper.freeze == "backbone":

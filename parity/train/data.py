@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ParityError
+from ..errors import ParityError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 NORMALIZATIONS = {  # name -> (mean, std) per channel, applied to pixels scaled to [0, 1]
@@ -261,7 +261,7 @@ def _check_image_file(path: Path) -> None:
 
 def write_class_indices(classes, path) -> None:
     """{"0": "daisy", "1": "dandelion", ...} as the source tutorials write it; atomic."""
-    from .io import atomic_path
+    from ..io import atomic_path
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps({str(i): name for i, name in enumerate(classes)}, indent=2))
 

@@ -1,7 +1,7 @@
-"""`parity train`: a short real training run of one model in torch, Keras and TF, side by side.
+"""The runs of `parity train` (and finetune): a short real training run of one model in torch, Keras and TF, side by side.
 
 The three start from the same weights (torch's seeded initialization, transferred) and see
-the same batches in the same order (parity.data.Loader). Each batch goes to every framework's
+the same batches in the same order (parity.train.data.Loader). Each batch goes to every framework's
 trainer (adapter.trainer, torch.optim vocabulary) in turn, so the running losses can be
 compared step by step. Per epoch: loss, train accuracy, test loss and accuracy, examples per
 second of each framework's training step. Outputs in --out (every file written atomically):
@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .console import say
-from .io import write_json
+from ..io import atomic_path, load_state, read_metadata, save_state, write_json
+from .data import Loader, Preprocess, open_source, parse_augment, write_class_indices
+from .predict import softmax
+from .step import Hyper, lr_at
 
 NATIVE_FILES = {"torch": "best.pt", "keras": "best.weights.h5", "tf": "best.tfckpt"}
 OPTIMIZER_FILE = "optimizer.safetensors"  # beside last.safetensors: what --resume restores
@@ -48,11 +50,11 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     out: str = "runs"
-    hyper: dict = field(default_factory=dict)  # parity.training.Hyper fields
+    hyper: dict = field(default_factory=dict)  # parity.train.step.Hyper fields
     num_classes: int | None = None  # None: the data's class count
     weights: str | None = None  # finetune: the pretrained file
     control: bool = False  # also train CONTROL
-    same_dropout: bool = False  # identical dropout masks in every framework (parity.training.DropoutMasks)
+    same_dropout: bool = False  # identical dropout masks in every framework (parity.train.step.DropoutMasks)
 
 
 @dataclass
@@ -75,108 +77,11 @@ class Curves:
     weight_diff: float | None = None  # after the last epoch: max over tensors of max|w - w_ref| / max|w_ref|
 
 
-# --- command line -------------------------------------------------------------------
-
-def register(subparsers) -> None:
-    s = subparsers.add_parser("train", help="short training of one model in torch, keras and tf, side by side",
-                              description="Data: 'digits' (scikit-learn's bundled 8x8 digits, no download), "
-                                          "mnist:DIR / fashion-mnist:DIR (IDX .gz files) or an ImageFolder DIR.")
-    s.add_argument("model")
-    add_training_arguments(s)
-    s.add_argument("--replicas", type=int, default=1, help="N > 1: train data-parallel on each framework's engine "
-                   "(torch DDP, MirroredStrategy), 1 and N replicas side by side (parity/train_distributed.py)")
-    s.set_defaults(func=cmd_train)
-
-
-NORMALIZE_HELP = {"unit": "x", "half": "(x-0.5)/0.5", "imagenet": "ImageNet mean and std"}
-
-
-def add_training_arguments(s, *, lr=0.003, normalize="half", out_help="runs/MODEL") -> None:
-    s.add_argument("--frameworks", default="torch,keras,tf", help="comma list (default: those installed of the three)")
-    s.add_argument("--data", default="digits", metavar="SOURCE", help="digits | mnist:DIR | fashion-mnist:DIR | DIR")
-    s.add_argument("--epochs", type=int, default=3)
-    s.add_argument("--batch", type=int, default=32)
-    s.add_argument("--lr", type=float, default=lr)
-    s.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw", "rmsprop"],
-                   help="torch.optim's optimizer and meaning, in every framework (default adam)")
-    s.add_argument("--momentum", type=float, help="sgd/rmsprop momentum (default: 0.9 for sgd, 0 for rmsprop)")
-    s.add_argument("--weight-decay", type=float, default=0.0)
-    s.add_argument("--schedule", choices=["step", "cosine"], help="per-epoch learning-rate schedule")
-    s.add_argument("--size", type=int, help="input height and width (default: 28 for LeNet, 32 for others on digit "
-                                            "data, the model's input on image folders)")
-    s.add_argument("--normalize", choices=["unit", "half", "imagenet"], default=normalize,
-                   help=f"pixel normalization (default: {normalize}, {NORMALIZE_HELP[normalize]})")
-    s.add_argument("--augment", help="crop,flip | none (default: crop,flip on image folders, none on digit data)")
-    s.add_argument("--limit", type=int, help="use at most N training and N test examples (seeded subset)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    s.add_argument("--threads", type=int, help="intra-op threads of torch and TF (default: each framework's own; "
-                                               "1 helps on a busy machine, where two thread pools fight)")
-    s.add_argument("--out", metavar="DIR", help=f"output directory (default: {out_help})")
-    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
-    s.add_argument("--control", action="store_true",
-                   help=f"also train {CONTROL}: torch from weights perturbed by {CONTROL_NOISE:g} (relative), the "
-                        f"drift any two exact implementations show (chaotic runs: ResNets at a high lr)")
-    s.add_argument("--same-dropout", action="store_true",
-                   help="draw the same dropout masks in every framework (slower; by default each framework "
-                        "uses its own RNG, so runs of models with dropout drift apart from the first step)")
-    s.add_argument("--json", metavar="FILE", help="also write the final table as JSON")
-
-
-def config_from_args(args, **extra) -> RunConfig:
-    from .predict import select_frameworks
-    from .registry import get
-    if not get(args.model).classifier:
-        raise ValueError(f"{args.model} is not a classifier (its outputs are maps); parity train and finetune "
-                         f"train classifiers on labelled images; use parity train-check for it")
-    set_threads(args.threads)
-    frameworks, _ = select_frameworks(args.frameworks)
-    if args.control and "torch" not in frameworks:
-        raise ValueError("--control needs torch among the frameworks")
-    if args.epochs < 1 or args.batch < 1:
-        raise ValueError("--epochs and --batch must be at least 1")
-    hyper = {"optimizer": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay,
-             "schedule": args.schedule, "epochs": args.epochs}
-    if args.optimizer in ("sgd", "rmsprop"):
-        hyper["momentum"] = args.momentum if args.momentum is not None else 0.9 if args.optimizer == "sgd" else 0.0
-    elif args.momentum is not None:
-        raise ValueError(f"--momentum does not apply to {args.optimizer} (its betas play that role)")
-    return RunConfig(model=args.model, frameworks=frameworks, data=args.data, epochs=args.epochs, batch=args.batch,
-                     size=args.size, normalize=args.normalize, augment=args.augment, limit=args.limit,
-                     seed=args.seed, device=args.device, out=args.out or str(Path("runs") / args.model),
-                     hyper=hyper, control=args.control, same_dropout=args.same_dropout, **extra)
-
-
-def cmd_train(args, console) -> int:
-    if getattr(args, "replicas", 1) > 1:  # data-parallel (issue 14)
-        from .train_distributed import cmd_train_replicas
-        return cmd_train_replicas(args, console)
-    from .predict import select_frameworks
-    _, notes = select_frameworks(args.frameworks)
-    for note in notes:
-        say(console, note, "yellow")
-    config = config_from_args(args)
-    curves = run(config, console, resume=args.resume)
-    _finish(config, curves, console, args.json)
-    return 0
-
-
-def _finish(config, curves, console, json_path):
-    console.print(side_by_side_table(config, curves))
-    out = Path(config.out)
-    say(console, f"wrote {out / 'run.json'}, {out / 'curves.png'}, best checkpoints in "
-                 + ", ".join(str(out / f) for f in config.frameworks))
-    if json_path:
-        write_json(json_path, {"model": config.model, "frameworks": config.frameworks,
-                               "final": {f: c.epochs[-1] for f, c in curves.items()},
-                               "agreement": agreement(curves)})
-
-
 def set_threads(threads: int | None) -> None:
     """Intra-op threads of torch and TensorFlow (TF's take effect only before its runtime starts)."""
     if not threads:
         return
-    from .frameworks import import_safely, installed
+    from ..frameworks import import_safely, installed
     if installed("torch"):
         import_safely("torch").set_num_threads(threads)
     if installed("tf"):
@@ -188,13 +93,10 @@ def set_threads(threads: int | None) -> None:
             pass
 
 
-# --- the run ------------------------------------------------------------------------
-
 def run(config: RunConfig, console, *, resume=False, initial_state=None, freeze=None) -> dict:
     """Train every framework for config.epochs; returns {framework: Curves}.
     `initial_state(input_size, num_classes)`: the canonical state to start from (finetune);
     default: torch's seeded initialization."""
-    from .data import write_class_indices
     out = Path(config.out)
     saved = _load_run(out) if resume else None
     if not resume and (out / "run.json").exists():
@@ -248,8 +150,7 @@ def perturbed(state: dict, seed: int) -> dict:
 
 
 def open_data(config: RunConfig) -> dict:
-    from .data import Loader, Preprocess, open_source, parse_augment
-    from .registry import get
+    from ..registry import get
     spec = get(config.model)
     split = open_source(config.data, seed=config.seed, limit=config.limit)
     channels = spec.input_size[0]
@@ -273,9 +174,9 @@ def default_size(spec, small: bool) -> int:
 def seeded_state(name, frameworks, input_size, num_classes, seed) -> dict:
     """Initial weights: torch's own initialization under torch.manual_seed(seed) when torch is
     among the frameworks (the three then start identical), else the first framework's."""
-    from .adapters import adapter
+    from ..adapters import adapter
     framework = "torch" if "torch" in frameworks else frameworks[0]
-    from .frameworks import import_safely
+    from ..frameworks import import_safely
     if framework == "torch":
         import_safely("torch").manual_seed(seed)
     elif framework == "keras":
@@ -287,7 +188,7 @@ def seeded_state(name, frameworks, input_size, num_classes, seed) -> dict:
 
 
 def build_model(name, framework, input_size, num_classes, state):
-    from .adapters import adapter
+    from ..adapters import adapter
     a = adapter(framework)
     model = a.build(name, input_size=input_size, num_classes=num_classes)
     a.load_state_dict(model, state)
@@ -295,8 +196,7 @@ def build_model(name, framework, input_size, num_classes, state):
 
 
 def make_trainers(models, config, freeze):
-    from .adapters import adapter
-    from .training import Hyper
+    from ..adapters import adapter
     hyper = Hyper(**config.hyper, freeze=freeze)
     dropout_seed = config.seed if config.same_dropout else None
     return {f: adapter(framework_of(f)).trainer(m, hyper, device=config.device, dropout_seed=dropout_seed)
@@ -306,7 +206,6 @@ def make_trainers(models, config, freeze):
 def train_epoch(epoch, config, trainers, data, curves, console) -> dict:
     """One pass over the training batches; every batch goes to each framework in turn and only
     the framework's own step is timed (the loader's work is shared)."""
-    from .training import Hyper, lr_at
     lr = lr_at(Hyper(**config.hyper), epoch)
     for trainer in trainers.values():
         trainer.set_lr(lr)
@@ -338,8 +237,7 @@ def _progress(console):
 
 def evaluate(framework, model, loader, device="cpu"):
     """(mean cross-entropy, accuracy) in inference mode over the whole test set."""
-    from .adapters import adapter
-    from .predict import softmax
+    from ..adapters import adapter
     a = adapter(framework)
     loss, correct, seen = 0.0, 0, 0
     for x, labels in loader.batches(0):
@@ -351,8 +249,6 @@ def evaluate(framework, model, loader, device="cpu"):
     return loss / seen, correct / seen
 
 
-# --- files ----------------------------------------------------------------------------
-
 def _metadata(config, data, num_classes) -> dict:
     return {"model": config.model, "num_classes": str(num_classes), "classes": json.dumps(data["split"].classes),
             **data["prep"].to_metadata()}
@@ -362,8 +258,7 @@ def save_epoch(out: Path, config, models, trainers, curves, epoch, meta) -> None
     """Checkpoints (weights and optimizer state) first, run.json last: a run interrupted
     anywhere resumes from the last epoch whose run.json was written, and every file on disk
     is whole."""
-    from .adapters import adapter
-    from .io import save_state
+    from ..adapters import adapter
     states = {f: adapter(framework_of(f)).state_dict(model) for f, model in models.items()}
     ref = _reference(models)
     for f, model in models.items():
@@ -387,7 +282,6 @@ def save_epoch(out: Path, config, models, trainers, curves, epoch, meta) -> None
 def restore_optimizer(trainer, path: Path) -> None:
     """The optimizer state and step count saved with the last epoch (canonical keys
     "weight key:state name", torch layout), so that 2 + 2 epochs end where 4 do."""
-    from .io import load_state, read_metadata
     if not path.is_file():
         raise ValueError(f"--resume: {path} is missing; the run was saved without its optimizer state "
                          f"(an older cnn-parity?): start it again without --resume")
@@ -426,7 +320,6 @@ def _check_same_run(saved, config):
 
 
 def _read_state(path):
-    from .io import load_state
     return load_state(path)
 
 
@@ -437,7 +330,6 @@ def plot_curves(curves, path, title) -> None:
     from matplotlib import pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from .io import atomic_path
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     # One color and dash per framework: identical curves lie on each other and stay visible.
     styles = {"torch": ("C0", "-", "o"), "keras": ("C1", "--", "s"), "tf": ("C2", ":", "^"),
@@ -461,8 +353,6 @@ def plot_curves(curves, path, title) -> None:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
-
-# --- tables ---------------------------------------------------------------------------
 
 # What the two agreement columns (`train`'s table, `report --runs`) measure.
 AGREEMENT = ("(same start, same batches): the largest per-step training-loss difference, and the weights "

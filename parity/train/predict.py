@@ -1,6 +1,6 @@
 """`parity predict`: classify images with one set of weights in each framework, side by side.
 
-Every framework gets the same numpy input (parity.data.preprocess: resize, channels,
+Every framework gets the same numpy input (parity.train.data.preprocess: resize, channels,
 normalization as recorded in the weight file by `parity train`, else the flags), runs in
 inference mode, and reports its top-k; the command says whether the frameworks agree.
 """
@@ -10,15 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .console import say
-from .errors import unknown_choice
+from ..errors import unknown_choice
 
 FRAMEWORKS = ("torch", "keras", "tf")
 
 
 def select_frameworks(text: str | None):
     """(the named frameworks that can run here, notes on those left out and why)."""
-    from .frameworks import missing
+    from ..frameworks import missing
     wanted = [f for f in (text or ",".join(FRAMEWORKS)).split(",") if f]
     unknown = [f for f in wanted if f not in FRAMEWORKS]
     if unknown:
@@ -30,12 +29,10 @@ def select_frameworks(text: str | None):
     return chosen, notes
 
 
-# --- weights --------------------------------------------------------------------------
-
 def read_weights(path, name: str | None = None):
     """(canonical state, metadata) from canonical .safetensors, a torch .pth (weights_only) or a
     keras.applications model file (.keras/.h5, converted with parity.weights)."""
-    from .io import load_state, read_metadata
+    from ..io import load_state, read_metadata
     path = Path(path)
     if str(path).endswith((".keras", ".h5")) and not str(path).endswith(".weights.h5"):
         return _keras_applications_state(path, name), {}
@@ -43,9 +40,9 @@ def read_weights(path, name: str | None = None):
 
 
 def _keras_applications_state(path: Path, name: str | None):
-    from .errors import WeightFileError
-    from .frameworks import import_safely
-    from .weights import from_keras_applications
+    from ..errors import WeightFileError
+    from ..frameworks import import_safely
+    from ..weights import from_keras_applications
     keras = import_safely("keras")
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
@@ -60,7 +57,7 @@ def _keras_applications_state(path: Path, name: str | None):
 def num_classes_of(name: str, state: dict, framework: str, input_size) -> int | None:
     """Classes of the head in `state`: the width of the bias whose shape differs from the
     default model's; None when nothing differs (the builder's default stands)."""
-    from .adapters import adapter
+    from ..adapters import adapter
     a = adapter(framework)
     slots = a.slots(a.build(name, input_size=input_size))
     for key, slot in slots.items():
@@ -70,16 +67,14 @@ def num_classes_of(name: str, state: dict, framework: str, input_size) -> int | 
 
 
 def default_preprocess(name: str, meta: dict, size=None, normalize=None):
+    from ..registry import get
     from .data import Preprocess
-    from .registry import get
     spec = get(name)
     recorded = Preprocess.from_metadata(meta)
     channels = spec.input_size[0]
     return Preprocess(size or (recorded.size if recorded else spec.input_size[1]), channels,
                       normalize or (recorded.normalize if recorded else "imagenet" if channels == 3 else "half"))
 
-
-# --- prediction ---------------------------------------------------------------------
 
 @dataclass
 class Prediction:
@@ -99,7 +94,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def predict(name: str, images, weights, *, frameworks=("torch", "keras", "tf"), classes=None, top: int = 5,
             size=None, normalize=None):
     """[Prediction per image], the Preprocess used and the class names."""
-    from .adapters import adapter
+    from ..adapters import adapter
     from .data import describe_preprocessing, preprocess, read_image
     state, meta = read_weights(weights, name)
     prep = default_preprocess(name, meta, size, normalize)
@@ -133,65 +128,3 @@ def predict(name: str, images, weights, *, frameworks=("torch", "keras", "tf"), 
         p.max_prob_diff = float((stacked.max(axis=0) - stacked.min(axis=0)).max())
         results.append(p)
     return results, prep, classes
-
-
-# --- command line -------------------------------------------------------------------
-
-def register(subparsers) -> None:
-    s = subparsers.add_parser("predict", help="top-k of images in each framework, with one set of weights",
-                              description="Weights: canonical .safetensors (from parity train/convert), a torch "
-                                          ".pth (loaded with weights_only=True) or a keras.applications model file. "
-                                          "Preprocessing comes from the weight file's metadata when parity train "
-                                          "wrote it, else from --size/--normalize (default: the model's input, "
-                                          "imagenet normalization for 3 channels).")
-    s.add_argument("model")
-    s.add_argument("images", nargs="+", metavar="IMAGE")
-    s.add_argument("--weights", required=True, metavar="FILE")
-    s.add_argument("--classes", metavar="class_indices.json", help="class names (as parity train writes them)")
-    s.add_argument("--frameworks", default="torch,keras,tf", help="comma list (default: those installed of the three)")
-    s.add_argument("--top", type=int, default=5, metavar="K")
-    s.add_argument("--size", type=int, help="input height and width")
-    s.add_argument("--normalize", choices=["unit", "half", "imagenet"])
-    s.add_argument("--json", metavar="FILE", help="write the predictions as JSON")
-    s.set_defaults(func=cmd_predict)
-
-
-def cmd_predict(args, console) -> int:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from .data import read_class_indices
-    from .registry import get
-    get(args.model)
-    if args.top < 1:
-        raise ValueError(f"--top must be at least 1; got {args.top}")
-    frameworks, notes = select_frameworks(args.frameworks)
-    for note in notes:
-        say(console, note, "yellow")
-    classes = read_class_indices(args.classes) if args.classes else None
-    results, prep, classes = predict(args.model, args.images, args.weights, frameworks=frameworks,
-                                     classes=classes, top=args.top, size=args.size, normalize=args.normalize)
-    for p in results:
-        table = Table(title=f"{p.image}  ({args.model}, {prep.channels}x{prep.size}x{prep.size}, {prep.normalize})")
-        table.add_column("rank", justify="right")
-        for framework in frameworks:
-            table.add_column(framework)
-        for rank in range(len(p.top[frameworks[0]])):
-            table.add_row(str(rank + 1), *(f"{p.top[f][rank][0]}  {p.top[f][rank][1]:.4f}" for f in frameworks))
-        verdict = "[green]agree[/green]" if p.agree else "[red]DISAGREE[/red]"
-        table.caption = f"{escape(p.preprocessing)}\n" \
-                        f"frameworks {verdict} on the top-{len(p.top[frameworks[0]])}; largest probability " \
-                        f"difference {p.max_prob_diff:.1e}"
-        console.print(table)
-    agree = all(p.agree for p in results)
-    if args.json:
-        from .io import atomic_path
-        payload = {"model": args.model, "frameworks": frameworks, "agree": agree, "classes": classes,
-                   "preprocess": prep.to_metadata(),
-                   "images": [{"image": p.image, "preprocessing": p.preprocessing, "agree": p.agree,
-                               "max_prob_diff": p.max_prob_diff,
-                               "top": {f: [{"class": c, "probability": v} for c, v in t] for f, t in p.top.items()}}
-                              for p in results]}
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps(payload, indent=2))
-    return 0 if agree else 1

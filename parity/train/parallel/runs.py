@@ -8,7 +8,7 @@ count (TF's devices are fixed once it starts); with `--frameworks ...,jax`, Kera
 keras.distribution.DataParallel over host devices (XLA's device count, also fixed at start, so
 a child too). Every run starts from the same weights (torch's
 seeded initialization, as `parity train`) and trains on the same global batches in the same
-order (parity.data.Loader: the parent's, saved per epoch for the DDP ranks; the TF child
+order (parity.train.data.Loader: the parent's, saved per epoch for the DDP ranks; the TF child
 rebuilds it from the run's configuration);
 replica r takes rows r*B/N .. (r+1)*B/N - 1 of each global batch. A last batch that does not
 split evenly keeps its first N*floor(B'/N) examples, in the one-replica run too.
@@ -30,7 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .console import say
+from ...io import save_state, write_json
+from ..runs import RunConfig, build_model, evaluate, open_data, seeded_state
+from ..step import Hyper, lr_at
+from .child import end_children, read_payload, run_child, write_payload
+from .engines import engine_module, native_options, shared_strategy
 
 ENGINES = ("torch", "keras", "tf", "jax")  # jax: Keras 3 on the JAX backend (keras.distribution.DataParallel)
 CHILD_ENGINES = {"keras": "tensorflow", "tf": "tensorflow", "jax": "jax"}  # framework -> the child's Keras backend
@@ -56,7 +60,7 @@ class ReplicaRun:
 
 
 class GlobalBatches:
-    """epoch -> the run's global training batches (parity.data.Loader), each cut to a multiple
+    """epoch -> the run's global training batches (parity.train.data.Loader), each cut to a multiple
     of `multiple` examples. The TF child rebuilds the loader from the configuration; the DDP
     ranks read the parent's batches from files (torch_impl.distributed.save_batches)."""
 
@@ -72,63 +76,12 @@ class GlobalBatches:
 
 
 def open_run_data(config: dict) -> dict:
-    from .train_cli import RunConfig, open_data
     return open_data(RunConfig(**config))
 
-
-# --- command line ---------------------------------------------------------------------
-
-def cmd_train_replicas(args, console) -> int:
-    """`parity train MODEL --replicas N` (dispatched from parity/train_cli.py)."""
-    from .io import write_json
-    from .train_cli import config_from_args
-    refused = [flag for flag, on in (("--resume", args.resume), ("--control", args.control),
-                                     ("--same-dropout", args.same_dropout)) if on]
-    if refused:
-        raise ValueError(f"--replicas does not take {', '.join(refused)}")
-    wanted = [f for f in (args.frameworks or "").split(",") if f]
-    args.frameworks = ",".join(f for f in wanted if f != "jax") or None
-    config = config_from_args(args)
-    config.frameworks = with_keras_on_jax(config.frameworks, args.frameworks, "jax" in wanted, console)
-    runs = train_data_parallel(config, args.replicas, console)
-    console.print(table(config, runs, args.replicas))
-    for run in runs:
-        if run.error:
-            say(console, f"{run.framework} x{run.replicas}: {run.error}", "red")
-    out = Path(config.out)
-    say(console, f"wrote {out / 'replicas.json'} and the final checkpoints in "
-                 + ", ".join(str(out / f / f"replicas-{n}") for f in config.frameworks for n in (1, args.replicas)))
-    if args.json:
-        write_json(args.json, summary(config, runs, args.replicas))
-    return 2 if any(run.error for run in runs) else 0
-
-
-def with_keras_on_jax(frameworks, asked, jax, console) -> list:
-    """The frameworks to run: parity train's (with their notes), plus "jax" (Keras on JAX) where
-    asked for and installed. --frameworks jax alone runs Keras on JAX only."""
-    from .frameworks import missing
-    from .predict import select_frameworks
-    for note in select_frameworks(asked)[1]:
-        say(console, note, "yellow")
-    if not jax:
-        return frameworks
-    frameworks = frameworks if asked else []
-    absent = missing("jax") or missing("keras")
-    if absent and not frameworks:
-        raise RuntimeError(f"no framework to run: jax left out: {absent}")
-    if absent:
-        say(console, f"jax left out: {absent}", "yellow")
-    return frameworks + ([] if absent else ["jax"])
-
-
-# --- the runs -------------------------------------------------------------------------
 
 def train_data_parallel(config, replicas: int, console=None) -> list:
     """[ReplicaRun] for every framework of config, one replica and `replicas`, one engine at
     a time (so the throughputs are not measured against each other)."""
-    from .io import write_json
-    from .train_cli import seeded_state
-    from .training import Hyper, lr_at
     if replicas < 2:
         raise ValueError("--replicas must be at least 2")
     if config.batch % replicas:
@@ -179,9 +132,8 @@ def guarded_all(frameworks, replicas, run) -> list:
 def child_runs(frameworks, replicas, job, backend) -> list:
     """The runs of `frameworks` in one child interpreter with `replicas` devices and KERAS_BACKEND
     `backend` (MirroredStrategy on tensorflow, DataParallel on jax)."""
-    from .distributed import end_children, run_child
     try:
-        answers = run_child("parity.train_distributed", "child_main", {**job, "frameworks": frameworks,
+        answers = run_child("parity.train.parallel.runs", "child_main", {**job, "frameworks": frameworks,
                             "replicas": replicas}, replicas=replicas, backend=backend, limit=3600)
     except BaseException:
         end_children()
@@ -199,10 +151,7 @@ def torch_run(replicas, job) -> ReplicaRun:
     """DDP over `replicas` ranks (torch_impl.distributed.train_data_parallel)."""
     import torch_impl.distributed as engine
 
-    from .adapters import adapter
-    from .distributed import native_options
-    from .train_cli import RunConfig, build_model
-    from .training import Hyper
+    from ...adapters import adapter
     config = RunConfig(**job["config"])
     data = open_run_data(job["config"])
     input_size, num_classes = shapes(config, data)
@@ -224,8 +173,7 @@ def torch_run(replicas, job) -> ReplicaRun:
 
 
 def child_main():
-    """The child interpreter of child_runs (parity.distributed.run_child)."""
-    from .distributed import read_payload, write_payload
+    """The child interpreter of child_runs (parity.train.parallel.child.run_child)."""
     workdir = Path(sys.argv[1])
     job = read_payload(str(workdir / "jobs"))
     run = {"keras": mirrored_run, "tf": mirrored_run, "jax": jax_run}
@@ -237,10 +185,7 @@ def child_main():
 def mirrored_run(framework, replicas, job) -> ReplicaRun:
     """MirroredStrategy over `replicas` devices: <framework>_impl.distributed.data_parallel_step
     around the framework's own trainer (adapter.trainer), as the data-parallel check runs it."""
-    from .adapters import adapter
-    from .distributed import engine_module, shared_strategy
-    from .train_cli import RunConfig, build_model
-    from .training import Hyper
+    from ...adapters import adapter
     config = RunConfig(**job["config"])
     engine = engine_module(framework)
     strategy = shared_strategy(engine, replicas, config.device)
@@ -270,9 +215,7 @@ def jax_run(framework, replicas, job) -> ReplicaRun:
     over `replicas` host devices (it shards each global batch)."""
     import keras_impl.distributed as engine
 
-    from .adapters import adapter
-    from .train_cli import RunConfig, build_model
-    from .training import Hyper
+    from ...adapters import adapter
     config = RunConfig(**job["config"])
     data = open_run_data(job["config"])
     input_size, num_classes = shapes(config, data)
@@ -296,9 +239,7 @@ def jax_run(framework, replicas, job) -> ReplicaRun:
 
 def finish(config, framework, replicas, engine, model, steps, data) -> ReplicaRun:
     """Statistics of a finished run, its test loss and accuracy, and its final checkpoint."""
-    from .adapters import adapter
-    from .io import save_state
-    from .train_cli import evaluate
+    from ...adapters import adapter
     last = [s for s in steps if s["epoch"] == config.epochs - 1]
     seen = sum(s["seen"] for s in last)
     timed = steps[1:] or steps
@@ -315,8 +256,6 @@ def finish(config, framework, replicas, engine, model, steps, data) -> ReplicaRu
     run.checkpoint = str(path)
     return run
 
-
-# --- report ---------------------------------------------------------------------------
 
 def efficiency(runs, framework, replicas):
     """throughput(N) / (N x throughput(1)) of one framework (None if either run failed)."""
