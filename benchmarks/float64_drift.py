@@ -59,7 +59,7 @@ def drift(model: str, size: int | None, steps: int, seed: int) -> dict:
 def judged(model, prepared, twin, batches, label) -> dict:
     """The float64 categories' errors of `twin` trained on `batches` against the reference run."""
     from parity.train.judge import compare_float64
-    from parity.train.step import train_steps
+    from parity.train.loop import train_steps
     run = train_steps(twin, batches, **prepared.common, with_first_step=True)
     _, errors, _ = compare_float64(run, prepared.truth, prepared.initial, {})
     print(f"{model:12s} {prepared.size:3d} px  {label}: " + "  ".join(f"{c} {e:.1e}" for c, e in errors.items()),

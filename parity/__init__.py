@@ -95,7 +95,7 @@ def compare(reference: Model, candidate: Model, inputs: np.ndarray, *, tolerance
 def train_steps(model: Model, batches: Iterable[tuple[np.ndarray, np.ndarray]], **hyper: Any) -> TrainResult:
     """One training step per (x_nchw, labels) batch in any framework, with torch.optim's meaning;
     returns losses, first-step gradients and the final canonical state (see parity.train.step)."""
-    from .train.step import train_steps as _train_steps
+    from .train.loop import train_steps as _train_steps
     return _train_steps(model, batches, **hyper)
 
 

@@ -34,12 +34,11 @@ def _probe(name, input_size):
     if frameworks.missing("torch"):
         return None
     torch = frameworks.import_safely("torch")
-    from .adapters import adapter
     spec = registry.get(name)
     c, h, w = input_size
     try:
         with torch.device("meta"):
-            adapter("torch").build(name).eval()(torch.empty(1, c, h, w))
+            registry.builder(spec, "torch")(**spec.kwargs).eval()(torch.empty(1, c, h, w))
     except (RuntimeError, ValueError) as exc:  # ValueError: a channel count the default build refuses
         if not any(m in str(exc) for m in _SHAPE_MESSAGES):
             return None  # not a size problem (or an op the meta device lacks): let the real run decide

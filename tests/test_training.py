@@ -204,7 +204,7 @@ def test_bn_running_var_unbiased_and_momentum_convention():
 
 def test_frozen_bn_statistics_do_not_move_in_any_framework():
     from parity.adapters import adapter
-    from parity.train.step import train_steps
+    from parity.train.loop import train_steps
     x = RNG.normal(size=(2, 3, 32, 32)).astype(np.float32)
     batches = [(x, np.array([0, 1]))]
     torch_model = adapter("torch").build("resnet18", num_classes=4)

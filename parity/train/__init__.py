@@ -1,7 +1,8 @@
 """Training, proven the same in torch, Keras and TF.
 
-step.py       the step interface every adapter's trainer speaks (Hyper, Trainer, train_steps,
-              dropout masks)
+step.py       the step interface every adapter's trainer speaks (Hyper, Trainer, dropout
+              masks): a leaf, so the adapters build on it without a circle
+loop.py       train_steps: one step per batch through a model's adapter
 judge.py      the train-check judge: policies, normalized errors, likely causes, batches
 check.py      `parity train-check`: one run per framework against torch in float64
 parallel/     data-parallel: each framework's engine against the single process it stands

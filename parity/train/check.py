@@ -13,12 +13,18 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .. import registry
+from ..adapters import adapter
+from ..adapters.base import check_dtype
+from ..calibrate import calibrated_torch_model
+from ..devices import placed, set_tf32
 from ..frameworks import release_memory
 from ..tolerance import NOISE_FACTOR
 from .judge import (ADAPTIVE, CATEGORIES, DEFAULT_HYPER, FLOAT64_ADAPTIVE, FLOAT64_CATEGORIES, FLOAT64_POLICY,
                     FLOAT64_SIGN, LATER, PERTURBED_RUNS, REORDER_CAP, build_kwargs, compare, compare_float64,
                     count_undetermined, likely_cause, likely_cause_float64, make_batches, nudged, policies,
                     sign_undetermined)
+from .loop import train_steps
 
 
 @dataclass
@@ -79,9 +85,6 @@ def perturbed_noise(model_name, initial, batches, common, truth, undetermined, *
         gradients 7%); torch fp32 keeps that sign, the perturbed torch runs land 0.12-0.33 away.
       later losses, weights, buffers: ResNet-18's conv1 moves 0.2-0.9% after 3 steps in torch
         alone (docs/training.md)."""
-    from ..adapters import adapter
-    from ..calibrate import calibrated_torch_model
-    from .step import train_steps
     model = calibrated_torch_model(model_name, seed=seed, input_size=(batches[0][0].shape[1], size, size),
                                    batch=batch, **kwargs)
     worst = dict.fromkeys(("grad", "later loss", "weight", "buffer"), 0.0)
@@ -117,11 +120,6 @@ def prepare(model_name, *, optimizer="sgd", steps=3, freeze=False, size=None, ba
     """(Prepared, the torch fp32 model it started from)."""
     import torch
 
-    from .. import registry
-    from ..adapters import adapter
-    from ..calibrate import calibrated_torch_model
-    from .step import train_steps
-
     spec = registry.get(model_name)
     size = spec.training_size(size)
     hyper = {**DEFAULT_HYPER[optimizer], **(hyper or {})}
@@ -150,13 +148,11 @@ def train_check(model_name, *, optimizer="sgd", steps=3, frameworks=("keras", "t
     """`frameworks` train on `device` (TF32 off on CUDA); the judge is torch on the CPU in fp64.
     "torch" among them is torch_impl itself on `device` (a CUDA run judged against the CPU).
     dtype="float64": the frameworks train in float64 too (CPU only; Float64Check)."""
-    from ..adapters.base import check_dtype
     if check_dtype(dtype) == "float64":
         if device != "cpu":
             raise ValueError(f"{model_name}: the float64 train-check runs on the CPU; got --device {device}")
         return Float64Check(model_name, optimizer=optimizer, steps=steps, freeze=freeze, size=size, batch=batch,
                             seed=seed, **hyper).result(frameworks)
-    from .step import train_steps
     p, reference_model = prepare(model_name, optimizer=optimizer, steps=steps, freeze=freeze, size=size,
                                  batch=batch, seed=seed, hyper=hyper)
     truth = p.truth
@@ -179,7 +175,6 @@ def train_check(model_name, *, optimizer="sgd", steps=3, frameworks=("keras", "t
     result = TrainCheckResult(model_name, optimizer, steps, freeze, p.size, batch, p.hyper, noise,
                               undetermined=count_undetermined(undetermined, truth.grads), device=device)
     if device != "cpu":
-        from ..devices import set_tf32
         set_tf32(False, frameworks)
     for framework in frameworks:
         result.results.append(_check_one(framework, p, tolerances, undetermined, device))
@@ -227,8 +222,6 @@ class Float64Check:
         if self.drift is None:
             import torch
 
-            from ..adapters import adapter
-            from .step import train_steps
             p, native = self.prepared, adapter("torch")
             model = native.build(p.model, input_size=(p.spec.input_size[0], p.size, p.size), dtype="float64",
                                  **p.kwargs)
@@ -269,9 +262,6 @@ def _check_one(framework, p: Prepared, tolerances, undetermined, device="cpu", d
 
 def _train_one(framework, p: Prepared, device, dtype):
     """The framework's run from p's initial state on p's batches, or its error as a FrameworkResult."""
-    from ..adapters import adapter
-    from ..devices import placed
-    from .step import train_steps
     try:
         native = adapter(framework)
         with placed(framework, device):

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from ..console import say
 from ..errors import unknown_choice
-from ..io import write_json
+from ..frameworks import missing
+from ..io import atomic_path, write_json
 from ..registry import get
 from . import check
 from .check import train_check
+from .data import read_class_indices
 from .finetune import finetune_state
 from .judge import DEFAULT_HYPER
 from .parallel import check as parallel_check
@@ -248,7 +250,6 @@ def cmd_train_replicas(args, console) -> int:
 def with_keras_on_jax(frameworks, asked, jax, console) -> list:
     """The frameworks to run: parity train's (with their notes), plus "jax" (Keras on JAX) where
     asked for and installed. --frameworks jax alone runs Keras on JAX only."""
-    from ..frameworks import missing
     for note in select_frameworks(asked)[1]:
         say(console, note, "yellow")
     if not jax:
@@ -318,7 +319,6 @@ def cmd_predict(args, console) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from .data import read_class_indices
     get(args.model)
     if args.top < 1:
         raise ValueError(f"--top must be at least 1; got {args.top}")
@@ -342,7 +342,6 @@ def cmd_predict(args, console) -> int:
         console.print(table)
     agree = all(p.agree for p in results)
     if args.json:
-        from ..io import atomic_path
         payload = {"model": args.model, "frameworks": frameworks, "agree": agree, "classes": classes,
                    "preprocess": prep.to_metadata(),
                    "images": [{"image": p.image, "preprocessing": p.preprocessing, "agree": p.agree,

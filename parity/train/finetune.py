@@ -7,14 +7,13 @@ other weight comes from the file. The three frameworks start from that same stat
 --freeze-backbone trains only the catalogue's head (ModelSpec.head) with the trainer's
 freeze="backbone": frozen BatchNorm statistics stay put in every framework.
 """
-
-
+from ..adapters import adapter
+from ..errors import StateDictError
+from .runs import seeded_state
 
 
 def finetune_state(config, pretrained: dict, input_size, num_classes: int) -> dict:
     """Pretrained weights with fresh (seeded) class-dependent layers."""
-    from ..errors import StateDictError
-    from .runs import seeded_state
     fresh = seeded_state(config.model, config.frameworks, input_size, num_classes, config.seed)
     replaced = class_dependent_keys(config.model, config.frameworks[0], input_size, num_classes)
     kept = {k: v for k, v in pretrained.items() if k not in replaced}
@@ -27,7 +26,6 @@ def finetune_state(config, pretrained: dict, input_size, num_classes: int) -> di
 
 
 def class_dependent_keys(name, framework, input_size, num_classes) -> set:
-    from ..adapters import adapter
     a = adapter(framework)
     shapes = [{k: s.shape for k, s in a.slots(a.build(name, input_size=input_size, num_classes=n)).items()}
               for n in (num_classes, num_classes + 1)]

@@ -10,14 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import unknown_choice
+from ..adapters import adapter
+from ..errors import WeightFileError, unknown_choice
+from ..frameworks import import_safely, missing
+from ..io import load_state, read_metadata
+from ..registry import get
+from ..weights import from_keras_applications
+from .data import Preprocess, describe_preprocessing, preprocess, read_image
 
 FRAMEWORKS = ("torch", "keras", "tf")
 
 
 def select_frameworks(text: str | None):
     """(the named frameworks that can run here, notes on those left out and why)."""
-    from ..frameworks import missing
     wanted = [f for f in (text or ",".join(FRAMEWORKS)).split(",") if f]
     unknown = [f for f in wanted if f not in FRAMEWORKS]
     if unknown:
@@ -32,7 +37,6 @@ def select_frameworks(text: str | None):
 def read_weights(path, name: str | None = None):
     """(canonical state, metadata) from canonical .safetensors, a torch .pth (weights_only) or a
     keras.applications model file (.keras/.h5, converted with parity.weights)."""
-    from ..io import load_state, read_metadata
     path = Path(path)
     if str(path).endswith((".keras", ".h5")) and not str(path).endswith(".weights.h5"):
         return _keras_applications_state(path, name), {}
@@ -40,9 +44,6 @@ def read_weights(path, name: str | None = None):
 
 
 def _keras_applications_state(path: Path, name: str | None):
-    from ..errors import WeightFileError
-    from ..frameworks import import_safely
-    from ..weights import from_keras_applications
     keras = import_safely("keras")
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
@@ -57,7 +58,6 @@ def _keras_applications_state(path: Path, name: str | None):
 def num_classes_of(name: str, state: dict, framework: str, input_size) -> int | None:
     """Classes of the head in `state`: the width of the bias whose shape differs from the
     default model's; None when nothing differs (the builder's default stands)."""
-    from ..adapters import adapter
     a = adapter(framework)
     slots = a.slots(a.build(name, input_size=input_size))
     for key, slot in slots.items():
@@ -67,8 +67,6 @@ def num_classes_of(name: str, state: dict, framework: str, input_size) -> int | 
 
 
 def default_preprocess(name: str, meta: dict, size=None, normalize=None):
-    from ..registry import get
-    from .data import Preprocess
     spec = get(name)
     recorded = Preprocess.from_metadata(meta)
     channels = spec.input_size[0]
@@ -94,8 +92,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def predict(name: str, images, weights, *, frameworks=("torch", "keras", "tf"), classes=None, top: int = 5,
             size=None, normalize=None):
     """[Prediction per image], the Preprocess used and the class names."""
-    from ..adapters import adapter
-    from .data import describe_preprocessing, preprocess, read_image
     state, meta = read_weights(weights, name)
     prep = default_preprocess(name, meta, size, normalize)
     input_size = (prep.channels, prep.size, prep.size)

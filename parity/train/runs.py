@@ -24,7 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..adapters import adapter
+from ..frameworks import import_safely, installed
 from ..io import atomic_path, load_state, read_metadata, save_state, write_json
+from ..registry import get
 from .data import Loader, Preprocess, open_source, parse_augment, write_class_indices
 from .predict import softmax
 from .step import Hyper, lr_at
@@ -81,7 +84,6 @@ def set_threads(threads: int | None) -> None:
     """Intra-op threads of torch and TensorFlow (TF's take effect only before its runtime starts)."""
     if not threads:
         return
-    from ..frameworks import import_safely, installed
     if installed("torch"):
         import_safely("torch").set_num_threads(threads)
     if installed("tf"):
@@ -150,7 +152,6 @@ def perturbed(state: dict, seed: int) -> dict:
 
 
 def open_data(config: RunConfig) -> dict:
-    from ..registry import get
     spec = get(config.model)
     split = open_source(config.data, seed=config.seed, limit=config.limit)
     channels = spec.input_size[0]
@@ -174,9 +175,7 @@ def default_size(spec, small: bool) -> int:
 def seeded_state(name, frameworks, input_size, num_classes, seed) -> dict:
     """Initial weights: torch's own initialization under torch.manual_seed(seed) when torch is
     among the frameworks (the three then start identical), else the first framework's."""
-    from ..adapters import adapter
     framework = "torch" if "torch" in frameworks else frameworks[0]
-    from ..frameworks import import_safely
     if framework == "torch":
         import_safely("torch").manual_seed(seed)
     elif framework == "keras":
@@ -188,7 +187,6 @@ def seeded_state(name, frameworks, input_size, num_classes, seed) -> dict:
 
 
 def build_model(name, framework, input_size, num_classes, state):
-    from ..adapters import adapter
     a = adapter(framework)
     model = a.build(name, input_size=input_size, num_classes=num_classes)
     a.load_state_dict(model, state)
@@ -196,7 +194,6 @@ def build_model(name, framework, input_size, num_classes, state):
 
 
 def make_trainers(models, config, freeze):
-    from ..adapters import adapter
     hyper = Hyper(**config.hyper, freeze=freeze)
     dropout_seed = config.seed if config.same_dropout else None
     return {f: adapter(framework_of(f)).trainer(m, hyper, device=config.device, dropout_seed=dropout_seed)
@@ -237,7 +234,6 @@ def _progress(console):
 
 def evaluate(framework, model, loader, device="cpu"):
     """(mean cross-entropy, accuracy) in inference mode over the whole test set."""
-    from ..adapters import adapter
     a = adapter(framework)
     loss, correct, seen = 0.0, 0, 0
     for x, labels in loader.batches(0):
@@ -258,7 +254,6 @@ def save_epoch(out: Path, config, models, trainers, curves, epoch, meta) -> None
     """Checkpoints (weights and optimizer state) first, run.json last: a run interrupted
     anywhere resumes from the last epoch whose run.json was written, and every file on disk
     is whole."""
-    from ..adapters import adapter
     states = {f: adapter(framework_of(f)).state_dict(model) for f, model in models.items()}
     ref = _reference(models)
     for f, model in models.items():

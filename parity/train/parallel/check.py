@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ... import registry
+from ...adapters import adapter
 from ...errors import unknown_choice
 from ...frameworks import release_memory
 from ...tolerance import NOISE_FACTOR
@@ -159,8 +161,6 @@ def initial_state(model_name, size, batch, steps, seed):
     """The torch reference's initial state (as train-check builds it) and the global batches."""
     import torch
 
-    from ... import registry
-    from ...adapters import adapter
     spec = registry.get(model_name)
     size = spec.training_size(size if size and not spec.fixed_size else None)
     kwargs = build_kwargs(spec)

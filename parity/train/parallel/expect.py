@@ -3,6 +3,8 @@ trainer on the global batch (the global rule) or on each replica's shard (per-re
 BatchNorm, under the engine's buffer rule), and the normalized errors against it."""
 import numpy as np
 
+from ...adapters import adapter
+from ...devices import placed
 from ...frameworks import release_memory
 from ..judge import cancelled, largest, normalized
 from .engines import BoundMasks, ShardMasks, hyper_of
@@ -45,8 +47,6 @@ def single_trainer(job):
     when the policy is widened), each from its own state with a fresh optimizer: a Keras or TF
     trainer traces its step once instead of once per run. end_single(job) lets them go."""
     if id(job) not in _SINGLE:
-        from ...adapters import adapter
-        from ...devices import placed
         framework = "keras" if job.framework == "jax" else job.framework  # Keras on JAX: keras_impl/train.py
         native = adapter(framework)
         channels = job.batches[0][0].shape[1]

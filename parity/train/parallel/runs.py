@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...adapters import adapter
 from ...io import save_state, write_json
 from ..runs import RunConfig, build_model, evaluate, open_data, seeded_state
 from ..step import Hyper, lr_at
@@ -151,7 +152,6 @@ def torch_run(replicas, job) -> ReplicaRun:
     """DDP over `replicas` ranks (torch_impl.distributed.train_data_parallel)."""
     import torch_impl.distributed as engine
 
-    from ...adapters import adapter
     config = RunConfig(**job["config"])
     data = open_run_data(job["config"])
     input_size, num_classes = shapes(config, data)
@@ -185,7 +185,6 @@ def child_main():
 def mirrored_run(framework, replicas, job) -> ReplicaRun:
     """MirroredStrategy over `replicas` devices: <framework>_impl.distributed.data_parallel_step
     around the framework's own trainer (adapter.trainer), as the data-parallel check runs it."""
-    from ...adapters import adapter
     config = RunConfig(**job["config"])
     engine = engine_module(framework)
     strategy = shared_strategy(engine, replicas, config.device)
@@ -215,7 +214,6 @@ def jax_run(framework, replicas, job) -> ReplicaRun:
     over `replicas` host devices (it shards each global batch)."""
     import keras_impl.distributed as engine
 
-    from ...adapters import adapter
     config = RunConfig(**job["config"])
     data = open_run_data(job["config"])
     input_size, num_classes = shapes(config, data)
@@ -239,7 +237,6 @@ def jax_run(framework, replicas, job) -> ReplicaRun:
 
 def finish(config, framework, replicas, engine, model, steps, data) -> ReplicaRun:
     """Statistics of a finished run, its test loss and accuracy, and its final checkpoint."""
-    from ...adapters import adapter
     last = [s for s in steps if s["epoch"] == config.epochs - 1]
     seen = sum(s["seen"] for s in last)
     timed = steps[1:] or steps
