@@ -173,7 +173,7 @@ def bench(args, tf32) -> dict:
 
 
 def precision(args, name) -> dict:
-    from parity.precision import check_precision
+    from parity.inference.precision import check_precision
     report = check_precision(name, "bf16", runtimes=("torch:autocast", "keras:mixed"), size=args.size,
                              batch=args.precision_batch, device=args.device, timing_repeats=3)
     return report.to_json()

@@ -474,7 +474,7 @@ def _in_torch_backend_child(args):
 
 
 def precision_section(args):
-    from parity.precision import check_precision
+    from parity.inference.precision import check_precision
     rows, data = [], {}
     for name in args.precision_models:
         for dtype in ("bf16", "fp16"):

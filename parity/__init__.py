@@ -33,8 +33,8 @@ def _installed_version() -> str:
 
 
 if TYPE_CHECKING:
-    from .checker import ModelReport
-    from .layerwise import Comparison
+    from .inference.check import ModelReport
+    from .inference.layerwise import Comparison
     from .train.step import TrainResult
 
 Model = Any  # a torch nn.Module, a keras.Model or a tf.Module of the catalogue
@@ -80,15 +80,15 @@ def export_onnx(model: Model, path: str | os.PathLike, input_shape: tuple[int, i
 
 def check(name: str, **kwargs: Any) -> ModelReport:
     """Compare every target against the torch_impl reference; see parity.check.check."""
-    from .checker import check as _check
+    from .inference.check import check as _check
     return _check(name, **kwargs)
 
 
 def compare(reference: Model, candidate: Model, inputs: np.ndarray, *, tolerance: float | None = None,
             layerwise: bool | None = None) -> Comparison:
     """Compare two models of any frameworks on NCHW `inputs`, down to the first divergent
-    layer; see parity.layerwise.compare and docs/diagnostics.md."""
-    from .layerwise import compare as _compare
+    layer; see parity.inference.layerwise.compare and docs/diagnostics.md."""
+    from .inference.layerwise import compare as _compare
     return _compare(reference, candidate, inputs, tolerance=tolerance, layerwise=layerwise)
 
 
@@ -100,8 +100,8 @@ def train_steps(model: Model, batches: Iterable[tuple[np.ndarray, np.ndarray]], 
 
 
 # Submodules the docs call as parity.X.Y: imported on first use, so `import parity` stays light.
-_LAZY_SUBMODULES = {"bench", "devices", "train", "training", "train_check", "checker", "tolerance", "layerwise",
-                    "calibrate", "onnx", "precision", "selftest", "report", "io", "layouts", "inputs"}
+_LAZY_SUBMODULES = {"bench", "devices", "train", "training", "train_check", "inference", "tolerance", "layerwise",
+                    "calibrate", "onnx", "catalogue", "report", "io", "layouts", "inputs"}
 
 
 def __getattr__(name: str) -> Any:

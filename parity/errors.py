@@ -1,4 +1,16 @@
-"""Errors with messages that name the model, the layer and the shape."""
+"""Errors with messages that name the model, the layer and the shape, and the exit codes."""
+
+# Exit codes (docs/cli.md): every command, every sweep.
+EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+# What a command reports in one line (exit 2); anything else is a crash and shows its traceback.
+KNOWN_ERRORS = (KeyError, ValueError, FileNotFoundError, RuntimeError, ImportError, MemoryError, OSError)
+
+
+def describe(exc) -> str:
+    """The one line an error prints as."""
+    if type(exc) is KeyError and exc.args:  # KeyError's str() is the repr of its message
+        return str(exc.args[0])
+    return str(exc) if isinstance(exc, KNOWN_ERRORS) and str(exc) else f"{type(exc).__name__}: {exc}"
 
 
 def unknown_choice(kind: str, word: str, choices) -> str:

@@ -1,4 +1,5 @@
-"""Importing weights from other libraries' models into canonical state."""
+"""Importing weights into canonical state: from other libraries' models, from the source
+tutorials' checkpoints, and from weight files of any of the three frameworks."""
 from typing import Any
 
 
@@ -21,3 +22,30 @@ def from_tutorial(model_name: str, state_dict: Any, **build_kwargs: Any) -> dict
     mis-shaped key is listed in one StateDictError. Renames live in parity/tutorials.py."""
     from .tutorials import from_tutorial as convert
     return convert(model_name, state_dict, **build_kwargs)
+
+
+def weight_format(path: str) -> str:
+    path = str(path).rstrip("/")
+    if path.endswith(".safetensors"):
+        return "canonical"
+    if path.endswith((".pt", ".pth", ".bin")):
+        return "torch"
+    if path.endswith(".weights.h5"):
+        return "keras"
+    if path.endswith(".tfckpt"):
+        return "tf"
+    raise ValueError(f"{path}: unknown weight format; use .safetensors, .pt/.pth, .weights.h5 or a .tfckpt directory")
+
+
+def read_state(name, path, options=None) -> dict:
+    """Canonical state of catalogue model `name` from a weight file: .safetensors and
+    .pt/.pth as saved, .weights.h5 and .tfckpt through the framework's model (built
+    with `options`, e.g. num_classes)."""
+    from .adapters import adapter
+    from .io import load_state
+    kind = weight_format(path)
+    if kind in ("canonical", "torch"):
+        return load_state(path)
+    model = adapter(kind).build(name, **(options or {}))
+    adapter(kind).load_native(model, path)
+    return adapter(kind).state_dict(model)

@@ -176,7 +176,7 @@ def test_bench_in_bf16():
 # --- fp16 / bf16 parity ----------------------------------------------------------------------
 
 def test_bf16_parity_of_torch_autocast_and_keras_mixed_precision():
-    from parity.precision import check_precision
+    from parity.inference.precision import check_precision
     report = check_precision("resnet18", "bf16", size=64, runtimes=("torch:autocast", "keras:mixed", "onnx:tf"),
                              timing_repeats=1)
     assert report.threshold == 5e-2 and report.passed, [(r.runtime, r.normalized_error, r.note)
@@ -193,7 +193,7 @@ def test_bf16_parity_of_torch_autocast_and_keras_mixed_precision():
 
 @pytest.mark.slow
 def test_fp16_parity_everywhere():
-    from parity.precision import check_precision
+    from parity.inference.precision import check_precision
     report = check_precision("resnet18", "fp16", size=64)
     assert report.threshold == 1e-2
     assert report.passed, [(r.runtime, r.status, r.normalized_error, r.note) for r in report.results]
@@ -227,7 +227,7 @@ _TORCH_BACKEND_SCRIPT = textwrap.dedent("""
     keys = [k for k, _ in model.named_parameters()]
     checks = {name: parity.check(name, frameworks=("keras",), onnx=False, batch=2, size=size).to_json()
               for name, size in json.loads(sys.argv[1]).items()}
-    from parity.checker import targets
+    from parity.inference.check import targets
     from parity.devices import engine
     from keras.src.backend.torch import nn as keras_torch_nn
     from keras_impl._torch_backend import CopyFreeConv
@@ -326,7 +326,7 @@ def test_bf16_judges_at_three_times_torchs_own_noise_where_it_exceeds_the_policy
     """GoogLeNet in bf16 (random weights, no residuals): torch autocast alone is 0.18 from
     float64 at 64x64 on a CPU, above the 5e-2 policy with nothing wrong; judged at the policy
     it would fail."""
-    from parity.precision import check_precision
+    from parity.inference.precision import check_precision
     report = check_precision("googlenet", "bf16", size=64, runtimes=("torch:autocast",), timing_repeats=1)
     row = report.result("torch:autocast")
     assert row.normalized_error > report.threshold == 5e-2  # the policy alone fails it
@@ -354,8 +354,8 @@ _JAX_BACKEND_SCRIPT = textwrap.dedent("""
     from parity import devices
     from parity.adapters import adapter
     from parity.bench import bench
-    from parity.checker import targets
-    from parity.precision import check_precision
+    from parity.inference.check import targets
+    from parity.inference.precision import check_precision
     models, probe = json.loads(sys.argv[1]), sys.argv[2]
     checks = {name: parity.check(name, frameworks=("keras",), onnx=False, batch=2, size=size).to_json()
               for name, size in models.items()}
@@ -450,6 +450,6 @@ def test_bench_on_gpu_in_every_runtime(tf32):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 def test_precision_on_gpu(dtype):
-    from parity.precision import check_precision
+    from parity.inference.precision import check_precision
     report = check_precision("resnet18", dtype, size=64, device="cuda")
     assert report.passed, [(r.runtime, r.status, r.normalized_error, r.note) for r in report.results]

@@ -156,8 +156,8 @@ def test_help_states_the_defaults_the_run_uses():
 def test_check_table_fits_80_columns_with_whole_target_names():
     from rich.console import Console
 
-    from parity.checker import ModelReport, TargetResult
-    from parity.cli import report_table
+    from parity.inference.check import ModelReport, TargetResult
+    from parity.inference.commands import report_table
     results = [TargetResult(target, "logits", 1.2e-6, 8.8e-7, 1e-5, True, 0.09, top1_agreement=1.0, seconds=12.3)
                for target in ("keras", "tf", "onnx:torch", "onnx:keras", "onnx:tf")]
     report = ModelReport("resnext101_64x4d", (1, 3, 224, 224), "cpu", results=results,

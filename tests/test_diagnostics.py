@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 import parity
 from conftest import normalized_error, three
 from parity.calibrate import seeded_input
-from parity.layerwise import compare, likely_cause
+from parity.inference.layerwise import compare, likely_cause
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_cause_classes_from_error_patterns():
 
 @pytest.mark.parametrize("framework", ["keras", "tf"])
 def test_selftest_catches_every_applicable_bug_at_its_layer(framework):
-    from parity.selftest import MUTATIONS, selftest
+    from parity.inference.selftest import MUTATIONS, selftest
     rows = selftest("resnet18", framework, size=48)
     assert [r.mutation for r in rows] == list(MUTATIONS)
     applicable = [r for r in rows if r.caught is not None]
@@ -72,7 +72,7 @@ def test_selftest_catches_every_applicable_bug_at_its_layer(framework):
 
 @pytest.mark.parametrize("framework", ["keras", "tf"])
 def test_selftest_names_a_permuted_flatten_at_its_linear(framework):
-    from parity.selftest import selftest
+    from parity.inference.selftest import selftest
     (row,) = selftest("lenet", framework, mutations=("permuted flatten",))
     assert row.expected_layer in parity.registry.get("lenet").flatten_linear
     assert row.caught and row.named_layer == row.expected_layer and row.likely_cause == "layout", row
@@ -83,7 +83,7 @@ def test_selftest_pool_padding_mutation_swaps_minus_inf_for_zero():
     (selftest reports it n/a with that reason); on negative inputs it changes the pool."""
     import tensorflow as tf
 
-    from parity.selftest import _tf_swap_pool_padding
+    from parity.inference.selftest import _tf_swap_pool_padding
     from tf_impl.layers import max_pool2d
     x = tf.constant(-1.0 - np.random.default_rng(0).random((1, 7, 7, 2), dtype=np.float32))
     correct = max_pool2d(x, 3, 2, padding=1).numpy()
@@ -109,15 +109,15 @@ def test_selftest_json_is_written_after_every_model(tmp_path, monkeypatch):
     """The sweep's JSON holds each finished model even when a later one ends the process."""
     import json
 
-    from parity import selftest as selftest_module
     from parity.cli import main
-    real = selftest_module.selftest
+    from parity.inference import commands
+    real = commands.selftest
 
     def selftest(name, framework, **kwargs):
         if name == "nin":
             raise SystemExit(9)  # a sweep killed in its second model
         return real(name, framework, mutations=("permuted flatten",), **kwargs)
-    monkeypatch.setattr(selftest_module, "selftest", selftest)
+    monkeypatch.setattr(commands, "selftest", selftest)
     out = tmp_path / "selftest.json"
     with pytest.raises(SystemExit):
         main(["selftest", "lenet", "nin", "--frameworks", "tf", "--json", str(out)])

@@ -14,7 +14,7 @@ import pytest
 
 from parity import registry
 from parity.adapters import adapter
-from parity.checker import FLOAT64_ONNX, check
+from parity.inference.check import FLOAT64_ONNX, check
 from parity.tolerance import threshold
 
 FP64 = threshold("fp64")
@@ -79,7 +79,7 @@ def test_a_float32_layer_in_a_float64_keras_model_is_named_by_compare(monkeypatc
     import keras
 
     from parity.calibrate import calibrated_torch_model, seeded_input
-    from parity.layerwise import compare
+    from parity.inference.layerwise import compare
     unet = importlib.import_module("keras_impl.unet")
     monkeypatch.setattr(unet, "BilinearUpsample2x", lambda name: keras.layers.UpSampling2D(
         2, interpolation="nearest", name=name, dtype="float32"))
@@ -95,7 +95,7 @@ def test_the_dtype_walk_of_a_torch_model_names_where_float32_enters():
     import torch
     from torch import nn
 
-    from parity.layerwise import narrowing
+    from parity.inference.layerwise import narrowing
 
     class Narrow(nn.Module):  # an op with no weights that computes in float32
         def forward(self, x):
@@ -112,7 +112,7 @@ def test_the_layer_walk_of_two_float64_models_stays_float64():
     """parity.compare judges two float64 models at the fp64 policy, layer by layer; the torch
     side's layer outputs once came back as float32, which put every layer 4.7e-8 off."""
     from parity.calibrate import calibrated_torch_model, seeded_input
-    from parity.layerwise import compare
+    from parity.inference.layerwise import compare
     reference = calibrated_torch_model("resnet18", input_size=(3, 32, 32)).double()
     candidate = adapter("keras").build("resnet18", input_size=(3, 32, 32), dtype="float64")
     adapter("keras").load_state_dict(candidate, adapter("torch").state_dict(reference))
@@ -133,8 +133,8 @@ def test_the_float64_table_fits_80_columns_and_says_why_onnx_is_skipped():
 
     from rich.console import Console
 
-    from parity.checker import ModelReport, TargetResult
-    from parity.cli import report_table
+    from parity.inference.check import ModelReport, TargetResult
+    from parity.inference.commands import report_table
     results = [TargetResult(t, "logits", 2e-15, 3e-15, FP64, True, 3e-4, top1_agreement=1.0, seconds=1.2)
                for t in ("keras", "tf")]
     results += [TargetResult(t, "-", float("nan"), float("nan"), FP64, True, 0.0, skipped=FLOAT64_ONNX)
@@ -171,7 +171,7 @@ def test_float64_policy_separates_the_faithful_ports_from_a_float32_op():
 
 
 def test_a_float64_keras_build_is_float64_whatever_the_global_policy():
-    """Restoring a dtype policy (parity.lowprecision does, after bf16) leaves an explicit global
+    """Restoring a dtype policy (parity.inference.lowprecision does, after bf16) leaves an explicit global
     "float32" policy, and Keras layers then ignore floatx: a float64 build came out float32
     in whichever xdist worker had run the bf16 tests first."""
     import keras

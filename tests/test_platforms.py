@@ -88,7 +88,7 @@ def _expected_targets():
 
 
 def test_default_targets_are_what_is_installed_and_the_rest_is_noted():
-    from parity.checker import plan
+    from parity.inference.check import plan
     targets, notes = plan(None, onnx=True)
     assert [t for t in targets if ":" not in t] == _expected_targets()
     for f in ("keras", "tf"):
@@ -150,7 +150,7 @@ def test_sweep_file_holds_every_finished_model_when_the_sweep_dies(tmp_path):
     from rich.console import Console
 
     import parity
-    from parity.cli import _sweep
+    from parity.inference.commands import sweep
 
     def one(name):
         if name == "resnet34":
@@ -159,7 +159,7 @@ def test_sweep_file_holds_every_finished_model_when_the_sweep_dies(tmp_path):
 
     args = SimpleNamespace(json=str(tmp_path / "s.json"), size=32, batch=1, device="cpu")
     with pytest.raises(KeyboardInterrupt):
-        _sweep(["resnet18", "resnet34"], one, Console(file=open(os.devnull, "w")), args)
+        sweep(["resnet18", "resnet34"], one, Console(file=open(os.devnull, "w")), args)
     payload = json.loads((tmp_path / "s.json").read_text())
     assert not payload["complete"] and [m["model"] for m in payload["models"]] == ["resnet18"]
     assert [p.name for p in tmp_path.iterdir()] == ["s.json"]  # written atomically: no temporary left

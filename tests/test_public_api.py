@@ -68,7 +68,7 @@ def test_every_public_name_in_the_docs_resolves_in_a_fresh_interpreter():
 
 def test_the_readme_import_pattern_works_without_importing_submodules():
     code = ("import sys, parity; from_ka = parity.weights.from_keras_applications; cmp = parity.compare; "
-            "assert callable(from_ka) and callable(cmp); assert 'parity.layerwise' not in sys.modules; "
+            "assert callable(from_ka) and callable(cmp); assert 'parity.inference.layerwise' not in sys.modules; "
             "bad = [m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
@@ -95,12 +95,14 @@ def test_the_public_api_is_typed():
     assert len(functions) >= 12 and not untyped, untyped
 
 
-def test_the_old_training_paths_are_the_new_objects():
-    """parity.training and parity.train_check stay, as re-exports, until README's Changes
-    section retires them (issue 33, landing 2)."""
-    from parity import train_check, training
+def test_the_old_module_paths_are_the_new_objects():
+    """parity.training, parity.train_check and parity.layerwise stay, as re-exports, until
+    README's Changes section retires them (issue 33, landings 2 and 3)."""
+    from parity import layerwise, train_check, training
+    from parity.inference import layerwise as inference_layerwise
     from parity.train import check, judge, loop, step
     assert (training.train_steps, training.Hyper, training.DropoutMasks) == (loop.train_steps, step.Hyper,
                                                                              step.DropoutMasks)
     assert (train_check.train_check, train_check.Float64Check) == (check.train_check, check.Float64Check)
     assert (train_check.cancelled, train_check.GRAD_POLICY) == (judge.cancelled, judge.GRAD_POLICY)
+    assert (layerwise.compare, layerwise.Comparison) == (inference_layerwise.compare, inference_layerwise.Comparison)

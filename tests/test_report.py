@@ -16,7 +16,7 @@ from parity import report
 def payload():
     """A real passing check plus a real failing comparison (a flipped kernel in tf)."""
     from parity.calibrate import calibrated_torch_model, seeded_input
-    from parity.layerwise import compare
+    from parity.inference.layerwise import compare
     passing = parity.check("resnet18", size=32, frameworks=("tf",), onnx=False).to_json()
     reference = calibrated_torch_model("resnet18", input_size=(3, 32, 32))
     state = parity.state_dict(reference)

@@ -18,7 +18,7 @@ import numpy as np
 from .. import devices
 from ..adapters import adapter
 from ..calibrate import calibrated_torch_model, seeded_input
-from ..lowprecision import convert_onnx_to_fp16, keras_policy
+from ..inference.lowprecision import convert_onnx_to_fp16, keras_policy
 from ..onnx.exports import export_fp32, first_line
 from ..onnx.runtime import onnx_source_problem
 from .result import FAILED, FAMILIES, RUNTIMES, SKIPPED, UNSUPPORTED, RuntimeSkipped

@@ -31,19 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import registry, tolerance
-from .adapters import adapter
-from .calibrate import calibrated_torch_model, seeded_input
-from .frameworks import release_memory
-from .lowprecision import (
-    KERAS_POLICY,
-    Unsupported,
-    convert_onnx_to_fp16,
-    keras_policy,
-    torch_dtype,
-)
-from .onnx.exports import export_fp32
-from .onnx.runtime import onnx_source_problem
+from .. import registry, tolerance
+from ..adapters import adapter
+from ..calibrate import calibrated_torch_model, seeded_input
+from ..frameworks import release_memory
+from .lowprecision import KERAS_POLICY, Unsupported, convert_onnx_to_fp16, keras_policy, torch_dtype
+from ..onnx.exports import export_fp32
+from ..onnx.runtime import onnx_source_problem
 
 PRECISION_RUNTIMES = ("torch:autocast", "keras:mixed", "onnx:torch", "onnx:keras", "onnx:tf")
 LOW_DTYPES = ("fp16", "bf16")
@@ -107,7 +101,7 @@ def check_precision(name: str, dtype: str = "bf16", *, runtimes=PRECISION_RUNTIM
     shape = (batch, c, h, w)
     limit = tolerance.threshold(dtype)
     report = PrecisionReport(name, dtype, list(shape), device, limit, seed)
-    from . import devices
+    from .. import devices
     devices.require("torch", device)
     if device == "cuda":
         devices.set_tf32(False, ("torch",))  # the fp32 reference is strict fp32
@@ -228,7 +222,7 @@ def _torch_autocast(model, x, dtype, device, timed):
 def _keras_mixed(name, state, x, dtype, shape, device, timed):
     import keras
 
-    from . import devices
+    from .. import devices
     with keras_policy(dtype), devices.placed("keras", device):
         model = adapter("keras").build(name, input_size=shape[1:])
         adapter("keras").load_state_dict(model, state)
@@ -256,7 +250,7 @@ def _exports(name, state, shape, dtype, runtimes, tmp) -> dict:
 
 
 def _onnx_fp16(source, exports, x, dtype, device, tmp, timed):
-    from .onnx import runtime
+    from ..onnx import runtime
     if dtype == "bf16":
         raise Unsupported("onnxruntime: no bf16 conversion (onnxconverter-common writes fp16 only) "
                           "and no bf16 convolution kernels")
@@ -318,7 +312,7 @@ def main(argv=None) -> int:
                              size=args.size, batch=args.batch, device=args.device)
     Console().print(table(report))
     if args.json:
-        from .io import atomic_path
+        from ..io import atomic_path
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps(report.to_json(), indent=2, default=float))
     return 0 if report.passed else 1

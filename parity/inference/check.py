@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import devices, registry, tolerance
-from .adapters import adapter
-from .calibrate import calibrated_torch_model, seeded_input
-from .errors import ParityError
-from .frameworks import release_memory
-from .onnx.runtime import onnx_source_problem
+from .. import devices, registry, tolerance
+from ..adapters import adapter
+from ..calibrate import calibrated_torch_model, seeded_input
+from ..errors import ParityError
+from ..frameworks import release_memory
+from ..onnx.runtime import onnx_source_problem
 
 NATIVE_TARGETS = ("keras", "tf")
 ONNX_SOURCES = ("torch", "keras", "tf")
@@ -79,7 +79,7 @@ def targets(frameworks=None, onnx=True):
 def plan(frameworks=None, onnx=True):
     """(targets, notes): the native frameworks asked for (default: keras and tf) and the ONNX
     exports of torch and of each of them, less what cannot run here, each left out with a note."""
-    from . import frameworks as installed
+    from .. import frameworks as installed
     asked = NATIVE_TARGETS if frameworks is None else tuple(frameworks)
     native, notes = [], []
     for f in asked:
@@ -112,16 +112,16 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
     dtype="float64": every framework builds and runs the model in float64 on the CPU, judged
     against torch float64 at the fp64 policy (no fp32 rounding left to allow for); the ONNX
     targets, float32 by the project's ONNX interface, are rows that say so."""
-    from .adapters.base import check_dtype
+    from ..adapters.base import check_dtype
     exact = check_dtype(dtype) == "float64"
     spec = registry.get(name)
     c, h, w = spec.input_size
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
     shape = (batch, c, h, w)
-    from .inputs import refuse_unfit_size
+    from ..inputs import refuse_unfit_size
     refuse_unfit_size(name, (c, h, w))
-    from .frameworks import MissingFramework, missing
+    from ..frameworks import MissingFramework, missing
     if missing("torch"):
         raise MissingFramework(f"torch: {missing('torch')} (the reference runs in torch_impl)")
     planned, left_out = plan(frameworks, onnx)
@@ -215,7 +215,7 @@ def _require_float64_outputs(outputs, names):
 def _reference_model(name, weights, seed, input_size):
     if weights is None:
         return calibrated_torch_model(name, seed=seed, input_size=input_size)
-    from .io import load_state
+    from ..io import load_state
     model = adapter("torch").build(name)
     adapter("torch").load_state_dict(model, load_state(weights))
     return model.eval()
@@ -231,10 +231,10 @@ def _run_target(target, name, built, state, x, tmp, shape, spec, device, tf32, d
     if kind != "onnx":
         with devices.placed(kind, device):
             return adapter(kind).run(model, x, device=device), model
-    from .onnx import runtime
+    from ..onnx import runtime
     path = tmp / f"{name}.{source}.onnx"
     if source in ("keras", "tf"):  # big models in a child: an OOM kill becomes this target's error
-        from .onnx.guard import export_guarded
+        from ..onnx.guard import export_guarded
         export_guarded(source, model, name, state, path, shape, spec.outputs)
     else:
         adapter(source).export_onnx(model.cpu(), path, shape, spec.outputs)

@@ -33,7 +33,7 @@ def convert_onnx_to_fp16(source, destination) -> Path:
     except ImportError:
         raise Unsupported("onnxruntime fp16 needs onnxconverter-common (pip install onnxconverter-common)") from None
 
-    from .io import atomic_path
+    from ..io import atomic_path
     with warnings.catch_warnings():  # one warning per constant clipped to the fp16 range
         warnings.simplefilter("ignore", UserWarning)
         model = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
