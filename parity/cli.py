@@ -1,5 +1,5 @@
 """The `parity` command line: main() and the parser, assembled from each subpackage's
-register(subparsers) (catalogue, inference, onnx, bench, train); no handler lives here."""
+register(subparsers) (weights, inference, onnx, bench, train); no handler lives here."""
 import argparse
 import os
 import sys
@@ -57,11 +57,11 @@ def _subcommands(parser) -> dict:
 def _command_groups():
     """Each subpackage's register(subparsers), in the order `parity --help` lists them."""
     from .bench import register_cli as bench
-    from .catalogue.commands import register as catalogue
     from .inference.commands import register as inference
     from .onnx.commands import register as onnx
     from .train.commands import register as train
-    return catalogue, inference, onnx, bench, train
+    from .weights.commands import register as weights
+    return weights, inference, onnx, bench, train
 
 
 def _parser():

@@ -77,9 +77,9 @@ def register(spec: ModelSpec) -> ModelSpec:
 def _load_catalogue() -> None:
     if _REGISTRY:
         return
-    from .catalogue import families
-    for info in pkgutil.iter_modules(families.__path__):
-        importlib.import_module(f"{families.__name__}.{info.name}")
+    from . import catalogue
+    for info in pkgutil.iter_modules(catalogue.__path__):
+        importlib.import_module(f"{catalogue.__name__}.{info.name}")
 
 
 def get(name: str) -> ModelSpec:

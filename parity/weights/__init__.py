@@ -1,5 +1,6 @@
 """Importing weights into canonical state: from other libraries' models, from the source
-tutorials' checkpoints, and from weight files of any of the three frameworks."""
+tutorials' checkpoints, and from weight files of any of the three frameworks. The commands
+on a model's weights (list, summary, convert) are commands.py."""
 from typing import Any
 
 
@@ -9,7 +10,7 @@ def from_keras_applications(model: Any) -> tuple[str, dict]:
     Works with random or ImageNet weights; the returned state loads strictly into the
     named model in every framework. Converters live in parity/keras_applications/.
     """
-    from .keras_applications import converter_for
+    from ..keras_applications import converter_for
 
     name, convert = converter_for(model)
     return name, convert(model)
@@ -20,7 +21,7 @@ def from_tutorial(model_name: str, state_dict: Any, **build_kwargs: Any) -> dict
     tutorial's own code (d2l's `nn.Sequential` indices, seed 004's module names); builder
     options such as num_classes as the tutorial used them. Every unknown, missing and
     mis-shaped key is listed in one StateDictError. Renames live in parity/tutorials.py."""
-    from .tutorials import from_tutorial as convert
+    from ..tutorials import from_tutorial as convert
     return convert(model_name, state_dict, **build_kwargs)
 
 
@@ -41,8 +42,8 @@ def read_state(name, path, options=None) -> dict:
     """Canonical state of catalogue model `name` from a weight file: .safetensors and
     .pt/.pth as saved, .weights.h5 and .tfckpt through the framework's model (built
     with `options`, e.g. num_classes)."""
-    from .adapters import adapter
-    from .io import load_state
+    from ..adapters import adapter
+    from ..io import load_state
     kind = weight_format(path)
     if kind in ("canonical", "torch"):
         return load_state(path)

@@ -5,7 +5,7 @@ from ..adapters import adapter
 from ..console import say
 from ..frameworks import import_safely, missing
 from ..io import load_state, save_state, write_json
-from ..weights import from_tutorial, read_state, weight_format
+from . import from_tutorial, read_state, weight_format
 
 
 def register(subparsers) -> None:

@@ -1,1 +1,0 @@
-"""One module per architecture family; each registers its ModelSpecs on import."""
