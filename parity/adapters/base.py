@@ -110,6 +110,23 @@ class Adapter:
     def spec(self, model):
         return registry.find(self.model_name(model))
 
+    def distributed_engine(self):
+        """<framework>_impl/distributed.py: the framework's data-parallel engine (the functions
+        docs/distributed.md sets side by side)."""
+        return self._implementation("distributed")
+
+    def layer_types(self):
+        """<framework>_impl/layers.py: the framework's own layer classes and helpers (the
+        self-test plants its bugs by replacing or wrapping them)."""
+        return self._implementation("layers")
+
+    def _implementation(self, module: str):
+        import importlib
+
+        from ..frameworks import import_safely
+        import_safely(self.framework)  # torch and triton before TensorFlow: parity/frameworks.py
+        return importlib.import_module(f"{self.framework}_impl.{module}")
+
     def trainer(self, model, hyper, device: str = "cpu", dropout_seed=None):
         """A parity.train.step.Trainer for `model` with `hyper` (torch vocabulary): one step per
         call in train mode, the catalogue's loss, aux weights and head (when freezing)."""

@@ -152,8 +152,7 @@ def bn_running_mean(ctx):
 # --- structural mutations: made on the Keras or TF model -----------------------------------
 
 def _tf_layer(model, path):
-    from tf_impl.layers import named_layers
-    return dict(named_layers(model))[path]
+    return dict(adapter("tf").layer_types().named_layers(model))[path]
 
 
 def bn_epsilon(ctx):
@@ -232,7 +231,7 @@ def missing_relu(ctx):
 def _tf_relu_skipped_after(model, norm_path):
     """While active, tf.nn.relu passes the output of one BatchNorm through unchanged."""
     import tensorflow as tf
-    from tf_impl.layers import BatchNorm2d
+    BatchNorm2d = adapter("tf").layer_types().BatchNorm2d
     target, relu, norm_call, marked = _tf_layer(model, norm_path), tf.nn.relu, BatchNorm2d.__call__, []
 
     def call_and_mark(self, *args, **kwargs):
@@ -262,7 +261,7 @@ def pool_padding(ctx):
         return "benign", expected, "pool input is non-negative here: zero and -inf padding agree"
     if ctx.framework == "keras":
         from keras import layers
-        from keras_impl.layers import NegInfPadding2D
+        NegInfPadding2D = adapter("keras").layer_types().NegInfPadding2D
         model = ctx.candidate()
         pad = next((lyr for lyr in model.layers if isinstance(lyr, (NegInfPadding2D, layers.ZeroPadding2D))
                     and lyr.name.startswith(pool)), None)

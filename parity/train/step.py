@@ -206,6 +206,12 @@ class Trainer:
         if self._masks is not None:
             self._masks.step = steps
 
+    def use_dropout_masks(self, masks) -> None:
+        """Every dropout of the next steps draws its mask from `masks(shape, rate)` (in the
+        framework's layout); the caller advances them (data-parallel: a replica's rows of the
+        global batch's masks)."""
+        self.native.dropout_masks = masks
+
     def reset_optimizer(self) -> None:
         """The optimizer as built (no momentum or moments, step 0), for a new run of the same
         trainer: its compiled step is kept (a Keras or TF trace of ResNet-18 costs 2-3 s)."""

@@ -190,8 +190,7 @@ def rule_for(job):
 def sync_refused(job):
     """Why the engine cannot synchronize BN on this device (None when it can)."""
     if job.framework == "torch" and rule_for(job) == "sync-bn":
-        import torch_impl.distributed as engine
-        if not engine.sync_bn_available(job.device):
+        if not engine_module("torch").sync_bn_available(job.device):
             return "torch SyncBatchNorm runs on CUDA/XPU only (on CPU it raises ValueError)"
     return None
 

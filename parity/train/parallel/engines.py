@@ -3,6 +3,7 @@ check and the runs reach them: the engine module, its native trainer options, on
 MirroredStrategy per process, and the global batch's dropout masks cut into replicas."""
 import numpy as np
 
+from ...adapters import adapter
 from ...errors import unknown_choice
 from ..step import DropoutMasks, Hyper, loss_kind
 
@@ -10,15 +11,10 @@ FRAMEWORKS = ("torch", "keras", "tf", "jax")  # jax: Keras 3 on the JAX backend
 
 
 def engine_module(framework):
-    if framework == "torch":
-        import torch_impl.distributed as engine
-    elif framework in ("keras", "jax"):
-        import keras_impl.distributed as engine
-    elif framework == "tf":
-        import tf_impl.distributed as engine
-    else:
+    """The framework's data-parallel engine (Keras on JAX: keras_impl's), through its adapter."""
+    if framework not in FRAMEWORKS:
         raise ValueError(f"{unknown_choice('framework', framework, FRAMEWORKS)}; choose from {', '.join(FRAMEWORKS)}")
-    return engine
+    return adapter("keras" if framework == "jax" else framework).distributed_engine()
 
 
 def hyper_of(job):

@@ -28,7 +28,7 @@ def single_process(job, state, batches, *, replica=0, replicas=1, first_step=0):
     trainer.reset_optimizer()
     spec = native.spec(model)
     masks = ShardMasks(job.seed, replicas, native.channels_last, spec.flatten_linear.values() if spec else ())
-    trainer.native.dropout_masks = BoundMasks(masks, replica)
+    trainer.use_dropout_masks(BoundMasks(masks, replica))
     losses, grads, states = [], None, []
     for i, (x, labels) in enumerate(batches):
         masks.step = first_step + i

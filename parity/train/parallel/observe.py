@@ -31,8 +31,7 @@ class Job:
 
 def observe_torch(jobs) -> list:
     """DDP runs of every job in one spawn (same replicas, device, timeout for all)."""
-    import torch_impl.distributed as engine
-
+    engine = engine_module("torch")
     torch_adapter = adapter("torch")
     runs = []
     for job in jobs:
@@ -107,8 +106,7 @@ def observe_jax(job: Job) -> dict:
     over N host devices (it shards the global batch); the single-process side is the same
     trainer built without a distribution, on one device (single_process). Dropout masks are the global batch's
     (the step sees the global batch), injected as in the single process."""
-    import keras_impl.distributed as engine
-
+    engine = engine_module("jax")
     native = adapter("keras")
     channels = job.batches[0][0].shape[1]
     distribution = engine.jax_data_parallel(job.replicas)
@@ -119,7 +117,7 @@ def observe_jax(job: Job) -> dict:
         spec = native.spec(model)
         # The step sees the global batch: the global batch's masks, as the single process draws them.
         masks = ShardMasks(job.seed, 1, native.channels_last, spec.flatten_linear.values() if spec else ())
-        trainer.native.dropout_masks = BoundMasks(masks, 0)
+        trainer.use_dropout_masks(BoundMasks(masks, 0))
         losses, grads, times = [], None, []
         for step, (x, labels) in enumerate(job.batches):
             masks.step = step

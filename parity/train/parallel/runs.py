@@ -150,8 +150,7 @@ def shapes(config, data):
 
 def torch_run(replicas, job) -> ReplicaRun:
     """DDP over `replicas` ranks (torch_impl.distributed.train_data_parallel)."""
-    import torch_impl.distributed as engine
-
+    engine = engine_module("torch")
     config = RunConfig(**job["config"])
     data = open_run_data(job["config"])
     input_size, num_classes = shapes(config, data)
@@ -212,8 +211,7 @@ def mirrored_run(framework, replicas, job) -> ReplicaRun:
 def jax_run(framework, replicas, job) -> ReplicaRun:
     """Keras on JAX: keras_impl/train.py's jitted step built under keras.distribution.DataParallel
     over `replicas` host devices (it shards each global batch)."""
-    import keras_impl.distributed as engine
-
+    engine = engine_module("jax")
     config = RunConfig(**job["config"])
     data = open_run_data(job["config"])
     input_size, num_classes = shapes(config, data)
