@@ -60,6 +60,35 @@ class NegInfPadding2D(layers.Layer):
         return {**super().get_config(), "padding": ((self.top, self.bottom), (self.left, self.right))}
 
 
+class InputCheck(layers.Layer):
+    """torch_impl's check_input in a functional model: a wrong channel count or an empty batch
+    is refused before the first layer runs, naming the model, that layer and the shape (Keras'
+    own message names an inner layer, or, for an empty batch, the wrong one). Shapes unknown
+    while a graph is traced are left to the run."""
+
+    def __init__(self, model, first_layer, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.model_name, self.first_layer, self.channels = model, first_layer, channels
+
+    def call(self, x):
+        shape = tuple(x.shape)
+        if len(shape) != 4 or shape[-1] not in (None, self.channels):
+            raise ValueError(f"{self.model_name}: layer '{self.first_layer}' expects input (N, H, W, {self.channels}) "
+                             f"(NHWC); got shape {shape}")
+        if shape[0] == 0:
+            raise ValueError(f"{self.model_name}: layer '{self.first_layer}' got an empty batch, shape {shape}")
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "model": self.model_name, "first_layer": self.first_layer,
+                "channels": self.channels}
+
+
+def check_input(x, model, first_layer, channels):
+    """`x` through an InputCheck (see there)."""
+    return InputCheck(model, first_layer, channels, name="input_check")(x)
+
+
 def conv2d(x, filters, kernel_size, *, name, stride=1, padding=0, dilation=1, groups=1, bias=True):
     """torch.nn.Conv2d: symmetric zero padding, then a VALID convolution; where Keras' "same"
     pads exactly that (stride 1, padding = dilation * (kernel - 1) / 2), the conv pads itself."""

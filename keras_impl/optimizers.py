@@ -102,8 +102,8 @@ class TorchAdamW(TorchAdam):
 
     decoupled = True
 
-    def __init__(self, learning_rate=0.001, name="torch_adamw", **kwargs):
-        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+    def __init__(self, learning_rate=0.001, decay=0.01, name="torch_adamw", **kwargs):
+        super().__init__(learning_rate=learning_rate, decay=decay, name=name, **kwargs)
 
 
 class TorchRMSprop(keras.optimizers.Optimizer):

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import keras
 from keras import layers
 
-from .layers import Linear, batch_norm, conv2d, global_avg_pool, max_pool, relu
+from .layers import Linear, batch_norm, check_input, conv2d, global_avg_pool, max_pool, relu
 
 
 class Stage(NamedTuple):
@@ -65,14 +65,15 @@ def make_layer(x, block, stage, *, name, inplanes, dilation, dilate, groups, bas
 
 
 def resnet(name, block, depths, *, num_classes=1000, include_top=True, groups=1, width_per_group=64,
-           replace_stride_with_dilation=None, input_shape=None):
+           replace_stride_with_dilation=None, zero_init_residual=False, input_shape=None):
     dilate = replace_stride_with_dilation or (False, False, False)
     if len(dilate) != 3:
         raise ValueError(f"{name}: replace_stride_with_dilation needs 3 booleans; got {dilate!r}")
     stages = [Stage(64 * 2 ** i, n, 1 if i == 0 else 2) for i, n in enumerate(depths)]
 
     inputs = keras.Input(shape=input_shape or (None, None, 3), name="input")
-    x = relu(batch_norm(conv2d(inputs, 64, 7, stride=2, padding=3, bias=False, name="conv1"), name="bn1"))
+    x = check_input(inputs, name, "conv1", 3)
+    x = relu(batch_norm(conv2d(x, 64, 7, stride=2, padding=3, bias=False, name="conv1"), name="bn1"))
     x = max_pool(x, 3, 2, padding=1, name="maxpool")
     channels, dilation = 64, 1
     for i, stage in enumerate(stages):
@@ -82,7 +83,18 @@ def resnet(name, block, depths, *, num_classes=1000, include_top=True, groups=1,
     if include_top:
         x = global_avg_pool(x, name="avgpool")
         x = Linear(num_classes, name="fc")(x)
-    return keras.Model(inputs, x, name=name)
+    model = keras.Model(inputs, x, name=name)
+    if zero_init_residual:
+        zero_last_norms(model, "bn3" if block is bottleneck else "bn2")
+    return model
+
+
+def zero_last_norms(model, last):
+    """zero_init_residual: the last BatchNorm of every residual branch starts with scale 0, so
+    each block starts as its shortcut."""
+    for layer in model.layers:
+        if layer.name.startswith("layer") and layer.name.endswith(f".{last}"):
+            layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
 
 
 def resnet18(**kwargs):

@@ -50,6 +50,13 @@ class ModelSpec:
         """Whether a canonical key (module path, or path.param) belongs to the head."""
         return any(key == p or key.startswith(p + ".") for p in self.head)
 
+    def input_shape(self, batch: int = 1, size=None) -> tuple:
+        """(N, C, H, W): the model's input, or `size` (an int for a square, or (H, W)) instead."""
+        c, h, w = self.input_size
+        if size is not None:
+            h, w = (size, size) if isinstance(size, int) else size
+        return batch, c, h, w
+
     def training_size(self, size: int | None = None) -> int:
         """`size` (default: the first test size, raised to train_min_size) for a training step;
         a smaller one is refused by name, not by the layer it would break."""

@@ -99,12 +99,12 @@ def test_torch_keys_and_shapes_are_torchvisions(name):
 
 @pytest.mark.parametrize("name", ["googlenet", "inception_v3", "inception_v3_keras"])
 def test_parameter_count_is_published(name):
-    from parity.cli import count_parameters
+    from parity.weights.commands import count_parameters
     assert count_parameters(name) == registry.get(name).published_params
 
 
 def test_aux_heads_and_defaults():
-    from parity.cli import count_parameters
+    from parity.weights.commands import count_parameters
     with torch.device("meta"):
         assert parity.build("googlenet").aux1 is None  # our builder's default: no heads
         assert _trainable_count(parity.build("googlenet", aux_logits=True)) == 13_004_888

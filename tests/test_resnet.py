@@ -36,7 +36,7 @@ def test_torch_keys_and_shapes_are_torchvisions(name):
 
 @pytest.mark.parametrize("name", RESNETS)
 def test_parameter_count_is_published(name):
-    from parity.cli import count_parameters
+    from parity.weights.commands import count_parameters
     assert count_parameters(name) == parity.registry.get(name).published_params
 
 
@@ -111,3 +111,34 @@ def test_basic_block_rejects_dilation():
     for framework in ("torch", "keras", "tf"):
         with pytest.raises(ValueError, match="BasicBlock"):
             parity.build("resnet18", framework=framework, replace_stride_with_dilation=[False, False, True])
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_zero_init_residual_zeroes_the_same_scales_in_every_framework(name):
+    """torchvision's zero_init_residual, in torch_impl and (since issue 33) in Keras and tf_impl:
+    the scale of the last BatchNorm of every residual branch starts at zero, and nothing else
+    does; without the option no BatchNorm scale is zero."""
+    last = "bn2" if name == "resnet18" else "bn3"
+    for framework in ("torch", "keras", "tf"):
+        state = parity.state_dict(parity.build(name, framework=framework, zero_init_residual=True))
+        zeroed = {k for k, v in state.items() if v.ndim == 1 and k.endswith(".weight") and not v.any()}
+        assert zeroed == {k for k in state if k.startswith("layer") and k.endswith(f".{last}.weight")}, framework
+        plain = parity.state_dict(parity.build(name, framework=framework))
+        assert not [k for k, v in plain.items() if v.ndim == 1 and k.endswith(".weight") and not v.any()], framework
+
+
+@pytest.mark.parametrize("bad", [(1, 1, 32, 32), (0, 3, 32, 32)], ids=["one channel", "empty batch"])
+def test_every_resnet_refuses_a_wrong_input_naming_the_model_and_its_first_layer(bad):
+    """check_input in all three ResNets (keras_impl's had none until issue 33: Keras named an
+    inner layer, and for an empty batch the wrong one, bn1)."""
+    torch = pytest.importorskip("torch")
+    import keras_impl
+    import tf_impl
+    import torch_impl
+    x = np.zeros(bad, np.float32)
+    runs = {"torch": lambda: torch_impl.resnet18()(torch.from_numpy(x)),
+            "keras": lambda: keras_impl.resnet18()(x.transpose(0, 2, 3, 1)),
+            "tf": lambda: tf_impl.resnet18()(x.transpose(0, 2, 3, 1))}
+    for framework, run in runs.items():
+        with pytest.raises(ValueError, match="resnet18: layer 'conv1' (expects input|got an empty batch)"):
+            run()

@@ -66,7 +66,7 @@ def test_module_paths(name):
 
 @pytest.mark.parametrize("name", [n for n in V2 + KERAS_V1 if parity.registry.get(n).published_params])
 def test_parameter_count_is_keras_applications(name):
-    from parity.cli import count_parameters
+    from parity.weights.commands import count_parameters
     assert count_parameters(name) == parity.registry.get(name).published_params
 
 

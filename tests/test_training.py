@@ -95,6 +95,17 @@ def test_weight_decay_coupled_vs_decoupled():
     assert not close(keras_run(keras_opt.TorchAdam(0.1, weight_decay=0.1)), coupled, 1e-4)
 
 
+def test_adamw_defaults_to_torchs_decay_in_every_framework():
+    """torch.optim.AdamW decays by 1e-2 unless told otherwise; both ports did not agree (Keras
+    0.0, tf_impl 0.01) until issue 33. Built with defaults, the three runs are one."""
+    default = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))]).defaults["weight_decay"]
+    assert default == keras_opt.TorchAdamW().decay_rate == tf_opt.TorchAdamW().decay_rate
+    reference = torch_run(lambda p: torch.optim.AdamW(p, lr=0.1))
+    assert close(keras_run(keras_opt.TorchAdamW(learning_rate=0.1)), reference)
+    assert close(tf_run(tf_opt.TorchAdamW(0.1)), reference)
+    assert not close(keras_run(keras_opt.TorchAdamW(learning_rate=0.1, decay=0.0)), reference, 1e-4)
+
+
 def test_rmsprop_sqrt_v_plus_eps_and_alpha():
     eps = 1e-2
     ref = torch_run(lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.99, eps=eps, momentum=0.9, weight_decay=1e-2))

@@ -79,7 +79,7 @@ def _run_downsample(downsample, x, training):
 
 class ResNet(tf.Module):
     def __init__(self, name, block, depths, *, num_classes=1000, include_top=True, groups=1,
-                 width_per_group=64, replace_stride_with_dilation=None):
+                 width_per_group=64, replace_stride_with_dilation=None, zero_init_residual=False):
         super().__init__(name=name)
         self.arch, self.include_top = name, include_top
         self.groups, self.base_width = groups, width_per_group
@@ -97,6 +97,15 @@ class ResNet(tf.Module):
         self.layer4 = self._make_layer(block, stages[3], dilate[2])
         if include_top:
             self.fc = Linear(512 * block.expansion, num_classes)
+        if zero_init_residual:
+            self._zero_last_norms()
+
+    def _zero_last_norms(self):
+        """zero_init_residual: the last BatchNorm of every residual branch starts with scale 0,
+        so each block starts as its shortcut."""
+        for unit in (u for stage in (self.layer1, self.layer2, self.layer3, self.layer4) for u in stage):
+            last = unit.bn3 if isinstance(unit, Bottleneck) else unit.bn2
+            last.weight.assign(tf.zeros_like(last.weight))
 
     def _make_layer(self, block, stage, dilate=False):
         stride, previous_dilation = stage.stride, self.dilation

@@ -58,10 +58,7 @@ def bench(name: str, frameworks=None, device: str = "cpu", batch: int = 1, dtype
     if baseline not in RUNTIMES:
         raise ValueError(f"unknown baseline {baseline!r}; choose one of {', '.join(RUNTIMES)}")
     spec = registry.get(name)
-    c, h, w = spec.input_size
-    if size is not None:
-        h, w = (size, size) if isinstance(size, int) else size
-    shape = (batch, c, h, w)
+    shape = spec.input_shape(batch, size)
     result = BenchResult(name, list(shape), device, dtype, batch, repeats, warmup, baseline,
                          {None: "default", True: "on", False: "off"}[tf32])
     if frameworks is None and left_out:

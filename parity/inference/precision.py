@@ -95,10 +95,7 @@ def check_precision(name: str, dtype: str = "bf16", *, runtimes=PRECISION_RUNTIM
     if unknown:
         raise ValueError(f"unknown precision runtime(s) {unknown}; choose from {', '.join(PRECISION_RUNTIMES)}")
     spec = registry.get(name)
-    c, h, w = spec.input_size
-    if size is not None:
-        h, w = (size, size) if isinstance(size, int) else size
-    shape = (batch, c, h, w)
+    shape = spec.input_shape(batch, size)
     limit = tolerance.threshold(dtype)
     report = PrecisionReport(name, dtype, list(shape), device, limit, seed)
     from .. import devices
@@ -106,7 +103,7 @@ def check_precision(name: str, dtype: str = "bf16", *, runtimes=PRECISION_RUNTIM
     if device == "cuda":
         devices.set_tf32(False, ("torch",))  # the fp32 reference is strict fp32
 
-    torch_model = calibrated_torch_model(name, seed=seed, input_size=(c, h, w))
+    torch_model = calibrated_torch_model(name, seed=seed, input_size=shape[1:])
     state = adapter("torch").state_dict(torch_model)
     x = seeded_input(shape, seed + 1)
     reference = adapter("torch").run(torch_model.to(device), x, device=device)[0]
