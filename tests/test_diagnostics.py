@@ -124,3 +124,24 @@ def test_selftest_json_is_written_after_every_model(tmp_path, monkeypatch):
     written = json.loads(out.read_text())
     assert [(r["model"], r["mutation"]) for r in written["rows"]] == [("lenet", "permuted flatten")]
     assert written["detected"] == written["applicable"] == 1
+
+
+def test_tf_layer_recording_watches_one_model_and_patches_no_class():
+    """tf_adapter.recording sees one model's weighted layers through their watchers (issue 33:
+    it used to patch the layer classes' __call__ for every model in the process)."""
+    pytest.importorskip("tensorflow")
+    import tf_impl
+    from parity.adapters.tf_adapter import recording
+    from tf_impl.layers import WeightedLayer, named_layers
+    model, other = tf_impl.lenet(), tf_impl.lenet()
+    x = np.zeros((1, 28, 28, 1), np.float32)
+    calls = {cls: cls.__dict__.get("__call__") for cls in {WeightedLayer, *map(type, dict(named_layers(model)).values())}}
+    inputs = {}
+    with recording(model, inputs) as log:
+        assert {cls: cls.__dict__.get("__call__") for cls in calls} == calls
+        other(x)
+        assert log == {} and inputs == {}
+        model(x)
+    assert list(log) == list(inputs) == [path for path, _ in named_layers(model)]
+    model(x)  # the watchers are gone: nothing more is recorded
+    assert len(log) == len(inputs) == len(list(named_layers(model)))

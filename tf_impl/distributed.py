@@ -50,10 +50,10 @@ class SyncBatchNorm2d(BatchNorm2d):
     (One pass, E[x^2] - E[x]^2 as Keras' synchronized=True computes it, cancels badly when
     the variance is small next to the mean: a few values per channel at 1x1 maps.)"""
 
-    def __call__(self, x, training=False):
+    def forward(self, x, training=False):
         context = tf.distribute.get_replica_context()
         if not training or self.frozen or context is None:
-            return super().__call__(x, training=training)
+            return super().forward(x, training=training)
         total = tf.distribute.ReduceOp.SUM
         local_count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
         sums, count = context.all_reduce(total, [tf.reduce_sum(x, axis=[0, 1, 2]), local_count])

@@ -21,7 +21,31 @@ def _nhwc_pads(ph, pw):
     return [[0, 0], [ph, ph], [pw, pw], [0, 0]]
 
 
-class Conv2d(tf.Module):
+class WeightedLayer(tf.Module):
+    """The base of the layers that hold weights (those named_layers yields): calling one runs
+    its forward(). A watcher set with watch() sees each call's input before the layer runs and
+    its output after, as torch's forward hooks do (parity's layer-by-layer diagnosis), with no
+    class patched; unwatched, a call costs one dictionary lookup."""
+
+    def __call__(self, x, *args, **kwargs):
+        watcher = self.__dict__.get("_watcher")
+        if watcher is not None:
+            watcher(self, x, None)
+        y = self.forward(x, *args, **kwargs)
+        if watcher is not None:
+            watcher(self, x, y)
+        return y
+
+    def watch(self, watcher):
+        """`watcher(layer, x, y)`: called with y None before the layer runs, then with its
+        output; watch(None) stops. Kept outside tf.Module's tracking (not a checkpoint value)."""
+        if watcher is None:
+            self.__dict__.pop("_watcher", None)
+        else:
+            object.__setattr__(self, "_watcher", watcher)
+
+
+class Conv2d(WeightedLayer):
     layout = {"weight": "conv"}
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
@@ -37,7 +61,7 @@ class Conv2d(tf.Module):
         self.weight = tf.Variable(_he_normal([kh, kw, in_channels // groups, out_channels], fan_in), name="weight")
         self.bias = tf.Variable(tf.zeros([out_channels]), name="bias") if bias else None
 
-    def __call__(self, x):
+    def forward(self, x):
         if self.groups > 1 and x.dtype == tf.float64:
             y = self._per_group(x)
         else:
@@ -52,7 +76,7 @@ class Conv2d(tf.Module):
                           for xi, wi in pieces], axis=-1)
 
 
-class ConvTranspose2d(tf.Module):
+class ConvTranspose2d(WeightedLayer):
     layout = {"weight": "conv_transpose"}
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
@@ -65,7 +89,7 @@ class ConvTranspose2d(tf.Module):
         self.weight = tf.Variable(_he_normal([kh, kw, out_channels, in_channels], kh * kw * in_channels), name="weight")
         self.bias = tf.Variable(tf.zeros([out_channels]), name="bias") if bias else None
 
-    def __call__(self, x):
+    def forward(self, x):
         # Full transposed conv (VALID), then crop `padding` from both sides and keep
         # `output_padding` extra rows/cols at the bottom/right, exactly torch's size rule.
         n, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
@@ -79,7 +103,7 @@ class ConvTranspose2d(tf.Module):
         return y if self.bias is None else tf.nn.bias_add(y, self.bias)
 
 
-class BatchNorm2d(tf.Module):
+class BatchNorm2d(WeightedLayer):
     """torch.nn.BatchNorm2d: batch statistics when training, running statistics updated with
     torch's rule (momentum 0.1 = the new batch's share, unbiased variance). A frozen layer
     (frozen=True, set by tf_impl.train for a frozen backbone) always runs in inference mode."""
@@ -92,7 +116,7 @@ class BatchNorm2d(tf.Module):
         self.running_mean = tf.Variable(tf.zeros([num_features]), trainable=False, name="running_mean")
         self.running_var = tf.Variable(tf.ones([num_features]), trainable=False, name="running_var")
 
-    def __call__(self, x, training=False):
+    def forward(self, x, training=False):
         if not training or self.frozen:
             return tf.nn.batch_normalization(x, self.running_mean, self.running_var,
                                              self.bias, self.weight, self.eps)
@@ -104,7 +128,7 @@ class BatchNorm2d(tf.Module):
         return tf.nn.batch_normalization(x, mean, var, self.bias, self.weight, self.eps)
 
 
-class Linear(tf.Module):
+class Linear(WeightedLayer):
     layout = {"weight": "linear"}
 
     def __init__(self, in_features, out_features, bias=True):
@@ -113,7 +137,7 @@ class Linear(tf.Module):
         self.weight = tf.Variable(tf.random.uniform([in_features, out_features], -bound, bound), name="weight")
         self.bias = tf.Variable(tf.random.uniform([out_features], -bound, bound), name="bias") if bias else None
 
-    def __call__(self, x):
+    def forward(self, x):
         y = tf.matmul(x, self.weight)
         return y if self.bias is None else y + self.bias
 
@@ -185,7 +209,7 @@ def check_input(x, model, first_layer, channels):
 
 def named_layers(module, prefix=""):
     """Yield (torch-style path, leaf layer) for every weighted layer, like torch's named_modules."""
-    if isinstance(module, (Conv2d, ConvTranspose2d, BatchNorm2d, Linear)):
+    if isinstance(module, WeightedLayer):
         yield prefix, module
         return
     children = enumerate(module) if isinstance(module, (list, tuple)) else _attributes(module)

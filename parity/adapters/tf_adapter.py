@@ -99,33 +99,27 @@ class TFAdapter(Adapter):
 @contextlib.contextmanager
 def recording(model, inputs=None):
     """Record each weighted layer's first output by path while the model runs eagerly (and its
-    first input into `inputs`, if given, before the layer runs). Patches the layer classes'
-    __call__ for the duration, as torch's forward hooks would."""
+    first input into `inputs`, if given, before the layer runs), through the layers' watchers
+    (tf_impl.layers.WeightedLayer.watch), as torch's forward hooks would."""
     from tf_impl.layers import named_layers
-    paths = {id(layer): path for path, layer in named_layers(model)}
-    classes = {type(layer) for _, layer in named_layers(model)}
-    log, originals = {}, {cls: cls.__dict__.get("__call__") for cls in classes}
+    log, layers = {}, dict(named_layers(model))
 
-    def recorded(call):
-        def __call__(self, *args, **kwargs):
-            if inputs is not None and id(self) in paths:
-                inputs.setdefault(paths[id(self)], args[0])
-            out = call(self, *args, **kwargs)
-            if id(self) in paths:
-                log.setdefault(paths[id(self)], out)
-            return out
-        return __call__
+    def watcher_of(path):
+        def watch(layer, x, y):
+            if y is None:
+                if inputs is not None:
+                    inputs.setdefault(path, x)
+            else:
+                log.setdefault(path, y)
+        return watch
 
-    for cls in classes:
-        cls.__call__ = recorded(cls.__call__)
+    for path, layer in layers.items():
+        layer.watch(watcher_of(path))
     try:
         yield log
     finally:
-        for cls, call in originals.items():
-            if call is None:
-                del cls.__call__
-            else:
-                cls.__call__ = call
+        for layer in layers.values():
+            layer.watch(None)
 
 
 def _inference_fn(model):
