@@ -81,7 +81,7 @@ def plant_biased_running_variance(plant):
     from tf_impl.layers import BatchNorm2d
     plant(TorchBatchNormalization, "call", "unbiased = variance * count / ops.maximum(count - 1.0, 1.0)",
           "unbiased = variance")
-    plant(BatchNorm2d, "__call__", "unbiased = var * count / tf.maximum(count - 1.0, 1.0)", "unbiased = var")
+    plant(BatchNorm2d, "forward", "unbiased = var * count / tf.maximum(count - 1.0, 1.0)", "unbiased = var")
 
 
 def test_a_biased_running_variance_fails_naming_a_batchnorm_buffer(float64_sgd, plant):

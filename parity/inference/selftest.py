@@ -232,10 +232,10 @@ def _tf_relu_skipped_after(model, norm_path):
     """While active, tf.nn.relu passes the output of one BatchNorm through unchanged."""
     import tensorflow as tf
     BatchNorm2d = adapter("tf").layer_types().BatchNorm2d
-    target, relu, norm_call, marked = _tf_layer(model, norm_path), tf.nn.relu, BatchNorm2d.__call__, []
+    target, relu, norm_forward, marked = _tf_layer(model, norm_path), tf.nn.relu, BatchNorm2d.forward, []
 
-    def call_and_mark(self, *args, **kwargs):
-        out = norm_call(self, *args, **kwargs)
+    def forward_and_mark(self, *args, **kwargs):
+        out = norm_forward(self, *args, **kwargs)
         if self is target:
             marked.append(out)
         return out
@@ -243,11 +243,11 @@ def _tf_relu_skipped_after(model, norm_path):
     def skipping_relu(x, name=None):
         return x if any(x is m for m in marked) else relu(x, name=name)
 
-    BatchNorm2d.__call__, tf.nn.relu = call_and_mark, skipping_relu
+    BatchNorm2d.forward, tf.nn.relu = forward_and_mark, skipping_relu
     try:
         yield
     finally:
-        BatchNorm2d.__call__, tf.nn.relu = norm_call, relu
+        BatchNorm2d.forward, tf.nn.relu = norm_forward, relu
 
 
 def pool_padding(ctx):
