@@ -268,6 +268,20 @@ def test_dropout_masks_identical_across_frameworks():
     assert np.array_equal(flat_torch.reshape(2, 4, 3, 5).transpose(0, 2, 3, 1).reshape(2, 60), flat_keras)
 
 
+def test_torch_dropout_masks_reach_one_model_and_patch_nothing():
+    """torch_impl's trainer hands the masks to its own model's Dropout layers (issue 33: it used
+    to replace torch.nn.functional.dropout for the whole process while a step ran)."""
+    import torch.nn.functional as F
+    from torch_impl._common import Dropout
+    from torch_impl.train import injected_dropout
+    model, other = torch.nn.Sequential(Dropout(0.5)).train(), torch.nn.Sequential(Dropout(0.5)).train()
+    x, dropout = torch.ones(4, 64), F.dropout
+    with injected_dropout(model, lambda shape, p: np.full(shape, 1 / (1 - p), np.float32)):
+        assert F.dropout is dropout and torch.equal(model(x), 2 * x)  # the mask given: keep all, scaled
+        assert (other(x) == 0).any()  # another model still draws its own (all 256 kept: 2**-256)
+    assert model[0].masks is None and (model(x) == 0).any()
+
+
 # --- train-check's judging rules ------------------------------------------------------------
 
 def test_the_judges_normalized_error():

@@ -1,5 +1,20 @@
 """Helpers shared by the torch_impl architectures."""
 import torch
+from torch import nn
+
+
+class Dropout(nn.Dropout):
+    """torch.nn.Dropout whose masks can come from outside: while `masks` is set (a callable
+    (shape, p) -> the mask, already scaled by 1/(1-p), as parity's DropoutMasks draws it), a
+    training-mode call multiplies by that instead of drawing from torch's RNG, so every
+    framework drops the same units. Unset, it is nn.Dropout (train.Trainer sets and unsets it)."""
+
+    masks = None
+
+    def forward(self, x):
+        if self.masks is None or not self.training or self.p == 0:
+            return super().forward(x)
+        return x * torch.from_numpy(self.masks(tuple(x.shape), self.p)).to(x.device)
 
 
 def check_input(x: torch.Tensor, model: str, first_layer: str, channels: int) -> None:

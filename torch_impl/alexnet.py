@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._common import check_input
+from ._common import Dropout, check_input
 
 
 class Layout(NamedTuple):
@@ -42,7 +42,7 @@ def make_classifier(features, num_classes, *, dropout, hidden, dropout_first):
     twice, then Linear: torchvision's VGG and d2l's (classifier.0/3/6). Shared with vgg.py."""
     def stage(width):
         linear = [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
-        return [nn.Dropout(dropout), *linear] if dropout_first else [*linear, nn.Dropout(dropout)]
+        return [Dropout(dropout), *linear] if dropout_first else [*linear, Dropout(dropout)]
     return nn.Sequential(*stage(features), *stage(hidden), nn.Linear(hidden, num_classes))
 
 

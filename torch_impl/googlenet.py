@@ -41,7 +41,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import nn
 
-from ._common import check_input
+from ._common import Dropout, check_input
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -150,10 +150,10 @@ class InceptionAux(nn.Module):
         super().__init__()
         self.pool = nn.AvgPool2d(5, stride=3) if seed004 else nn.AdaptiveAvgPool2d((4, 4))
         self.conv = conv_block(in_channels, 128, 1)
-        self.dropout_fc1 = nn.Dropout(dropout) if seed004 else nn.Identity()
+        self.dropout_fc1 = Dropout(dropout) if seed004 else nn.Identity()
         self.fc1 = nn.Linear(128 * 4 * 4, 1024)
         self.fc2 = nn.Linear(1024, num_classes)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x):
         x = torch.flatten(self.conv(self.pool(x)), 1)
@@ -190,7 +190,7 @@ class GoogLeNet(nn.Module):
         self.aux1 = InceptionAux(512, num_classes, conv_block, dropout_aux, seed004) if aux_logits else None
         self.aux2 = InceptionAux(528, num_classes, conv_block, dropout_aux, seed004) if aux_logits else None
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.fc = nn.Linear(1024, num_classes)
         init_weights(self)
 

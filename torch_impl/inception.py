@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._common import check_input
+from ._common import Dropout, check_input
 from .googlenet import BasicConv2d, init_weights, transform_imagenet_input
 
 
@@ -168,7 +168,7 @@ class Inception3(nn.Module):
         self.Mixed_7b = InceptionE(1280, count_include_pad)
         self.Mixed_7c = InceptionE(2048, count_include_pad)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.fc = nn.Linear(2048, num_classes)
         init_weights(self)
 

@@ -20,7 +20,7 @@ network accept any input of at least 67x67.
 """
 from torch import nn
 
-from ._common import check_input
+from ._common import Dropout, check_input
 
 
 def nin_block(in_channels, out_channels, kernel_size, stride=1, padding=0):
@@ -41,7 +41,7 @@ class NiN(nn.Module):
             nin_block(256, 384, 3, padding=1), nn.MaxPool2d(3, 2),
         )
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nin_block(384, num_classes, 3, padding=1),
+            Dropout(dropout), nin_block(384, num_classes, 3, padding=1),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
 

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._common import Dropout
+
 
 def make_optimizer(params, *, optimizer, lr, momentum, nesterov, dampening, weight_decay, betas, eps, alpha):
     if optimizer == "sgd":
@@ -76,7 +78,7 @@ class Trainer:
         x = torch.from_numpy(x).to(self.device)
         labels = torch.from_numpy(labels).to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        with injected_dropout(self.dropout_masks):
+        with injected_dropout(self.model, self.dropout_masks):
             loss, logits = compute_loss(self.model(x), labels, loss=self.loss, aux_weights=self.aux_weights,
                                         label_smoothing=self.label_smoothing)
         loss.backward()
@@ -125,21 +127,15 @@ class Trainer:
 
 
 @contextlib.contextmanager
-def injected_dropout(masks):
-    """While active, dropout multiplies by masks(shape, p) (already scaled by 1/(1-p)) instead
-    of drawing from torch's RNG, so every framework drops the same units."""
-    if masks is None:
-        yield
-        return
-    original = F.dropout
-
-    def dropout(x, p=0.5, training=True, inplace=False):
-        if not training or p == 0:
-            return x
-        return x * torch.from_numpy(masks(tuple(x.shape), p)).to(x.device)
-
-    F.dropout = dropout
+def injected_dropout(model, masks):
+    """While active, every Dropout of `model` (torch_impl._common.Dropout) multiplies by
+    masks(shape, p) (already scaled by 1/(1-p)) instead of drawing from torch's RNG, so every
+    framework drops the same units. Only this model's layers are touched."""
+    layers = [m for m in model.modules() if isinstance(m, Dropout)] if masks is not None else []
+    for layer in layers:
+        layer.masks = masks
     try:
         yield
     finally:
-        F.dropout = original
+        for layer in layers:
+            layer.masks = None
