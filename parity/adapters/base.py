@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import registry
+from .. import layouts, registry
 from ..errors import InputError, StateDictError
 
 DTYPES = ("float32", "float64")  # what every implementation builds and trains in
@@ -36,6 +36,23 @@ class Slot:
 
     def canonical(self, array):
         return self.to_canonical(array) if self.to_canonical else np.asarray(array)
+
+
+def variable_slot(variable, kind: str, to_numpy, flatten_chw=None) -> Slot:
+    """The Slot of a native (Keras or TF) variable stored in layout `kind` (parity/layouts.py);
+    `to_numpy` reads it. `flatten_chw`: a Linear after a spatial flatten of a (C, H, W) map,
+    whose input features the NHWC frameworks order (H, W, C)."""
+    if flatten_chw is not None:
+        to_canonical = lambda array: layouts.flatten_linear_to_canonical(array, flatten_chw)  # noqa: E731
+        from_canonical = lambda array: layouts.flatten_linear_from_canonical(array, flatten_chw)  # noqa: E731
+        n_in, n_out = variable.shape
+        shape = (n_out, n_in)
+    else:
+        to_canonical = lambda array: layouts.to_canonical(kind, array)  # noqa: E731
+        from_canonical = lambda array: layouts.from_canonical(kind, array)  # noqa: E731
+        shape = layouts.canonical_shape(kind, tuple(variable.shape))
+    return Slot(shape, lambda: to_canonical(to_numpy(variable)), lambda value: variable.assign(from_canonical(value)),
+                variable=variable, to_canonical=to_canonical, from_canonical=from_canonical)
 
 
 class Adapter:

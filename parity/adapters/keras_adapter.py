@@ -1,5 +1,4 @@
-from .. import layouts
-from .base import Adapter, Slot, to_nchw_outputs, to_nhwc
+from .base import Adapter, to_nchw_outputs, to_nhwc, variable_slot
 
 # Keras variable name -> torch parameter name
 _TORCH_NAME = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
@@ -42,7 +41,7 @@ class KerasAdapter(Adapter):
         return dtype_of(model)
 
     def slots(self, model):
-        from keras import layers
+        from keras import layers, ops
         spec = self.spec(model)
         flatten = spec.flatten_linear if spec else {}
         slots = {}
@@ -53,10 +52,8 @@ class KerasAdapter(Adapter):
             for var in layer.weights:
                 key = f"{layer.name}.{_TORCH_NAME.get(var.name, var.name)}"
                 weight_kind = kind if var.name == "kernel" else "identity"
-                if weight_kind == "linear" and layer.name in flatten:
-                    slots[key] = _flatten_slot(var, flatten[layer.name])
-                else:
-                    slots[key] = _slot(var, weight_kind)
+                chw = flatten.get(layer.name) if weight_kind == "linear" else None
+                slots[key] = variable_slot(var, weight_kind, ops.convert_to_numpy, chw)
         return slots
 
     def run(self, model, x_nchw, device="cpu"):
@@ -117,22 +114,3 @@ class KerasAdapter(Adapter):
             model.load_weights(path)
         except Exception as exc:  # h5py and Keras raise many types for a bad file
             raise WeightFileError(f"{path}: cannot load Keras weights into {model.name}: {exc}") from None
-
-
-def _slot(var, kind):
-    from keras import ops
-    return Slot(layouts.canonical_shape(kind, tuple(var.shape)),
-                lambda: layouts.to_canonical(kind, ops.convert_to_numpy(var)),
-                lambda value: var.assign(layouts.from_canonical(kind, value)),
-                variable=var, to_canonical=lambda array: layouts.to_canonical(kind, array),
-                from_canonical=lambda array: layouts.from_canonical(kind, array))
-
-
-def _flatten_slot(var, chw):
-    from keras import ops
-    n_in, n_out = var.shape
-    return Slot((n_out, n_in),
-                lambda: layouts.flatten_linear_to_canonical(ops.convert_to_numpy(var), chw),
-                lambda value: var.assign(layouts.flatten_linear_from_canonical(value, chw)),
-                variable=var, to_canonical=lambda array: layouts.flatten_linear_to_canonical(array, chw),
-                from_canonical=lambda array: layouts.flatten_linear_from_canonical(array, chw))

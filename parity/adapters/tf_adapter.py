@@ -1,7 +1,6 @@
 import contextlib
 
-from .. import layouts
-from .base import Adapter, Slot, to_nchw_outputs, to_nhwc
+from .base import Adapter, to_nchw_outputs, to_nhwc, variable_slot
 
 _PARAMS = ("weight", "bias", "running_mean", "running_var")
 
@@ -39,10 +38,8 @@ class TFAdapter(Adapter):
                 if var is None:
                     continue
                 kind = getattr(layer, "layout", {}).get(param, "identity")
-                if kind == "linear" and path in flatten:
-                    slots[f"{path}.{param}"] = _flatten_slot(var, flatten[path])
-                else:
-                    slots[f"{path}.{param}"] = _slot(var, kind)
+                chw = flatten.get(path) if kind == "linear" else None
+                slots[f"{path}.{param}"] = variable_slot(var, kind, lambda v: v.numpy(), chw)
         return slots
 
     def run(self, model, x_nchw, device="cpu"):
@@ -137,20 +134,3 @@ def _numpy(out):
     if isinstance(out, dict):
         out = list(out.values())
     return [o.numpy() for o in out] if isinstance(out, (list, tuple)) else out.numpy()
-
-
-def _slot(var, kind):
-    return Slot(layouts.canonical_shape(kind, tuple(var.shape)),
-                lambda: layouts.to_canonical(kind, var.numpy()),
-                lambda value: var.assign(layouts.from_canonical(kind, value)),
-                variable=var, to_canonical=lambda array: layouts.to_canonical(kind, array),
-                from_canonical=lambda array: layouts.from_canonical(kind, array))
-
-
-def _flatten_slot(var, chw):
-    n_in, n_out = var.shape
-    return Slot((n_out, n_in),
-                lambda: layouts.flatten_linear_to_canonical(var.numpy(), chw),
-                lambda value: var.assign(layouts.flatten_linear_from_canonical(value, chw)),
-                variable=var, to_canonical=lambda array: layouts.flatten_linear_to_canonical(array, chw),
-                from_canonical=lambda array: layouts.flatten_linear_from_canonical(array, chw))
