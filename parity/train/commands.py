@@ -44,7 +44,6 @@ def register(subparsers) -> None:
 
 # --- train-check ----------------------------------------------------------------------
 
-
 def register_train_check(subparsers) -> None:
     """Add `parity train-check` to the `parity` command line's subparsers."""
     s = subparsers.add_parser("train-check", help="train K steps in torch, keras and tf from identical weights "
@@ -134,7 +133,6 @@ def cmd_distributed_check(args, console) -> int:
     return 0 if result.passed else 1
 
 # --- train ----------------------------------------------------------------------------
-
 
 def register_train(subparsers) -> None:
     s = subparsers.add_parser("train", help="short training of one model in torch, keras and tf, side by side",
@@ -264,7 +262,6 @@ def with_keras_on_jax(frameworks, asked, jax, console) -> list:
 
 # --- finetune -------------------------------------------------------------------------
 
-
 def register_finetune(subparsers) -> None:
     s = subparsers.add_parser("finetune", help="replace the head with N classes and train from pretrained weights",
                               description="Weights: canonical .safetensors, torchvision .pth or a keras.applications "
@@ -294,7 +291,6 @@ def cmd_finetune(args, console) -> int:
     return 0
 
 # --- predict --------------------------------------------------------------------------
-
 
 def register_predict(subparsers) -> None:
     s = subparsers.add_parser("predict", help="top-k of images in each framework, with one set of weights",

@@ -175,7 +175,6 @@ def initial_state(model_name, size, batch, steps, seed):
 
 # --- one framework --------------------------------------------------------------------
 
-
 def rule_for(job):
     if job.framework == "jax":
         return "spmd-global"
@@ -264,7 +263,6 @@ def run_torch_jobs(jobs) -> list:
 
 # --- the TF engines run in a child process --------------------------------------------
 
-
 def run_in_child(jobs, backend="tensorflow") -> list:
     """TensorFlow must be told its logical devices before it starts, so each Mirrored job
     runs in a fresh interpreter; killed (with its process group) on timeout or Ctrl-C."""
@@ -291,7 +289,6 @@ def job_from_dict(fields) -> Job:
     return Job(**{**fields, "batches": [tuple(batch) for batch in fields["batches"]]})
 
 # --- the table ------------------------------------------------------------------------
-
 
 def table(result: DistributedResult):
     from rich.table import Table
