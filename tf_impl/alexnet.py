@@ -8,23 +8,13 @@ order in transfer (catalogue: flatten_linear), never in the graph.
 `alexnet_half` (seed 004) and `alexnet_d2l` (seed 003) differ in data only: `Layout`, as in
 torch_impl/alexnet.py, which says how.
 
-`Dropout`, `run_layers` and `make_classifier` live here and are shared with vgg.py and nin.py.
+`run_layers` and `make_classifier` live here and are shared with vgg.py and nin.py.
 """
 from typing import NamedTuple
 
 import tensorflow as tf
 
-from .layers import BatchNorm2d, Conv2d, Linear, adaptive_avg_pool2d, check_input, max_pool2d, relu
-
-
-class Dropout:
-    """torch.nn.Dropout: active only when training."""
-
-    def __init__(self, rate=0.5):
-        self.rate = rate
-
-    def __call__(self, x, training=False):
-        return tf.nn.dropout(x, rate=self.rate) if training and self.rate > 0 else x
+from .layers import BatchNorm2d, Conv2d, Dropout, Linear, adaptive_avg_pool2d, check_input, max_pool2d, relu
 
 
 def run_layers(layers, x, training=False):

@@ -16,8 +16,7 @@ on the replica context's all_reduce), so every replica normalizes with the globa
 
 import tensorflow as tf
 
-from .layers import BatchNorm2d, named_layers
-from .train import injected_dropout
+from .layers import BatchNorm2d, masked_dropout, named_layers
 
 
 def engine_name(device="cpu", sync_bn=False):
@@ -116,6 +115,7 @@ def data_parallel_step(strategy, trainer, global_batch, returns="grads"):
         return (strategy.experimental_local_results(losses),
                 [strategy.experimental_local_results(g)[0] for g in grads])
 
+    step.model = trainer.model  # run_step hands the dropout masks to this model's layers
     return step
 
 
@@ -149,7 +149,7 @@ def run_step(strategy, step, x, labels, masks=None, index=0):
     in replica order, for a step built with returns="logits")."""
     if masks is not None:
         masks.step = index
-    with injected_dropout(masks, per_replica=True):
+    with masked_dropout(step.model, masks, per_replica=True):
         losses, values = step(distribute(strategy, x), distribute(strategy, labels))
     return float(sum(loss.numpy() for loss in losses)), [v.numpy() for v in values]
 

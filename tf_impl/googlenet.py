@@ -23,7 +23,8 @@ from typing import NamedTuple, Optional
 import tensorflow as tf
 
 from .alexnet import flatten, run_layers
-from .layers import BatchNorm2d, Conv2d, Linear, adaptive_avg_pool2d, avg_pool2d, check_input, max_pool2d, relu
+from .layers import (BatchNorm2d, Conv2d, Dropout, Linear, adaptive_avg_pool2d, avg_pool2d, check_input, max_pool2d,
+                     relu)
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -96,10 +97,6 @@ def global_average(x):
     return tf.squeeze(adaptive_avg_pool2d(x, 1), [1, 2])
 
 
-def dropout(x, rate, training):
-    return tf.nn.dropout(x, rate) if training and rate > 0 else x
-
-
 class MaxPool2d(tf.Module):
     """Weightless; a list entry so that paths match torch's Sequential (branch4.0, branch4.1)."""
 
@@ -166,15 +163,15 @@ class InceptionAux(tf.Module):
         self.conv = conv_block(in_channels, 128, 1)
         self.fc1 = Linear(128 * 4 * 4, 1024)  # fed in (H, W, C) order: the catalogue permutes it
         self.fc2 = Linear(1024, num_classes)
-        self.dropout, self.seed004 = dropout, seed004
+        self.dropout, self.seed004 = Dropout(dropout), seed004
 
     def __call__(self, x, training=False):
         x = avg_pool2d(x, 5, 3) if self.seed004 else adaptive_avg_pool2d(x, (4, 4))
         x = tf.reshape(self.conv(x, training), [tf.shape(x)[0], -1])
         if self.seed004:
-            x = dropout(x, self.dropout, training)
+            x = self.dropout(x, training)
         x = tf.nn.relu(self.fc1(x))
-        return self.fc2(dropout(x, self.dropout, training))
+        return self.fc2(self.dropout(x, training))
 
 
 class GoogLeNet(tf.Module):
@@ -182,7 +179,7 @@ class GoogLeNet(tf.Module):
                  transform_input=False, dropout=0.2, dropout_aux=0.7, seed004=False):
         super().__init__(name=name)
         self.arch, self.aux_logits, self.transform_input = name, aux_logits, transform_input
-        self.lrn, self.dropout = lrn, dropout
+        self.lrn, self.dropout = lrn, Dropout(dropout)
         self.conv1 = conv_block(3, 64, 7, stride=2, padding=3)
         self.conv2 = conv_block(64, 64, 1)
         self.conv3 = conv_block(64, 192, 3, padding=1)
@@ -224,7 +221,7 @@ class GoogLeNet(tf.Module):
         aux2 = self.aux2(x, training) if with_aux else None
         x = max_pool2d(self.inception4e(x, training), self.maxpool4_kernel, 2, ceil_mode=True)
         x = self.inception5b(self.inception5a(x, training), training)
-        logits = self.fc(dropout(global_average(x), self.dropout, training))
+        logits = self.fc(self.dropout(global_average(x), training))
         return GoogLeNetOutputs(logits, aux2, aux1) if with_aux else logits
 
 

@@ -8,8 +8,8 @@ from typing import NamedTuple, Optional
 
 import tensorflow as tf
 
-from .googlenet import BasicConv2d, dropout, sequential, transform_imagenet_input
-from .layers import Linear, avg_pool2d, check_input, global_avg_pool, max_pool2d
+from .googlenet import BasicConv2d, sequential, transform_imagenet_input
+from .layers import Dropout, Linear, avg_pool2d, check_input, global_avg_pool, max_pool2d
 
 
 class InceptionOutputs(NamedTuple):
@@ -137,7 +137,8 @@ class Inception3(tf.Module):
     def __init__(self, name, *, num_classes=1000, aux_logits=True, transform_input=False, dropout=0.5,
                  count_include_pad=True):
         super().__init__(name=name)
-        self.arch, self.aux_logits, self.transform_input, self.dropout = name, aux_logits, transform_input, dropout
+        self.arch, self.aux_logits, self.transform_input = name, aux_logits, transform_input
+        self.dropout = Dropout(dropout)
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
@@ -171,7 +172,7 @@ class Inception3(tf.Module):
                        self.forward_stem(x, training), training)
         aux = self.AuxLogits(x, training) if with_aux else None
         x = sequential([self.Mixed_7a, self.Mixed_7b, self.Mixed_7c], x, training)
-        logits = self.fc(dropout(global_avg_pool(x), self.dropout, training))
+        logits = self.fc(self.dropout(global_avg_pool(x), training))
         return InceptionOutputs(logits, aux) if with_aux else logits
 
 

@@ -3,6 +3,7 @@
 Conv2d.weight is (kH, kW, I/g, O); Linear.weight is (in, out); ConvTranspose2d.weight is
 (kH, kW, O/g, I). Every spatial padding is explicit and symmetric, as torch pads.
 """
+import contextlib
 import math
 
 import numpy as np
@@ -205,6 +206,60 @@ def check_input(x, model, first_layer, channels):
         raise ValueError(f"{model}: layer '{first_layer}' got an empty batch, shape {shape}")
     if not tf.as_dtype(x.dtype).is_floating:
         raise ValueError(f"{model}: layer '{first_layer}' expects a floating-point input; got {tf.as_dtype(x.dtype).name}")
+
+
+class Dropout:
+    """torch.nn.Dropout: active only when training. While `masks` is set (masked_dropout), a
+    training call multiplies by masks(shape, rate) (already scaled by 1/(1-rate)), fetched each
+    time the step runs, instead of drawing from TF's RNG; `per_replica` (tf.distribute):
+    masks(shape, rate, replica), this replica's rows of the global batch's mask."""
+
+    def __init__(self, rate=0.5):
+        self.rate, self.masks, self.per_replica = rate, None, False
+
+    def __call__(self, x, training=False):
+        if not training or self.rate == 0:
+            return x
+        if self.masks is None:
+            return tf.nn.dropout(x, rate=self.rate)
+        # The masks are looked up when the step runs, not when it was traced: a trainer whose
+        # compiled step is reused with other masks (a replica's rows, a new run) draws from those.
+        current = lambda *args: self.masks(*args)  # noqa: E731
+        mask = tf.cast(fetch_mask(current, self.rate, tf.shape(x), self.per_replica), x.dtype)  # exact in float64
+        return x * tf.reshape(mask, tf.shape(x))
+
+
+def fetch_mask(masks, rate, shape, per_replica=False):
+    """masks(...) as a graph op that runs every step (not once at trace time)."""
+    if not per_replica:
+        return tf.numpy_function(lambda s: masks(s, rate), [shape], tf.float32, stateful=True)
+    replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+    return tf.numpy_function(lambda s, r: masks(s, rate, int(r)), [shape, replica], tf.float32, stateful=True)
+
+
+def dropout_layers(module):
+    """Every Dropout of a tf_impl model, walked as named_layers walks it."""
+    if isinstance(module, Dropout):
+        yield module
+        return
+    children = module if isinstance(module, (list, tuple)) else (v for _, v in _attributes(module))
+    for child in children:
+        if isinstance(child, (tf.Module, list, tuple, Dropout)):
+            yield from dropout_layers(child)
+
+
+@contextlib.contextmanager
+def masked_dropout(model, masks, per_replica=False):
+    """While active, the Dropouts of `model` (only those) take their masks from `masks`; it must
+    be active while a compiled step traces and while it runs. Nothing of TF is replaced."""
+    layers = list(dropout_layers(model)) if masks is not None else []
+    for layer in layers:
+        layer.masks, layer.per_replica = masks, per_replica
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.masks, layer.per_replica = None, False
 
 
 def named_layers(module, prefix=""):

@@ -6,8 +6,8 @@ classifier.0; then global average pooling. Any input >= 67x67 works.
 """
 import tensorflow as tf
 
-from .alexnet import Dropout, max_pool_3x3_s2, run_layers
-from .layers import Conv2d, check_input, global_avg_pool, relu
+from .alexnet import max_pool_3x3_s2, run_layers
+from .layers import Conv2d, Dropout, check_input, global_avg_pool, relu
 
 
 def nin_block(in_channels, out_channels, kernel_size, stride=1, padding=0):

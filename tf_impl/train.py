@@ -3,12 +3,11 @@
 torch's vocabulary is translated by tf_impl/optimizers.py (torch's formulas, explicit) and
 tf_impl/layers.BatchNorm2d (torch's running-statistics rule); docs/training.md has the table.
 """
-import contextlib
 
 import numpy as np
 import tensorflow as tf
 
-from .layers import BatchNorm2d, named_layers
+from .layers import BatchNorm2d, masked_dropout, named_layers
 from .optimizers import clip_by_global_norm, make_optimizer
 
 _TRAINABLE = ("weight", "bias")
@@ -73,7 +72,7 @@ class Trainer:
         return loss, logits, grads
 
     def step(self, x, labels):
-        with injected_dropout(self.dropout_masks):
+        with masked_dropout(self.model, self.dropout_masks):
             loss, logits, grads = self._compiled(tf.constant(x), tf.constant(labels))
         self._last_grads = grads
         return float(loss.numpy()), logits.numpy()
@@ -99,30 +98,3 @@ class Trainer:
         self.optimizer.learning_rate.assign(lr)
 
 
-@contextlib.contextmanager
-def injected_dropout(masks, per_replica=False):
-    """While active, tf.nn.dropout multiplies by masks(shape, rate) (already scaled by
-    1/(1-rate)), fetched when the step runs, instead of drawing from TF's RNG. per_replica
-    (tf.distribute): masks(shape, rate, replica), the global batch's mask, this replica's rows."""
-    if masks is None:
-        yield
-        return
-    original = tf.nn.dropout
-
-    def dropout(x, rate, noise_shape=None, seed=None, name=None):
-        mask = tf.cast(fetch_mask(masks, rate, tf.shape(x), per_replica), x.dtype)  # float32 masks, exact in float64
-        return x * tf.reshape(mask, tf.shape(x))
-
-    tf.nn.dropout = dropout
-    try:
-        yield
-    finally:
-        tf.nn.dropout = original
-
-
-def fetch_mask(masks, rate, shape, per_replica=False):
-    """masks(...) as a graph op that runs every step (not once at trace time)."""
-    if not per_replica:
-        return tf.numpy_function(lambda s: masks(s, rate), [shape], tf.float32, stateful=True)
-    replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
-    return tf.numpy_function(lambda s, r: masks(s, rate, int(r)), [shape, replica], tf.float32, stateful=True)

@@ -12,7 +12,7 @@ so the Linears sit at classifier.1/4/6, 25088-2048-2048-num_classes (torch_impl/
 """
 import tensorflow as tf
 
-from .alexnet import Dropout, flatten, make_classifier, run_layers
+from .alexnet import flatten, make_classifier, run_layers
 from .layers import BatchNorm2d, Conv2d, adaptive_avg_pool2d, check_input, max_pool2d, relu
 
 CONFIGS = {
