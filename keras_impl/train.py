@@ -205,23 +205,33 @@ def injected_dropout(masks, per_replica=False):
         yield
         return
     from keras.src import backend
-    original = backend.random.dropout
+    original, previous = backend.random.dropout, _ACTIVE_MASKS[0]
     masked = MASKED_DROPOUT[keras.backend.backend()]
+    _ACTIVE_MASKS[0] = masks
     backend.random.dropout = masked(masks, per_replica) if per_replica else masked(masks)
     try:
         yield
     finally:
-        backend.random.dropout = original
+        backend.random.dropout, _ACTIVE_MASKS[0] = original, previous
+
+
+# The masks a compiled TensorFlow step's dropout reads when it runs (not those it was traced
+# with): a step reused with other masks (a replica's rows, a new run) draws from those.
+_ACTIVE_MASKS = [None]
+
+
+def _active(*args):
+    return _ACTIVE_MASKS[0](*args)
 
 
 def _tensorflow_dropout(masks, per_replica=False):
     import tensorflow as tf
 
     def dropout(inputs, rate, noise_shape=None, seed=None):
-        args, fetch = [tf.shape(inputs)], lambda shape: masks(shape, rate)
+        args, fetch = [tf.shape(inputs)], lambda shape: _active(shape, rate)
         if per_replica:
             args.append(tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64))
-            fetch = lambda shape, replica: masks(shape, rate, int(replica))  # noqa: E731
+            fetch = lambda shape, replica: _active(shape, rate, int(replica))  # noqa: E731
         mask = tf.cast(tf.numpy_function(fetch, args, tf.float32, stateful=True), inputs.dtype)
         return inputs * tf.reshape(mask, tf.shape(inputs))
     return dropout
