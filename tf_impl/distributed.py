@@ -16,7 +16,8 @@ on the replica context's all_reduce), so every replica normalizes with the globa
 
 import tensorflow as tf
 
-from .layers import BatchNorm2d, masked_dropout, named_layers
+from .layers import BatchNorm2d, named_layers
+from .train import injected_dropout
 
 
 def engine_name(device="cpu", sync_bn=False):
@@ -149,7 +150,7 @@ def run_step(strategy, step, x, labels, masks=None, index=0):
     in replica order, for a step built with returns="logits")."""
     if masks is not None:
         masks.step = index
-    with masked_dropout(step.model, masks, per_replica=True):
+    with injected_dropout(step.model, masks, per_replica=True):
         losses, values = step(distribute(strategy, x), distribute(strategy, labels))
     return float(sum(loss.numpy() for loss in losses)), [v.numpy() for v in values]
 

@@ -3,7 +3,6 @@
 Conv2d.weight is (kH, kW, I/g, O); Linear.weight is (in, out); ConvTranspose2d.weight is
 (kH, kW, O/g, I). Every spatial padding is explicit and symmetric, as torch pads.
 """
-import contextlib
 import math
 
 import numpy as np
@@ -209,7 +208,7 @@ def check_input(x, model, first_layer, channels):
 
 
 class Dropout:
-    """torch.nn.Dropout: active only when training. While `masks` is set (masked_dropout), a
+    """torch.nn.Dropout: active only when training. While `masks` is set (train.injected_dropout), a
     training call multiplies by masks(shape, rate) (already scaled by 1/(1-rate)), fetched each
     time the step runs, instead of drawing from TF's RNG; `per_replica` (tf.distribute):
     masks(shape, rate, replica), this replica's rows of the global batch's mask."""
@@ -246,20 +245,6 @@ def dropout_layers(module):
     for child in children:
         if isinstance(child, (tf.Module, list, tuple, Dropout)):
             yield from dropout_layers(child)
-
-
-@contextlib.contextmanager
-def masked_dropout(model, masks, per_replica=False):
-    """While active, the Dropouts of `model` (only those) take their masks from `masks`; it must
-    be active while a compiled step traces and while it runs. Nothing of TF is replaced."""
-    layers = list(dropout_layers(model)) if masks is not None else []
-    for layer in layers:
-        layer.masks, layer.per_replica = masks, per_replica
-    try:
-        yield
-    finally:
-        for layer in layers:
-            layer.masks, layer.per_replica = None, False
 
 
 def named_layers(module, prefix=""):

@@ -3,11 +3,12 @@
 torch's vocabulary is translated by tf_impl/optimizers.py (torch's formulas, explicit) and
 tf_impl/layers.BatchNorm2d (torch's running-statistics rule); docs/training.md has the table.
 """
+import contextlib
 
 import numpy as np
 import tensorflow as tf
 
-from .layers import BatchNorm2d, masked_dropout, named_layers
+from .layers import BatchNorm2d, dropout_layers, named_layers
 from .optimizers import clip_by_global_norm, make_optimizer
 
 _TRAINABLE = ("weight", "bias")
@@ -72,7 +73,7 @@ class Trainer:
         return loss, logits, grads
 
     def step(self, x, labels):
-        with masked_dropout(self.model, self.dropout_masks):
+        with injected_dropout(self.model, self.dropout_masks):
             loss, logits, grads = self._compiled(tf.constant(x), tf.constant(labels))
         self._last_grads = grads
         return float(loss.numpy()), logits.numpy()
@@ -98,3 +99,15 @@ class Trainer:
         self.optimizer.learning_rate.assign(lr)
 
 
+@contextlib.contextmanager
+def injected_dropout(model, masks, per_replica=False):
+    """While active, the Dropouts of `model` (only those) take their masks from `masks`; it must
+    be active while a compiled step traces and while it runs. Nothing of TF is replaced."""
+    layers = list(dropout_layers(model)) if masks is not None else []
+    for layer in layers:
+        layer.masks, layer.per_replica = masks, per_replica
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.masks, layer.per_replica = None, False
