@@ -12,7 +12,7 @@ from typing import NamedTuple
 import keras
 from keras import layers
 
-from .layers import AdaptiveAvgPool2D, Linear, conv2d, max_pool, relu
+from .layers import AdaptiveAvgPool2D, Dropout, Linear, conv2d, max_pool, relu
 
 
 class Layout(NamedTuple):
@@ -38,12 +38,12 @@ def classifier(x, num_classes, *, dropout, hidden, dropout_first):
     index = 0
     for _ in range(2):
         if dropout_first:
-            x = layers.Dropout(dropout, name=f"classifier.{index}")(x)
+            x = Dropout(dropout, name=f"classifier.{index}")(x)
             index += 1
         x = relu(Linear(hidden, name=f"classifier.{index}")(x), name=f"classifier.{index + 1}")
         index += 2
         if not dropout_first:
-            x = layers.Dropout(dropout, name=f"classifier.{index}")(x)
+            x = Dropout(dropout, name=f"classifier.{index}")(x)
             index += 1
     return Linear(num_classes, name=f"classifier.{index}")(x)
 

@@ -98,6 +98,7 @@ def data_parallel_step(strategy, trainer, global_batch, returns="grads"):
         summed = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
         return strategy.experimental_local_results(losses), summed
 
+    step.model = trainer.model  # run_step hands the dropout masks to this model's layers
     return step
 
 
@@ -133,7 +134,7 @@ def run_step(strategy, step, x, labels, masks=None, index=0):
     in replica order, for a step built with returns="logits")."""
     if masks is not None:
         masks.step = index
-    with injected_dropout(masks, per_replica=True):
+    with injected_dropout(step.model, masks, per_replica=True):
         losses, values = step(distribute(strategy, x), distribute(strategy, labels))
     return float(sum(loss.numpy() for loss in losses)), [v.numpy() for v in values]
 

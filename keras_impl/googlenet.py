@@ -22,7 +22,7 @@ inference, as torch does.
 import keras
 from keras import layers, ops
 
-from .layers import AdaptiveAvgPool2D, Linear, batch_norm, conv2d, global_avg_pool, max_pool, relu
+from .layers import AdaptiveAvgPool2D, Dropout, Linear, batch_norm, conv2d, global_avg_pool, max_pool, relu
 
 BLOCKS = {  # name: (ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj)
     "inception3a": (64, 96, 128, 16, 32, 32),
@@ -123,9 +123,9 @@ def inception_aux(x, num_classes, *, name, conv_block, dropout=0.7, seed004=Fals
     x = conv_block(x, 128, 1, name=f"{name}.conv")
     x = layers.Flatten(name=f"{name}.flatten")(x)  # (H, W, C) order: the catalogue permutes fc1
     if seed004:
-        x = layers.Dropout(dropout, name=f"{name}.dropout_fc1")(x)
+        x = Dropout(dropout, name=f"{name}.dropout_fc1")(x)
     x = relu(Linear(1024, name=f"{name}.fc1")(x))
-    x = layers.Dropout(dropout, name=f"{name}.dropout")(x)
+    x = Dropout(dropout, name=f"{name}.dropout")(x)
     return Linear(num_classes, name=f"{name}.fc2")(x)
 
 
@@ -165,7 +165,7 @@ def googlenet_graph(name, conv_block, *, branch3_kernel=3, lrn=False, num_classe
     x = max_pool(block(x, "inception4e"), 3 if seed004 else 2, 2, ceil_mode=True, name="maxpool4")
     x = block(block(x, "inception5a"), "inception5b")
     x = global_average(x, name="avgpool")
-    logits = Linear(num_classes, name="fc")(layers.Dropout(dropout, name="dropout")(x))
+    logits = Linear(num_classes, name="fc")(Dropout(dropout, name="dropout")(x))
     if aux_logits:
         return AuxOutputsModel(inputs, [logits, aux2, aux1], name=name)
     return keras.Model(inputs, logits, name=name)

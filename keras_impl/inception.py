@@ -9,7 +9,7 @@ import keras
 from keras import layers
 
 from .googlenet import AuxOutputsModel, basic_conv2d, transform_imagenet_input
-from .layers import GlobalAvgPool2D, Linear, max_pool
+from .layers import Dropout, GlobalAvgPool2D, Linear, max_pool
 
 AUX_MIN_SIZE = 17  # Mixed_6e map the auxiliary head's 5x5/3 pool and 5x5 conv need
 
@@ -127,7 +127,7 @@ def inception3(name, *, num_classes=1000, aux_logits=True, transform=False, drop
     x = inception_e(x, name="Mixed_7b", **pad_counts)
     x = inception_e(x, name="Mixed_7c", **pad_counts)
     x = GlobalAvgPool2D(name="avgpool")(x)
-    logits = Linear(num_classes, name="fc")(layers.Dropout(dropout, name="dropout")(x))
+    logits = Linear(num_classes, name="fc")(Dropout(dropout, name="dropout")(x))
     if aux_logits:
         return AuxOutputsModel(inputs, [logits, aux], name=name)
     return keras.Model(inputs, logits, name=name)

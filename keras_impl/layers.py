@@ -60,6 +60,7 @@ class NegInfPadding2D(layers.Layer):
         return {**super().get_config(), "padding": ((self.top, self.bottom), (self.left, self.right))}
 
 
+@keras.saving.register_keras_serializable(package="cnn_parity")
 class InputCheck(layers.Layer):
     """torch_impl's check_input in a functional model: a wrong channel count or an empty batch
     is refused before the first layer runs, naming the model, that layer and the shape (Keras'
@@ -82,6 +83,68 @@ class InputCheck(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "model": self.model_name, "first_layer": self.first_layer,
                 "channels": self.channels}
+
+
+@keras.saving.register_keras_serializable(package="cnn_parity")
+class Dropout(layers.Dropout):
+    """keras.layers.Dropout whose masks can come from outside: while `masks` is set
+    (train.injected_dropout), a training call multiplies by masks(shape, rate) (already scaled
+    by 1/(1-rate)) instead of drawing from Keras' seed generator; `per_replica` (tf.distribute):
+    masks(shape, rate, replica), this replica's rows of the global batch's mask."""
+
+    def __init__(self, rate, **kwargs):
+        super().__init__(rate, **kwargs)
+        self.masks, self.per_replica = None, False
+
+    def call(self, inputs, training=False):
+        if self.masks is None or not training or self.rate == 0:
+            return super().call(inputs, training=training)
+        return inputs * ops.cast(FETCH_MASK[keras.backend.backend()](self, inputs), inputs.dtype)
+
+
+def _tensorflow_mask(layer, inputs):
+    """Looked up when the compiled step runs, not when it was traced: a step reused with other
+    masks (a replica's rows, a new run) draws from those."""
+    import tensorflow as tf
+    shape, rate = tf.shape(inputs), layer.rate
+    if layer.per_replica:
+        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+        mask = tf.numpy_function(lambda s, r: layer.masks(s, rate, int(r)), [shape, replica], tf.float32,
+                                 stateful=True)
+    else:
+        mask = tf.numpy_function(lambda s: layer.masks(s, rate), [shape], tf.float32, stateful=True)
+    return tf.reshape(mask, shape)
+
+
+def _torch_mask(layer, inputs):
+    import torch
+    return torch.from_numpy(layer.masks(tuple(inputs.shape), layer.rate)).to(inputs.device)
+
+
+def _jax_mask(layer, inputs):
+    """The masks the step was traced with (its callback may run after the step returns); the
+    mask itself is fetched each time the step runs."""
+    import jax
+    import numpy as np
+    masks, shape, rate = layer.masks, tuple(inputs.shape), layer.rate
+    return jax.pure_callback(lambda: np.asarray(masks(shape, rate), np.float32),
+                             jax.ShapeDtypeStruct(shape, np.float32))
+
+
+FETCH_MASK = {"tensorflow": _tensorflow_mask, "torch": _torch_mask, "jax": _jax_mask}
+
+
+def dropout_layers(layer):
+    """Every Dropout of a Keras model, nested models included; a plain keras.layers.Dropout,
+    which cannot take masks, is refused by name."""
+    for child in getattr(layer, "layers", ()):
+        if isinstance(child, Dropout):
+            yield child
+        elif isinstance(child, layers.Dropout) and child.rate > 0:
+            raise ValueError(f"layer '{child.name}' is a keras.layers.Dropout, which cannot take the given "
+                             "dropout masks: build it with keras_impl.layers.Dropout")
+        else:
+            yield from dropout_layers(child)
 
 
 def check_input(x, model, first_layer, channels):

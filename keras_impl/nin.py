@@ -7,7 +7,7 @@ dropout at classifier.0; global average pooling at classifier.2. Any input >= 67
 import keras
 from keras import layers
 
-from .layers import conv2d, max_pool, relu
+from .layers import Dropout, conv2d, max_pool, relu
 
 
 def nin_block(x, channels, kernel_size, *, name, stride=1, padding=0):
@@ -23,7 +23,7 @@ def nin(*, in_channels=None, num_classes=1000, dropout=0.5, input_shape=None):
     x = max_pool(nin_block(inputs, 96, 11, stride=4, name="features.0"), 3, 2, name="features.1")
     x = max_pool(nin_block(x, 256, 5, padding=2, name="features.2"), 3, 2, name="features.3")
     x = max_pool(nin_block(x, 384, 3, padding=1, name="features.4"), 3, 2, name="features.5")
-    x = layers.Dropout(dropout, name="classifier.0")(x)
+    x = Dropout(dropout, name="classifier.0")(x)
     x = nin_block(x, num_classes, 3, padding=1, name="classifier.1")
     x = layers.GlobalAveragePooling2D(name="classifier.2")(x)  # also flattens
     return keras.Model(inputs, x, name="nin")

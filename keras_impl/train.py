@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .layers import dtype_of, floatx, mean
+from .layers import dropout_layers, dtype_of, floatx, mean
 from .optimizers import clip_by_global_norm, load_optimizer_state, make_optimizer, optimizer_state
 
 
@@ -80,7 +80,7 @@ class Trainer:
     def step(self, x, labels):
         # floatx in the model's dtype while the step runs or is traced: Keras' type promotion
         # resolves float64 with float64 to floatx on the torch backend (ops.matmul)
-        with injected_dropout(self.dropout_masks), floatx(dtype_of(self.model)):
+        with injected_dropout(self.model, self.dropout_masks), floatx(dtype_of(self.model)):
             loss, logits, grads = self._compiled(x, labels)
         self._last_grads = grads
         return float(ops.convert_to_numpy(loss)), ops.convert_to_numpy(logits)
@@ -196,65 +196,15 @@ BACKEND_STEPS = {"tensorflow": tensorflow_step, "torch": torch_step, "jax": jax_
 
 
 @contextlib.contextmanager
-def injected_dropout(masks, per_replica=False):
-    """While active, Keras' Dropout multiplies by masks(shape, rate) (already scaled by
-    1/(1-rate)), fetched when the step runs, instead of drawing from Keras' seed generator.
-    It must be active while a compiled step traces (tensorflow, JAX) and while it runs.
-    per_replica (tf.distribute): masks(shape, rate, replica), this replica's rows."""
-    if masks is None:
-        yield
-        return
-    from keras.src import backend
-    original, previous = backend.random.dropout, _ACTIVE_MASKS[0]
-    masked = MASKED_DROPOUT[keras.backend.backend()]
-    _ACTIVE_MASKS[0] = masks
-    backend.random.dropout = masked(masks, per_replica) if per_replica else masked(masks)
+def injected_dropout(model, masks, per_replica=False):
+    """While active, the Dropouts of `model` (only those: keras_impl.layers.Dropout) take their
+    masks from `masks`; it must be active while a compiled step traces (tensorflow, JAX) and
+    while it runs. Nothing of Keras is replaced."""
+    layers = list(dropout_layers(model)) if masks is not None else []
+    for layer in layers:
+        layer.masks, layer.per_replica = masks, per_replica
     try:
         yield
     finally:
-        backend.random.dropout, _ACTIVE_MASKS[0] = original, previous
-
-
-# The masks a compiled TensorFlow step's dropout reads when it runs (not those it was traced
-# with): a step reused with other masks (a replica's rows, a new run) draws from those.
-_ACTIVE_MASKS = [None]
-
-
-def _active(*args):
-    return _ACTIVE_MASKS[0](*args)
-
-
-def _tensorflow_dropout(masks, per_replica=False):
-    import tensorflow as tf
-
-    def dropout(inputs, rate, noise_shape=None, seed=None):
-        args, fetch = [tf.shape(inputs)], lambda shape: _active(shape, rate)
-        if per_replica:
-            args.append(tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64))
-            fetch = lambda shape, replica: _active(shape, rate, int(replica))  # noqa: E731
-        mask = tf.cast(tf.numpy_function(fetch, args, tf.float32, stateful=True), inputs.dtype)
-        return inputs * tf.reshape(mask, tf.shape(inputs))
-    return dropout
-
-
-def _torch_dropout(masks):
-    import torch
-
-    def dropout(inputs, rate, noise_shape=None, seed=None):
-        return inputs * torch.from_numpy(masks(tuple(inputs.shape), rate)).to(inputs.device, inputs.dtype)
-    return dropout
-
-
-def _jax_dropout(masks):
-    import jax
-    import numpy as np
-
-    def dropout(inputs, rate, noise_shape=None, seed=None):
-        shape = tuple(inputs.shape)  # static inside jit; the mask is fetched each time the step runs
-        mask = jax.pure_callback(lambda: np.asarray(masks(shape, rate), np.float32),
-                                 jax.ShapeDtypeStruct(shape, np.float32))
-        return inputs * mask.astype(inputs.dtype)
-    return dropout
-
-
-MASKED_DROPOUT = {"tensorflow": _tensorflow_dropout, "torch": _torch_dropout, "jax": _jax_dropout}
+        for layer in layers:
+            layer.masks, layer.per_replica = None, False

@@ -282,6 +282,32 @@ def test_torch_dropout_masks_reach_one_model_and_patch_nothing():
     assert model[0].masks is None and (model(x) == 0).any()
 
 
+def test_keras_and_tf_dropout_masks_reach_one_model_and_patch_nothing():
+    """keras_impl's and tf_impl's trainers hand the masks to their own model's Dropout layers
+    (issue 33: Keras' backend dropout used to be replaced for the whole process)."""
+    import keras
+    from keras.src import backend
+
+    import keras_impl.layers
+    import keras_impl.train
+    import tf_impl.layers
+    import tf_impl.train
+    keep_all = lambda shape, p: np.full(shape, 1 / (1 - p), np.float32)  # noqa: E731
+    x, dropout = np.ones((4, 64), np.float32), backend.random.dropout
+    sequential = lambda: keras.Sequential([keras.Input((64,)), keras_impl.layers.Dropout(0.5)])  # noqa: E731
+    for implementation, model, other in [(keras_impl, sequential(), sequential()),
+                                         (tf_impl, tf_impl.layers.Dropout(0.5), tf_impl.layers.Dropout(0.5))]:
+        with implementation.train.injected_dropout(model, keep_all):
+            assert backend.random.dropout is dropout
+            assert np.array_equal(model(x, training=True), 2 * x)  # the mask given: keep all, scaled
+            assert (np.asarray(other(x, training=True)) == 0).any()  # another model draws its own
+        assert (np.asarray(model(x, training=True)) == 0).any()  # unset after
+    plain = keras.Sequential([keras.Input((64,)), keras.layers.Dropout(0.5, name="head_dropout")])
+    with pytest.raises(ValueError, match="layer 'head_dropout' is a keras.layers.Dropout"):
+        with keras_impl.train.injected_dropout(plain, keep_all):
+            pass
+
+
 # --- train-check's judging rules ------------------------------------------------------------
 
 def test_the_judges_normalized_error():
