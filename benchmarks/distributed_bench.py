@@ -29,7 +29,7 @@ sys.path.insert(0, ROOT)
 
 
 def batches_for(model, size, global_batch, steps, seed=0):
-    from parity import registry
+    from parity.catalogue import registry
     from parity.train.judge import make_batches
     spec = registry.get(model)
     return make_batches(spec, 10, steps=steps, size=size, batch=global_batch, seed=seed)
@@ -42,14 +42,13 @@ def initial(model, size):
 
 
 def hyper():
+    from parity.adapters.step import Hyper
     from parity.train.judge import DEFAULT_HYPER
-    from parity.train.step import Hyper
     return Hyper(optimizer="sgd", **DEFAULT_HYPER["sgd"])
 
 
 def torch_step_times(model, size, replicas, per_replica, steps):
     import torch_impl.distributed as engine
-
     from parity.adapters import adapter
     from parity.train.parallel.engines import native_options
     state, kwargs, size = initial(model, size)
@@ -87,7 +86,6 @@ def mirrored_step_times(framework, model, size, replicas, per_replica, steps):
 
 def jax_step_times(model, size, replicas, per_replica, steps):
     import keras_impl.distributed as engine
-
     from parity.adapters import adapter
     state, kwargs, size = initial(model, size)
     native = adapter("keras")

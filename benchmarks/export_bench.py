@@ -60,7 +60,7 @@ def child(name, framework, size=None) -> dict:
     import tempfile
 
     import parity
-    from parity import registry
+    from parity.catalogue import registry
     from parity.adapters import adapter
     spec = registry.get(name)
     c, h, w = spec.input_size

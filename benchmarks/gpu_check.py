@@ -142,7 +142,7 @@ def torchvision_reference(args) -> dict:
     import torchvision
 
     from parity.calibrate import calibrated_torch_model, seeded_input
-    from parity.registry import get
+    from parity.catalogue.registry import get
     c, h, w = get(args.model).input_size
     if args.size:
         h = w = args.size

@@ -37,7 +37,7 @@ LR, MOMENTUM = 0.01, 0.9
 
 
 def batches_for(name: str, batch: int, steps: int, seed: int = 0):
-    from parity import registry
+    from parity.catalogue import registry
     from parity.train import data
     from parity.train.runs import default_size
     spec = registry.get(name)
@@ -117,7 +117,7 @@ PLAIN = {"torch": plain_torch, "keras": plain_keras, "tf": plain_tf}
 
 def parity_step(model, framework, device):
     from parity.adapters import adapter
-    from parity.train.step import Hyper
+    from parity.adapters.step import Hyper
     trainer = adapter(framework).trainer(model, Hyper(optimizer="sgd", lr=LR, momentum=MOMENTUM), device=device)
     return lambda x, labels: trainer.step(x, labels).loss
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import frameworks, registry
+from . import frameworks
+from .catalogue import registry
 from .errors import InputError, ParityError, StateDictError, WeightFileError
 from .io import load_state, save_state
 from . import weights  # parity.weights.from_keras_applications, importable without a framework
@@ -35,7 +36,7 @@ def _installed_version() -> str:
 if TYPE_CHECKING:
     from .inference.check import ModelReport
     from .inference.layerwise import Comparison
-    from .train.step import TrainResult
+    from .adapters.step import TrainResult
 
 Model = Any  # a torch nn.Module, a keras.Model or a tf.Module of the catalogue
 State = dict[str, np.ndarray]  # canonical state: torch-style key -> array in PyTorch layout
@@ -94,7 +95,7 @@ def compare(reference: Model, candidate: Model, inputs: np.ndarray, *, tolerance
 
 def train_steps(model: Model, batches: Iterable[tuple[np.ndarray, np.ndarray]], **hyper: Any) -> TrainResult:
     """One training step per (x_nchw, labels) batch in any framework, with torch.optim's meaning;
-    returns losses, first-step gradients and the final canonical state (see parity.train.step)."""
+    returns losses, first-step gradients and the final canonical state (see parity.adapters.step)."""
     from .train.loop import train_steps as _train_steps
     return _train_steps(model, batches, **hyper)
 

@@ -11,7 +11,7 @@ def calibrated_torch_model(name: str, *, seed: int = 0, input_size=None, batch: 
     import torch
     from torch import nn
 
-    from . import registry
+    from .catalogue import registry
     from .adapters import adapter
 
     spec = registry.get(name)

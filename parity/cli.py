@@ -58,7 +58,7 @@ def _command_groups():
     """Each subpackage's register(subparsers), in the order `parity --help` lists them."""
     from .bench import register_cli as bench
     from .inference.commands import register as inference
-    from .onnx.commands import register as onnx
+    from .export.commands import register as onnx
     from .train.commands import register as train
     from .weights.commands import register as weights
     return weights, inference, onnx, bench, train

@@ -7,7 +7,7 @@ arithmetic, a few milliseconds.
 """
 import functools
 
-from . import registry
+from .catalogue import registry
 from .errors import InputError
 
 # what torch says when a Linear gets a flattened map of the wrong length

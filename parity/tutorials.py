@@ -84,7 +84,7 @@ def from_tutorial(model_name: str, state_dict, **build_kwargs) -> dict:
     """Canonical state of catalogue model `model_name` from a state dict saved by its tutorial's
     own code. `build_kwargs` (num_classes, in_channels) as the tutorial built it. Raises
     StateDictError listing every unknown, missing and mis-shaped key at once."""
-    from . import registry
+    from .catalogue import registry
     from .adapters import adapter
     from .errors import StateDictError
     name = registry.get(model_name).name

@@ -6,7 +6,8 @@ import pytest
 import parity
 from conftest import (assert_same_batchnorm_epsilon, assert_tolerance_pinned, randomize_keras_batch_norms,
                       recorded_onnx_exports, transposes)
-from parity import registry, tolerance
+from parity import tolerance
+from parity.catalogue import registry
 
 TORCHVISION = ("densenet121", "densenet161", "densenet169", "densenet201")
 KERAS_VARIANTS = ("densenet121_keras", "densenet169_keras", "densenet201_keras")

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import parity
-from parity import registry, tolerance
+from parity import tolerance
+from parity.catalogue import registry
 from parity.calibrate import calibrated_torch_model, seeded_input
 
 KERAS_APPLICATIONS_EPS = 1.001e-5  # keras.applications ResNet, ResNetV2, DenseNet

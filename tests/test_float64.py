@@ -12,7 +12,7 @@ import importlib
 import numpy as np
 import pytest
 
-from parity import registry
+from parity.catalogue import registry
 from parity.adapters import adapter
 from parity.inference.check import FLOAT64_ONNX, check
 from parity.tolerance import threshold

@@ -1,6 +1,7 @@
 """parity/'s imports, walked from the source (issue 33): no import circle between its files
-(function-level imports included), no private name taken from another file, and no
-`*_impl` package imported outside parity/adapters/, the one door to the implementations."""
+(function-level imports included), none between its folders (an import running back up),
+no private name taken from another file, and no `*_impl` package imported outside
+parity/adapters/, the one door to the implementations."""
 import ast
 from pathlib import Path
 
@@ -35,17 +36,30 @@ def imports(path: Path):
 
 
 def graph() -> dict:
-    """{parity module: {parity modules it imports}}; `from pkg import sub` counts sub."""
+    """{parity module: {parity modules it imports}}; `from pkg import sub` counts sub, and pkg
+    only when a name that is not a submodule is taken from it too."""
     files = {module_name(p): p for p in PARITY.rglob("*.py")}
     edges = {}
     for name, path in files.items():
         targets = set()
         for module, names in imports(path):
-            if module in files:
+            submodules = {f"{module}.{n}" for n in names if f"{module}.{n}" in files}
+            targets |= submodules
+            if module in files and (not names or len(submodules) < len(names)):
                 targets.add(module)
-            targets.update(f"{module}.{n}" for n in names if f"{module}.{n}" in files)
         edges[name] = targets - {name}
     return edges
+
+
+def rooms(edges: dict) -> dict:
+    """The imports between parity/'s rooms: each subpackage and top-level module is one; the
+    package's own __init__ (the public API) is one too."""
+    def room(module):
+        return module.split(".")[1] if "." in module else "parity/__init__"
+    between = {}
+    for module, targets in edges.items():
+        between.setdefault(room(module), set()).update(room(t) for t in targets if room(t) != room(module))
+    return between
 
 
 def circles(edges: dict) -> list:
@@ -97,6 +111,18 @@ def test_the_walk_sees_a_planted_circle():
     """The check can fail: a two-module loop and a three-module loop are found."""
     assert circles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_folder_imports_one_above_it():
+    """Rooms stack in floors: a circle between rooms is an import running back up (the
+    catalogue <-> registry, adapters <-> train.step and onnx <-> adapters ones are gone)."""
+    assert circles(rooms(graph())) == []
+
+
+def test_the_room_walk_sees_a_planted_upward_import():
+    edges = graph()
+    edges["parity.catalogue.registry"] = edges["parity.catalogue.registry"] | {"parity.inference.check"}
+    assert any({"catalogue", "inference"} <= set(group) for group in circles(rooms(edges)))
 
 
 def test_no_private_name_is_imported_from_another_file():

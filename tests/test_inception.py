@@ -24,7 +24,8 @@ from conftest import recorded_onnx_exports, transposes
 from conftest import nchw as _nchw
 from conftest import nhwc as _nhwc
 from conftest import normalized_error as _normalized
-from parity import registry, tolerance
+from parity import tolerance
+from parity.catalogue import registry
 from parity.calibrate import calibrated_torch_model, seeded_input
 
 TOL = tolerance.threshold("fp32", "cpu")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import parity
-from parity import registry
+from parity.catalogue import registry
 from parity.adapters import adapter
 from parity.onnx import from_tf, runtime
 from parity.onnx.graph import OPSET
@@ -157,7 +157,7 @@ def test_an_unsupported_op_names_the_model_the_step_and_the_op(tmp_path):
 def test_check_exports_big_models_in_a_child_process(tmp_path):
     """What `parity check` does past IN_PROCESS_BYTES (forced here on LeNet): the child writes
     the file, the parent runs it; a failure in the child is an ExportError naming the model."""
-    from parity.onnx.guard import ExportError, export_guarded
+    from parity.export.guard import ExportError, export_guarded
     state = adapter("torch").state_dict(adapter("torch").build("lenet"))
     model = adapter("tf").build("lenet")
     path = tmp_path / "lenet.tf.onnx"

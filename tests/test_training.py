@@ -9,7 +9,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from keras_impl import optimizers as keras_opt  # noqa: E402
-from parity.train.step import Hyper, lr_at  # noqa: E402
+from parity.adapters.step import Hyper, lr_at  # noqa: E402
 from tf_impl import optimizers as tf_opt  # noqa: E402
 
 RNG = np.random.default_rng(0)
@@ -136,7 +136,7 @@ def test_a_reset_trainer_runs_again_exactly_as_a_new_one(optimizer):
     first step takes the gradient undamped, so a zeroed but present momentum buffer would not."""
     from parity.adapters import adapter
     from parity.calibrate import calibrated_torch_model
-    from parity.train.step import make_hyper
+    from parity.adapters.step import make_hyper
     state = adapter("torch").state_dict(calibrated_torch_model("lenet", input_size=(1, 28, 28)))
     rng = np.random.default_rng(0)
     batches = [(rng.standard_normal((2, 1, 28, 28)).astype(np.float32), np.array([1, 7])) for _ in range(2)]
@@ -256,7 +256,7 @@ def test_lr_schedules_per_epoch_as_torch():
 
 
 def test_dropout_masks_identical_across_frameworks():
-    from parity.train.step import DropoutMasks
+    from parity.adapters.step import DropoutMasks
     masks = DropoutMasks(3)
     nchw = masks.for_layout(False)((2, 4, 3, 5), 0.5)
     nhwc = masks.for_layout(True)((2, 3, 5, 4), 0.5)
@@ -329,7 +329,7 @@ def test_a_gradient_zero_in_exact_arithmetic_is_judged_on_the_model_scale():
     # "b" stands for a conv bias right before a train-mode BatchNorm: ~1e-15 in the fp64 judge,
     # rounding (~1e-7 of the largest) in fp32. "c" is small but real: still judged on its own scale.
     from parity.train.judge import GRAD_POLICY, WEIGHT_POLICY, compare
-    from parity.train.step import TrainResult
+    from parity.adapters.step import TrainResult
     initial = {"w": np.ones(2), "b": np.zeros(2), "c": np.ones(2)}
     judge = TrainResult([1.0], {"w": np.array([1.0, -2.0]), "b": np.array([1e-15, 0.0]), "c": np.array([1e-5, 0.0])},
                         {"w": np.array([0.99, 1.02]), "b": np.array([-1e-17, 0.0]), "c": np.array([1.0, 1.0])})
@@ -382,7 +382,7 @@ def test_train_check_cross_product(name, size, optimizer, freeze):
 
 
 def test_inception_v3_trains_at_299_by_default_and_refuses_less_by_name(capsys):
-    from parity import registry
+    from parity.catalogue import registry
     from parity.cli import main
     spec = registry.get("inception_v3")
     assert spec.training_size() == 299 and registry.get("googlenet").training_size() == 64  # the first test size

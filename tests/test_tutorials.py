@@ -505,7 +505,7 @@ def test_only_the_tutorials_networks_have_a_tutorial_rename():
         parity.weights.from_tutorial("resnet50", {})
 
 
-# Over 64 MB of weights: their Keras and TF exports run in child processes (parity.onnx.exports), 27 s
+# Over 64 MB of weights: their Keras and TF exports run in child processes (parity.export.workers), 27 s
 # (alexnet_d2l) to 65 s each; natively checked in the default run below.
 SLOW_CHECKS = ("alexnet_d2l", "vgg11_fc2048", "vgg11_d2l", "resnet50_blocks", *sorted(DEEPER))
 
@@ -514,14 +514,14 @@ SLOW_CHECKS = ("alexnet_d2l", "vgg11_fc2048", "vgg11_d2l", "resnet50_blocks", *s
                                   "densenet_d2l", "googlenet_nobn",
                                   *[pytest.param(n, marks=pytest.mark.slow) for n in SLOW_CHECKS]])
 def test_check_passes_natively_and_through_onnx_at_the_smallest_size(name):
-    from parity import registry
+    from parity.catalogue import registry
     report = parity.check(name, size=registry.get(name).test_sizes[0])
     assert report.passed, [(r.target, r.normalized_error, r.error) for r in report.results]
     assert {r.target for r in report.results} >= {"keras", "tf", "onnx:torch", "onnx:keras", "onnx:tf"}
 
 
 def test_the_catalogue_names_each_networks_tutorial():
-    from parity import registry
+    from parity.catalogue import registry
     assert registry.get("lenet_cifar").tutorial.startswith("seed 004")
     assert registry.get("alexnet_d2l").tutorial.startswith("seed 003 (d2l)")
     assert registry.get("vgg11_d2l").tutorial.startswith("seed 003 (d2l)")

@@ -1,4 +1,5 @@
-"""One adapter per framework behind one small interface (see base.Adapter)."""
+"""One adapter per framework behind one small interface (see base.Adapter), and the training
+step they all speak (step.py: Hyper, Trainer, dropout masks)."""
 from .base import Adapter
 from .keras_adapter import KerasAdapter
 from .tf_adapter import TFAdapter

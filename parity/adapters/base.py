@@ -9,8 +9,10 @@ from typing import Callable
 
 import numpy as np
 
-from .. import layouts, registry
+from .. import layouts
+from ..catalogue import registry
 from ..errors import InputError, StateDictError
+from .step import DropoutMasks, Trainer, loss_kind
 
 DTYPES = ("float32", "float64")  # what every implementation builds and trains in
 
@@ -145,9 +147,8 @@ class Adapter:
         return importlib.import_module(f"{self.framework}_impl.{module}")
 
     def trainer(self, model, hyper, device: str = "cpu", dropout_seed=None):
-        """A parity.train.step.Trainer for `model` with `hyper` (torch vocabulary): one step per
+        """A parity.adapters.step.Trainer for `model` with `hyper` (torch vocabulary): one step per
         call in train mode, the catalogue's loss, aux weights and head (when freezing)."""
-        from ..train.step import DropoutMasks, Trainer, loss_kind
         spec = self.spec(model)
         head = None
         if hyper.freeze == "backbone":

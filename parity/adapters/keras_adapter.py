@@ -18,7 +18,7 @@ class KerasAdapter(Adapter):
         return model.name
 
     def build(self, name, input_size=None, dtype="float32", **kwargs):
-        from .. import registry
+        from ..catalogue import registry
         spec = registry.get(name)
         if spec.fixed_size and "input_shape" not in kwargs:
             c, h, w = input_size or spec.input_size

@@ -18,7 +18,7 @@ Modules: result (names, statuses, records), timing (the interleaved measurement)
 runtimes (building and calling each runtime), environment (TF32, threads, versions),
 measure (bench itself), render (table, JSON, plot), cli (`parity bench`).
 """
-from ..onnx.exports import export_fp32, export_in_subprocess, export_worker
+from ..export.workers import export_fp32, export_in_subprocess, export_worker
 from .cli import cmd_bench, register_cli
 from .environment import environment
 from .measure import bench

@@ -9,20 +9,11 @@ from typing import Callable
 
 import numpy as np
 
-from .. import devices, registry, tolerance
-from ..onnx.exports import first_line
+from .. import devices, tolerance
+from ..catalogue import registry
+from ..export.workers import first_line
 from .environment import apply_tf32, environment, tf32_state, threads_applied
-from .result import (
-    DTYPES,
-    FAILED,
-    OK,
-    RUNTIMES,
-    SKIPPED,
-    UNAVAILABLE,
-    BenchResult,
-    RuntimeSkipped,
-    RuntimeTiming,
-)
+from .result import DTYPES, FAILED, OK, RUNTIMES, SKIPPED, UNAVAILABLE, BenchResult, RuntimeSkipped, RuntimeTiming
 from .runtimes import Context, missing_package, prepare, select_runtimes
 from .timing import fill_figures, interleaved_timings, onnx_spread
 

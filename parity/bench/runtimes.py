@@ -19,7 +19,7 @@ from .. import devices
 from ..adapters import adapter
 from ..calibrate import calibrated_torch_model, seeded_input
 from ..inference.lowprecision import convert_onnx_to_fp16, keras_policy
-from ..onnx.exports import export_fp32, first_line
+from ..export.workers import export_fp32, first_line
 from ..onnx.runtime import onnx_source_problem
 from .result import FAILED, FAMILIES, RUNTIMES, SKIPPED, UNSUPPORTED, RuntimeSkipped
 

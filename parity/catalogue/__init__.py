@@ -1,1 +1,2 @@
-"""One module per architecture family; each registers its ModelSpecs on import."""
+"""The models: one module per architecture family, each registering its ModelSpecs on import,
+and the table they register in (registry.py, which loads the families on first use)."""

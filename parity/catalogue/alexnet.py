@@ -1,5 +1,5 @@
 """AlexNet, torchvision layout, and the tutorials' own: seed 004's half-width AlexNet, d2l's."""
-from ..registry import ModelSpec, register
+from .registry import ModelSpec, register
 
 register(ModelSpec(
     "alexnet", family="alexnet", module="alexnet",

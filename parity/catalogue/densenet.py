@@ -3,7 +3,7 @@
 The smallest input is 29x29: the stem and three transitions halve the size five times
 (with floor), and the last transition must still see a 2x2 map.
 """
-from ..registry import ModelSpec, register
+from .registry import ModelSpec, register
 
 _PUBLISHED = {
     "densenet121": 7_978_856,

@@ -1,5 +1,5 @@
 """Dilated convolutions: an HDC net (rates 1, 2, 3) and resnet50 at output stride 8."""
-from ..registry import ModelSpec, register
+from .registry import ModelSpec, register
 
 register(ModelSpec("hdc_net", family="dilated", module="dilated", classifier=False,
                    residual_norms=r"^blocks\.\d+\.bn3$", head=("head",)))

@@ -1,5 +1,5 @@
 """GoogLeNet (torchvision layout) and the paper's Inception v1; see docs/inception.md."""
-from ..registry import ModelSpec, register
+from .registry import ModelSpec, register
 
 # Auxiliary heads flatten a 128x4x4 map into fc1; the native frameworks flatten in (H, W, C) order.
 _AUX_FLATTEN = {"aux1.fc1": (128, 4, 4), "aux2.fc1": (128, 4, 4)}

@@ -1,5 +1,5 @@
 """Inception v3 (torchvision layout) and its keras.applications twin; see docs/inception.md."""
-from ..registry import ModelSpec, register
+from .registry import ModelSpec, register
 
 # 75x75 is the smallest input whose Mixed_7a reductions leave a 1x1 map; in training, the
 # AuxLogits head's 5x5 conv needs Mixed_6e's 17x17 map: 299x299 (298 fails).

@@ -1,5 +1,5 @@
 """LeNet-5, d2l style, and seed 004's CIFAR-10 LeNet (module paths defined in torch_impl/lenet.py)."""
-from ..registry import ModelSpec, register
+from .registry import ModelSpec, register
 
 register(ModelSpec(
     "lenet", family="lenet", module="lenet",

@@ -1,5 +1,5 @@
 """Network in Network, d2l style (module paths defined in torch_impl/nin.py)."""
-from ..registry import ModelSpec, register
+from .registry import ModelSpec, register
 
 register(ModelSpec(
     "nin", family="nin", module="nin",

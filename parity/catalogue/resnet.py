@@ -1,4 +1,4 @@
-from ..registry import ModelSpec, register
+from .registry import ModelSpec, register
 
 _PUBLISHED = {
     "resnet18": 11_689_512,

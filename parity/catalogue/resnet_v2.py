@@ -5,7 +5,7 @@ published_params follows the catalogue's convention (torch `parameters()`, BN ru
 statistics excluded): keras.applications' trainable weights. keras' `count_params()`
 also counts the BN moving statistics; those totals are in the comments.
 """
-from ..registry import ModelSpec, register
+from .registry import ModelSpec, register
 
 _V2 = {
     "resnet18_v2": None,  # no published reference: basic pre-activation units, for learners

@@ -1,5 +1,5 @@
 """U-Net: transposed-conv (default) and bilinear upsampling variants; logits map at input size."""
-from ..registry import ModelSpec, register
+from .registry import ModelSpec, register
 
 for _name in ("unet", "unet_bilinear"):
     register(ModelSpec(_name, family="unet", module="unet", test_sizes=(64, 70), min_size=16,

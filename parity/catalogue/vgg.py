@@ -1,5 +1,5 @@
 """VGG 11/13/16/19 with and without BatchNorm, torchvision layout, and the tutorials' own VGGs."""
-from ..registry import ModelSpec, register
+from .registry import ModelSpec, register
 
 _PUBLISHED = {
     "vgg11": 132_863_336,

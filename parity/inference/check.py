@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import devices, registry, tolerance
+from .. import devices, tolerance
 from ..adapters import adapter
 from ..calibrate import calibrated_torch_model, seeded_input
+from ..catalogue import registry
 from ..errors import ParityError
 from ..frameworks import release_memory
 from ..onnx.runtime import onnx_source_problem
@@ -234,7 +235,7 @@ def _run_target(target, name, built, state, x, tmp, shape, spec, device, tf32, d
     from ..onnx import runtime
     path = tmp / f"{name}.{source}.onnx"
     if source in ("keras", "tf"):  # big models in a child: an OOM kill becomes this target's error
-        from ..onnx.guard import export_guarded
+        from ..export.guard import export_guarded
         export_guarded(source, model, name, state, path, shape, spec.outputs)
     else:
         adapter(source).export_onnx(model.cpu(), path, shape, spec.outputs)

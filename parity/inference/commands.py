@@ -5,10 +5,10 @@ register() adds them; the handlers are cmd_*."""
 import json
 import os
 
-from .. import registry
 from ..adapters import adapter
 from ..adapters.base import check_dtype
 from ..calibrate import calibrated_torch_model, seeded_input
+from ..catalogue import registry
 from ..console import say
 from ..errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, describe, unknown_choice
 from ..frameworks import MissingFramework, missing, release_memory

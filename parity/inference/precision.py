@@ -31,13 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import registry, tolerance
+from .. import tolerance
 from ..adapters import adapter
 from ..calibrate import calibrated_torch_model, seeded_input
+from ..catalogue import registry
 from ..frameworks import release_memory
-from .lowprecision import KERAS_POLICY, Unsupported, convert_onnx_to_fp16, keras_policy, torch_dtype
-from ..onnx.exports import export_fp32
+from ..export.workers import export_fp32
 from ..onnx.runtime import onnx_source_problem
+from .lowprecision import KERAS_POLICY, Unsupported, convert_onnx_to_fp16, keras_policy, torch_dtype
 
 PRECISION_RUNTIMES = ("torch:autocast", "keras:mixed", "onnx:torch", "onnx:keras", "onnx:tf")
 LOW_DTYPES = ("fp16", "bf16")
@@ -238,7 +239,7 @@ def _keras_mixed(name, state, x, dtype, shape, device, timed):
 # --- onnxruntime fp16 ----------------------------------------------------------------------
 
 def _exports(name, state, shape, dtype, runtimes, tmp) -> dict:
-    """{source: fp32 export Path or error text} (parity.onnx.exports.export_fp32)."""
+    """{source: fp32 export Path or error text} (parity.export.workers.export_fp32)."""
     sources = [r.split(":")[1] for r in runtimes if r.startswith("onnx:")]
     sources = [s for s in sources if not onnx_source_problem(s)]
     if dtype != "fp16" or not sources:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import registry
 from ..adapters import adapter
 from ..calibrate import calibrated_torch_model, seeded_input
+from ..catalogue import registry
 from .layerwise import compare
 
 MUTATIONS = ("flipped kernel", "transposed kernel", "swapped output channels", "wrong BN epsilon",

@@ -1,4 +1,5 @@
-"""ONNX: every export's way from a framework to one file that onnxruntime runs.
+"""ONNX: every export's way from a framework to one file that onnxruntime runs; the toolkit
+the adapters export with, which knows no adapter (parity/export/ drives it).
 
 from_tf    Keras and tf_impl through tf2onnx, the kernels kept out of it, and the memory that
            takes (torch exports itself: parity/adapters/torch_adapter.py)
@@ -8,6 +9,4 @@ canon/     one spelling for the ops the three implementations write differently,
 write      finalize: canon, the interface's names, an atomic write, a full check
 graph      what the rewrites (fold, canon) share: constants, producers/consumers, shapes, probes
 runtime    onnxruntime sessions, the kernels they run
-guard      exports whose death cannot take the caller down
-exports    fp32 exports from canonical state, in child processes where big
 """

@@ -1,7 +1,8 @@
 """Training, proven the same in torch, Keras and TF.
 
-step.py       the step interface every adapter's trainer speaks (Hyper, Trainer, dropout
-              masks): a leaf, so the adapters build on it without a circle
+The step interface every adapter's trainer speaks (Hyper, Trainer, dropout masks) is
+parity/adapters/step.py, below this package.
+
 loop.py       train_steps: one step per batch through a model's adapter
 judge.py      the train-check judge: policies, normalized errors, likely causes, batches
 check.py      `parity train-check`: one run per framework against torch in float64

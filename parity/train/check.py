@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .. import registry
 from ..adapters import adapter
 from ..adapters.base import check_dtype
 from ..calibrate import calibrated_torch_model
+from ..catalogue import registry
 from ..devices import placed, set_tf32
 from ..frameworks import release_memory
 from ..tolerance import NOISE_FACTOR

@@ -6,11 +6,11 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ..catalogue.registry import get
 from ..console import say
 from ..errors import unknown_choice
 from ..frameworks import missing
 from ..io import atomic_path, write_json
-from ..registry import get
 from . import check
 from .check import train_check
 from .data import read_class_indices

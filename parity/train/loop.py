@@ -4,7 +4,7 @@ torch.optim's meaning; what train-check, the data-parallel check and `parity.tra
 import numpy as np
 
 from ..adapters import adapter_for
-from .step import Hyper, TrainResult
+from ..adapters.step import Hyper, TrainResult
 
 
 def train_steps(model, batches, *, optimizer="sgd", lr=0.01, momentum=0.0, weight_decay=0.0,

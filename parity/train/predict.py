@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from ..adapters import adapter
+from ..catalogue.registry import get
 from ..errors import WeightFileError, unknown_choice
 from ..frameworks import import_safely, missing
 from ..io import load_state, read_metadata
-from ..registry import get
 from ..weights import from_keras_applications
 from .data import Preprocess, describe_preprocessing, preprocess, read_image
 

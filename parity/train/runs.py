@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from ..adapters import adapter
+from ..adapters.step import Hyper, lr_at
+from ..catalogue.registry import get
 from ..frameworks import import_safely, installed
 from ..io import atomic_path, load_state, read_metadata, save_state, write_json
-from ..registry import get
 from .data import Loader, Preprocess, open_source, parse_augment, write_class_indices
 from .predict import softmax
-from .step import Hyper, lr_at
 
 NATIVE_FILES = {"torch": "best.pt", "keras": "best.weights.h5", "tf": "best.tfckpt"}
 OPTIMIZER_FILE = "optimizer.safetensors"  # beside last.safetensors: what --resume restores
@@ -53,11 +53,11 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     out: str = "runs"
-    hyper: dict = field(default_factory=dict)  # parity.train.step.Hyper fields
+    hyper: dict = field(default_factory=dict)  # parity.adapters.step.Hyper fields
     num_classes: int | None = None  # None: the data's class count
     weights: str | None = None  # finetune: the pretrained file
     control: bool = False  # also train CONTROL
-    same_dropout: bool = False  # identical dropout masks in every framework (parity.train.step.DropoutMasks)
+    same_dropout: bool = False  # identical dropout masks in every framework (parity.adapters.step.DropoutMasks)
 
 
 @dataclass

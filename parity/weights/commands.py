@@ -1,7 +1,7 @@
 """`parity list` (the catalogue), `parity summary` (a model's canonical weights) and
 `parity convert` (a model's weights between canonical safetensors and native files)."""
-from .. import build, registry, state_dict
 from ..adapters import adapter
+from ..catalogue import registry
 from ..console import say
 from ..frameworks import import_safely, missing
 from ..io import load_state, save_state, write_json
@@ -95,7 +95,7 @@ def cmd_summary(args, console):
     from rich.table import Table
 
     framework = args.framework or next((f for f in ("torch", "keras", "tf") if not missing(f)), "torch")
-    state = state_dict(build(args.model, framework=framework))
+    state = adapter(framework).state_dict(adapter(framework).build(args.model))
     table = Table(title=f"{args.model} ({framework}): canonical weights")
     for col in ("key", "shape", "values"):
         table.add_column(col, justify="right" if col == "values" else "left")

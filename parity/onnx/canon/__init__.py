@@ -38,25 +38,11 @@ only where it is shown to compute the same values, and leaves any other graph as
   count map (tf_impl: the map from run-time shapes, around layout Transposes) becomes
   AveragePool(pads, count_include_pad=0), as torch writes it, where a probe agrees.
 """
-
-from .layout import (
-    identity_output_reshapes_removed,
-    inverse_transposes_cancelled,
-    nested_concats_flattened,
-)
+from .layout import identity_output_reshapes_removed, inverse_transposes_cancelled, nested_concats_flattened
 from .lrn import local_response_norms_as_lrn
-from .pools import (
-    adaptive_avg_pools_canonical,
-    average_pools_not_counting_padding,
-    identity_average_pools_removed,
-    layout_reshapes_before_global_means_removed,
-    zero_pads_into_average_pools,
-)
-from .resize import (
-    corner_bilinear_as_resize,
-    nearest_gathers_as_resize,
-    resize_sizes_as_scales,
-)
+from .pools import (adaptive_avg_pools_canonical, average_pools_not_counting_padding, identity_average_pools_removed,
+                    layout_reshapes_before_global_means_removed, zero_pads_into_average_pools)
+from .resize import corner_bilinear_as_resize, nearest_gathers_as_resize, resize_sizes_as_scales
 from .shapes import shape_arithmetic_folded, zero_pads_removed
 
 

@@ -1,16 +1,7 @@
 """Layout leftovers: a Transpose undone by the next, a graph output reshaped to its own shape, a
 Concat of a Concat on the same axis."""
-from ..graph import (
-    Constants,
-    attribute_of,
-    bypassed,
-    consumers_of,
-    drop_dead,
-    inferred_shapes,
-    producers_of,
-    read_instead,
-    replace_nodes,
-)
+from ..graph import (Constants, attribute_of, bypassed, consumers_of, drop_dead, inferred_shapes, producers_of,
+                     read_instead, replace_nodes)
 
 
 def inverse_transposes_cancelled(graph, initializers: dict) -> int:

@@ -2,22 +2,8 @@
 average pools (counted or not), and the global mean of a 1x1 map taken on NCHW."""
 import numpy as np
 
-from ..graph import (
-    Constants,
-    add_constant,
-    attribute_of,
-    bypassed,
-    close,
-    consumers_of,
-    drop_dead,
-    inferred_shapes,
-    map_sizes,
-    producers_of,
-    region_producing,
-    replace_nodes,
-    rewrite_regions,
-    run_nodes,
-)
+from ..graph import (Constants, add_constant, attribute_of, bypassed, close, consumers_of, drop_dead, inferred_shapes,
+                     map_sizes, producers_of, region_producing, replace_nodes, rewrite_regions, run_nodes)
 
 # Ops an adaptive pool's subgraph may be spelled with (index arithmetic, no weights)
 _POOL_OPS = {"Transpose", "GatherND", "Gather", "Where", "Add", "Sub", "Mul", "Div", "Slice", "ReduceMean",

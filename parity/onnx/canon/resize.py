@@ -2,22 +2,8 @@
 become torch's Resize to a size; a half-pixel bilinear Resize to integer multiples becomes Resize by scales."""
 import numpy as np
 
-from ..graph import (
-    NCHW_TO_NHWC,
-    NHWC_TO_NCHW,
-    Constants,
-    add_constant,
-    attribute_of,
-    close,
-    consumers_of,
-    drop_dead,
-    inferred_shapes,
-    map_sizes,
-    producers_of,
-    read_instead,
-    replace_nodes,
-    run_nodes,
-)
+from ..graph import (NCHW_TO_NHWC, NHWC_TO_NCHW, Constants, add_constant, attribute_of, close, consumers_of, drop_dead,
+                     inferred_shapes, map_sizes, producers_of, read_instead, replace_nodes, run_nodes)
 
 # The Resize attributes torch's exporter writes for F.interpolate(mode="nearest", size=...)
 _TORCH_NEAREST = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor",

@@ -2,17 +2,8 @@
 then pads nothing goes."""
 import numpy as np
 
-from ..graph import (
-    OPSET,
-    Constants,
-    attribute_of,
-    bypassed,
-    consumers_of,
-    drop_dead,
-    inferred_shapes,
-    producers_of,
-    replace_nodes,
-)
+from ..graph import (OPSET, Constants, attribute_of, bypassed, consumers_of, drop_dead, inferred_shapes, producers_of,
+                     replace_nodes)
 
 # Ops that only move elements: run on a mask of which elements are known, they tell which
 # elements of the result are known. The inputs they move are listed (None: all).

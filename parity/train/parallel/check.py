@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ... import registry
 from ...adapters import adapter
+from ...catalogue import registry
 from ...errors import unknown_choice
 from ...frameworks import release_memory
 from ...tolerance import NOISE_FACTOR

@@ -4,8 +4,8 @@ MirroredStrategy per process, and the global batch's dropout masks cut into repl
 import numpy as np
 
 from ...adapters import adapter
+from ...adapters.step import DropoutMasks, Hyper, loss_kind
 from ...errors import unknown_choice
-from ..step import DropoutMasks, Hyper, loss_kind
 
 FRAMEWORKS = ("torch", "keras", "tf", "jax")  # jax: Keras 3 on the JAX backend
 
@@ -41,7 +41,7 @@ def shared_strategy(engine, replicas, device):
 
 
 class ShardMasks:
-    """Dropout masks of the global batch (parity.train.step.DropoutMasks), cut into the
+    """Dropout masks of the global batch (parity.adapters.step.DropoutMasks), cut into the
     replicas' rows, so N replicas drop exactly the units one process drops. Picklable:
     it travels to spawned workers."""
 

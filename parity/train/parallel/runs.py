@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from ...adapters import adapter
+from ...adapters.step import Hyper, lr_at
 from ...io import save_state, write_json
 from ..runs import RunConfig, build_model, evaluate, open_data, seeded_state
-from ..step import Hyper, lr_at
 from .child import end_children, read_payload, run_child, write_payload
 from .engines import engine_module, native_options, shared_strategy
 

@@ -1,14 +1,14 @@
 """Keras/TF ONNX exports whose death cannot take the caller down with them.
 
 `parity check` (and a sweep of the whole catalogue) exports big models in a child process
-(parity.onnx.exports): if the kernel's out-of-memory killer or a crash ends the child, that
+(parity.export.workers): if the kernel's out-of-memory killer or a crash ends the child, that
 target records the error and the sweep goes on. Small models export in-process, where
 a child's start (importing TensorFlow again) would cost more than the export.
 """
 from pathlib import Path
 
-from .exports import IN_PROCESS_BYTES, export_in_subprocess, weight_bytes
-from .from_tf import require_memory_for_tf2onnx
+from .workers import IN_PROCESS_BYTES, export_in_subprocess, weight_bytes
+from ..onnx.from_tf import require_memory_for_tf2onnx
 
 
 class ExportError(RuntimeError):

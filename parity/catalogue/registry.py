@@ -1,15 +1,17 @@
-"""The catalogue: every model, its builders, default input and what a transfer needs to know.
+"""The catalogue's table: every model, its builders, default input and what a transfer needs
+to know.
 
-Each family registers its entries in parity/catalogue/<family>.py; nothing here imports
-a framework. Builders are found by name: `<framework>_impl.<module>.<builder>`.
+Each family registers its entries in parity/catalogue/<family>.py, loaded on first use;
+nothing here imports a framework. Builders are found by name: `<framework>_impl.<module>.<builder>`.
 """
 import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from .errors import unknown_choice
+from ..errors import unknown_choice
 
 FRAMEWORKS = ("torch", "keras", "tf")
 
@@ -84,9 +86,9 @@ def register(spec: ModelSpec) -> ModelSpec:
 def _load_catalogue() -> None:
     if _REGISTRY:
         return
-    from . import catalogue
-    for info in pkgutil.iter_modules(catalogue.__path__):
-        importlib.import_module(f"{catalogue.__name__}.{info.name}")
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if info.name != "registry":
+            importlib.import_module(f"{__package__}.{info.name}")
 
 
 def get(name: str) -> ModelSpec:
@@ -110,7 +112,7 @@ def names(family: str | None = None) -> list[str]:
 def builder(spec: ModelSpec, framework: str) -> Callable[..., Any]:
     if framework not in FRAMEWORKS:
         raise ValueError(f"{unknown_choice('framework', framework, FRAMEWORKS)}; choose one of {', '.join(FRAMEWORKS)}")
-    from .frameworks import import_safely
+    from ..frameworks import import_safely
     import_safely(framework)  # torch and triton before TensorFlow: parity/frameworks.py
     module = importlib.import_module(f"{framework}_impl.{spec.module}")
     return getattr(module, spec.builder_name)

@@ -1,7 +1,7 @@
 """`parity export`: one catalogue model's graph from one framework to an ONNX file."""
-from .. import export_onnx, registry
 from ..adapters import adapter
 from ..calibrate import calibrated_torch_model
+from ..catalogue import registry
 from ..console import say
 from ..frameworks import MissingFramework, onnx_source_missing
 from ..inputs import refuse_unfit_size
@@ -41,6 +41,6 @@ def cmd_export(args, console):
         source = f"seeded random weights (seed {args.seed}, BatchNorm-calibrated, not trained; --weights FILE for yours)"
     model = adapter(args.framework).build(args.model, input_size=(c, h, w))
     adapter(args.framework).load_state_dict(model, state)
-    export_onnx(model, args.out, (1, c, h, w))
+    adapter(args.framework).export_onnx(model, args.out, (1, c, h, w), spec.outputs)
     say(console, f"wrote {args.out}: {args.model} from {args.framework}, {source}; "
                  f"input 'input' (N, {c}, {h}, {w}), outputs {', '.join(spec.outputs)}")

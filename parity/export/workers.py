@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import registry
 from ..adapters import adapter
+from ..catalogue import registry
 
 SEPARATE_EXPORTS_BYTES = 50 * 2**20
 IN_PROCESS_BYTES = 64 * 2**20  # resnet18 (45 MB), densenet121 (32 MB), googlenet: in-process
@@ -73,7 +73,7 @@ def _export_child(name, state_path, input_shape, sources, directory) -> dict:
     package_root = str(Path(__file__).resolve().parents[2])  # the folder holding parity/
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
-    done = subprocess.run([sys.executable, "-c", "from parity.onnx.exports import export_worker; export_worker()",
+    done = subprocess.run([sys.executable, "-c", "from parity.export.workers import export_worker; export_worker()",
                            json.dumps(request)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         why = "killed (out of memory?)" if done.returncode in (-9, 137) else f"exit {done.returncode}"
@@ -102,7 +102,7 @@ def export_sources(name, state, shape, sources, directory: Path) -> dict:
         path = directory / f"{name}.{source}.onnx"
         try:
             if source in ("keras", "tf"):  # refuse up front rather than be OOM-killed
-                from .from_tf import require_memory_for_tf2onnx
+                from ..onnx.from_tf import require_memory_for_tf2onnx
                 require_memory_for_tf2onnx(state, source)
             model = adapter(source).build(name, input_size=shape[1:])
             adapter(source).load_state_dict(model, state)
