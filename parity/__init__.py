@@ -43,7 +43,7 @@ State = dict[str, np.ndarray]  # canonical state: torch-style key -> array in Py
 
 __version__ = _installed_version()  # pyproject.toml's version: the one source
 __all__ = ["build", "state_dict", "load_state_dict", "check", "run", "export_onnx", "save_state",
-           "load_state", "list_models", "registry", "ParityError", "StateDictError", "WeightFileError",
+           "load_state", "list_models", "register_model", "registry", "ParityError", "StateDictError", "WeightFileError",
            "InputError", "compare", "weights", "train_steps"]
 
 
@@ -114,3 +114,6 @@ def __getattr__(name: str) -> Any:
 
 def list_models(family: str | None = None) -> list[str]:
     return registry.names(family)
+
+
+register_model = registry.register_model  # a model that lives anywhere: see docs/own-model.md

@@ -14,13 +14,16 @@ def main(argv=None) -> int:
     """0: everything checked passed; 1: a parity failure; 2: an error (bad usage, a missing
     framework that was asked for, a model or target that could not run, a crash)."""
     from . import frameworks
-    args = _parse(_parser(), sys.argv[1:] if argv is None else list(argv))  # usage errors exit 2 here
+    argv, modules = _models_from(sys.argv[1:] if argv is None else list(argv))
+    sys.path.append(os.getcwd())  # models of one's own, from where the command runs (after the installed ones)
+    args = _parse(_parser(), argv)  # usage errors exit 2 here
     frameworks.set_quiet(not (args.verbose or frameworks.verbose_requested()))
     from rich.console import Console
     # soft_wrap: a message stays one line whatever the width (tables still fit it); redirected
     # output gets 120 columns for its tables.
     console = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=True)
     try:
+        _import_models(modules)
         return args.func(args, console) or EXIT_PASS
     except KeyboardInterrupt:
         return 130
@@ -32,6 +35,30 @@ def main(argv=None) -> int:
         from rich.text import Text  # the message as written: "[data]" in a hint is not markup
         err.print(Text.assemble(("error:", "red"), " ", describe(exc)), highlight=False)
         return EXIT_ERROR
+
+
+def _models_from(argv):
+    """(argv without them, the modules of every --models-from MODULE, before or after the command)."""
+    rest, modules, words = [], [], iter(argv)
+    for word in words:
+        if word == "--models-from":
+            modules.append(next(words, ""))
+        elif word.startswith("--models-from="):
+            modules.append(word.partition("=")[2])
+        else:
+            rest.append(word)
+    return rest, modules
+
+
+def _import_models(modules):
+    """Import each module that registers models."""
+    if not modules:
+        return
+    from .catalogue import registry
+    for module in modules:
+        if not module:
+            raise ValueError("--models-from needs a module name (e.g. --models-from mypkg.models)")
+        registry.import_models(module)
 
 
 def _parse(parser, argv):
@@ -69,6 +96,9 @@ def _parser():
     p.add_argument("-v", "--verbose", action="store_true",
                    help="keep TensorFlow's start-up log lines (also PARITY_VERBOSE=1)")
     p.add_argument("--version", action="version", version=f"parity (cnn-parity) {__version__}")
+    p.add_argument("--models-from", action="append", metavar="MODULE",
+                   help="import MODULE first, which registers models (parity.register_model); repeatable, "
+                        "before or after the command")
     sub = p.add_subparsers(dest="command", required=True)
 
     for register in _command_groups():

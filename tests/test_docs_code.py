@@ -8,6 +8,7 @@ line before a fence says what else to do with the block:
     <!-- docs-test: excerpt of PATH -->        each top-level def/class is in PATH, verbatim
 
 Nothing downloads: keras.applications is called with weights=None."""
+import os
 import re
 import subprocess
 import sys
@@ -19,6 +20,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"(?:<!-- docs-test: (?P<marker>[^>]*?) -->\n)?```(?P<lang>python|bash)\n(?P<code>.*?)```", re.S)
+
+
+# `parity` as a user of this interpreter's environment has it, activated or not
+SCRIPTS_ON_PATH = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
 
 
 def blocks(page: Path):
@@ -56,7 +61,7 @@ def test_python_blocks_run(page, tmp_path):
 def test_shell_blocks_run(page, tmp_path):
     for code in runnable(page, "bash"):
         run = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=REPO, capture_output=True, text=True,
-                             timeout=540)
+                             timeout=540, env=SCRIPTS_ON_PATH)
         assert run.returncode == 0, f"{page.name}: {code}\n{run.stderr[-3000:]}"
 
 

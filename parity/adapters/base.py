@@ -14,6 +14,7 @@ from ..catalogue import registry
 from ..errors import InputError, StateDictError
 from .step import DropoutMasks, Trainer, loss_kind
 
+REGISTERED_NAME = "parity_name"  # the attribute build() tags a registered model with
 DTYPES = ("float32", "float64")  # what every implementation builds and trains in
 
 
@@ -69,7 +70,12 @@ class Adapter:
         raise NotImplementedError
 
     def model_name(self, model) -> str:
-        """The catalogue name the model was built as."""
+        """The catalogue name the model was built as (a registered model's builder may name it
+        otherwise: build() tags it)."""
+        return getattr(model, REGISTERED_NAME, None) or self.native_name(model)
+
+    def native_name(self, model) -> str:
+        """The name the framework's model carries."""
         raise NotImplementedError
 
     def slots(self, model) -> dict[str, Slot]:
@@ -123,8 +129,24 @@ class Adapter:
         `dtype` float64 builds the same network with float64 variables and arithmetic."""
         spec = registry.get(name)
         with self.building_in(check_dtype(dtype)):
-            model = registry.builder(spec, self.framework)(**{**spec.kwargs, **kwargs})
+            made = registry.builder(spec, self.framework)
+            if spec.module:
+                model = made(**{**spec.kwargs, **kwargs})
+            else:
+                model = self.built_by_user(spec, made, kwargs)
         return self.cast(model, dtype) if dtype != "float32" else model
+
+    def built_by_user(self, spec, made, kwargs):
+        """A registered model's builder called, its failure named, its model checked and tagged."""
+        try:
+            model = made(**{**spec.kwargs, **kwargs})
+        except Exception as exc:
+            raise InputError(f"{spec.name}: its {self.framework} builder raised {type(exc).__name__}: {exc}") from None
+        if not self.owns(model):
+            raise InputError(f"{spec.name}: its {self.framework} builder returned a {type(model).__name__}, "
+                             f"not a {self.framework} model")
+        setattr(model, REGISTERED_NAME, spec.name)
+        return model
 
     def spec(self, model):
         return registry.find(self.model_name(model))

@@ -14,7 +14,7 @@ class KerasAdapter(Adapter):
         keras = sys.modules.get("keras")
         return keras is not None and isinstance(model, keras.Model)
 
-    def model_name(self, model):
+    def native_name(self, model):
         return model.name
 
     def build(self, name, input_size=None, dtype="float32", **kwargs):

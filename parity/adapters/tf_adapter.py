@@ -16,7 +16,7 @@ class TFAdapter(Adapter):
         return (tf is not None and isinstance(model, tf.Module)
                 and not (keras is not None and isinstance(model, keras.Model)))
 
-    def model_name(self, model):
+    def native_name(self, model):
         return getattr(model, "arch", model.name)
 
     def cast(self, model, dtype):

@@ -16,7 +16,7 @@ class TorchAdapter(Adapter):
         torch = sys.modules.get("torch")
         return torch is not None and isinstance(model, torch.nn.Module) and not _is_keras(model)
 
-    def model_name(self, model):
+    def native_name(self, model):
         return getattr(model, "arch", type(model).__name__)
 
     def cast(self, model, dtype):

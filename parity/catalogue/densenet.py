@@ -3,7 +3,7 @@
 The smallest input is 29x29: the stem and three transitions halve the size five times
 (with floor), and the last transition must still see a 2x2 map.
 """
-from .registry import ModelSpec, register
+from .registry import register_model
 
 _PUBLISHED = {
     "densenet121": 7_978_856,
@@ -23,18 +23,18 @@ _TEST_SIZES = (64, 97)
 _MIN_SIZE = 29
 
 for _name, _params in _PUBLISHED.items():
-    register(ModelSpec(_name, family="densenet", module="densenet", test_sizes=_TEST_SIZES,
-                       min_size=_MIN_SIZE, published_params=_params, head=("classifier",)))
+    register_model(_name, family="densenet", module="densenet", test_sizes=_TEST_SIZES,
+                       min_size=_MIN_SIZE, published_params=_params, head=("classifier",))
 
 for _name in _KERAS_APPLICATIONS:
-    register(ModelSpec(f"{_name}_keras", family="densenet", module="densenet", test_sizes=_TEST_SIZES,
+    register_model(f"{_name}_keras", family="densenet", module="densenet", test_sizes=_TEST_SIZES,
                        min_size=_MIN_SIZE, published_params=_PUBLISHED[_name],
-                       head=("classifier",)))
+                       head=("classifier",))
 
 # seed 003's (d2l): a stem conv with bias, four blocks of 4 BN-ReLU-conv3x3 units (growth 32),
 # transitions halving the channels, one input channel (Fashion-MNIST at 96 px), 10 classes.
 # 96 and 67 end in 3x3 and 2x2 maps.
-register(ModelSpec("densenet_d2l", family="densenet", module="densenet", input_size=(1, 96, 96),
+register_model("densenet_d2l", family="densenet", module="densenet", input_size=(1, 96, 96),
                    test_sizes=(96, 67), min_size=32,
                    published_params=758_226,  # no canonical figure: the count of d2l's layout
-                   head=("fc",), tutorial="seed 003 (d2l): DenseNet, Fashion-MNIST at 96 px"))
+                   head=("fc",), tutorial="seed 003 (d2l): DenseNet, Fashion-MNIST at 96 px")

@@ -1,7 +1,7 @@
 """LeNet-5, d2l style, and seed 004's CIFAR-10 LeNet (module paths defined in torch_impl/lenet.py)."""
-from .registry import ModelSpec, register
+from .registry import register_model
 
-register(ModelSpec(
+register_model(
     "lenet", family="lenet", module="lenet",
     input_size=(1, 28, 28),
     test_sizes=(28, 29),  # both give the 5x5 map the 400-input Linear needs
@@ -11,9 +11,9 @@ register(ModelSpec(
     flatten_linear={"classifier.0": (16, 5, 5)},
     head=("classifier",),
     tutorial="seed 003 (d2l): LeNet, Fashion-MNIST",
-))
+)
 
-register(ModelSpec(
+register_model(
     "lenet_cifar", family="lenet", module="lenet",
     input_size=(3, 32, 32),
     test_sizes=(32, 33),  # both give the 5x5 map the 800-input fc1 needs
@@ -23,4 +23,4 @@ register(ModelSpec(
     flatten_linear={"fc1": (32, 5, 5)},
     head=("fc3",),
     tutorial="seed 004: LeNet, CIFAR-10",
-))
+)

@@ -5,7 +5,7 @@ published_params follows the catalogue's convention (torch `parameters()`, BN ru
 statistics excluded): keras.applications' trainable weights. keras' `count_params()`
 also counts the BN moving statistics; those totals are in the comments.
 """
-from .registry import ModelSpec, register
+from .registry import register_model
 
 _V2 = {
     "resnet18_v2": None,  # no published reference: basic pre-activation units, for learners
@@ -25,8 +25,8 @@ _BASIC = ("resnet18_v2", "resnet34_v2")
 for _name, _params in _V2.items():
     # A v2 branch ends in a conv, not a BN: its last BN (before that conv) gets the small gains.
     _last_norm = "bn1" if _name in _BASIC else "bn2"
-    register(ModelSpec(_name, family="resnet_v2", module="resnet_v2", test_sizes=(64, 57),
-                       published_params=_params, residual_norms=rf"^layer\d\.\d+\.{_last_norm}$", head=("fc",)))
+    register_model(_name, family="resnet_v2", module="resnet_v2", test_sizes=(64, 57),
+                       published_params=_params, residual_norms=rf"^layer\d\.\d+\.{_last_norm}$", head=("fc",))
 for _name, _params in _KERAS_V1.items():
-    register(ModelSpec(_name, family="resnet_keras", module="resnet_keras", test_sizes=(64, 57),
-                       published_params=_params, residual_norms=r"^layer\d\.\d+\.bn3$", head=("fc",)))
+    register_model(_name, family="resnet_keras", module="resnet_keras", test_sizes=(64, 57),
+                       published_params=_params, residual_norms=r"^layer\d\.\d+\.bn3$", head=("fc",))

@@ -10,7 +10,7 @@ from .. import devices, tolerance
 from ..adapters import adapter
 from ..calibrate import calibrated_torch_model, seeded_input
 from ..catalogue import registry
-from ..errors import ParityError
+from ..errors import InputError, ParityError
 from ..frameworks import release_memory
 from ..onnx.runtime import onnx_source_problem
 
@@ -105,6 +105,13 @@ def plan(frameworks=None, onnx=True):
     return native + [f"onnx:{f}" for f in sources], notes
 
 
+def written_in(spec, planned, left_out):
+    """The targets of the frameworks `spec` is written in; the others left out with a note."""
+    absent = [t for t in planned if t.removeprefix("onnx:") not in spec.frameworks]
+    notes = [f"{t} left out: {spec.name} has no {t.removeprefix('onnx:')} builder" for t in absent]
+    return [t for t in planned if t not in absent], left_out + notes
+
+
 def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size=None,
           device: str = "cpu", seed: int = 0, weights=None, tf32: bool = False, workdir=None,
           on_target=None, dtype: str = "float32") -> ModelReport:
@@ -126,6 +133,7 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
     if missing("torch"):
         raise MissingFramework(f"torch: {missing('torch')} (the reference runs in torch_impl)")
     planned, left_out = plan(frameworks, onnx)
+    planned, left_out = written_in(spec, planned, left_out)
     if not planned:
         raise ParityError(f"{name}: no target can run here ({'; '.join(left_out)})")
     frameworks = tuple(t for t in planned if ":" not in t)
@@ -178,6 +186,8 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
                     _record(report, target, spec, outputs, reference, tol, time.perf_counter() - started)
                     if model is not None and not all(r.passed for r in report.results if r.target == target):
                         _explain(report, target, torch_model, model, x, tol)
+                except OutputMismatch:  # the builders disagree on what the model returns: an error
+                    raise
                 except Exception as exc:  # a target that breaks is a failed target, not a crash
                     report.results.append(TargetResult(target, "-", float("nan"), float("inf"), tol, False,
                                                        float("inf"), error=f"{type(exc).__name__}: {exc}",
@@ -272,9 +282,15 @@ def _explain(report, target, torch_model, model, x, tol):
                             f"(likely {found.likely_cause}: {found.cause_detail})")
 
 
+class OutputMismatch(InputError):
+    """A framework's model returns other outputs (count or shapes) than the reference's."""
+
+
 def _record(report, target, spec, outputs, reference, tol, seconds):
-    if len(outputs) != len(reference):
-        raise ValueError(f"{target} returned {len(outputs)} outputs, the reference {len(reference)}")
+    shapes = lambda arrays: ", ".join(str(tuple(np.shape(a))) for a in arrays)  # noqa: E731
+    if [np.shape(y) for y in outputs] != [np.shape(r) for r in reference]:
+        raise OutputMismatch(f"{spec.name}: {target} returns {len(outputs)} output(s) {shapes(outputs)}, the "
+                             f"reference (torch) {len(reference)}: {shapes(reference)}")
     for out_name, y, ref in zip(spec.outputs, outputs, reference):
         err = tolerance.measure(y, ref, classifier=spec.classifier)
         report.results.append(TargetResult(

@@ -41,22 +41,24 @@ def cmd_list(args, console):
     rows = []
     for name in registry.names(args.family):
         spec = registry.get(name)
-        rows.append({"model": name, "family": spec.family, "frameworks": ["torch", "keras", "tf"],
+        rows.append({"model": name, "family": spec.family, "frameworks": list(spec.frameworks),
                      "parameters": count_parameters(name), "published": spec.published_params,
-                     "input": list(spec.input_size), "outputs": list(spec.outputs), "tutorial": spec.tutorial})
+                     "input": list(spec.input_size), "outputs": list(spec.outputs), "tutorial": spec.tutorial,
+                     "origin": spec.origin})
+    registered = any(r["origin"] != "catalogue" for r in rows)  # models of one's own: say where they came from
     table = Table(title="cnn-parity catalogue")
-    for col in ("model", "family", "frameworks", "parameters", "default input", "tutorial"):
+    for col in ("model", "family", "frameworks", "parameters", "default input", "tutorial") + ("origin",) * registered:
         table.add_column(col, justify="right" if col == "parameters" else "left")
     for r in rows:
         tutorial = r["tutorial"].split(":")[0] if r["tutorial"] else ""  # "seed 004"; whole in --json
-        if r["parameters"] is None:
-            table.add_row(r["model"], r["family"], ",".join(r["frameworks"]), "-", "x".join(map(str, r["input"])),
-                          tutorial)
-            continue
-        mark = "" if r["published"] in (None, r["parameters"]) else " [red](published {:,})[/red]".format(r["published"])
-        table.add_row(r["model"], r["family"], ",".join(r["frameworks"]), f"{r['parameters']:,}{mark}",
-                      "x".join(map(str, r["input"])), tutorial)
+        parameters = "-" if r["parameters"] is None else f"{r['parameters']:,}"
+        if r["published"] not in (None, r["parameters"]) and r["parameters"] is not None:
+            parameters += " [red](published {:,})[/red]".format(r["published"])
+        table.add_row(r["model"], r["family"], ",".join(r["frameworks"]), parameters, "x".join(map(str, r["input"])),
+                      tutorial, *([r["origin"]] if registered else []))
     console.print(table)
+    for problem in registry.LOAD_PROBLEMS:
+        say(console, f"not loaded: {problem}", "red")
     if args.json:
         write_json(args.json, rows)
 

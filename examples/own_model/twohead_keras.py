@@ -1,0 +1,30 @@
+"""twohead_torch.py's network in Keras 3, as a user would port it: each weighted layer is
+named by its torch module path ("stem.0", "se.reduce", "classes"), so its weights transfer
+with no rename map. Torch's stride-2 padding=1 is an explicit ZeroPadding2D then "valid":
+Keras' "same" pads a stride-2 conv on an even input only at the bottom and right."""
+import keras
+from keras import layers
+
+
+def conv_bn_relu(x, filters, *, stride, conv, bn):
+    x = layers.ZeroPadding2D(1)(x)
+    x = layers.Conv2D(filters, 3, strides=stride, padding="valid", name=conv)(x)
+    x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=bn)(x)  # torch's eps and momentum
+    return layers.ReLU()(x)
+
+
+def squeeze_excite(x, channels, *, name, reduction=4):
+    gates = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    gates = layers.Conv2D(channels // reduction, 1, activation="relu", name=f"{name}.reduce")(gates)
+    gates = layers.Conv2D(channels, 1, activation="sigmoid", name=f"{name}.expand")(gates)
+    return layers.Multiply()([x, gates])
+
+
+def twohead(num_classes=10, num_attributes=3):
+    inputs = keras.Input((None, None, 3))
+    x = conv_bn_relu(inputs, 16, stride=1, conv="stem.0", bn="stem.1")
+    x = conv_bn_relu(x, 32, stride=2, conv="stem.3", bn="stem.4")
+    features = layers.GlobalAveragePooling2D()(squeeze_excite(x, 32, name="se"))
+    outputs = [layers.Dense(num_classes, name="classes")(features),
+               layers.Dense(num_attributes, name="attributes")(features)]
+    return keras.Model(inputs, outputs, name="twohead")
