@@ -86,7 +86,9 @@ class Trainer:
         return float(ops.convert_to_numpy(loss)), ops.convert_to_numpy(logits)
 
     def gradients(self):
-        return [ops.convert_to_numpy(g) for g in self._last_grads]
+        """Zeros where a variable got no gradient (an unused head), as torch_impl reports it."""
+        return [ops.convert_to_numpy(g) if g is not None else np.zeros(v.shape, v.dtype)
+                for g, v in zip(self._last_grads, self.variables)]
 
     def optimizer_state(self):
         """Per variable {torch state name: array} (momentum_buffer, exp_avg, ...), and the step count."""

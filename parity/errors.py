@@ -35,6 +35,8 @@ class StateDictError(ParityError, KeyError):
             lines.append(f"  missing keys ({len(self.missing)}): {_short(self.missing)}")
         if self.unexpected:
             lines.append(f"  unexpected keys ({len(self.unexpected)}): {_short(self.unexpected)}")
+        lines += [f"  {key} ~ {closest}? (the closest unexpected key: a rename)"
+                  for key, closest in closest_keys(self.missing, self.unexpected)]
         for key, want, got in self.mismatched[:10]:
             lines.append(f"  shape mismatch at {key}: model has {tuple(want)}, weights have {tuple(got)}")
         if len(self.mismatched) > 10:
@@ -51,6 +53,13 @@ class WeightFileError(ParityError, ValueError):
 
 class InputError(ParityError, ValueError):
     """An input tensor that the model cannot take."""
+
+
+def closest_keys(keys, others) -> list[tuple[str, str]]:
+    """(key, the one of `others` closest to it) where one is close: a rename's suggestion."""
+    import difflib
+    pairs = [(key, difflib.get_close_matches(key, others, n=1, cutoff=0.5)) for key in keys]
+    return [(key, found[0]) for key, found in pairs if found]
 
 
 def _short(keys, limit=8):

@@ -13,7 +13,7 @@ import pytest
 import parity
 from parity.catalogue import registry
 from parity.cli import main
-from parity.errors import InputError
+from parity.errors import InputError, StateDictError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own_model"
 
@@ -142,3 +142,93 @@ def test_models_from_a_module_and_from_entry_points_with_their_origin(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = {r["model"]: r for r in json.loads((tmp_path / "list2.json").read_text())}
     assert rows["twohead"]["origin"] == "module twohead_models"
+
+
+@pytest.fixture(scope="module")
+def renamed_port(tmp_path_factory):
+    """The Keras port with layer names of its own (conv_a, bn_a, ..., se_reduce), as ports often have."""
+    folder = tmp_path_factory.mktemp("renamed")
+    source = (EXAMPLE / "twohead_keras.py").read_text()
+    for old, new in [('conv="stem.0", bn="stem.1"', 'conv="conv_a", bn="bn_a"'),
+                     ('conv="stem.3", bn="stem.4"', 'conv="conv_b", bn="bn_b"'),
+                     ('name=f"{name}.reduce"', 'name=f"{name}_reduce"'), ('name=f"{name}.expand"', 'name=f"{name}_expand"')]:
+        assert old in source
+        source = source.replace(old, new)
+    (folder / "renamed_keras.py").write_text(source)
+    sys.path.insert(0, str(folder))
+    yield "renamed_keras:twohead"
+    sys.path.remove(str(folder))
+
+
+def test_every_mismatched_key_is_listed_at_once_with_the_closest_canonical_name(renamed_port):
+    parity.register_model("unrenamed", torch="twohead_torch:twohead", keras=renamed_port, input_size=(3, 32, 32),
+                          outputs=("classes", "attributes"))
+    keras_model = parity.build("unrenamed", "keras")
+    with pytest.raises(StateDictError) as caught:
+        parity.load_state_dict(keras_model, parity.state_dict(parity.build("unrenamed")))
+    message = str(caught.value)
+    assert "missing keys (16)" in message and "unexpected keys (16)" in message  # (conv 2 + bn 4) x 2 + se 4
+    assert "se_reduce.weight ~ se.reduce.weight" in message and "se_expand.bias ~ se.expand.bias" in message
+
+
+def test_a_rename_map_transfers_weights_and_names_layers_canonically(renamed_port):
+    rules = [("conv_a", "stem.0"), ("bn_a", "stem.1"), ("conv_b", "stem.3"), ("bn_b", "stem.4"), (r"se_(\w+)", r"se.\1")]
+    parity.register_model("renamed", torch="twohead_torch:twohead", keras=renamed_port, input_size=(3, 32, 32),
+                          outputs=("classes", "attributes"), rename={"keras": rules})
+    report = parity.check("renamed", frameworks=("keras",), onnx=False)
+    assert report.passed and max(r.normalized_error for r in report.results) < 1e-6
+    from parity.inference.layerwise import compare
+    torch_model, keras_model = parity.build("renamed"), parity.build("renamed", "keras")
+    parity.load_state_dict(keras_model, parity.state_dict(torch_model))
+    import numpy as np
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
+    assert {"stem.3", "se.reduce"} <= {row.layer for row in compare(torch_model, keras_model, x, layerwise=True).layers}
+    with pytest.raises(ValueError, match="rename maps Keras' or TF's layer paths to torch's, not 'torch'"):
+        parity.register_model("bad", torch="twohead_torch:twohead", keras=renamed_port, rename={"torch": {}})
+
+
+def test_train_check_on_a_registered_model_and_a_planted_batchnorm_bug(tmp_path):
+    """The example trains the same (float64 verdict); Keras' own BatchNormalization in its place,
+    which tracks the biased batch variance, is caught and named."""
+    from parity.train.check import train_check
+    result = train_check("twohead", steps=2, frameworks=("keras", "tf"))
+    assert result.passed, [(r.framework, r.errors) for r in result.results]
+    source = (EXAMPLE / "twohead_keras.py").read_text()
+    bug = source.replace("x = TorchBatchNormalization(epsilon=1e-5, momentum=0.9, name=bn)(x)",
+                         "x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=bn)(x)")
+    assert bug != source
+    (tmp_path / "keras_bn_bug.py").write_text(bug)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        parity.register_model("bn_bug", torch="twohead_torch:twohead", keras="keras_bn_bug:twohead",
+                              input_size=(3, 32, 32), test_sizes=(32, 33), outputs=("classes", "attributes"))
+        planted = train_check("bn_bug", steps=2, frameworks=("keras",))
+    finally:
+        sys.path.remove(str(tmp_path))
+    [row] = planted.results
+    assert not row.passed and row.first_divergence in ("stem.1.running_var", "stem.4.running_var")
+    assert "unbiased" in row.likely_cause
+
+
+def flat_torch():
+    from torch import nn
+    return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 5))
+
+
+def flat_keras():
+    import keras
+    from keras import layers
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, strides=2, name="0")(layers.ZeroPadding2D(1)(inputs))
+    x = layers.Flatten()(layers.ReLU()(x))
+    return keras.Model(inputs, layers.Dense(5, name="3")(x), name="flat")
+
+
+def test_a_linear_after_a_spatial_flatten_is_named_with_the_option_to_give():
+    parity.register_model("flat", torch=flat_torch, keras=flat_keras, input_size=(3, 8, 8), test_sizes=(8, 8))
+    with pytest.raises(InputError, match=r"flat: '3' is a Linear after a spatial flatten of a \(4, 4, 4\) .*"
+                                         r"register the model with flatten_linear=\{'3': \(4, 4, 4\)\}"):
+        parity.state_dict(parity.build("flat", "keras"))
+    parity.register_model("flat_given", torch=flat_torch, keras=flat_keras, input_size=(3, 8, 8), test_sizes=(8, 8),
+                          flatten_linear={"3": (4, 4, 4)})
+    assert parity.check("flat_given", frameworks=("keras",), onnx=False).passed

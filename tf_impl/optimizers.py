@@ -22,7 +22,8 @@ class TorchOptimizer(tf.Module):
 
     def apply(self, grads, variables):
         for g, var in zip(grads, variables):  # the step's arithmetic in each variable's dtype (float64 too)
-            self.update(g, var, tf.cast(self.learning_rate, var.dtype), self.slots[var.ref()])
+            if g is not None:  # no gradient (an unused head): left alone, as torch.optim skips it
+                self.update(g, var, tf.cast(self.learning_rate, var.dtype), self.slots[var.ref()])
         self.iterations.assign_add(1)
 
     def state(self, variables):

@@ -79,7 +79,9 @@ class Trainer:
         return float(loss.numpy()), logits.numpy()
 
     def gradients(self):
-        return [g.numpy() for g in self._last_grads]
+        """Zeros where a variable got no gradient (an unused head), as torch_impl reports it."""
+        return [g.numpy() if g is not None else np.zeros(v.shape, v.dtype.as_numpy_dtype)
+                for g, v in zip(self._last_grads, self.variables)]
 
     def optimizer_state(self):
         """Per variable {torch state name: array} (momentum_buffer, exp_avg, ...), and the step count."""

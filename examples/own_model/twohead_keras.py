@@ -1,15 +1,19 @@
 """twohead_torch.py's network in Keras 3, as a user would port it: each weighted layer is
 named by its torch module path ("stem.0", "se.reduce", "classes"), so its weights transfer
 with no rename map. Torch's stride-2 padding=1 is an explicit ZeroPadding2D then "valid":
-Keras' "same" pads a stride-2 conv on an even input only at the bottom and right."""
+Keras' "same" pads a stride-2 conv on an even input only at the bottom and right. The
+BatchNorm is keras_impl's TorchBatchNormalization: Keras' own tracks the biased batch
+variance where torch tracks the unbiased one (train-check names that as the likely cause)."""
 import keras
 from keras import layers
+
+from keras_impl.layers import TorchBatchNormalization
 
 
 def conv_bn_relu(x, filters, *, stride, conv, bn):
     x = layers.ZeroPadding2D(1)(x)
     x = layers.Conv2D(filters, 3, strides=stride, padding="valid", name=conv)(x)
-    x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=bn)(x)  # torch's eps and momentum
+    x = TorchBatchNormalization(epsilon=1e-5, momentum=0.9, name=bn)(x)  # torch's eps, momentum and variance
     return layers.ReLU()(x)
 
 

@@ -151,6 +151,11 @@ class Adapter:
     def spec(self, model):
         return registry.find(self.model_name(model))
 
+    def canonical_paths(self, model, spec=None):
+        """native layer path -> torch module path: the registered `rename` of a model of one's own."""
+        spec = spec or self.spec(model)
+        return (lambda path: spec.canonical_path(self.framework, path)) if spec and spec.rename else (lambda path: path)
+
     def distributed_engine(self):
         """<framework>_impl/distributed.py: the framework's data-parallel engine (the functions
         docs/distributed.md sets side by side)."""

@@ -1,3 +1,4 @@
+from ..errors import InputError
 from .base import Adapter, to_nchw_outputs, to_nhwc, variable_slot
 
 # Keras variable name -> torch parameter name
@@ -49,10 +50,15 @@ class KerasAdapter(Adapter):
             kind = ("conv_transpose" if isinstance(layer, layers.Conv2DTranspose)
                     else "conv" if isinstance(layer, layers.Conv2D)
                     else "linear" if isinstance(layer, layers.Dense) else "identity")
+            path = self.canonical_paths(model, spec)(layer.name)
             for var in layer.weights:
-                key = f"{layer.name}.{_TORCH_NAME.get(var.name, var.name)}"
+                key = f"{path}.{_TORCH_NAME.get(var.name, var.name)}"
                 weight_kind = kind if var.name == "kernel" else "identity"
-                chw = flatten.get(layer.name) if weight_kind == "linear" else None
+                chw = flatten.get(path) if weight_kind == "linear" else None
+                if weight_kind == "linear" and chw is None and (read := _spatial_flatten(layer)):
+                    raise InputError(f"{self.model_name(model)}: '{path}' is a Linear after a spatial flatten of a "
+                                     f"{read} (C, H, W) map, whose features Keras orders (H, W, C): register the "
+                                     f"model with flatten_linear={{'{path}': {read}}}")
                 slots[key] = variable_slot(var, weight_kind, ops.convert_to_numpy, chw)
         return slots
 
@@ -77,7 +83,9 @@ class KerasAdapter(Adapter):
         probe = keras.Model(inference.inputs, [layer.output for layer in weighted])
         with self.building_in(self.dtype(model)):
             outs = probe([to_nhwc(x_nchw)], training=False)  # the structure of `inference.inputs`, a list
-        return dict(zip([layer.name for layer in weighted], to_nchw_outputs([ops.convert_to_numpy(o) for o in outs])))
+        canonical = self.canonical_paths(model)
+        return dict(zip([canonical(layer.name) for layer in weighted],
+                        to_nchw_outputs([ops.convert_to_numpy(o) for o in outs])))
 
     def layer_dtypes(self, model, x_nchw):
         """Read from the functional graph: each layer's symbolic input and output, as the layer
@@ -114,3 +122,16 @@ class KerasAdapter(Adapter):
             model.load_weights(path)
         except Exception as exc:  # h5py and Keras raise many types for a bad file
             raise WeightFileError(f"{path}: cannot load Keras weights into {model.name}: {exc}") from None
+
+
+def _spatial_flatten(layer):
+    """(C, H, W) of the map a Dense reads through a Flatten, where H x W > 1; else None."""
+    from keras import layers
+    try:
+        source = layer.input._keras_history.operation
+    except (AttributeError, ValueError):  # not in a functional graph, or called more than once
+        return None
+    shape = tuple(source.input.shape) if isinstance(source, layers.Flatten) else ()
+    if len(shape) != 4 or None in shape[1:] or shape[1] * shape[2] == 1:
+        return None
+    return shape[3], shape[1], shape[2]

@@ -33,6 +33,7 @@ class TFAdapter(Adapter):
         flatten = spec.flatten_linear if spec else {}
         slots = {}
         for path, layer in named_layers(model):
+            path = self.canonical_paths(model, spec)(path)
             for param in _PARAMS:
                 var = getattr(layer, param, None)
                 if var is None:
@@ -53,7 +54,8 @@ class TFAdapter(Adapter):
         x_nchw = self.check_input(model, x_nchw)
         with recording(model) as log:
             model(to_nhwc(x_nchw), training=False)
-        return {path: to_nchw_outputs(out.numpy())[0] for path, out in log.items()}
+        canonical = self.canonical_paths(model)
+        return {canonical(path): to_nchw_outputs(out.numpy())[0] for path, out in log.items()}
 
     def layer_dtypes(self, model, x_nchw):
         x_nchw = self.check_input(model, x_nchw)

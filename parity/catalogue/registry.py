@@ -52,7 +52,20 @@ class ModelSpec:
     # A model that lives anywhere (register_model): {framework: builder, or "package.module:name"};
     # empty for the catalogue's, found by `module` in the three packages.
     builders: dict = field(default_factory=dict)
+    # {framework: {native layer path: canonical path} or [(regex, replacement), ...]}: a port
+    # whose layer names are not the torch module paths (docs/own-model.md)
+    rename: dict = field(default_factory=dict)
     origin: str = "catalogue"  # where it was registered: the catalogue, a module, an entry point
+
+    def canonical_path(self, framework: str, path: str) -> str:
+        """A native layer path as its torch module path, by `rename` (unchanged where no rule matches)."""
+        rules = self.rename.get(framework)
+        if isinstance(rules, dict):
+            return rules.get(path, path)
+        for pattern, replacement in rules or ():
+            if re.fullmatch(pattern, path):
+                return re.sub(pattern, replacement, path)
+        return path
 
     @property
     def frameworks(self) -> tuple[str, ...]:
@@ -116,6 +129,9 @@ def register_model(name: str, *, torch: Builder | None = None, keras: Builder | 
     if unknown:
         raise ValueError(f"model {name!r}: unknown option(s) {', '.join(unknown)}; "
                          f"a ModelSpec takes {', '.join(sorted(SPEC_FIELDS))}")
+    for framework in spec.get("rename", {}):
+        if framework not in ("keras", "tf"):
+            raise ValueError(f"model {name!r}: rename maps Keras' or TF's layer paths to torch's, not {framework!r}")
     for framework, made in builders.items():
         if not (callable(made) or (isinstance(made, str) and ":" in made)):
             raise ValueError(f"model {name!r}: the {framework} builder must be a callable or 'package.module:name', "
