@@ -232,3 +232,19 @@ def test_a_linear_after_a_spatial_flatten_is_named_with_the_option_to_give():
     parity.register_model("flat_given", torch=flat_torch, keras=flat_keras, input_size=(3, 8, 8), test_sizes=(8, 8),
                           flatten_linear={"3": (4, 4, 4)})
     assert parity.check("flat_given", frameworks=("keras",), onnx=False).passed
+
+
+def test_selftest_on_a_registered_model_says_which_mutation_cannot_reach_it(tmp_path):
+    """The example's TF port holds tf.nn.relu as a function object, which the self-test's
+    missing-ReLU mutation (it replaces tf.nn.relu) cannot reach: said so, not counted missed."""
+    assert main(["selftest", "twohead", "--frameworks", "tf", "--json", str(tmp_path / "s.json")]) == 0
+    rows = {r["mutation"]: r for r in json.loads((tmp_path / "s.json").read_text())["rows"]}
+    assert rows["missing ReLU"]["caught"] is None and "did not reach" in rows["missing ReLU"]["note"]
+    assert rows["off-by-one padding"]["caught"] and rows["off-by-one padding"]["named_layer"] == "stem.3"
+
+
+def test_train_and_bench_on_a_registered_model(tmp_path):
+    assert main(["train", "twohead", "--epochs", "1", "--limit", "256", "--frameworks", "torch,tf",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert main(["bench", "twohead", "--frameworks", "torch,keras", "--repeats", "2", "--json",
+                 str(tmp_path / "b.json")]) == 0

@@ -18,8 +18,9 @@ import numpy as np
 from .. import devices
 from ..adapters import adapter
 from ..calibrate import calibrated_torch_model, seeded_input
-from ..inference.lowprecision import convert_onnx_to_fp16, keras_policy
+from ..catalogue import registry
 from ..export.workers import export_fp32, first_line
+from ..inference.lowprecision import convert_onnx_to_fp16, keras_policy
 from ..onnx.runtime import onnx_source_problem
 from .result import FAILED, FAMILIES, RUNTIMES, SKIPPED, UNSUPPORTED, RuntimeSkipped
 
@@ -206,9 +207,10 @@ def _first_run(run_once, ctx, runtime_name):
 
 def _build(framework, name, shape):
     """Keras is built for the bench's input size, as a Keras model is deployed: static shapes
-    let TensorFlow specialise (VGG16 at batch 8: 7% faster than with unknown H and W)."""
+    let TensorFlow specialise (VGG16 at batch 8: 7% faster than with unknown H and W). A model
+    of one's own is built as its builder builds it (it takes input_shape only if fixed_size)."""
     c, h, w = shape[1:]
-    static = {"input_shape": (h, w, c)} if framework == "keras" else {}
+    static = {"input_shape": (h, w, c)} if framework == "keras" and registry.get(name).module else {}
     return adapter(framework).build(name, input_size=(c, h, w), **static)
 
 
