@@ -1,4 +1,5 @@
-"""The example network proven the same in torch, Keras and TF, natively and through ONNX;
+"""The example network proven the same in torch, Keras and TF with cnn-parity's pytest plugin
+(parity.testing), as a user's own suite would: forward, through ONNX, and a training step;
 and a copy with one planted port bug (Keras' padding="same" on the stride-2 conv) caught,
 the divergent layer named. Run from the repository: `pytest examples/`."""
 import sys
@@ -8,6 +9,7 @@ import pytest
 
 import parity
 from parity.catalogue import registry
+from parity.testing import assert_onnx_matches, assert_same_function, assert_same_training_step
 
 HERE = Path(__file__).parent
 
@@ -22,13 +24,25 @@ def registered():
         registry.unregister(name)
 
 
-def test_the_port_computes_the_same_function_natively_and_through_onnx():
-    report = parity.check("twohead")
-    assert report.passed, report.notes
-    targets = {r.target for r in report.results}
-    assert targets == {"keras", "tf", "onnx:torch", "onnx:keras", "onnx:tf"}
-    assert {r.output for r in report.results} == {"classes", "attributes"}
-    assert max(r.normalized_error for r in report.results) < 1e-6  # fp32 rounding; the tolerance is 1e-5
+@pytest.fixture
+def ports(parity_ports):
+    """The three ports holding the same seeded, BatchNorm-calibrated weights."""
+    return parity_ports("twohead")
+
+
+@pytest.mark.parametrize("framework", ["keras", "tf"])
+def test_the_port_computes_the_same_function(ports, framework, parity_inputs):
+    assert_same_function(ports["torch"], ports[framework], parity_inputs((2, 3, 32, 32)))
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras", "tf"])
+def test_its_onnx_export_computes_the_same_function(ports, framework):
+    assert_onnx_matches(ports[framework])
+
+
+@pytest.mark.parametrize("framework", ["keras", "tf"])
+def test_the_port_trains_the_same(ports, framework):
+    assert_same_training_step(ports["torch"], ports[framework], optimizer="sgd", lr=0.01, momentum=0.9, steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +63,7 @@ def planted(tmp_path_factory):
     sys.path.remove(str(folder))
 
 
-def test_a_planted_padding_bug_fails_and_names_the_layer(planted):
-    report = parity.check(planted, frameworks=("keras",), onnx=False)
-    assert not report.passed
-    [keras] = {r.target for r in report.results}
-    worst = max(r.normalized_error for r in report.results)
-    assert worst > 1e-2, worst  # the bug's error, against the faithful port's ~1e-7 above
-    assert {r.first_divergent_layer for r in report.results} == {"stem.3"}
+def test_a_planted_padding_bug_fails_and_names_the_layer(planted, parity_ports):
+    ports = parity_ports(planted, ("torch", "keras"))
+    with pytest.raises(AssertionError, match=r"(?s)keras differs from torch: error .*first divergent layer: stem\.3"):
+        assert_same_function(ports["torch"], ports["keras"])

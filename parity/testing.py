@@ -1,0 +1,203 @@
+"""Parity in your own test suite: a pytest plugin (entry point pytest11 `parity`) and three
+assertions that answer "is my port the same function, and does it train the same?".
+
+    assert_same_function(reference, candidate, inputs=None, *, tolerance=None)
+    assert_same_training_step(reference, candidate, batches=None, *, optimizer="sgd", steps=3, **hyper)
+    assert_onnx_matches(model, path=None, inputs=None, *, tolerance=None)
+
+Models of any framework (torch, Keras, tf.Module), and for the first, an ONNX file as the
+candidate. A failure's message is the table the command line prints: the first divergent
+layer and its likely cause. Fixtures: `parity_inputs(shape, seed=0)` (seeded NCHW float32),
+`calibrated_state(name, input_size=None, seed=0)` (seeded, BatchNorm-calibrated canonical
+weights of a registered model), `parity_ports(name, frameworks, seed=0)` (its ports holding
+those weights) and `parity_tolerance` (`--parity-tolerance`, else None: the policy). docs/own-model.md shows them in a user's tests.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from . import tolerance as policy
+from .adapters import adapter, adapter_for
+from .calibrate import calibrated_torch_model, seeded_input
+from .inference.layerwise import compare
+from .train import judge
+from .train.loop import train_steps
+
+_OPTION = {"tolerance": None}  # --parity-tolerance, read when pytest configures
+
+
+def assert_same_function(reference, candidate, inputs=None, *, tolerance=None) -> None:
+    """`candidate` (a model, or the path of an ONNX file) computes what `reference` does on
+    `inputs` (NCHW float32; default: two seeded images of a registered model's input size),
+    within `tolerance` (default: --parity-tolerance, else the fp32 policy)."""
+    if isinstance(candidate, (str, os.PathLike)):
+        return assert_onnx_matches(reference, candidate, inputs, tolerance=tolerance)
+    inputs = _inputs_for(reference, inputs)
+    result = compare(reference, candidate, inputs, tolerance=_tolerance(tolerance), layerwise=None)
+    if not result.passed:
+        raise AssertionError(_comparison_table(result))
+
+
+def assert_onnx_matches(model, path=None, inputs=None, *, tolerance=None) -> None:
+    """The ONNX file at `path` (default: `model` exported now, as `parity export` does) computes
+    in onnxruntime what `model` does natively."""
+    from .onnx.runtime import run, session
+    inputs = _inputs_for(model, inputs)
+    native = adapter_for(model)
+    with tempfile.TemporaryDirectory() as folder:
+        if path is None:
+            spec = native.spec(model)
+            path = Path(folder) / "model.onnx"
+            native.export_onnx(model, path, inputs.shape, spec.outputs if spec else ("logits",))
+        outputs = run(session(str(path)), inputs)
+    expected = native.run(model, inputs)
+    limit = _tolerance(tolerance) or policy.threshold("fp32")
+    if len(outputs) != len(expected):
+        raise AssertionError(f"{path}: {len(outputs)} output(s), the model {len(expected)}")
+    errors = [policy.measure(y, r).normalized for y, r in zip(outputs, expected)]
+    if max(errors) > limit:
+        rows = "\n".join(f"  output {i}: error {e:.1e}{'  > tolerance' if e > limit else ''}"
+                         for i, e in enumerate(errors))
+        raise AssertionError(f"{path} in onnxruntime differs from the {native.framework} model "
+                             f"(tolerance {limit:.0e}):\n{rows}")
+
+
+def assert_same_training_step(reference, candidate, batches=None, *, optimizer="sgd", steps=3, **hyper) -> None:
+    """`candidate`, started from the torch `reference`'s weights, trains as it does: the same
+    losses, first-step gradients, weights and BatchNorm statistics after `steps` steps on
+    `batches` ((NCHW float32, int labels) pairs; default: seeded, for a registered model). As in
+    train-check, the judge is a float64 copy of the reference, and the candidate's float32 run
+    is held to the float32 policies, or NOISE_FACTOR times torch float32's own distance from
+    that judge (from the reference's weights and nudged copies) where it is larger. The
+    candidate is trained in place."""
+    if adapter_for(reference).framework != "torch":
+        raise ValueError("the reference of a training step is the torch model: the judge runs a float64 copy of it")
+    import copy
+    initial = adapter_for(reference).state_dict(reference)
+    adapter_for(candidate).load_state_dict(candidate, initial)
+    batches = batches if batches is not None else _batches_for(reference, steps)
+    exact = train_steps(copy.deepcopy(reference).double(), batches, optimizer=optimizer, **hyper)
+    limits = judge.policies()
+    undetermined = judge.sign_undetermined(exact.grads, limits["grad"]) if optimizer in judge.ADAPTIVE else {}
+    noise = _torch_noise(reference, initial, batches, exact, undetermined, optimizer=optimizer, **hyper)
+    limits = {c: max(limit, policy.NOISE_FACTOR * noise[c]) for c, limit in limits.items()}  # as train-check does
+    ran = train_steps(candidate, batches, optimizer=optimizer, **hyper)
+    per_key, errors, worst = judge.compare(ran, exact, initial, undetermined)
+    if all(errors[c] <= limits[c] for c in errors):
+        return
+    first, cause = judge.likely_cause(per_key, limits, frozen_keys=set())
+    rows = "\n".join(f"  {c:<11} {errors[c]:8.1e} {limits[c]:8.0e}  {worst[c] or '-'}"
+                     + ("  <- over" if errors[c] > limits[c] else "") for c in errors)
+    raise AssertionError(f"{adapter_for(candidate).framework} does not train as {adapter_for(reference).framework} "
+                         f"does ({optimizer}, {len(batches)} steps):\n  {'category':<11} {'error':>8} {'tol':>8}  "
+                         f"worst key\n{rows}\nfirst divergence: {first or '-'}; likely cause: {cause or 'not recognised'}")
+
+
+def _torch_noise(reference, initial, batches, exact, undetermined, **hyper) -> dict:
+    """torch float32's own distance from the float64 judge, per category: from the reference's
+    weights and from PERTURBED_RUNS nudged copies of them, the worst, as train-check measures it
+    (a ReLU input within rounding of zero flips in one run and not in another)."""
+    import copy
+    model = copy.deepcopy(reference)
+    noise = dict.fromkeys(judge.CATEGORIES, 0.0)
+    starts = [initial] + [judge.nudged(initial, np.random.default_rng((0, run))) for run in range(judge.PERTURBED_RUNS)]
+    for start in starts:
+        adapter("torch").load_state_dict(model, start)
+        _, errors, _ = judge.compare(train_steps(model, batches, **hyper), exact, initial, undetermined)
+        noise = {c: max(noise[c], errors[c]) for c in noise}
+    return noise
+
+
+def calibrated_state_of(name: str, input_size=None, seed: int = 0) -> dict:
+    """Seeded weights with BatchNorm statistics calibrated on random inputs, as `parity check`
+    uses them, of a registered model (catalogue or one's own), as canonical state."""
+    return adapter("torch").state_dict(calibrated_torch_model(name, seed=seed, input_size=input_size))
+
+
+def ports_of(name: str, frameworks=("torch", "keras", "tf"), seed: int = 0) -> dict:
+    """{framework: the registered model `name` built there}, all holding the same calibrated weights."""
+    state = calibrated_state_of(name, seed=seed)
+    models = {framework: adapter(framework).build(name) for framework in frameworks}
+    for framework, model in models.items():
+        adapter(framework).load_state_dict(model, state)
+    return models
+
+
+def _tolerance(given):
+    return given if given is not None else _OPTION["tolerance"]
+
+
+def _inputs_for(model, inputs):
+    if inputs is not None:
+        return np.asarray(inputs)
+    spec = adapter_for(model).spec(model)
+    if spec is None:
+        raise ValueError(f"{adapter_for(model).model_name(model)}: not a registered model; give inputs= "
+                         f"(an NCHW float32 batch)")
+    return seeded_input((2, *spec.input_size))
+
+
+def _batches_for(model, steps):
+    spec = adapter_for(model).spec(model)
+    if spec is None:
+        raise ValueError(f"{adapter_for(model).model_name(model)}: not a registered model; give batches= "
+                         f"([(NCHW float32, int labels), ...])")
+    classes = adapter_for(model).run(model, seeded_input((1, *spec.input_size)))[0].shape[1]
+    return judge.make_batches(spec, classes, steps=steps, size=spec.input_size[1], batch=4, seed=0)
+
+
+def _comparison_table(result) -> str:
+    """What `parity diagnose` prints: the verdict, the layers up to the first divergent one."""
+    lines = [f"{result.candidate} differs from {result.reference}: error {result.normalized_error:.1e} "
+             f"> tolerance {result.tolerance:.1e}"]
+    if result.first_divergent_layer:
+        cause = f"; likely cause: {result.likely_cause}" if result.likely_cause else ""
+        detail = f" ({result.cause_detail})" if result.cause_detail else ""
+        lines.append(f"first divergent layer: {result.first_divergent_layer}{cause}{detail}")
+    if result.layers:
+        lines.append(f"  {'layer':<24} {'error':>8} {'tol':>8}")
+        lines += [f"  {row.layer:<24} {row.normalized_error:8.1e} {row.tolerance:8.0e}"
+                  + ("  <- first divergent" if row.layer == result.first_divergent_layer else "")
+                  for row in result.layers]
+    return "\n".join(lines)
+
+
+# --- the pytest plugin ------------------------------------------------------------------
+
+def pytest_addoption(parser):
+    parser.addoption("--parity-tolerance", type=float, default=None,
+                     help="cnn-parity: the tolerance assert_same_function and assert_onnx_matches judge by "
+                          "(default: the fp32 policy, 1e-5 on the CPU)")
+
+
+def pytest_configure(config):
+    _OPTION["tolerance"] = config.getoption("--parity-tolerance", None)
+
+
+@pytest.fixture
+def parity_tolerance(request):
+    return request.config.getoption("--parity-tolerance", None)
+
+
+@pytest.fixture
+def parity_inputs():
+    """parity_inputs(shape, seed=0): a seeded NCHW float32 batch."""
+    return lambda shape, seed=0: seeded_input(tuple(shape), seed)
+
+
+@pytest.fixture
+def parity_ports():
+    """parity_ports(name, frameworks=("torch", "keras", "tf"), seed=0): the ports of a registered
+    model holding the same seeded, BatchNorm-calibrated weights, by framework."""
+    return ports_of
+
+
+@pytest.fixture
+def calibrated_state():
+    """calibrated_state(name, input_size=None, seed=0): canonical, BatchNorm-calibrated weights."""
+    return calibrated_state_of
