@@ -248,3 +248,19 @@ def test_train_and_bench_on_a_registered_model(tmp_path):
                  "--out", str(tmp_path / "run")]) == 0
     assert main(["bench", "twohead", "--frameworks", "torch,keras", "--repeats", "2", "--json",
                  str(tmp_path / "b.json")]) == 0
+
+
+def test_onnx_files_of_ones_own_are_judged_as_the_exports(tmp_path, capsys):
+    """`parity check MODEL --onnx FILE...`: a file holding the reference's weights passes; one
+    exported from other weights (seed 1) fails, as a port with other weights would."""
+    same, other = tmp_path / "same.onnx", tmp_path / "other.onnx"
+    assert main(["export", "twohead", "--framework", "tf", "--out", str(same)]) == 0
+    assert main(["export", "twohead", "--framework", "torch", "--seed", "1", "--out", str(other)]) == 0
+    capsys.readouterr()
+    assert main(["check", "twohead", "--no-onnx", "--frameworks", "keras", "--onnx", str(same), str(other),
+                 "--json", str(tmp_path / "c.json")]) == 1
+    rows = {(r["target"], r["output"]): r for r in json.loads((tmp_path / "c.json").read_text())["models"][0]["results"]}
+    assert rows[(f"file:{same}", "classes")]["passed"] and rows[(f"file:{same}", "attributes")]["passed"]
+    assert not rows[(f"file:{other}", "classes")]["passed"] and rows[("keras", "classes")]["passed"]
+    assert main(["check", "twohead", "lenet", "--onnx", str(same)]) == 2
+    assert "--onnx judges files against one model; got 2 models" in capsys.readouterr().err

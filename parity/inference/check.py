@@ -107,14 +107,14 @@ def plan(frameworks=None, onnx=True):
 
 def written_in(spec, planned, left_out):
     """The targets of the frameworks `spec` is written in; the others left out with a note."""
-    absent = [t for t in planned if t.removeprefix("onnx:") not in spec.frameworks]
+    absent = [t for t in planned if not t.startswith("file:") and t.removeprefix("onnx:") not in spec.frameworks]
     notes = [f"{t} left out: {spec.name} has no {t.removeprefix('onnx:')} builder" for t in absent]
     return [t for t in planned if t not in absent], left_out + notes
 
 
 def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size=None,
           device: str = "cpu", seed: int = 0, weights=None, tf32: bool = False, workdir=None,
-          on_target=None, dtype: str = "float32") -> ModelReport:
+          on_target=None, dtype: str = "float32", onnx_files=()) -> ModelReport:
     """TF32 is off unless asked for (strict fp32); the report records the setting. `frameworks`
     defaults to keras and tf, less what is not installed (the report's notes say what was left out).
     dtype="float64": every framework builds and runs the model in float64 on the CPU, judged
@@ -134,6 +134,7 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
         raise MissingFramework(f"torch: {missing('torch')} (the reference runs in torch_impl)")
     planned, left_out = plan(frameworks, onnx)
     planned, left_out = written_in(spec, planned, left_out)
+    planned += [f"file:{path}" for path in onnx_files]  # ONNX files of one's own, judged as the exports
     if not planned:
         raise ParityError(f"{name}: no target can run here ({'; '.join(left_out)})")
     frameworks = tuple(t for t in planned if ":" not in t)
@@ -172,7 +173,7 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for target in planned:
             started = time.perf_counter()
-            if exact and target.startswith("onnx:"):
+            if exact and target.startswith(("onnx:", "file:")):
                 report.results.append(TargetResult(target, "-", float("nan"), float("nan"), tol, True, 0.0,
                                                    skipped=FLOAT64_ONNX))
             else:
@@ -238,6 +239,9 @@ FLOAT64_ONNX = "ONNX runs float32"  # the row's reason; the report's note says i
 def _run_target(target, name, built, state, x, tmp, shape, spec, device, tf32, dtype="float32"):
     """(outputs, native model or None) for one target."""
     kind, _, source = target.partition(":")
+    if kind == "file":  # an ONNX file of one's own: its weights are its own (--weights gives the reference's)
+        from ..onnx.runtime import run_file
+        return run_file(source, x, device, tf32), None
     model = _built(source or kind, name, built, state, shape, device, dtype)
     if kind != "onnx":
         with devices.placed(kind, device):

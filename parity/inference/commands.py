@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     s.add_argument("--family", help="every model of one family")
     s.add_argument("--frameworks", help="comma list of native targets (default: keras,tf, those installed)")
     s.add_argument("--no-onnx", action="store_true", help="skip the three ONNX exports")
+    s.add_argument("--onnx", nargs="+", metavar="FILE", default=[], dest="onnx_files",
+                   help="ONNX files of one's own to judge against the reference as the exports are (one model; "
+                        "the reference holds --weights FILE, else the seeded weights `parity export` writes)")
     s.add_argument("--batch", type=int, default=1)
     s.add_argument("--size", type=int, help="input height and width (default: the model's)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -84,6 +87,9 @@ def cmd_check(args, console):
         raise MissingFramework(f"torch: {missing('torch')} (the reference runs in torch_impl)")
     frameworks = asked_frameworks(args.frameworks)
     planned, left_out = plan(frameworks, not args.no_onnx)
+    if args.onnx_files and len(names) != 1:
+        raise ValueError(f"--onnx judges files against one model; got {len(names)} models")
+    planned += args.onnx_files
     if not planned:
         why = "; ".join(left_out) or "torch is the reference; name keras or tf, or drop --no-onnx"
         raise RuntimeError(f"nothing to compare against the torch reference here ({why})")
@@ -99,7 +105,7 @@ def cmd_check(args, console):
             bar.update(task, description=f"checking {name}")
             return check(name, frameworks=frameworks, onnx=not args.no_onnx, batch=args.batch, size=args.size,
                          device=args.device, seed=args.seed, weights=args.weights, tf32=args.tf32,
-                         dtype=args.dtype, on_target=lambda _t: bar.advance(task))
+                         dtype=args.dtype, on_target=lambda _t: bar.advance(task), onnx_files=args.onnx_files)
 
         payload = sweep(names, one, bar.console, args, done)
     return finish_sweep(payload, console)
