@@ -14,6 +14,7 @@ those weights) and `parity_tolerance` (`--parity-tolerance`, else None: the poli
 """
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from pathlib import Path
@@ -77,7 +78,6 @@ def assert_same_training_step(reference, candidate, batches=None, *, optimizer="
     candidate is trained in place."""
     if adapter_for(reference).framework != "torch":
         raise ValueError("the reference of a training step is the torch model: the judge runs a float64 copy of it")
-    import copy
     initial = adapter_for(reference).state_dict(reference)
     adapter_for(candidate).load_state_dict(candidate, initial)
     batches = batches if batches is not None else _batches_for(reference, steps)
@@ -102,7 +102,6 @@ def _torch_noise(reference, initial, batches, exact, undetermined, **hyper) -> d
     """torch float32's own distance from the float64 judge, per category: from the reference's
     weights and from PERTURBED_RUNS nudged copies of them, the worst, as train-check measures it
     (a ReLU input within rounding of zero flips in one run and not in another)."""
-    import copy
     model = copy.deepcopy(reference)
     noise = dict.fromkeys(judge.CATEGORIES, 0.0)
     starts = [initial] + [judge.nudged(initial, np.random.default_rng((0, run))) for run in range(judge.PERTURBED_RUNS)]
