@@ -264,3 +264,28 @@ def test_onnx_files_of_ones_own_are_judged_as_the_exports(tmp_path, capsys):
     assert not rows[(f"file:{other}", "classes")]["passed"] and rows[("keras", "classes")]["passed"]
     assert main(["check", "twohead", "lenet", "--onnx", str(same)]) == 2
     assert "--onnx judges files against one model; got 2 models" in capsys.readouterr().err
+
+
+def test_diagnose_maps_an_onnx_files_tensors_to_layers_by_name(tmp_path, capsys):
+    """A file exported from a port with the padding bug planted, diagnosed against the faithful
+    model: the first divergent layer its names reach is named (stem.3's conv is folded into its
+    BatchNorm, stem.4), and the layers no name reaches are listed."""
+    source = (EXAMPLE / "twohead_keras.py").read_text()
+    bug = source.replace('''    x = layers.ZeroPadding2D(1)(x)
+    x = layers.Conv2D(filters, 3, strides=stride, padding="valid", name=conv)(x)''',
+                         '''    x = layers.Conv2D(filters, 3, strides=stride, padding="same", name=conv)(x)''')
+    (tmp_path / "padding_bug_keras.py").write_text(bug)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        parity.register_model("padding_bug", torch="twohead_torch:twohead", keras="padding_bug_keras:twohead",
+                              input_size=(3, 32, 32), outputs=("classes", "attributes"))
+        buggy, faithful = tmp_path / "buggy.onnx", tmp_path / "faithful.onnx"
+        assert main(["export", "padding_bug", "--framework", "keras", "--out", str(buggy)]) == 0
+        assert main(["export", "twohead", "--framework", "keras", "--out", str(faithful)]) == 0
+    finally:
+        sys.path.remove(str(tmp_path))
+    capsys.readouterr()
+    assert main(["diagnose", "twohead", "--onnx", str(faithful)]) == 0
+    assert "no tensor of the file is named for: stem.0, stem.3" in capsys.readouterr().out
+    assert main(["diagnose", "twohead", "--onnx", str(buggy)]) == 1
+    assert "first divergent layer: stem.4" in capsys.readouterr().out

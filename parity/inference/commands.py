@@ -5,6 +5,7 @@ register() adds them; the handlers are cmd_*."""
 import json
 import os
 
+from .. import tolerance as policy
 from ..adapters import adapter
 from ..adapters.base import check_dtype
 from ..calibrate import calibrated_torch_model, seeded_input
@@ -52,6 +53,8 @@ def register(subparsers) -> None:
     s.add_argument("--size", type=int)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--weights", metavar="FILE", help="candidate weights (canonical); the reference keeps seeded ones")
+    s.add_argument("--onnx", metavar="FILE", help="diagnose this ONNX file of one's own instead: its tensors mapped "
+                                                   "to layers by name (--weights FILE: the reference's weights)")
     s.set_defaults(func=cmd_diagnose)
 
     s = subparsers.add_parser("selftest", help="inject known bugs and prove each is caught at the mutated layer")
@@ -239,6 +242,8 @@ def cmd_diagnose(args, console):
     h = w = args.size or h
     refuse_unfit_size(args.model, (c, h, w))
     reference = calibrated_torch_model(args.model, seed=args.seed, input_size=(c, h, w))
+    if args.onnx:
+        return diagnose_file(args, reference, seeded_input((1, c, h, w), args.seed + 1), console)
     state = load_state(args.weights) if args.weights else adapter("torch").state_dict(reference)
     x = seeded_input((1, c, h, w), args.seed + 1)
     failed = errors = False
@@ -266,6 +271,31 @@ def cmd_diagnose(args, console):
                          f"(the {len(shown)} worst of {len(result.layers)} layers shown)")
         console.print(table)
     return EXIT_ERROR if errors else EXIT_FAIL if failed else EXIT_PASS
+
+
+def diagnose_file(args, reference, x, console):
+    """`diagnose --onnx FILE`: the file's tensors that its names map to layers, against the reference."""
+    from rich.table import Table
+
+    from .onnxwise import compare_file
+    if args.weights:
+        adapter("torch").load_state_dict(reference, load_state(args.weights))
+    result = compare_file(args.onnx, reference, x)
+    table = Table(title=f"{args.model}: torch -> {args.onnx}, input {'x'.join(map(str, x.shape))}")
+    for col in ("layer", "normalized error"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for layer, error, _ in result.rows:
+        shown = f"{error:.2e}" if error is not None else "other shape"
+        table.add_row(layer, shown, style="red" if layer == result.first_divergent_layer else None)
+    table.caption = (f"first divergent layer: {result.first_divergent_layer}" if result.first_divergent_layer
+                     else f"no mapped layer leaves {policy.threshold('fp32'):.0e}")
+    console.print(table)
+    if result.unmapped:
+        say(console, f"no tensor of the file is named for: {', '.join(result.unmapped)} (a conv folded into its "
+                     f"BatchNorm shows as the BatchNorm)")
+    if not result.rows:
+        raise ValueError(f"{args.onnx}: none of its node or tensor names maps to a layer of {args.model}")
+    return EXIT_FAIL if result.first_divergent_layer else EXIT_PASS
 
 
 def native_frameworks(text, console) -> list:

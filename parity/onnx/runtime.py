@@ -51,9 +51,10 @@ def run(sess, x: np.ndarray) -> list[np.ndarray]:
     return sess.run(None, {"input": x})
 
 
-def run_file(path, x: np.ndarray, device="cpu", tf32=False) -> list[np.ndarray]:
+def run_file(path, x: np.ndarray, device="cpu", tf32=False, keep_layout=False) -> list[np.ndarray]:
     """An ONNX file of one's own on the NCHW batch `x`: its one input, whatever its name, in NCHW
-    or, where its shape says so, NHWC (as a Keras export through tf2onnx takes it)."""
+    or, where its shape says so, NHWC (as a Keras export through tf2onnx takes it); 4-D outputs
+    back in NCHW unless `keep_layout`."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such ONNX file")
     sess = session(path, device, tf32)
@@ -64,7 +65,7 @@ def run_file(path, x: np.ndarray, device="cpu", tf32=False) -> list[np.ndarray]:
     shape, channels = inputs[0].shape, x.shape[1]
     nhwc = len(shape) == 4 and shape[3] == channels and shape[1] != channels
     outputs = sess.run(None, {inputs[0].name: np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if nhwc else x})
-    return [o.transpose(0, 3, 1, 2) if nhwc and o.ndim == 4 else o for o in outputs]
+    return [o.transpose(0, 3, 1, 2) if nhwc and o.ndim == 4 and not keep_layout else o for o in outputs]
 
 
 def onnx_source_problem(source) -> str | None:
