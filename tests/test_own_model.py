@@ -110,7 +110,7 @@ def test_summary_export_convert_and_diagnose_on_a_registered_model(tmp_path, cap
     assert main(["convert", "twohead", str(torch_file), str(tmp_path / "twohead.weights.h5")]) == 0
     keras_model = parity.build("twohead", "keras")
     keras_model.load_weights(tmp_path / "twohead.weights.h5")
-    reference = torch.load(torch_file)
+    reference = torch.load(torch_file, weights_only=True)
     assert (parity.state_dict(keras_model)["se.expand.weight"] == reference["se.expand.weight"].numpy()).all()
     capsys.readouterr()
     assert main(["diagnose", "twohead", "--frameworks", "tf"]) == 0
