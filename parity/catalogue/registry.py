@@ -125,6 +125,14 @@ def register_model(name: str, *, torch: Builder | None = None, keras: Builder | 
     too, with `module=` naming the file its three packages share instead of builders."""
     _load_catalogue()
     builders = {f: b for f, b in (("torch", torch), ("keras", keras), ("tf", tf)) if b is not None}
+    refuse_bad_registration(name, builders, spec)
+    return register(ModelSpec(name, **{"family": name, **spec}, input_size=tuple(input_size), builders=builders,
+                              origin=_ORIGIN[-1]))
+
+
+def refuse_bad_registration(name: str, builders: dict, spec: dict) -> None:
+    """One line naming the model for an unknown option, a rename of the reference's names, a
+    builder that is not one, or fewer than two frameworks (torch among them)."""
     unknown = sorted(set(spec) - SPEC_FIELDS)
     if unknown:
         raise ValueError(f"model {name!r}: unknown option(s) {', '.join(unknown)}; "
@@ -136,12 +144,9 @@ def register_model(name: str, *, torch: Builder | None = None, keras: Builder | 
         if not (callable(made) or (isinstance(made, str) and ":" in made)):
             raise ValueError(f"model {name!r}: the {framework} builder must be a callable or 'package.module:name', "
                              f"got {made!r}")
-    if not spec.get("module"):
-        if len(builders) < 2 or "torch" not in builders:
-            raise ValueError(f"model {name!r}: give builders for two frameworks or three, torch (the reference) "
-                             f"among them; got {', '.join(builders) or 'none'}")
-    return register(ModelSpec(name, **{"family": name, **spec}, input_size=tuple(input_size), builders=builders,
-                              origin=_ORIGIN[-1]))
+    if not spec.get("module") and (len(builders) < 2 or "torch" not in builders):
+        raise ValueError(f"model {name!r}: give builders for two frameworks or three, torch (the reference) "
+                         f"among them; got {', '.join(builders) or 'none'}")
 
 
 def unregister(name: str) -> None:
