@@ -45,12 +45,12 @@ class KerasAdapter(Adapter):
         from keras import layers, ops
         spec = self.spec(model)
         flatten = spec.flatten_linear if spec else {}
-        slots = {}
+        slots, canonical = {}, self.canonical_paths(model, spec)
         for layer in model.layers:
             kind = ("conv_transpose" if isinstance(layer, layers.Conv2DTranspose)
                     else "conv" if isinstance(layer, layers.Conv2D)
                     else "linear" if isinstance(layer, layers.Dense) else "identity")
-            path = self.canonical_paths(model, spec)(layer.name)
+            path = canonical(layer.name)
             for var in layer.weights:
                 key = f"{path}.{_TORCH_NAME.get(var.name, var.name)}"
                 weight_kind = kind if var.name == "kernel" else "identity"

@@ -31,9 +31,9 @@ class TFAdapter(Adapter):
         from tf_impl.layers import named_layers
         spec = self.spec(model)
         flatten = spec.flatten_linear if spec else {}
-        slots = {}
+        slots, canonical = {}, self.canonical_paths(model, spec)
         for path, layer in named_layers(model):
-            path = self.canonical_paths(model, spec)(path)
+            path = canonical(path)
             for param in _PARAMS:
                 var = getattr(layer, param, None)
                 if var is None:
