@@ -40,8 +40,7 @@ def test_the_catalogue_registers_through_the_same_public_path():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"torch": "twohead_torch:twohead"}, "give builders for two frameworks or three, torch"),
-    ({"keras": "twohead_keras:twohead", "tf": "twohead_tf:twohead"}, "torch \\(the reference\\) among them"),
+    ({"torch": "twohead_torch:twohead"}, "give builders for two frameworks or three"),
     ({"torch": "twohead_torch:twohead", "keras": 3}, "the keras builder must be a callable"),
     ({"torch": "twohead_torch:twohead", "keras": "twohead_keras:twohead", "classifer": True},
      "unknown option\\(s\\) classifer"),
@@ -289,3 +288,15 @@ def test_diagnose_maps_an_onnx_files_tensors_to_layers_by_name(tmp_path, capsys)
     assert "no tensor of the file is named for: stem.0, stem.3" in capsys.readouterr().out
     assert main(["diagnose", "twohead", "--onnx", str(buggy)]) == 1
     assert "first divergent layer: stem.4" in capsys.readouterr().out
+
+
+def test_without_a_torch_builder_the_first_framework_given_is_the_reference():
+    """Keras and TF ports alone: Keras is the reference, TF and both exports are judged against it."""
+    parity.register_model("no_torch", keras="twohead_keras:twohead", tf="twohead_tf:twohead", input_size=(3, 32, 32),
+                          outputs=("classes", "attributes"))
+    report = parity.check("no_torch")
+    assert report.passed and {r.target for r in report.results} == {"tf", "onnx:keras", "onnx:tf"}
+    assert max(r.normalized_error for r in report.results) < 1e-6
+    assert any("reference: keras" in note for note in report.notes)
+    with pytest.raises(ValueError, match="no_torch: no torch builder was registered"):
+        parity.build("no_torch", "torch")

@@ -119,8 +119,8 @@ def register_model(name: str, *, torch: Builder | None = None, keras: Builder | 
                    tf: Builder | None = None, input_size: tuple[int, int, int] = (3, 224, 224),
                    **spec: Any) -> ModelSpec:
     """Register a model that lives anywhere: `torch`, `keras`, `tf` are builders (callables
-    returning the framework's model, or "package.module:name"), any two of them, torch (the
-    reference) among them; `spec` takes what ModelSpec knows (outputs, classifier, fixed_size,
+    returning the framework's model, or "package.module:name"), any two of them; the reference
+    is torch's, else the first given (`parity check` only: the other commands need torch); `spec` takes what ModelSpec knows (outputs, classifier, fixed_size,
     flatten_linear, head, aux_weights, test_sizes, ...). The catalogue registers through here
     too, with `module=` naming the file its three packages share instead of builders."""
     _load_catalogue()
@@ -132,7 +132,7 @@ def register_model(name: str, *, torch: Builder | None = None, keras: Builder | 
 
 def refuse_bad_registration(name: str, builders: dict, spec: dict) -> None:
     """One line naming the model for an unknown option, a rename of the reference's names, a
-    builder that is not one, or fewer than two frameworks (torch among them)."""
+    builder that is not one, or fewer than two frameworks."""
     unknown = sorted(set(spec) - SPEC_FIELDS)
     if unknown:
         raise ValueError(f"model {name!r}: unknown option(s) {', '.join(unknown)}; "
@@ -144,9 +144,9 @@ def refuse_bad_registration(name: str, builders: dict, spec: dict) -> None:
         if not (callable(made) or (isinstance(made, str) and ":" in made)):
             raise ValueError(f"model {name!r}: the {framework} builder must be a callable or 'package.module:name', "
                              f"got {made!r}")
-    if not spec.get("module") and (len(builders) < 2 or "torch" not in builders):
-        raise ValueError(f"model {name!r}: give builders for two frameworks or three, torch (the reference) "
-                         f"among them; got {', '.join(builders) or 'none'}")
+    if not spec.get("module") and len(builders) < 2:
+        raise ValueError(f"model {name!r}: give builders for two frameworks or three (the reference is torch's, "
+                         f"else the first given); got {', '.join(builders) or 'none'}")
 
 
 def unregister(name: str) -> None:

@@ -130,10 +130,14 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
     from ..inputs import refuse_unfit_size
     refuse_unfit_size(name, (c, h, w))
     from ..frameworks import MissingFramework, missing
-    if missing("torch"):
-        raise MissingFramework(f"torch: {missing('torch')} (the reference runs in torch_impl)")
+    ref = spec.frameworks[0]  # torch; for a model of one's own without a torch builder, the first given
+    if missing(ref):
+        raise MissingFramework(f"{ref}: {missing(ref)} (the reference runs in {ref})")
+    if ref != "torch" and (exact or device != "cpu"):
+        raise ParityError(f"{name}: with {ref} as the reference (no torch builder) the check runs in float32 on the "
+                          f"CPU")
     planned, left_out = plan(frameworks, onnx)
-    planned, left_out = written_in(spec, planned, left_out)
+    planned, left_out = written_in(spec, [t for t in planned if t != ref], left_out)
     planned += [f"file:{path}" for path in onnx_files]  # ONNX files of one's own, judged as the exports
     if not planned:
         raise ParityError(f"{name}: no target can run here ({'; '.join(left_out)})")
@@ -146,14 +150,17 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
         devices.require("torch", device)
         devices.set_tf32(tf32, ("torch", *[f for f in frameworks if f != "torch"]))
 
-    torch_model = _reference_model(name, weights, seed, (c, h, w))
+    reference_model = _reference_model(name, weights, seed, (c, h, w), ref)
     x = seeded_input(shape, seed + 1)
     if exact:
-        torch_model, x = torch_model.double(), x.astype(np.float64)
-    state = adapter("torch").state_dict(torch_model)
-    reference = adapter("torch").run(torch_model.to(device), x, device=device)
-    if not exact:  # a float64 reference is its own fp64 run: no noise to allow for
-        report.reference_noise = tolerance.reference_noise(torch_model, x, reference)
+        reference_model, x = reference_model.double(), x.astype(np.float64)
+    state = adapter(ref).state_dict(reference_model)
+    reference = adapter(ref).run(reference_model.to(device) if ref == "torch" else reference_model, x, device=device)
+    if not exact and ref == "torch":  # a float64 reference is its own fp64 run: no noise to allow for
+        report.reference_noise = tolerance.reference_noise(reference_model, x, reference)
+    if ref != "torch":
+        report.notes.append(f"reference: {ref}, the first framework {name} is written in (it has no torch builder); "
+                            f"its own float32 noise is not measured")
     policy, tol = tol, tolerance.effective(tol, report.reference_noise)
     if tol > policy:
         report.notes.append(f"reference noise {report.reference_noise:.1e} (torch fp32 vs fp64) exceeds the "
@@ -169,7 +176,7 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
     if exact and any(t.startswith("onnx:") for t in planned):
         report.notes.append("float64: the ONNX targets are skipped; the exports take and compute float32, "
                             "as the ONNX interface says (docs/onnx.md)")
-    built = {"torch": torch_model}  # each framework's model is built once, for its run and its export
+    built = {ref: reference_model}  # each framework's model is built once, for its run and its export
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for target in planned:
             started = time.perf_counter()
@@ -186,7 +193,7 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
                         _require_float64_outputs(outputs, spec.outputs)
                     _record(report, target, spec, outputs, reference, tol, time.perf_counter() - started)
                     if model is not None and not all(r.passed for r in report.results if r.target == target):
-                        _explain(report, target, torch_model, model, x, tol)
+                        _explain(report, target, reference_model, model, x, tol)
                 except OutputMismatch:  # the builders disagree on what the model returns: an error
                     raise
                 except Exception as exc:  # a target that breaks is a failed target, not a crash
@@ -224,13 +231,19 @@ def _require_float64_outputs(outputs, names):
             raise Float64Error(f"output {out_name} is {y.dtype} in a float64 model: some op computes in {y.dtype}")
 
 
-def _reference_model(name, weights, seed, input_size):
-    if weights is None:
-        return calibrated_torch_model(name, seed=seed, input_size=input_size)
+def _reference_model(name, weights, seed, input_size, framework="torch"):
+    """torch: seeded, BatchNorm-calibrated weights (or `weights`). Another framework (a model of
+    one's own without a torch builder): its builder's own initialisation, seeded, or `weights`."""
     from ..io import load_state
-    model = adapter("torch").build(name)
-    adapter("torch").load_state_dict(model, load_state(weights))
-    return model.eval()
+    if framework == "torch" and weights is None:
+        return calibrated_torch_model(name, seed=seed, input_size=input_size)
+    if framework != "torch":
+        import keras
+        keras.utils.set_random_seed(seed)  # Python, numpy and TensorFlow's seeds
+    model = adapter(framework).build(name, input_size=input_size)
+    if weights is not None:
+        adapter(framework).load_state_dict(model, load_state(weights))
+    return model.eval() if framework == "torch" else model
 
 
 FLOAT64_ONNX = "ONNX runs float32"  # the row's reason; the report's note says it whole
@@ -269,11 +282,13 @@ def _built(framework, name, built, state, shape, device, dtype):
     return built[framework]
 
 
-def _explain(report, target, torch_model, model, x, tol):
+def _explain(report, target, reference, model, x, tol):
     """Walk the layers of a failing native target to name where it first diverges."""
+    from ..adapters import adapter_for
     from .layerwise import compare
     try:
-        found = compare(torch_model.cpu(), model, x, tolerance=tol, layerwise=True)
+        found = compare(reference.cpu() if adapter_for(reference).framework == "torch" else reference, model, x,
+                        tolerance=tol, layerwise=True)
     except Exception as exc:  # the diagnosis must not hide the failure itself
         report.notes.append(f"{target}: layer walk failed: {type(exc).__name__}: {exc}")
         return

@@ -86,7 +86,7 @@ def cmd_check(args, console):
 
     check_dtype(args.dtype)
     names = model_names(args)
-    if missing("torch"):
+    if missing("torch") and any(registry.get(n).frameworks[0] == "torch" for n in names):
         raise MissingFramework(f"torch: {missing('torch')} (the reference runs in torch_impl)")
     frameworks = asked_frameworks(args.frameworks)
     planned, left_out = plan(frameworks, not args.no_onnx)
