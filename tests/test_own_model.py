@@ -300,3 +300,4 @@ def test_without_a_torch_builder_the_first_framework_given_is_the_reference():
     assert any("reference: keras" in note for note in report.notes)
     with pytest.raises(ValueError, match="no_torch: no torch builder was registered"):
         parity.build("no_torch", "torch")
+    assert main(["diagnose", "no_torch"]) == 0  # keras -> tf, layer by layer

@@ -3,7 +3,9 @@ named by its torch module path ("stem.0", "se.reduce", "classes"), so its weight
 with no rename map. Torch's stride-2 padding=1 is an explicit ZeroPadding2D then "valid":
 Keras' "same" pads a stride-2 conv on an even input only at the bottom and right. The
 BatchNorm is keras_impl's TorchBatchNormalization: Keras' own tracks the biased batch
-variance where torch tracks the unbiased one (train-check names that as the likely cause)."""
+variance where torch tracks the unbiased one (train-check names that as the likely cause).
+Activations are layers of their own, as torch's are, so that a layer's output means the same
+thing in both and `parity diagnose` compares like with like."""
 import keras
 from keras import layers
 
@@ -19,8 +21,8 @@ def conv_bn_relu(x, filters, *, stride, conv, bn):
 
 def squeeze_excite(x, channels, *, name, reduction=4):
     gates = layers.GlobalAveragePooling2D(keepdims=True)(x)
-    gates = layers.Conv2D(channels // reduction, 1, activation="relu", name=f"{name}.reduce")(gates)
-    gates = layers.Conv2D(channels, 1, activation="sigmoid", name=f"{name}.expand")(gates)
+    gates = layers.ReLU()(layers.Conv2D(channels // reduction, 1, name=f"{name}.reduce")(gates))
+    gates = layers.Activation("sigmoid")(layers.Conv2D(channels, 1, name=f"{name}.expand")(gates))
     return layers.Multiply()([x, gates])
 
 

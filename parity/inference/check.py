@@ -150,7 +150,7 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
         devices.require("torch", device)
         devices.set_tf32(tf32, ("torch", *[f for f in frameworks if f != "torch"]))
 
-    reference_model = _reference_model(name, weights, seed, (c, h, w), ref)
+    reference_model = reference_model_of(name, weights, seed, (c, h, w), ref)
     x = seeded_input(shape, seed + 1)
     if exact:
         reference_model, x = reference_model.double(), x.astype(np.float64)
@@ -231,7 +231,7 @@ def _require_float64_outputs(outputs, names):
             raise Float64Error(f"output {out_name} is {y.dtype} in a float64 model: some op computes in {y.dtype}")
 
 
-def _reference_model(name, weights, seed, input_size, framework="torch"):
+def reference_model_of(name, weights, seed, input_size, framework="torch"):
     """torch: seeded, BatchNorm-calibrated weights (or `weights`). Another framework (a model of
     one's own without a torch builder): its builder's own initialisation, seeded, or `weights`."""
     from ..io import load_state

@@ -6,9 +6,9 @@ import json
 import os
 
 from .. import tolerance as policy
-from ..adapters import adapter
+from ..adapters import adapter, adapter_for
 from ..adapters.base import check_dtype
-from ..calibrate import calibrated_torch_model, seeded_input
+from ..calibrate import seeded_input
 from ..catalogue import registry
 from ..console import say
 from ..errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, describe, unknown_choice
@@ -17,7 +17,7 @@ from ..inputs import refuse_unfit_size
 from ..io import load_state, write_json
 from ..report import training_run
 from ..report import write as write_report
-from .check import check, error_report, exit_code, plan
+from .check import check, error_report, exit_code, plan, reference_model_of
 from .layerwise import compare
 from .selftest import selftest
 
@@ -241,23 +241,24 @@ def cmd_diagnose(args, console):
     c, h, w = spec.input_size
     h = w = args.size or h
     refuse_unfit_size(args.model, (c, h, w))
-    reference = calibrated_torch_model(args.model, seed=args.seed, input_size=(c, h, w))
+    ref = spec.frameworks[0]  # torch; without a torch builder, the first framework given (as check)
+    reference = reference_model_of(args.model, None, args.seed, (c, h, w), ref)
     if args.onnx:
         return diagnose_file(args, reference, seeded_input((1, c, h, w), args.seed + 1), console)
-    state = load_state(args.weights) if args.weights else adapter("torch").state_dict(reference)
+    state = load_state(args.weights) if args.weights else adapter(ref).state_dict(reference)
     x = seeded_input((1, c, h, w), args.seed + 1)
     failed = errors = False
-    for framework in native_frameworks(args.frameworks, console):
+    for framework in [f for f in native_frameworks(args.frameworks, console) if f in spec.frameworks and f != ref]:
         try:
             model = adapter(framework).build(args.model, input_size=(c, h, w))
             adapter(framework).load_state_dict(model, state)
             result = compare(reference, model, x, layerwise=True)
         except Exception as exc:  # noqa: BLE001 - the next framework still gets diagnosed
-            say(console, f"{args.model}: torch -> {framework} could not run: {describe(exc)}", "red")
+            say(console, f"{args.model}: {ref} -> {framework} could not run: {describe(exc)}", "red")
             errors = True
             continue
         failed |= not result.passed or result.first_divergent_layer is not None
-        table = Table(title=f"{args.model}: torch -> {framework}, input 1x{c}x{h}x{w}")
+        table = Table(title=f"{args.model}: {ref} -> {framework}, input 1x{c}x{h}x{w}")
         for col in ("layer", "normalized error", "max_abs"):
             table.add_column(col, justify="left" if col == "layer" else "right")
         shown = result.layers if result.first_divergent_layer else sorted(
@@ -279,9 +280,9 @@ def diagnose_file(args, reference, x, console):
 
     from .onnxwise import compare_file
     if args.weights:
-        adapter("torch").load_state_dict(reference, load_state(args.weights))
+        adapter_for(reference).load_state_dict(reference, load_state(args.weights))
     result = compare_file(args.onnx, reference, x)
-    table = Table(title=f"{args.model}: torch -> {args.onnx}, input {'x'.join(map(str, x.shape))}")
+    table = Table(title=f"{args.model}: {adapter_for(reference).framework} -> {args.onnx}, input {'x'.join(map(str, x.shape))}")
     for col in ("layer", "normalized error"):
         table.add_column(col, justify="left" if col == "layer" else "right")
     for layer, error, _ in result.rows:

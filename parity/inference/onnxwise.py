@@ -5,7 +5,8 @@ layer outputs (`parity diagnose MODEL --onnx FILE`).
 A tensor is a layer's output when its node names the layer: torch's exporter records each
 node's module path (metadata `pkg.torch.onnx.name_scopes`); tf2onnx keeps Keras' layer names
 in node and tensor names ("model/stem.3_1/BiasAdd:0"). A layer's output is the last such node
-that is not an activation (Keras folds one into a layer, torch keeps it a module of its own).
+that is neither an activation (Keras folds one into a layer, torch keeps it a module of its
+own) nor a layout op (tf2onnx inserts Reshapes and Transposes under a layer's name).
 Layers no name reaches are listed, not guessed."""
 import re
 import tempfile
@@ -13,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import tolerance as policy
-from ..adapters import adapter
+from ..adapters import adapter_for
 
 ACTIVATIONS = {"Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "Softmax", "HardSigmoid", "Elu", "Selu"}
+# ops that move or relabel a tensor (tf2onnx inserts them under a layer's name, after its activation)
+LAYOUT_OPS = {"Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Flatten", "Cast"}
 SCOPES = "pkg.torch.onnx.name_scopes"
 
 
@@ -31,7 +34,7 @@ def layer_tensors(model, layers) -> dict:
     """{canonical layer: the tensor holding its output} for the layers the graph's names reach."""
     found = {}
     for node in model.graph.node:
-        if node.op_type in ACTIVATIONS or not node.output:
+        if node.op_type in ACTIVATIONS | LAYOUT_OPS or not node.output:
             continue
         named = _named_layers(node)
         layer = next((candidate for candidate in reversed(named) if candidate in layers), None)
@@ -50,11 +53,11 @@ def _named_layers(node) -> list:
 
 
 def compare_file(path, reference, x, tolerance=None) -> FileLayers:
-    """The file's mapped tensors on `x` (NCHW) against the torch reference's layer outputs."""
+    """The file's mapped tensors on `x` (NCHW) against the reference's layer outputs."""
     import onnx
 
     from ..onnx.runtime import run_file
-    expected = adapter("torch").layer_outputs(reference, x)
+    expected = adapter_for(reference).layer_outputs(reference, x)
     model = onnx.load(str(path))
     tensors = layer_tensors(model, set(expected))
     existing = {o.name for o in model.graph.output}
