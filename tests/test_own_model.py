@@ -301,3 +301,26 @@ def test_without_a_torch_builder_the_first_framework_given_is_the_reference():
     with pytest.raises(ValueError, match="no_torch: no torch builder was registered"):
         parity.build("no_torch", "torch")
     assert main(["diagnose", "no_torch"]) == 0  # keras -> tf, layer by layer
+
+
+def test_a_keras_activation_folded_into_a_layer_is_compared_before_it():
+    """Conv2D(..., activation="relu"), the idiomatic Keras spelling, computes what torch's conv then
+    ReLU do; layer by layer it is compared before its activation, as torch's conv output is."""
+    source = (EXAMPLE / "twohead_keras.py").read_text()
+    folded = source.replace('''    gates = layers.ReLU()(layers.Conv2D(channels // reduction, 1, name=f"{name}.reduce")(gates))
+    gates = layers.Activation("sigmoid")(layers.Conv2D(channels, 1, name=f"{name}.expand")(gates))''',
+                            '''    gates = layers.Conv2D(channels // reduction, 1, activation="relu", name=f"{name}.reduce")(gates)
+    gates = layers.Conv2D(channels, 1, activation="sigmoid", name=f"{name}.expand")(gates)''')
+    assert folded != source
+    namespace = {}
+    exec(compile(folded, "folded_keras.py", "exec"), namespace)
+    parity.register_model("folded", torch="twohead_torch:twohead", keras=namespace["twohead"], input_size=(3, 32, 32),
+                          outputs=("classes", "attributes"))
+    import numpy as np
+    from parity.inference.layerwise import compare
+    from parity.testing import ports_of
+    ports = ports_of("folded", ("torch", "keras"))
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
+    result = compare(ports["torch"], ports["keras"], x, layerwise=True)
+    assert result.passed and result.first_divergent_layer is None
+    assert {row.layer for row in result.layers} >= {"se.reduce", "se.expand"}

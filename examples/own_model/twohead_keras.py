@@ -4,8 +4,8 @@ with no rename map. Torch's stride-2 padding=1 is an explicit ZeroPadding2D then
 Keras' "same" pads a stride-2 conv on an even input only at the bottom and right. The
 BatchNorm is keras_impl's TorchBatchNormalization: Keras' own tracks the biased batch
 variance where torch tracks the unbiased one (train-check names that as the likely cause).
-Activations are layers of their own, as torch's are, so that a layer's output means the same
-thing in both and `parity diagnose` compares like with like."""
+Activations are layers of their own, as torch's are (a folded `activation="relu"` works too:
+the layer-by-layer comparison takes such a layer's output before its activation)."""
 import keras
 from keras import layers
 

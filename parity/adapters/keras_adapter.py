@@ -73,16 +73,23 @@ class KerasAdapter(Adapter):
         return to_nchw_outputs(out)
 
     def layer_outputs(self, model, x_nchw):
-        """{layer name: output (NCHW)} for every layer holding weights, via a probe model."""
+        """{layer name: output (NCHW)} for every layer holding weights, via a probe model. A layer
+        with an activation folded in (Conv2D(..., activation="relu")) gives its output before
+        the activation, as torch's layer does: run again on its probed input, activation off."""
         import keras
         from keras import ops
 
         x_nchw = self.check_input(model, x_nchw)
         inference = getattr(model, "inference_model", model)  # aux heads do not run (and may not fit) here
         weighted = [layer for layer in inference.layers if layer.weights]
-        probe = keras.Model(inference.inputs, [layer.output for layer in weighted])
+        linear = (None, keras.activations.linear)
+        folded = [layer for layer in weighted if getattr(layer, "activation", None) not in linear]
+        probe = keras.Model(inference.inputs, [layer.output for layer in weighted] + [layer.input for layer in folded])
         with self.building_in(self.dtype(model)):
             outs = probe([to_nhwc(x_nchw)], training=False)  # the structure of `inference.inputs`, a list
+            outs, inputs = list(outs[:len(weighted)]), outs[len(weighted):]
+            for layer, given in zip(folded, inputs):
+                outs[weighted.index(layer)] = _without_activation(layer, given)
         canonical = self.canonical_paths(model)
         return dict(zip([canonical(layer.name) for layer in weighted],
                         to_nchw_outputs([ops.convert_to_numpy(o) for o in outs])))
@@ -135,3 +142,13 @@ def _spatial_flatten(layer):
     if len(shape) != 4 or None in shape[1:] or shape[1] * shape[2] == 1:
         return None
     return shape[3], shape[1], shape[2]
+
+
+def _without_activation(layer, given):
+    """`layer` on `given` with its folded activation switched off for the call."""
+    import keras
+    activation, layer.activation = layer.activation, keras.activations.linear
+    try:
+        return layer(given, training=False)
+    finally:
+        layer.activation = activation
