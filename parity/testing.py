@@ -174,20 +174,21 @@ def _tolerance(given):
 def _inputs_for(model, inputs):
     if inputs is not None:
         return np.asarray(inputs)
-    spec = adapter_for(model).spec(model)
-    if spec is None:
-        raise ValueError(f"{adapter_for(model).model_name(model)}: not a registered model; give inputs= "
-                         f"(an NCHW float32 batch)")
-    return seeded_input((2, *spec.input_size))
+    return seeded_input((2, *_registered_spec(model, "inputs= (an NCHW float32 batch)").input_size))
 
 
 def _batches_for(model, steps):
-    spec = adapter_for(model).spec(model)
-    if spec is None:
-        raise ValueError(f"{adapter_for(model).model_name(model)}: not a registered model; give batches= "
-                         f"([(NCHW float32, int labels), ...])")
+    spec = _registered_spec(model, "batches= ([(NCHW float32, int labels), ...])")
     classes = adapter_for(model).run(model, seeded_input((1, *spec.input_size)))[0].shape[1]
     return judge.make_batches(spec, classes, steps=steps, size=spec.input_size[1], batch=4, seed=0)
+
+
+def _registered_spec(model, what_to_give):
+    """The model's ModelSpec, or an error asking for what the defaults would have drawn from it."""
+    spec = adapter_for(model).spec(model)
+    if spec is None:
+        raise ValueError(f"{adapter_for(model).model_name(model)}: not a registered model; give {what_to_give}")
+    return spec
 
 
 def _comparison_table(result) -> str:
@@ -219,8 +220,8 @@ def pytest_configure(config):
 
 
 @pytest.fixture
-def parity_tolerance(request):
-    return request.config.getoption("--parity-tolerance", None)
+def parity_tolerance():
+    return _OPTION["tolerance"]
 
 
 @pytest.fixture

@@ -107,7 +107,7 @@ def plan(frameworks=None, onnx=True):
 
 def written_in(spec, planned, left_out):
     """The targets of the frameworks `spec` is written in; the others left out with a note."""
-    absent = [t for t in planned if not t.startswith("file:") and t.removeprefix("onnx:") not in spec.frameworks]
+    absent = [t for t in planned if t.removeprefix("onnx:") not in spec.frameworks]
     notes = [f"{t} left out: {spec.name} has no {t.removeprefix('onnx:')} builder" for t in absent]
     return [t for t in planned if t not in absent], left_out + notes
 

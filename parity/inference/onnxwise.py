@@ -8,6 +8,7 @@ in node and tensor names ("model/stem.3_1/BiasAdd:0"). A layer's output is the l
 that is neither an activation (Keras folds one into a layer, torch keeps it a module of its
 own) nor a layout op (tf2onnx inserts Reshapes and Transposes under a layer's name).
 Layers no name reaches are listed, not guessed."""
+import ast
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ def _named_layers(node) -> list:
     """The layer paths a node's metadata and names carry, outermost first."""
     scopes = next((p.value for p in node.metadata_props if p.key == SCOPES), None)
     if scopes:
-        return [s.strip(" '\"") for s in scopes.strip("[]").split(",")]
+        return ast.literal_eval(scopes)  # a list of module paths, written as Python writes one
     parts = re.split(r"/", f"{node.name}/{node.output[0]}")
     return [re.sub(r"(_\d+)?(:\d+)?$", "", part) for part in parts]
 
