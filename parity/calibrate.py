@@ -38,5 +38,22 @@ def calibrated_torch_model(name: str, *, seed: int = 0, input_size=None, batch: 
     return model.eval()
 
 
+def seeded_reference(name: str, *, seed: int = 0, input_size=None, batch: int = 4, **kwargs):
+    """(framework, model): the reference a check starts from. torch_impl's seeded, calibrated
+    model; for a model of one's own without a torch builder, the first framework it is written
+    in, at its builder's own initialisation under keras.utils.set_random_seed(seed) (no
+    calibration: a Keras or TF model's BatchNorms cannot be run in torch's train mode here)."""
+    from .adapters import adapter
+    from .catalogue import registry
+
+    framework = registry.get(name).frameworks[0]
+    if framework == "torch":
+        return framework, calibrated_torch_model(name, seed=seed, input_size=input_size, batch=batch, **kwargs)
+    import keras
+    keras.utils.set_random_seed(seed)  # Python, numpy and TensorFlow's seeds
+    return framework, adapter(framework).build(name, input_size=input_size or registry.get(name).input_size,
+                                               **kwargs)
+
+
 def seeded_input(shape, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)

@@ -209,6 +209,33 @@ def test_train_check_on_a_registered_model_and_a_planted_batchnorm_bug(tmp_path)
     assert "unbiased" in row.likely_cause
 
 
+def test_train_check_without_a_torch_builder_judges_against_the_first_framework(tmp_path):
+    """Keras and TF ports alone: Keras in float64 is the judge, Keras float32's own distance from
+    it the noise. The TF port with Keras' default BatchNorm epsilon (1e-3 where the Keras port
+    gives torch's 1e-5) is caught and named, in the float64 verdict and in float32 alike."""
+    from parity.train.check import train_check
+    parity.register_model("keras_tf", keras="twohead_keras:twohead", tf="twohead_tf:twohead", input_size=(3, 32, 32),
+                          test_sizes=(32, 33), outputs=("classes", "attributes"))
+    for dtype in ("float32", "float64"):
+        result = train_check("keras_tf", steps=2, frameworks=("tf",), dtype=dtype)
+        assert result.reference == "keras" and result.passed, [(r.framework, r.errors) for r in result.results]
+    source = (EXAMPLE / "twohead_tf.py").read_text()
+    bug = source.replace("BatchNorm2d(32), tf.nn.relu]", "BatchNorm2d(32, eps=1e-3), tf.nn.relu]")
+    assert bug != source
+    (tmp_path / "tf_epsilon_bug.py").write_text(bug)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        parity.register_model("epsilon_bug", keras="twohead_keras:twohead", tf="tf_epsilon_bug:twohead",
+                              input_size=(3, 32, 32), test_sizes=(32, 33), outputs=("classes", "attributes"))
+        rows = [train_check("epsilon_bug", steps=2, frameworks=("tf",), dtype=d).results[0]
+                for d in ("float64", "float32")]
+    finally:
+        sys.path.remove(str(tmp_path))
+    for row in rows:
+        assert not row.passed and row.first_divergence == "loss, step 1" and "BN epsilon" in row.likely_cause
+        assert row.errors["grad"] > 100 * row.tolerances["grad"]  # 1.0e-2: against 1e-8, and 5e-5 in float32
+
+
 def flat_torch():
     from torch import nn
     return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 5))

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import devices, tolerance
 from ..adapters import adapter
-from ..calibrate import calibrated_torch_model, seeded_input
+from ..calibrate import seeded_input, seeded_reference
 from ..catalogue import registry
 from ..errors import InputError, ParityError
 from ..frameworks import release_memory
@@ -233,16 +233,13 @@ def _require_float64_outputs(outputs, names):
 
 def reference_model_of(name, weights, seed, input_size, framework="torch"):
     """torch: seeded, BatchNorm-calibrated weights (or `weights`). Another framework (a model of
-    one's own without a torch builder): its builder's own initialisation, seeded, or `weights`."""
+    one's own without a torch builder): its builder's own initialisation, seeded, or `weights`
+    (calibrate.seeded_reference)."""
     from ..io import load_state
-    if framework == "torch" and weights is None:
-        return calibrated_torch_model(name, seed=seed, input_size=input_size)
-    if framework != "torch":
-        import keras
-        keras.utils.set_random_seed(seed)  # Python, numpy and TensorFlow's seeds
+    if weights is None:
+        return seeded_reference(name, seed=seed, input_size=input_size)[1]
     model = adapter(framework).build(name, input_size=input_size)
-    if weights is not None:
-        adapter(framework).load_state_dict(model, load_state(weights))
+    adapter(framework).load_state_dict(model, load_state(weights))
     return model.eval() if framework == "torch" else model
 
 

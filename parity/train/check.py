@@ -1,5 +1,7 @@
 """`parity train-check`: one training run from identical weights and batches in torch_impl
-(torch.optim, the reference), keras_impl and tf_impl, compared step by step.
+(torch.optim, the reference), keras_impl and tf_impl, compared step by step. A model of
+one's own without a torch builder is judged against its first framework instead (Keras for
+a Keras + TF pair), at its builder's seeded initialisation.
 
 Compared: the loss of every step, the first step's gradient of every trained parameter,
 and the weights and BatchNorm running statistics after the last step, each as a
@@ -15,7 +17,7 @@ import numpy as np
 
 from ..adapters import adapter
 from ..adapters.base import check_dtype
-from ..calibrate import calibrated_torch_model
+from ..calibrate import calibrated_torch_model, seeded_reference
 from ..catalogue import registry
 from ..devices import placed, set_tf32
 from ..frameworks import release_memory
@@ -62,6 +64,7 @@ class TrainCheckResult:
     results: list = field(default_factory=list)
     device: str = "cpu"
     dtype: str = "float32"
+    reference: str = "torch"  # the framework the judge runs (in float64, on the CPU)
 
     @property
     def passed(self) -> bool:
@@ -72,8 +75,7 @@ class TrainCheckResult:
         return FLOAT64_CATEGORIES if self.dtype == "float64" else CATEGORIES
 
 
-def perturbed_noise(model_name, initial, batches, common, truth, undetermined, *, size, batch, seed,
-                    **kwargs) -> dict:
+def perturbed_noise(p, truth, undetermined, *, seed) -> dict:
     """The reference noise seen from PERTURBED_RUNS nearby starting points: torch fp32 runs from
     the initial weights times (1 + PERTURBATION x N(0, 1)), against the fp64 truth. Where a ReLU
     input is within rounding of zero, or a max-pool window holds two near-equal values, the last
@@ -84,13 +86,13 @@ def perturbed_noise(model_name, initial, batches, common, truth, undetermined, *
         comes out positive in TensorFlow and moves decoder.3.bn1's gradient 42% (its weight
         gradients 7%); torch fp32 keeps that sign, the perturbed torch runs land 0.12-0.33 away.
       later losses, weights, buffers: ResNet-18's conv1 moves 0.2-0.9% after 3 steps in torch
-        alone (docs/training.md)."""
-    model = calibrated_torch_model(model_name, seed=seed, input_size=(batches[0][0].shape[1], size, size),
-                                   batch=batch, **kwargs)
+        alone (docs/training.md).
+    (Without a torch builder, the same runs of the reference framework in float32.)"""
+    model = _reference_model(p, "float32", seed)
     worst = dict.fromkeys(("grad", "later loss", "weight", "buffer"), 0.0)
     for run in range(PERTURBED_RUNS):  # a flip is a chance event: the worst of a few draws
-        adapter("torch").load_state_dict(model, nudged(initial, np.random.default_rng((seed, run))))
-        _, noise, _ = compare(train_steps(model, batches, **common), truth, initial, undetermined)
+        adapter(p.reference).load_state_dict(model, nudged(p.initial, np.random.default_rng((seed, run))))
+        _, noise, _ = compare(train_steps(model, p.batches, **p.common), truth, p.initial, undetermined)
         worst = {c: max(worst[c], noise[c]) for c in worst}
     return worst
 
@@ -98,7 +100,8 @@ def perturbed_noise(model_name, initial, batches, common, truth, undetermined, *
 @dataclass
 class Prepared:
     """What every framework's run shares: seeded, calibrated initial weights, the batches, the
-    optimizer settings and the judge, the same torch run in float64 (`truth`)."""
+    optimizer settings and the judge, the same reference run in float64 (`truth`); the
+    reference is torch, or the first framework of a model of one's own without a torch builder."""
     model: str
     spec: object
     size: int
@@ -113,39 +116,48 @@ class Prepared:
     common: dict
     truth: object
     frozen_keys: set
+    reference: str = "torch"
 
 
 def prepare(model_name, *, optimizer="sgd", steps=3, freeze=False, size=None, batch=4, seed=0, hyper=None,
             with_first_step=False):
-    """(Prepared, the torch fp32 model it started from)."""
-    import torch
-
+    """(Prepared, the reference's fp32 model it started from)."""
     spec = registry.get(model_name)
     size = spec.training_size(size)
     hyper = {**DEFAULT_HYPER[optimizer], **(hyper or {})}
     kwargs = build_kwargs(spec)
-    torch_adapter = adapter("torch")
     # Seeded weights with non-trivial BN affine parameters and measured running statistics:
     # at plain init (GoogLeNet's std-0.01 convs under BN) torch fp32 alone is 15% from fp64.
-    reference_model = calibrated_torch_model(model_name, seed=seed, input_size=(spec.input_size[0], size, size),
-                                             batch=batch, **kwargs)
-    initial = torch_adapter.state_dict(reference_model)
-    with torch.no_grad():
-        out = torch_adapter.run(reference_model, np.zeros((1, spec.input_size[0], size, size), np.float32))[0]
+    ref, reference_model = seeded_reference(model_name, seed=seed, input_size=(spec.input_size[0], size, size),
+                                            batch=batch, **kwargs)
+    native = adapter(ref)
+    initial = native.state_dict(reference_model)
+    out = native.run(reference_model, np.zeros((1, spec.input_size[0], size, size), np.float32))[0]
     batches = make_batches(spec, out.shape[1], steps=steps, size=size, batch=batch, seed=seed)
     common = dict(optimizer=optimizer, freeze="backbone" if freeze else None, dropout_seed=seed, **hyper)
-    fp64 = copy.deepcopy(reference_model).double()
-    truth = train_steps(fp64, [(x.astype(np.float64), y) for x, y in batches], **common,
-                        with_first_step=with_first_step)
+    p = Prepared(model_name, spec, size, batch, optimizer, steps, freeze, hyper, kwargs, initial, batches, common,
+                 None, {k for k in initial if freeze and not spec.in_head(k)}, ref)
+    fp64 = copy.deepcopy(reference_model).double() if ref == "torch" else _reference_model(p, "float64")
+    p.truth = train_steps(fp64, [(x.astype(np.float64), y) for x, y in batches], **common,
+                          with_first_step=with_first_step)
     del fp64  # one model at a time in memory: VGG's optimizer state is over a gigabyte
-    frozen_keys = {k for k in initial if freeze and not spec.in_head(k)}
-    return Prepared(model_name, spec, size, batch, optimizer, steps, freeze, hyper, kwargs, initial, batches, common,
-                    truth, frozen_keys), reference_model
+    return p, reference_model
+
+
+def _reference_model(p: Prepared, dtype, seed=0):
+    """A fresh reference model holding p's initial weights (torch's calibrated anew, as it was made)."""
+    shape = (p.spec.input_size[0], p.size, p.size)
+    if p.reference == "torch" and dtype == "float32":
+        return calibrated_torch_model(p.model, seed=seed, input_size=shape, batch=p.batch, **p.kwargs)
+    model = adapter(p.reference).build(p.model, input_size=shape, dtype=dtype, **p.kwargs)
+    adapter(p.reference).load_state_dict(model, p.initial)
+    return model
 
 
 def train_check(model_name, *, optimizer="sgd", steps=3, frameworks=("keras", "tf"), freeze=False,
                 size=None, batch=4, seed=0, device="cpu", dtype="float32", **hyper) -> TrainCheckResult:
-    """`frameworks` train on `device` (TF32 off on CUDA); the judge is torch on the CPU in fp64.
+    """`frameworks` train on `device` (TF32 off on CUDA); the judge is torch on the CPU in fp64
+    (or, without a torch builder, the model's first framework).
     "torch" among them is torch_impl itself on `device` (a CUDA run judged against the CPU).
     dtype="float64": the frameworks train in float64 too (CPU only; Float64Check)."""
     if check_dtype(dtype) == "float64":
@@ -167,13 +179,13 @@ def train_check(model_name, *, optimizer="sgd", steps=3, frameworks=("keras", "t
         undetermined = sign_undetermined(truth.grads, max(policy["grad"], NOISE_FACTOR * noise["grad"]))
         _, noise, _ = compare(reference, truth, p.initial, undetermined)
     del reference
-    perturbed = perturbed_noise(model_name, p.initial, p.batches, p.common, truth, undetermined, size=p.size,
-                                 batch=batch, seed=seed, **p.kwargs)
+    perturbed = perturbed_noise(p, truth, undetermined, seed=seed)
     noise = {c: max(noise[c], perturbed.get(c, 0.0)) for c in CATEGORIES}
     tolerances = {c: max(policy[c], NOISE_FACTOR * noise[c]) for c in CATEGORIES}
 
     result = TrainCheckResult(model_name, optimizer, steps, freeze, p.size, batch, p.hyper, noise,
-                              undetermined=count_undetermined(undetermined, truth.grads), device=device)
+                              undetermined=count_undetermined(undetermined, truth.grads), device=device,
+                              reference=p.reference)
     if device != "cpu":
         set_tf32(False, frameworks)
     for framework in frameworks:
@@ -218,7 +230,10 @@ class Float64Check:
 
     def reorder_drift(self) -> dict:
         """The float64 categories' errors of torch float64 trained in channels_last, which changes
-        only the order of the convolutions' sums (as a faithful port does), against the reference."""
+        only the order of the convolutions' sums (as a faithful port does), against the reference.
+        A Keras or TF reference has no such switch: none (the later categories at the policy)."""
+        if self.drift is None and self.prepared.reference != "torch":
+            self.drift = dict.fromkeys(FLOAT64_CATEGORIES, 0.0)
         if self.drift is None:
             import torch
 
@@ -245,7 +260,8 @@ class Float64Check:
         p = self.prepared
         result = TrainCheckResult(p.model, p.optimizer, p.steps, p.freeze, p.size, p.batch, p.hyper,
                                   dict.fromkeys(FLOAT64_CATEGORIES, 0.0),
-                                  undetermined=count_undetermined(self.undetermined, p.truth.grads), dtype="float64")
+                                  undetermined=count_undetermined(self.undetermined, p.truth.grads), dtype="float64",
+                                  reference=p.reference)
         result.results = [self.framework(f) for f in frameworks]
         if self.drift is not None:  # the reference's own drift the later categories were judged with
             result.reference_noise.update({c: self.drift[c] for c in LATER})
@@ -310,6 +326,7 @@ def table(result: TrainCheckResult, role=None):
     title = (f"train-check {result.model}: {result.optimizer} ({hyper}), {result.steps} steps, "
              f"batch {result.batch} at {result.size}px{', frozen backbone' if result.freeze else ''}"
              f"{f', on {result.device}' if result.device != 'cpu' else ''}"
+             f"{f'; judged against {result.reference} (no torch builder)' if result.reference != 'torch' else ''}"
              + (f"; {result.undetermined} weights with a sign-undetermined first gradient left out"
                 if result.undetermined else "")
              + (f"; later categories at {NOISE_FACTOR:g}x torch float64's own drift in channels_last ("

@@ -51,8 +51,9 @@ def register_train_check(subparsers) -> None:
     s.add_argument("model")
     s.add_argument("--optimizer", default="sgd", choices=list(DEFAULT_HYPER))
     s.add_argument("--steps", type=int, default=3)
-    s.add_argument("--frameworks", default="keras,tf",
-                   help="comma list of keras, tf, and torch (torch_impl on --device; the judge is torch fp64 on the CPU)")
+    s.add_argument("--frameworks",
+                   help="comma list of keras, tf, and torch (torch_impl on --device; the judge is torch fp64 on the "
+                        "CPU); default: the model's frameworks but its reference (keras,tf for the catalogue)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the frameworks train")
     s.add_argument("--freeze-backbone", action="store_true", help="train only the catalogue's head")
     s.add_argument("--size", type=int, help="input height and width (default: the model's first test size)")
@@ -79,7 +80,8 @@ def refuse_unknown_dtype(args) -> None:
 
 def cmd_train_check(args, console) -> int:
     refuse_unknown_dtype(args)
-    frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
+    asked = args.frameworks if args.frameworks is not None else ",".join(get(args.model).frameworks[1:])
+    frameworks = [f.strip() for f in asked.split(",") if f.strip()]
     unknown = [f for f in frameworks if f not in ("torch", "keras", "tf")]
     if unknown:
         raise ValueError(f"--frameworks: {unknown_choice('framework', unknown[0], ('torch', 'keras', 'tf'))}; "
@@ -108,8 +110,8 @@ def cmd_train_check(args, console) -> int:
 def cmd_distributed_check(args, console) -> int:
     """`parity train-check MODEL --replicas N` (parallel/check.py)."""
     refuse_unknown_dtype(args)
-    frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
-    if "torch" not in frameworks:
+    frameworks = [f.strip() for f in (args.frameworks or "keras,tf").split(",") if f.strip()]
+    if "torch" not in frameworks and "torch" in get(args.model).frameworks:
         frameworks = ["torch", *frameworks]  # torch is always checked, as in train-check
     unknown = [f for f in frameworks if f not in FRAMEWORKS]
     if unknown:

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ...adapters import adapter
+from ...calibrate import seeded_reference
 from ...catalogue import registry
 from ...errors import unknown_choice
 from ...frameworks import release_memory
@@ -158,18 +159,20 @@ def guarded(keys, jobs, run) -> dict:
 
 
 def initial_state(model_name, size, batch, steps, seed):
-    """The torch reference's initial state (as train-check builds it) and the global batches."""
-    import torch
-
+    """The reference's initial state and the global batches: torch's seeded initialisation, or
+    for a model of one's own without a torch builder its first framework's (seeded_reference)."""
     spec = registry.get(model_name)
     size = spec.training_size(size if size and not spec.fixed_size else None)
     kwargs = build_kwargs(spec)
-    torch.manual_seed(seed)
-    torch_adapter = adapter("torch")
-    reference = torch_adapter.build(model_name, **kwargs)
-    initial = torch_adapter.state_dict(reference)
-    with torch.no_grad():
-        out = torch_adapter.run(reference, np.zeros((1, spec.input_size[0], size, size), np.float32))[0]
+    framework = spec.frameworks[0]
+    if framework == "torch":
+        import torch
+        torch.manual_seed(seed)
+        reference = adapter("torch").build(model_name, **kwargs)
+    else:
+        reference = seeded_reference(model_name, seed=seed, input_size=(spec.input_size[0], size, size), **kwargs)[1]
+    initial = adapter(framework).state_dict(reference)
+    out = adapter(framework).run(reference, np.zeros((1, spec.input_size[0], size, size), np.float32))[0]
     batches = make_batches(spec, out.shape[1], steps=steps, size=size, batch=batch, seed=seed)
     return initial, batches, kwargs, size
 
