@@ -95,7 +95,8 @@ def data_parallel_step(strategy, trainer, global_batch, returns="grads"):
         losses, grads = strategy.run(replica_step, args=(x, labels))
         if returns == "logits":
             return strategy.experimental_local_results(losses), strategy.experimental_local_results(grads)
-        summed = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
+        summed = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) if g is not None
+                  else tf.zeros(v.shape, v.dtype) for g, v in zip(grads, trainer.variables)]  # zeros: no gradient
         return strategy.experimental_local_results(losses), summed
 
     step.model = trainer.model  # run_step hands the dropout masks to this model's layers

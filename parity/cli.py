@@ -22,6 +22,7 @@ def main(argv=None) -> int:
     # soft_wrap: a message stays one line whatever the width (tables still fit it); redirected
     # output gets 120 columns for its tables.
     console = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=True)
+    handed_down = os.environ.get("PARITY_MODELS_FROM")  # --models-from sets it for this command's children
     try:
         _import_models(modules)
         return args.func(args, console) or EXIT_PASS
@@ -35,6 +36,11 @@ def main(argv=None) -> int:
         from rich.text import Text  # the message as written: "[data]" in a hint is not markup
         err.print(Text.assemble(("error:", "red"), " ", describe(exc)), highlight=False)
         return EXIT_ERROR
+    finally:
+        if handed_down is None:
+            os.environ.pop("PARITY_MODELS_FROM", None)
+        else:
+            os.environ["PARITY_MODELS_FROM"] = handed_down
 
 
 def _models_from(argv):

@@ -236,6 +236,26 @@ def test_train_check_without_a_torch_builder_judges_against_the_first_framework(
         assert row.errors["grad"] > 100 * row.tolerances["grad"]  # 1.0e-2: against 1e-8, and 5e-5 in float32
 
 
+def test_the_data_parallel_check_reaches_a_model_registered_with_models_from(tmp_path):
+    """--models-from is handed to the processes the check starts (the TF child, torch's DDP
+    ranks), and the example's second head, which the loss does not reach, gets no gradient on
+    every engine as in one process (DDP is told: find_unused_parameters)."""
+    out = tmp_path / "dp.json"
+    done = subprocess.run([sys.executable, "-m", "parity", "--models-from", "twohead_models", "train-check", "twohead",
+                           "--replicas", "2", "--steps", "2", "--json", str(out)], capture_output=True, text=True,
+                          cwd=EXAMPLE, timeout=600, env={k: v for k, v in os.environ.items() if k != registry.MODELS_FROM})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [r["framework"] for r in result["rows"]] == ["torch", "keras", "tf"] and result["passed"]
+    assert all(r["error"] is None and r["errors"]["grad"] < 1e-5 for r in result["rows"])
+
+
+def test_models_from_is_handed_to_child_processes_for_the_command_only():
+    assert registry.MODELS_FROM not in os.environ
+    assert main(["--models-from", "twohead_models", "list"]) == 0
+    assert registry.MODELS_FROM not in os.environ  # the command's children had it; the caller's env is as it was
+
+
 def flat_torch():
     from torch import nn
     return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 5))
@@ -328,6 +348,7 @@ def test_without_a_torch_builder_the_first_framework_given_is_the_reference():
     with pytest.raises(ValueError, match="no_torch: no torch builder was registered"):
         parity.build("no_torch", "torch")
     assert main(["diagnose", "no_torch"]) == 0  # keras -> tf, layer by layer
+    assert main(["list"]) == 0  # its parameters are counted on torch_impl: "-"
 
 
 def test_a_keras_activation_folded_into_a_layer_is_compared_before_it():

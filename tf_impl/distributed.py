@@ -104,8 +104,8 @@ def data_parallel_step(strategy, trainer, global_batch, returns="grads"):
                                            label_smoothing=trainer.label_smoothing)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
         grads = tape.gradient(loss, trainer.variables)
-        grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
-        trainer.optimizer.apply(grads, trainer.variables)  # same update on every replica's copy
+        grads = all_reduced(grads)
+        trainer.optimizer.apply(grads, trainer.variables)  # same update on every replica's copy (None: skipped)
         return loss, (grads if returns == "grads" else main_output(outputs))
 
     @tf.function
@@ -114,10 +114,18 @@ def data_parallel_step(strategy, trainer, global_batch, returns="grads"):
         if returns == "logits":
             return strategy.experimental_local_results(losses), strategy.experimental_local_results(grads)
         return (strategy.experimental_local_results(losses),
-                [strategy.experimental_local_results(g)[0] for g in grads])
+                [strategy.experimental_local_results(g)[0] if g is not None else tf.zeros(v.shape, v.dtype)
+                 for g, v in zip(grads, trainer.variables)])  # zeros where no gradient, as torch_impl reports
 
     step.model = trainer.model  # run_step hands the dropout masks to this model's layers
     return step
+
+
+def all_reduced(grads):
+    """The replicas' gradients summed; None (a variable the loss does not reach) stays None."""
+    present = [g for g in grads if g is not None]
+    summed = iter(tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, present))
+    return [None if g is None else next(summed) for g in grads]
 
 
 def main_output(outputs):

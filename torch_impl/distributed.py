@@ -212,7 +212,9 @@ def train_rank(rank, replicas, model, batches, trainer_options, masks, sync_bn, 
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(local_device)
     # DDP's default: rank 0's buffers are broadcast at every forward (broadcast_buffers=True)
-    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[rank] if device == "cuda" else None)
+    unused = heads_beyond_the_loss(model, shard(batches[0][0], rank, replicas), trainer_options, local_device)
+    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[rank] if device == "cuda" else None,
+                                              find_unused_parameters=unused)
     options = dict(trainer_options)
     if options.get("head"):
         options["head"] = tuple(f"module.{p}" for p in options["head"])  # DDP's wrapper adds "module."
@@ -232,6 +234,18 @@ def train_rank(rank, replicas, model, batches, trainer_options, masks, sync_bn, 
             record["weights"] = {k: v.detach().cpu().numpy().copy() for k, v in model.named_parameters()}
         records.append(record)
     return records
+
+
+def heads_beyond_the_loss(model, x, trainer_options, device) -> bool:
+    """Whether the model returns more outputs than the loss weighs (the main one and one per
+    aux weight): a head of one's own model the loss does not reach gets no gradient, and DDP,
+    unless told (find_unused_parameters, an extra graph walk per step), waits for it."""
+    training = model.training
+    with torch.no_grad():
+        outputs = model.eval()(torch.from_numpy(x).to(device))
+    model.train(training)
+    count = len(outputs) if isinstance(outputs, (list, tuple, dict)) else 1
+    return count > 1 + len(trainer_options.get("aux_weights") or ())
 
 
 def train_epochs(model, epoch_batches, lrs, trainer_options, device, rank, replicas):

@@ -6,6 +6,7 @@ use, with builders found by name (`<framework>_impl.<module>.<builder>`); a mode
 brings its builders (docs/own-model.md). Nothing here imports a framework."""
 import contextlib
 import importlib
+import os
 import pkgutil
 import re
 from collections.abc import Callable
@@ -102,6 +103,9 @@ _LOADED = False
 _ORIGIN = ["python"]  # the origin of what registers now (a --models-from module, an entry point)
 LOAD_PROBLEMS: list[str] = []  # entry points that failed to load: `parity list` reports them
 ENTRY_POINTS = "cnn_parity.models"
+# The --models-from modules of this process, comma-separated, for the processes it starts (the
+# data-parallel check's TF child, torch's DDP ranks): they import them on first use too.
+MODELS_FROM = "PARITY_MODELS_FROM"
 SPEC_FIELDS = {f for f in ModelSpec.__dataclass_fields__} - {"name", "builders", "origin"}
 
 
@@ -120,7 +124,7 @@ def register_model(name: str, *, torch: Builder | None = None, keras: Builder | 
                    **spec: Any) -> ModelSpec:
     """Register a model that lives anywhere: `torch`, `keras`, `tf` are builders (callables
     returning the framework's model, or "package.module:name"), any two of them; the reference
-    is torch's, else the first given (`parity check` only: the other commands need torch); `spec` takes what ModelSpec knows (outputs, classifier, fixed_size,
+    is torch's, else the first given (selftest alone needs torch's); `spec` takes what ModelSpec knows (outputs, classifier, fixed_size,
     flatten_linear, head, aux_weights, test_sizes, ...). The catalogue registers through here
     too, with `module=` naming the file its three packages share instead of builders."""
     _load_catalogue()
@@ -176,6 +180,12 @@ def _load_catalogue() -> None:
                     loaded()
             except Exception as exc:  # a broken plug-in must not take the catalogue down
                 LOAD_PROBLEMS.append(f"entry point {entry.name!r} ({entry.value}): {type(exc).__name__}: {exc}")
+    for module in _handed_down():  # a child process of a command given --models-from
+        with registering_from(f"module {module}"):
+            try:
+                importlib.import_module(module)
+            except Exception as exc:  # noqa: BLE001 - reported by `parity list`, as an entry point's
+                LOAD_PROBLEMS.append(f"{MODELS_FROM} module {module!r}: {type(exc).__name__}: {exc}")
 
 
 @contextlib.contextmanager
@@ -196,6 +206,12 @@ def import_models(module: str) -> None:
             importlib.import_module(module)
         except ImportError as exc:
             raise ValueError(f"--models-from {module}: cannot import it ({exc})") from None
+    if module not in _handed_down():
+        os.environ[MODELS_FROM] = ",".join([*_handed_down(), module])
+
+
+def _handed_down() -> list[str]:
+    return [m for m in os.environ.get(MODELS_FROM, "").split(",") if m]
 
 
 def get(name: str) -> ModelSpec:

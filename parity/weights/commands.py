@@ -65,8 +65,8 @@ def cmd_list(args, console):
 
 def count_parameters(name: str) -> int | None:
     """Parameters of the torch_impl model, built on the meta device (no memory, no init time);
-    None where torch is not installed."""
-    if missing("torch"):
+    None where torch is not installed or the model has no torch builder (one of one's own)."""
+    if missing("torch") or "torch" not in registry.get(name).frameworks:
         return None
     torch = import_safely("torch")
 
