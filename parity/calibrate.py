@@ -41,18 +41,55 @@ def calibrated_torch_model(name: str, *, seed: int = 0, input_size=None, batch: 
 def seeded_reference(name: str, *, seed: int = 0, input_size=None, batch: int = 4, **kwargs):
     """(framework, model): the reference a check starts from. torch_impl's seeded, calibrated
     model; for a model of one's own without a torch builder, the first framework it is written
-    in, at its builder's own initialisation under keras.utils.set_random_seed(seed) (no
-    calibration: a Keras or TF model's BatchNorms cannot be run in torch's train mode here)."""
+    in (Keras), at its builder's own initialisation under keras.utils.set_random_seed(seed),
+    its BatchNorms calibrated as torch's are (calibrate_keras_norms)."""
     from .adapters import adapter
     from .catalogue import registry
 
-    framework = registry.get(name).frameworks[0]
+    spec = registry.get(name)
+    framework = spec.frameworks[0]
     if framework == "torch":
         return framework, calibrated_torch_model(name, seed=seed, input_size=input_size, batch=batch, **kwargs)
     import keras
     keras.utils.set_random_seed(seed)  # Python, numpy and TensorFlow's seeds
-    return framework, adapter(framework).build(name, input_size=input_size or registry.get(name).input_size,
-                                               **kwargs)
+    model = adapter(framework).build(name, input_size=input_size or spec.input_size, **kwargs)
+    if framework == "keras":
+        calibrate_keras_norms(model, input_size or spec.input_size, seed=seed, batch=2 * batch,
+                              residual_norms=spec.residual_norms)
+    return framework, model
+
+
+def calibrate_keras_norms(model, input_size, *, seed=0, batch=8, residual_norms=None) -> None:
+    """What calibrated_torch_model gives torch's BatchNorms, for a Keras model's: seeded affine
+    parameters, and running statistics measured on seeded random inputs in one train-mode pass
+    with momentum 0 (each BatchNorm keeps its batch's statistics) and dropout off. Without it
+    a fresh model's BatchNorms are identities (mean 0, variance 1, scale 1, shift 0), and a
+    port that swaps the mean and the shift computes the same function."""
+    import keras
+    layers = list(model._flatten_layers(include_self=False))
+    norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return
+    rng = np.random.default_rng(seed)
+    closes_branch = re.compile(residual_norms).search if residual_norms else lambda _: False
+    for norm in norms:
+        if norm.gamma is not None:
+            norm.gamma.assign(rng.uniform(*((0.0, 0.3) if closes_branch(norm.name) else (0.5, 1.5)),
+                                          norm.gamma.shape).astype(norm.gamma.dtype))
+        if norm.beta is not None:
+            norm.beta.assign(rng.normal(0.0, 0.2, norm.beta.shape).astype(norm.beta.dtype))
+    dropouts = [layer for layer in layers if isinstance(layer, keras.layers.Dropout)]
+    saved = [(norm, norm.momentum) for norm in norms] + [(drop, drop.rate) for drop in dropouts]
+    try:
+        for norm in norms:
+            norm.momentum = 0.0
+        for drop in dropouts:
+            drop.rate = 0.0
+        c, h, w = input_size
+        model(rng.standard_normal((batch, h, w, c), dtype=np.float32), training=True)
+    finally:
+        for layer, value in saved:
+            setattr(layer, "momentum" if layer in norms else "rate", value)
 
 
 def seeded_input(shape, seed: int = 0) -> np.ndarray:

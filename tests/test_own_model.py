@@ -289,6 +289,25 @@ def test_selftest_on_a_registered_model_says_which_mutation_cannot_reach_it(tmp_
     assert rows["off-by-one padding"]["caught"] and rows["off-by-one padding"]["named_layer"] == "stem.3"
 
 
+def test_selftest_without_a_torch_builder_mutates_tf_against_keras(tmp_path):
+    """Keras is the reference, so TF is the port mutated. Its BatchNorms are calibrated as
+    torch's would be: a +1% running mean reaches the output (at Keras' fresh mean 0 it could
+    not). The ReLU and pool mutations need torch's modules: said so, not counted."""
+    parity.register_model("keras_tf_selftest", keras="twohead_keras:twohead", tf="twohead_tf:twohead",
+                          input_size=(3, 32, 32), outputs=("classes", "attributes"))
+    assert main(["selftest", "keras_tf_selftest", "--json", str(tmp_path / "s.json")]) == 0
+    rows = {r["mutation"]: r for r in json.loads((tmp_path / "s.json").read_text())["rows"]}
+    assert {r["framework"] for r in rows.values()} == {"tf"}
+    caught = {m for m, r in rows.items() if r["caught"] and r["named_layer"] == r["expected_layer"]}
+    assert caught == {"flipped kernel", "transposed kernel", "swapped output channels", "wrong BN epsilon",
+                      "BN running mean +1%", "off-by-one padding"}
+    assert "no torch builder" in rows["missing ReLU"]["note"] and rows["missing ReLU"]["caught"] is None
+    from parity.calibrate import seeded_reference
+    reference = seeded_reference("keras_tf_selftest", input_size=(3, 32, 32))[1]
+    norm = reference.get_layer("stem.1")
+    assert 0.5 <= float(norm.gamma.numpy().min()) and float(abs(norm.moving_mean.numpy()).max()) > 0.01
+
+
 def test_train_and_bench_on_a_registered_model(tmp_path):
     assert main(["train", "twohead", "--epochs", "1", "--limit", "256", "--frameworks", "torch,tf",
                  "--out", str(tmp_path / "run")]) == 0

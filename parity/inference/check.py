@@ -233,8 +233,8 @@ def _require_float64_outputs(outputs, names):
 
 def reference_model_of(name, weights, seed, input_size, framework="torch"):
     """torch: seeded, BatchNorm-calibrated weights (or `weights`). Another framework (a model of
-    one's own without a torch builder): its builder's own initialisation, seeded, or `weights`
-    (calibrate.seeded_reference)."""
+    one's own without a torch builder): its builder's seeded initialisation, BatchNorms
+    calibrated (calibrate.seeded_reference), or `weights`."""
     from ..io import load_state
     if weights is None:
         return seeded_reference(name, seed=seed, input_size=input_size)[1]

@@ -6,6 +6,10 @@ A weight bug is injected into the canonical state before transfer; a structural 
 Keras or TF model itself. The expected layer is where the bug first shows at weighted-layer
 granularity: the mutated layer, or for a ReLU or a pool the next weighted layer in the
 reference's execution order.
+
+A model of one's own without a torch builder is mutated in its other framework (TF) and
+judged against its first (Keras): the weight mutations and the BN epsilon as above; the
+ReLU and pool mutations need torch's modules to find their target and are left out, said so.
 """
 import contextlib
 import functools
@@ -14,13 +18,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..adapters import adapter
-from ..calibrate import calibrated_torch_model, seeded_input
+from ..calibrate import seeded_input, seeded_reference
 from ..catalogue import registry
 from .layerwise import compare
 
 MUTATIONS = ("flipped kernel", "transposed kernel", "swapped output channels", "wrong BN epsilon",
              "BN running mean +1%", "missing ReLU", "pool padding zero vs -inf", "off-by-one padding",
              "permuted flatten")
+
+
+TORCH_MODULES_NEEDED = "not run: its target is found among torch's modules, and this model has no torch builder"
 
 
 @dataclass
@@ -41,16 +48,30 @@ class Detection:
 
 
 class _Context:
-    """What every mutation needs: the reference, its canonical state and execution order."""
+    """What every mutation needs: the reference, its canonical state and execution order
+    (torch's module calls; for a Keras reference, its weighted layers in graph order alone)."""
 
     def __init__(self, name, framework, size, seed):
         self.name, self.framework, self.spec = name, framework, registry.get(name)
         c, h, w = self.spec.input_size
         size = size or self.spec.test_sizes[0]
-        self.reference = calibrated_torch_model(name, seed=seed, input_size=(c, size, size))
-        self.state = adapter("torch").state_dict(self.reference)
+        self.reference_framework, self.reference = seeded_reference(name, seed=seed, input_size=(c, size, size))
+        if framework == self.reference_framework or framework not in self.spec.frameworks:
+            others = [f for f in self.spec.frameworks[1:]]
+            raise ValueError(f"{name}: selftest mutates a port judged against {self.reference_framework}: "
+                             f"{', '.join(others)}; got {framework}")
+        self.state = adapter(self.reference_framework).state_dict(self.reference)
         self.x = seeded_input((1, c, size, size), seed + 1)
-        self.order, self.events, self.pool_inputs, self.relu_after = _torch_execution_order(self.reference, self.x)
+        if self.reference_framework == "torch":
+            self.order, self.events, self.pool_inputs, self.relu_after = _torch_execution_order(self.reference, self.x)
+        else:
+            layers = adapter(self.reference_framework).layer_outputs(self.reference, self.x)
+            self.order = [layer for layer in layers if self.kind(layer) != "other"]
+            self.events, self.pool_inputs, self.relu_after = list(self.order), {}, {}
+
+    @property
+    def torch_reference(self):
+        return self.reference_framework == "torch"
 
     def kind(self, layer):
         if f"{layer}.running_mean" in self.state:
@@ -166,7 +187,9 @@ def bn_epsilon(ctx):
         return None
     layer = min(norms, key=lambda n: float(np.median(ctx.state[f"{n}.running_var"])))
     # Keras' default 1e-3, or torch's 1e-5 where the model already uses 1e-3 (Inception)
-    wrong = 1e-5 if dict(ctx.reference.named_modules())[layer].eps == 1e-3 else 1e-3
+    given = dict(ctx.reference.named_modules())[layer].eps if ctx.torch_reference else \
+        ctx.reference.get_layer(layer).epsilon
+    wrong = 1e-5 if given == 1e-3 else 1e-3
     model = ctx.candidate()
     target = model.get_layer(layer) if ctx.framework == "keras" else _tf_layer(model, layer)
     setattr(target, "epsilon" if ctx.framework == "keras" else "eps", wrong)
@@ -210,12 +233,16 @@ def _shifted_pad_conv(conv, pads):
 
 
 def _padding_of(ctx, conv_path):
+    if not ctx.torch_reference:  # the TF port's own (it is the one mutated), torch's (ph, pw)
+        return _tf_layer(ctx.candidate(), conv_path).padding[0]
     module = dict(ctx.reference.named_modules())[conv_path]
     return module.padding[0] if isinstance(module.padding, tuple) else 0
 
 
 def missing_relu(ctx):
     """Drop the ReLU that directly follows a BatchNorm in the middle of the network."""
+    if not ctx.torch_reference:
+        return "unmapped", None, TORCH_MODULES_NEEDED
     layer = ctx.middle([n for n in ctx.norms() if n in ctx.relu_after])  # a ReLU takes its very output
     if layer is None:
         return None
@@ -257,6 +284,8 @@ def _tf_relu_skipped_after(model, norm_path):
 
 def pool_padding(ctx):
     """Swap a padded max-pool's padding between zero and -inf (whichever the reference uses)."""
+    if not ctx.torch_reference:
+        return "unmapped", None, TORCH_MODULES_NEEDED
     pools = [p for p, v in ctx.pool_inputs.items() if _pool_pads(ctx, p)]
     if not pools:
         return None
