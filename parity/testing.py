@@ -24,7 +24,8 @@ import pytest
 
 from . import tolerance as policy
 from .adapters import adapter, adapter_for
-from .calibrate import calibrated_torch_model, seeded_input
+from .calibrate import seeded_input, seeded_reference
+from .catalogue import registry
 from .inference.layerwise import compare
 from .train import judge
 from .train.loop import train_steps
@@ -69,17 +70,16 @@ def assert_onnx_matches(model, path=None, inputs=None, *, tolerance=None) -> Non
 
 
 def assert_same_training_step(reference, candidate, batches=None, *, optimizer="sgd", steps=3, **hyper) -> None:
-    """`candidate`, started from the torch `reference`'s weights, trains as it does: the same
+    """`candidate`, started from the `reference`'s weights, trains as it does: the same
     losses, first-step gradients, weights and BatchNorm statistics after `steps` steps on
     `batches` ((NCHW float32, int labels) pairs; default: seeded, for a registered model).
-    As in train-check, the judge is a float64 copy of the reference. The candidate's float32
-    run is held to the float32 policies, or NOISE_FACTOR times torch float32's own distance
-    from the judge (from the reference's weights and nudged copies) where that is larger; and
+    As in train-check, the judge is a float64 copy of the reference (torch's, or a registered
+    Keras or TF model's, rebuilt). The candidate's float32 run is held to the float32
+    policies, or NOISE_FACTOR times the reference float32's own distance from the judge (from
+    its weights and nudged copies) where that is larger; and
     where the candidate is a registered model, its float64 build is held to FLOAT64_POLICY in
     the step-1 categories, where a bug stands orders of magnitude above rounding. The
     candidate is trained in place."""
-    if adapter_for(reference).framework != "torch":
-        raise ValueError("the reference of a training step is the torch model: the judge runs a float64 copy of it")
     initial = adapter_for(reference).state_dict(reference)
     adapter_for(candidate).load_state_dict(candidate, initial)
     batches = batches if batches is not None else _batches_for(reference, steps)
@@ -87,7 +87,8 @@ def assert_same_training_step(reference, candidate, batches=None, *, optimizer="
                 _float64_verdict(reference, candidate, initial, batches, optimizer, hyper)]
     failed = [v for v in verdicts if v is not None and v.failed]
     if failed:
-        title = f"{adapter_for(candidate).framework} does not train as torch does ({optimizer}, {len(batches)} steps)"
+        title = (f"{adapter_for(candidate).framework} does not train as {adapter_for(reference).framework} does "
+                 f"({optimizer}, {len(batches)} steps)")
         raise AssertionError("\n".join([title, *(v.table() for v in failed)]))
 
 
@@ -107,10 +108,10 @@ class _Verdict:
 
 
 def _float32_verdict(reference, candidate, initial, batches, optimizer, hyper):
-    exact = train_steps(copy.deepcopy(reference).double(), batches, optimizer=optimizer, **hyper)
+    exact = train_steps(_copy_of(reference, "float64", batches), batches, optimizer=optimizer, **hyper)
     limits = judge.policies()
     undetermined = judge.sign_undetermined(exact.grads, limits["grad"]) if optimizer in judge.ADAPTIVE else {}
-    noise = _torch_noise(reference, initial, batches, exact, undetermined, optimizer=optimizer, **hyper)
+    noise = _reference_noise(reference, initial, batches, exact, undetermined, optimizer=optimizer, **hyper)
     limits = {c: max(limit, policy.NOISE_FACTOR * noise[c]) for c, limit in limits.items()}  # as train-check does
     ran = train_steps(candidate, batches, optimizer=optimizer, **hyper)
     return _Verdict("float32", *judge.compare(ran, exact, initial, undetermined), limits, judge.likely_cause)
@@ -128,7 +129,7 @@ def _float64_verdict(reference, candidate, initial, batches, optimizer, hyper):
     native.load_state_dict(wide, initial)
     batches = [(np.asarray(x, np.float64), y) for x, y in batches]
     exact, ran = (train_steps(model, batches, optimizer=optimizer, with_first_step=True, **hyper)
-                  for model in (copy.deepcopy(reference).double(), wide))
+                  for model in (_copy_of(reference, "float64", batches), wide))
     adaptive = optimizer in judge.ADAPTIVE
     undetermined = judge.sign_undetermined(exact.grads, judge.FLOAT64_SIGN) if adaptive else {}
     limits = {c: float("inf") if c in judge.LATER  # not judged here (the float32 verdict holds them)
@@ -138,29 +139,46 @@ def _float64_verdict(reference, candidate, initial, batches, optimizer, hyper):
                     judge.likely_cause_float64)
 
 
-def _torch_noise(reference, initial, batches, exact, undetermined, **hyper) -> dict:
-    """torch float32's own distance from the float64 judge, per category: from the reference's
-    weights and from PERTURBED_RUNS nudged copies of them, the worst, as train-check measures it
-    (a ReLU input within rounding of zero flips in one run and not in another)."""
-    model = copy.deepcopy(reference)
+def _reference_noise(reference, initial, batches, exact, undetermined, **hyper) -> dict:
+    """The reference float32's own distance from the float64 judge, per category: from its
+    weights and from PERTURBED_RUNS nudged copies of them, the worst, as train-check measures
+    it (a ReLU input within rounding of zero flips in one run and not in another)."""
+    model = _copy_of(reference, "float32", batches)
     noise = dict.fromkeys(judge.CATEGORIES, 0.0)
     starts = [initial] + [judge.nudged(initial, np.random.default_rng((0, run))) for run in range(judge.PERTURBED_RUNS)]
     for start in starts:
-        adapter("torch").load_state_dict(model, start)
+        adapter_for(model).load_state_dict(model, start)
         _, errors, _ = judge.compare(train_steps(model, batches, **hyper), exact, initial, undetermined)
         noise = {c: max(noise[c], errors[c]) for c in noise}
     return noise
 
 
+def _copy_of(model, dtype, batches):
+    """A copy of the reference holding its weights, in `dtype`: torch's by deepcopy; a Keras
+    or TF model's rebuilt from its registration (an instance cannot be widened in place)."""
+    native = adapter_for(model)
+    if native.framework == "torch":
+        copied = copy.deepcopy(model)
+        return copied.double() if dtype == "float64" else copied
+    spec = _registered_spec(model, "a torch reference (a Keras or TF one is rebuilt from its registration)")
+    made = native.build(spec.name, input_size=batches[0][0].shape[1:], dtype=dtype)
+    native.load_state_dict(made, native.state_dict(model))
+    return made
+
+
 def calibrated_state_of(name: str, input_size=None, seed: int = 0) -> dict:
     """Seeded weights with BatchNorm statistics calibrated on random inputs, as `parity check`
-    uses them, of a registered model (catalogue or one's own), as canonical state."""
-    return adapter("torch").state_dict(calibrated_torch_model(name, seed=seed, input_size=input_size))
+    uses them, of a registered model (catalogue or one's own), as canonical state: torch's,
+    or without a torch builder its first framework's."""
+    framework, model = seeded_reference(name, seed=seed, input_size=input_size)
+    return adapter(framework).state_dict(model)
 
 
-def ports_of(name: str, frameworks=("torch", "keras", "tf"), seed: int = 0) -> dict:
-    """{framework: the registered model `name` built there}, all holding the same calibrated weights."""
+def ports_of(name: str, frameworks=None, seed: int = 0) -> dict:
+    """{framework: the registered model `name` built there (default: in every framework it is
+    written in)}, all holding the same calibrated weights."""
     state = calibrated_state_of(name, seed=seed)
+    frameworks = frameworks or registry.get(name).frameworks
     models = {framework: adapter(framework).build(name) for framework in frameworks}
     for framework, model in models.items():
         adapter(framework).load_state_dict(model, state)
@@ -232,8 +250,9 @@ def parity_inputs():
 
 @pytest.fixture
 def parity_ports():
-    """parity_ports(name, frameworks=("torch", "keras", "tf"), seed=0): the ports of a registered
-    model holding the same seeded, BatchNorm-calibrated weights, by framework."""
+    """parity_ports(name, frameworks=None, seed=0): the ports of a registered model (in every
+    framework it is written in, by default) holding the same seeded, BatchNorm-calibrated
+    weights, by framework."""
     return ports_of
 
 

@@ -56,6 +56,29 @@ def test_a_planted_batchnorm_bug_fails_the_training_step_naming_the_statistic(tm
         del sys.path[:2]
 
 
+def test_a_keras_reference_judges_a_tf_port_without_torch(tmp_path, parity_ports):
+    """Without a torch builder the Keras port is the reference (rebuilt in float64 for the
+    judge): the TF port trains alike, and the TF port with Keras' BN epsilon (1e-3) does not."""
+    source = (EXAMPLE / "twohead_tf.py").read_text()
+    (tmp_path / "plugin_eps_bug.py").write_text(source.replace("BatchNorm2d(32), tf.nn.relu]",
+                                                               "BatchNorm2d(32, eps=1e-3), tf.nn.relu]"))
+    sys.path[:0] = [str(tmp_path), str(EXAMPLE)]
+    try:
+        for name, tf_builder in (("plugin_keras_tf", "twohead_tf:twohead"), ("plugin_eps_bug", "plugin_eps_bug:twohead")):
+            parity.register_model(name, keras="twohead_keras:twohead", tf=tf_builder, input_size=(3, 32, 32),
+                                  outputs=("classes", "attributes"))
+        faithful = parity_ports("plugin_keras_tf")
+        assert set(faithful) == {"keras", "tf"}
+        assert_same_training_step(faithful["keras"], faithful["tf"], steps=2)
+        planted = parity_ports("plugin_eps_bug")
+        with pytest.raises(AssertionError, match=r"(?s)tf does not train as keras does.*float64: .*loss .*<- over"):
+            assert_same_training_step(planted["keras"], planted["tf"], steps=2)
+    finally:
+        for name in ("plugin_keras_tf", "plugin_eps_bug"):
+            parity.registry.unregister(name)
+        del sys.path[:2]
+
+
 def test_the_tolerance_option_reaches_the_assertions(tmp_path):
     """A user's suite run with --parity-tolerance 1e-9: the fixture says so, and LeNet's Keras port
     (1e-7 from torch in fp32) fails assert_same_function."""
