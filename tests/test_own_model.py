@@ -368,6 +368,22 @@ def test_without_a_torch_builder_the_first_framework_given_is_the_reference():
         parity.build("no_torch", "torch")
     assert main(["diagnose", "no_torch"]) == 0  # keras -> tf, layer by layer
     assert main(["list"]) == 0  # its parameters are counted on torch_impl: "-"
+    assert main(["summary", "no_torch"]) == 0  # the canonical weights of its first framework
+
+
+def test_export_and_bench_without_a_torch_builder(tmp_path):
+    """export writes the reference's (Keras') graph by default; bench times what the model is
+    written in, compares outputs with Keras and says what it left out."""
+    from parity.bench.measure import bench
+    parity.register_model("keras_tf_bench", keras="twohead_keras:twohead", tf="twohead_tf:twohead",
+                          input_size=(3, 32, 32), outputs=("classes", "attributes"))
+    assert main(["export", "keras_tf_bench", "--out", str(tmp_path / "k.onnx")]) == 0
+    assert (tmp_path / "k.onnx").stat().st_size > 0
+    result = bench("keras_tf_bench", frameworks=None, repeats=2, warmup=1)
+    measured = {t.runtime: t for t in result.runtimes if t.status == "ok"}
+    assert result.reference == result.baseline == "keras" and {"keras", "tf", "onnx:tf"} <= set(measured)
+    assert not any(r.startswith("torch") for r in measured) and measured["tf"].error_vs_torch < 1e-5
+    assert any("left out: torch" in note for note in result.notes)
 
 
 def test_a_keras_activation_folded_into_a_layer_is_compared_before_it():

@@ -23,7 +23,8 @@ def register_cli(subparsers) -> None:
     s.add_argument("--size", type=int, help="input height and width (default: the model's)")
     s.add_argument("--repeats", type=int, default=10)
     s.add_argument("--warmup", type=int, default=2)
-    s.add_argument("--baseline", default="torch", choices=list(RUNTIMES))
+    s.add_argument("--baseline", choices=list(RUNTIMES),
+                   help="the runtime ratios are against (default: torch, or a model of one's own's first framework)")
     tf32 = s.add_mutually_exclusive_group()
     tf32.add_argument("--tf32", dest="tf32", action="store_const", const=True, default=None,
                       help="allow TF32 in every runtime (default: each framework's own default, recorded)")

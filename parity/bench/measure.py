@@ -13,13 +13,14 @@ from .. import devices, tolerance
 from ..catalogue import registry
 from ..export.workers import first_line
 from .environment import apply_tf32, environment, tf32_state, threads_applied
-from .result import DTYPES, FAILED, OK, RUNTIMES, SKIPPED, UNAVAILABLE, BenchResult, RuntimeSkipped, RuntimeTiming
+from .result import (DTYPES, FAILED, OK, RUNTIMES, SKIPPED, UNAVAILABLE, BenchResult, RuntimeSkipped, RuntimeTiming,
+                     source_of)
 from .runtimes import Context, missing_package, prepare, select_runtimes
 from .timing import fill_figures, interleaved_timings, onnx_spread
 
 
 def bench(name: str, frameworks=None, device: str = "cpu", batch: int = 1, dtype: str = "fp32", size=None,
-          repeats: int = 10, warmup: int = 2, baseline: str = "torch", tf32: bool | None = None,
+          repeats: int = 10, warmup: int = 2, baseline: str | None = None, tf32: bool | None = None,
           compile: bool = True, threads: int | None = None, seed: int = 0, workdir=None,
           on_progress=None) -> BenchResult:
     """Time every chosen runtime of catalogue model `name` on one input, interleaved.
@@ -32,6 +33,8 @@ def bench(name: str, frameworks=None, device: str = "cpu", batch: int = 1, dtype
     minutes to compile on a CPU). threads: intra-op threads for every runtime (default:
     each framework's own); 1 gives steadier ratios on an oversubscribed machine.
     on_progress(message) is called as runtimes get ready.
+    baseline: the runtime the ratios are against (default: the reference's eager runtime,
+    torch, or a model of one's own's first framework); outputs are compared with it too.
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use {', '.join(DTYPES)}")
@@ -39,25 +42,31 @@ def bench(name: str, frameworks=None, device: str = "cpu", batch: int = 1, dtype
         raise ValueError(f"unknown device {device!r}; use cpu or cuda")
     if repeats < 1 or warmup < 0 or batch < 1:
         raise ValueError("repeats and batch must be >= 1, warmup >= 0")
+    spec = registry.get(name)
+    reference = spec.frameworks[0]  # torch; a model of one's own without a torch builder: its first framework
     chosen = select_runtimes(frameworks)
-    left_out = {r: why for r in chosen if (why := missing_package(r))}
-    if "torch" in left_out:
-        raise RuntimeError(f"parity bench needs torch for its reference: {left_out['torch']}")
-    if frameworks is None:  # the default: what is installed
+    unwritten = {r: f"{name} has no {source_of(r)} builder" for r in chosen if source_of(r) not in spec.frameworks}
+    left_out = {r: why for r in chosen if (why := unwritten.get(r) or missing_package(r))}
+    if reference in left_out:
+        raise RuntimeError(f"parity bench needs {reference} for its reference: {left_out[reference]}")
+    if frameworks is None:  # the default: what is installed, of what the model is written in
         chosen = [r for r in chosen if r not in left_out]
     runnable = [r for r in chosen if r not in left_out]
+    baseline = baseline or reference
     if baseline not in RUNTIMES:
         raise ValueError(f"unknown baseline {baseline!r}; choose one of {', '.join(RUNTIMES)}")
-    spec = registry.get(name)
     shape = spec.input_shape(batch, size)
     result = BenchResult(name, list(shape), device, dtype, batch, repeats, warmup, baseline,
-                         {None: "default", True: "on", False: "off"}[tf32])
-    if frameworks is None and left_out:
-        result.notes.append("left out (not installed): " + "; ".join(f"{r} ({why})" for r, why in left_out.items()))
+                         {None: "default", True: "on", False: "off"}[tf32], reference=reference)
+    installed_out = {r: why for r, why in left_out.items() if r not in unwritten}
+    if frameworks is None and installed_out:
+        result.notes.append("left out (not installed): " + "; ".join(f"{r} ({why})" for r, why in installed_out.items()))
+    if frameworks is None and unwritten:
+        result.notes.append(f"left out: {', '.join(unwritten)} ({name} is written in {', '.join(spec.frameworks)})")
     apply_tf32(tf32, runnable)
     with threads_applied(threads, runnable, result.notes), tempfile.TemporaryDirectory(dir=workdir) as tmp:
         context = Context(name, spec, shape, device, dtype, tf32, seed, Path(tmp), compile, threads, runnable)
-        runners, reference = {}, None
+        runners, expected = {}, None
         for runtime in chosen:
             if on_progress:
                 on_progress(f"preparing {runtime}")
@@ -65,9 +74,9 @@ def bench(name: str, frameworks=None, device: str = "cpu", batch: int = 1, dtype
             result.runtimes.append(timing)
             if runner is None:
                 continue
-            reference = output if runtime == "torch" else reference
-            if reference is not None:
-                timing.error_vs_torch = tolerance.measure(output, reference).normalized
+            expected = output if runtime == reference else expected
+            if expected is not None:
+                timing.error_vs_torch = tolerance.measure(output, expected).normalized
             runners[runtime] = runner
         if on_progress:
             on_progress(f"timing {len(runners)} runtimes x {repeats} repeats")

@@ -11,7 +11,7 @@ def table(result: BenchResult):
     shape = "x".join(map(str, result.input_shape))
     t = Table(title=f"{result.model}  input {shape}  {result.device} {result.dtype}  "
                     f"median of {result.repeats} interleaved repeats (warm-up {result.warmup})")
-    for col in ("runtime", "img/s", "median ms", "min-max ms", f"vs {result.baseline}", "error vs torch",
+    for col in ("runtime", "img/s", "median ms", "min-max ms", f"vs {result.baseline}", f"error vs {result.reference}",
                 "setup s", "note"):
         t.add_column(col, justify="left" if col in ("runtime", "note") else "right")
     for r in result.runtimes:

@@ -12,6 +12,12 @@ FAMILIES = {
     "onnx": ("onnx:torch", "onnx:keras", "onnx:tf"),
 }
 DTYPES = ("fp32", "fp16", "bf16")
+
+
+def source_of(runtime: str) -> str:
+    """The framework whose model a runtime runs: torch:compile's is torch, onnx:keras's keras."""
+    kind, _, variant = runtime.partition(":")
+    return variant if kind == "onnx" else kind
 OPTIONAL_RUNTIMES = ("torch:compile",)  # a failure here is a note, not a failed bench
 
 # status of a row: measured, or why not
@@ -50,6 +56,7 @@ class BenchResult:
     onnx_spread: float | None = None  # (max - min) / min of the ONNX exports' median latencies
     notes: list = field(default_factory=list)
     environment: dict = field(default_factory=dict)
+    reference: str = "torch"  # whose eager output error_vs_torch is measured against (a model of one's own: its first)
 
     def timing(self, runtime: str) -> RuntimeTiming:
         return next(t for t in self.runtimes if t.runtime == runtime)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import devices
 from ..adapters import adapter
-from ..calibrate import calibrated_torch_model, seeded_input
+from ..calibrate import seeded_input, seeded_reference
 from ..catalogue import registry
 from ..export.workers import export_fp32, first_line
 from ..inference.lowprecision import convert_onnx_to_fp16, keras_policy
@@ -58,8 +58,9 @@ class Context:
     def __init__(self, name, spec, shape, device, dtype, tf32, seed, tmp, compile, threads, chosen):
         self.name, self.spec, self.shape, self.threads = name, spec, shape, threads
         self.device, self.dtype, self.tf32, self.tmp, self.compile = device, dtype, tf32, tmp, compile
-        self.torch_model = calibrated_torch_model(name, seed=seed, input_size=shape[1:])
-        self.state = adapter("torch").state_dict(self.torch_model)
+        framework, reference = seeded_reference(name, seed=seed, input_size=shape[1:])
+        self.torch_model = reference if framework == "torch" else None
+        self.state = adapter(framework).state_dict(reference)
         self.x = seeded_input(shape, seed + 1)
         self.models: dict = {}
         self.notes: dict[str, str] = {}

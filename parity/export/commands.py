@@ -1,6 +1,6 @@
 """`parity export`: one catalogue model's graph from one framework to an ONNX file."""
 from ..adapters import adapter
-from ..calibrate import calibrated_torch_model
+from ..calibrate import seeded_reference
 from ..catalogue import registry
 from ..console import say
 from ..frameworks import MissingFramework, onnx_source_missing
@@ -16,8 +16,8 @@ def register(subparsers) -> None:
                                    "with --weights, else seeded random weights with BatchNorm statistics "
                                    "calibrated on random inputs (the ones `parity check` uses): not trained.")
     s.add_argument("model", help="a catalogue name (parity list)")
-    s.add_argument("--framework", default="torch", choices=["torch", "keras", "tf"],
-                   help="whose graph is exported (default: torch)")
+    s.add_argument("--framework", choices=["torch", "keras", "tf"],
+                   help="whose graph is exported (default: torch, or a model of one's own's first framework)")
     s.add_argument("--out", required=True, metavar="FILE.onnx", help="the file written (whole, or not at all)")
     s.add_argument("--size", type=int, help="input height and width (default: the model's)")
     s.add_argument("--weights", metavar="FILE", help="the weights to export: .safetensors (canonical), .pt/.pth, "
@@ -27,17 +27,19 @@ def register(subparsers) -> None:
 
 
 def cmd_export(args, console):
+    spec = registry.get(args.model)
+    args.framework = args.framework or spec.frameworks[0]
     problem = onnx_source_missing(args.framework)
     if problem:
         raise MissingFramework(f"cannot export from {args.framework} here: {problem}")
-    spec = registry.get(args.model)
     c, h, w = spec.input_size
     h = w = args.size or h
     refuse_unfit_size(args.model, (c, h, w))
     if args.weights:
         state, source = read_state(args.model, args.weights), f"weights from {args.weights}"
     else:
-        state = adapter("torch").state_dict(calibrated_torch_model(args.model, seed=args.seed, input_size=(c, h, w)))
+        reference, made = seeded_reference(args.model, seed=args.seed, input_size=(c, h, w))
+        state = adapter(reference).state_dict(made)
         source = f"seeded random weights (seed {args.seed}, BatchNorm-calibrated, not trained; --weights FILE for yours)"
     model = adapter(args.framework).build(args.model, input_size=(c, h, w))
     adapter(args.framework).load_state_dict(model, state)

@@ -96,7 +96,8 @@ def cmd_convert(args, console):
 def cmd_summary(args, console):
     from rich.table import Table
 
-    framework = args.framework or next((f for f in ("torch", "keras", "tf") if not missing(f)), "torch")
+    written_in = registry.get(args.model).frameworks
+    framework = args.framework or next((f for f in written_in if not missing(f)), written_in[0])
     state = adapter(framework).state_dict(adapter(framework).build(args.model))
     table = Table(title=f"{args.model} ({framework}): canonical weights")
     for col in ("key", "shape", "values"):
