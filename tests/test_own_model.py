@@ -371,6 +371,17 @@ def test_without_a_torch_builder_the_first_framework_given_is_the_reference():
     assert main(["summary", "no_torch"]) == 0  # the canonical weights of its first framework
 
 
+def test_train_without_a_torch_builder_runs_its_frameworks_and_a_keras_control(tmp_path):
+    """By default the frameworks the model is written in; --control's A/A run is the reference's."""
+    parity.register_model("keras_tf_train", keras="twohead_keras:twohead", tf="twohead_tf:twohead",
+                          input_size=(3, 32, 32), outputs=("classes", "attributes"))
+    assert main(["train", "keras_tf_train", "--epochs", "1", "--limit", "128", "--control", "--out",
+                 str(tmp_path / "run"), "--json", str(tmp_path / "t.json")]) == 0
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert result["frameworks"] == ["keras", "tf"] and set(result["agreement"]) == {"tf", "keras-aa"}
+    assert all(row["reference"] == "keras" for row in result["agreement"].values())
+
+
 def test_export_and_bench_without_a_torch_builder(tmp_path):
     """export writes the reference's (Keras') graph by default; bench times what the model is
     written in, compares outputs with Keras and says what it left out."""

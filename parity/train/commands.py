@@ -22,7 +22,7 @@ from .parallel.check import RULES, distributed_check
 from .parallel.engines import FRAMEWORKS
 from .parallel.runs import summary, train_data_parallel
 from .predict import predict, read_weights, select_frameworks
-from .runs import CONTROL, CONTROL_NOISE, RunConfig, agreement, run, set_threads, side_by_side_table
+from .runs import CONTROL_NOISE, RunConfig, agreement, run, set_threads, side_by_side_table
 
 
 def add_replicas(parser, single, data_parallel, help) -> None:
@@ -150,7 +150,7 @@ NORMALIZE_HELP = {"unit": "x", "half": "(x-0.5)/0.5", "imagenet": "ImageNet mean
 
 
 def add_training_arguments(s, *, lr=0.003, normalize="half", out_help="runs/MODEL") -> None:
-    s.add_argument("--frameworks", default="torch,keras,tf", help="comma list (default: those installed of the three)")
+    s.add_argument("--frameworks", help="comma list (default: those installed of the model's, torch, keras, tf)")
     s.add_argument("--data", default="digits", metavar="SOURCE", help="digits | mnist:DIR | fashion-mnist:DIR | DIR")
     s.add_argument("--epochs", type=int, default=3)
     s.add_argument("--batch", type=int, default=32)
@@ -173,7 +173,8 @@ def add_training_arguments(s, *, lr=0.003, normalize="half", out_help="runs/MODE
     s.add_argument("--out", metavar="DIR", help=f"output directory (default: {out_help})")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
     s.add_argument("--control", action="store_true",
-                   help=f"also train {CONTROL}: torch from weights perturbed by {CONTROL_NOISE:g} (relative), the "
+                   help=f"also train torch-aa: torch (or the first framework) from weights perturbed by "
+                        f"{CONTROL_NOISE:g} (relative), the "
                         f"drift any two exact implementations show (chaotic runs: ResNets at a high lr)")
     s.add_argument("--same-dropout", action="store_true",
                    help="draw the same dropout masks in every framework (slower; by default each framework "
@@ -186,9 +187,7 @@ def config_from_args(args, **extra) -> RunConfig:
         raise ValueError(f"{args.model} is not a classifier (its outputs are maps); parity train and finetune "
                          f"train classifiers on labelled images; use parity train-check for it")
     set_threads(args.threads)
-    frameworks, _ = select_frameworks(args.frameworks)
-    if args.control and "torch" not in frameworks:
-        raise ValueError("--control needs torch among the frameworks")
+    frameworks, _ = select_frameworks(args.frameworks, args.model)
     if args.epochs < 1 or args.batch < 1:
         raise ValueError("--epochs and --batch must be at least 1")
     hyper = {"optimizer": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay,
@@ -204,7 +203,7 @@ def config_from_args(args, **extra) -> RunConfig:
 
 
 def cmd_train(args, console) -> int:
-    _, notes = select_frameworks(args.frameworks)
+    _, notes = select_frameworks(args.frameworks, args.model)
     for note in notes:
         say(console, note, "yellow")
     config = config_from_args(args)
@@ -280,7 +279,7 @@ def cmd_finetune(args, console) -> int:
     spec = get(args.model)
     if args.freeze_backbone and not spec.head:
         raise ValueError(f"{args.model}: the catalogue declares no head, so there is no backbone to freeze")
-    _, notes = select_frameworks(args.frameworks)
+    _, notes = select_frameworks(args.frameworks, args.model)
     for note in notes:
         say(console, note, "yellow")
     if args.out is None:
@@ -305,7 +304,7 @@ def register_predict(subparsers) -> None:
     s.add_argument("images", nargs="+", metavar="IMAGE")
     s.add_argument("--weights", required=True, metavar="FILE")
     s.add_argument("--classes", metavar="class_indices.json", help="class names (as parity train writes them)")
-    s.add_argument("--frameworks", default="torch,keras,tf", help="comma list (default: those installed of the three)")
+    s.add_argument("--frameworks", help="comma list (default: those installed of the model's, torch, keras, tf)")
     s.add_argument("--top", type=int, default=5, metavar="K")
     s.add_argument("--size", type=int, help="input height and width")
     s.add_argument("--normalize", choices=["unit", "half", "imagenet"])
@@ -320,7 +319,7 @@ def cmd_predict(args, console) -> int:
     get(args.model)
     if args.top < 1:
         raise ValueError(f"--top must be at least 1; got {args.top}")
-    frameworks, notes = select_frameworks(args.frameworks)
+    frameworks, notes = select_frameworks(args.frameworks, args.model)
     for note in notes:
         say(console, note, "yellow")
     classes = read_class_indices(args.classes) if args.classes else None

@@ -21,9 +21,10 @@ from .data import Preprocess, describe_preprocessing, preprocess, read_image
 FRAMEWORKS = ("torch", "keras", "tf")
 
 
-def select_frameworks(text: str | None):
-    """(the named frameworks that can run here, notes on those left out and why)."""
-    wanted = [f for f in (text or ",".join(FRAMEWORKS)).split(",") if f]
+def select_frameworks(text: str | None, model: str | None = None):
+    """(the named frameworks that can run here, notes on those left out and why); none named:
+    those `model` is written in (every framework for the catalogue)."""
+    wanted = [f for f in (text or ",".join(get(model).frameworks if model else FRAMEWORKS)).split(",") if f]
     unknown = [f for f in wanted if f not in FRAMEWORKS]
     if unknown:
         raise ValueError(f"{unknown_choice('framework', unknown[0], FRAMEWORKS)}; choose from {', '.join(FRAMEWORKS)}")

@@ -34,9 +34,10 @@ from .predict import softmax
 
 NATIVE_FILES = {"torch": "best.pt", "keras": "best.weights.h5", "tf": "best.tfckpt"}
 OPTIMIZER_FILE = "optimizer.safetensors"  # beside last.safetensors: what --resume restores
-# --control: a second torch model whose start differs by float32 rounding (relative 1e-7);
-# how far it drifts from torch is how far any two exact implementations can drift.
-CONTROL, CONTROL_NOISE = "torch-aa", 1e-7
+# --control: a second model of the reference framework (torch, else the first one trained),
+# "<framework>-aa", whose start differs by float32 rounding (relative 1e-7); how far it drifts
+# from the reference is how far any two exact implementations can drift.
+CONTROL_SUFFIX, CONTROL_NOISE = "-aa", 1e-7
 
 
 @dataclass
@@ -56,7 +57,7 @@ class RunConfig:
     hyper: dict = field(default_factory=dict)  # parity.adapters.step.Hyper fields
     num_classes: int | None = None  # None: the data's class count
     weights: str | None = None  # finetune: the pretrained file
-    control: bool = False  # also train CONTROL
+    control: bool = False  # also train the reference's A/A control (CONTROL_SUFFIX)
     same_dropout: bool = False  # identical dropout masks in every framework (parity.adapters.step.DropoutMasks)
 
 
@@ -116,7 +117,7 @@ def run(config: RunConfig, console, *, resume=False, initial_state=None, freeze=
     else:
         state = initial_state(input_size, num_classes) if initial_state is not None else seeded_state(
             config.model, config.frameworks, input_size, num_classes, config.seed)
-        states = {f: perturbed(state, config.seed) if f == CONTROL else state for f in names}
+        states = {f: perturbed(state, config.seed) if f.endswith(CONTROL_SUFFIX) else state for f in names}
     models = {f: build_model(config.model, framework_of(f), input_size, num_classes, states[f]) for f in names}
     trainers = make_trainers(models, config, freeze)
     if saved:
@@ -137,11 +138,11 @@ def run(config: RunConfig, console, *, resume=False, initial_state=None, freeze=
 
 
 def contenders(config) -> list:
-    return [*config.frameworks, *([CONTROL] if config.control else [])]
+    return [*config.frameworks, *([_reference(config.frameworks) + CONTROL_SUFFIX] if config.control else [])]
 
 
 def framework_of(name: str) -> str:
-    return "torch" if name == CONTROL else name
+    return name.removesuffix(CONTROL_SUFFIX)
 
 
 def perturbed(state: dict, seed: int) -> dict:
@@ -328,9 +329,9 @@ def plot_curves(curves, path, title) -> None:
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     # One color and dash per framework: identical curves lie on each other and stay visible.
     styles = {"torch": ("C0", "-", "o"), "keras": ("C1", "--", "s"), "tf": ("C2", ":", "^"),
-              CONTROL: ("0.55", "-.", "d")}
+              "control": ("0.55", "-.", "d")}
     for f, c in curves.items():
-        color, line, marker = styles.get(f, ("C3", "-.", "d"))
+        color, line, marker = styles.get("control" if f.endswith(CONTROL_SUFFIX) else f, ("C3", "-.", "d"))
         loss_ax.plot(np.arange(1, len(c.step_loss) + 1), c.step_loss, line, color=color, label=f)
         epochs = [e["epoch"] for e in c.epochs]
         acc_ax.plot(epochs, [e["train_acc"] for e in c.epochs], line, color=color, marker=marker,
