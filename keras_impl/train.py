@@ -67,10 +67,14 @@ class Trainer:
     def train_step(self, x, labels):
         """The step on the tensorflow and torch backends (JAX's is stateless: jax_step)."""
         (loss, logits), grads = value_and_grad(self._forward, self.variables, x, labels)
+        # torch.optim skips a parameter without a gradient (a head the loss does not reach): no
+        # decay, no momentum; so does the optimizer here, given only the variables that have one
+        present = [(g, v) for g, v in zip(grads, self.variables) if g is not None]
         with outside_autodiff():
+            updates = [g for g, _ in present]
             if self.clip_grad_norm is not None:
-                grads = clip_by_global_norm(grads, self.clip_grad_norm)
-            self.optimizer.apply(grads, self.variables)
+                updates = clip_by_global_norm(updates, self.clip_grad_norm)
+            self.optimizer.apply(updates, [v for _, v in present])
         return loss, logits, grads
 
     def _forward(self, x, labels):
@@ -114,9 +118,8 @@ def value_and_grad(forward, variables, *args):
         import torch
         loss, logits = forward(*args)
         values = [v.value for v in variables]
-        grads = torch.autograd.grad(loss, values, allow_unused=True)
-        grads = [torch.zeros_like(v) if g is None else g for g, v in zip(grads, values)]
-        return (loss.detach(), logits.detach()), grads
+        grads = torch.autograd.grad(loss, values, allow_unused=True)  # None: the loss does not reach it
+        return (loss.detach(), logits.detach()), list(grads)
     import tensorflow as tf
     with tf.GradientTape() as tape:
         result = forward(*args)

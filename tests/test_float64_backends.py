@@ -56,3 +56,40 @@ def test_float64_check_and_train_check_on_another_keras_backend(backend, models)
         assert passed and crashed is None and error < 1e-11, (backend, name, row["check"])
         passed, errors, crashed, engine = row["train"]
         assert engine == backend and passed and crashed is None, (backend, name, errors, crashed)
+
+
+_UNUSED_HEAD_CHILD = """
+import json, sys
+sys.path[:0] = sys.argv[1:3]
+import parity
+from parity.train.check import train_check
+parity.register_model("twohead_f64", torch="twohead_torch:twohead", keras="twohead_f64_keras:twohead",
+                      input_size=(3, 32, 32), outputs=("classes", "attributes"))
+[row] = train_check("twohead_f64", steps=2, frameworks=("keras",), dtype="float64").results
+print(json.dumps([row.passed, row.errors, row.worst, row.error]))
+"""
+
+
+def test_a_head_the_loss_does_not_reach_is_left_alone_on_the_torch_backend(tmp_path):
+    """The example's second head gets no gradient. torch.optim skips it (no weight decay, no
+    momentum); Keras on the torch backend did too only on TensorFlow, where the tape says None:
+    on torch the gradient was filled with zeros, and SGD's weight decay moved the head (update
+    1.0e-4 off at attributes.weight against 1e-8). The port is the example's, with keras_impl's
+    float64-safe Linear and GlobalAvgPool2D in place of Dense and GlobalAveragePooling2D."""
+    example = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "own_model")
+    with open(os.path.join(example, "twohead_keras.py")) as f:
+        source = f.read()
+    for old, new in [("import TorchBatchNormalization", "import GlobalAvgPool2D, Linear, TorchBatchNormalization"),
+                     ("layers.GlobalAveragePooling2D(keepdims=True)(x)", "GlobalAvgPool2D(keepdims=True)(x)"),
+                     ('layers.GlobalAveragePooling2D()(squeeze_excite(x, 32, name="se"))',
+                      'layers.Flatten()(GlobalAvgPool2D(keepdims=True)(squeeze_excite(x, 32, name="se")))'),
+                     ("layers.Dense(", "Linear(")]:
+        assert old in source
+        source = source.replace(old, new)
+    (tmp_path / "twohead_f64_keras.py").write_text(source)
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    done = subprocess.run([sys.executable, "-c", _UNUSED_HEAD_CHILD, str(tmp_path), example], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    passed, errors, worst, crashed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert crashed is None and passed, (errors, worst)
