@@ -325,6 +325,19 @@ def mean(x, axis=None, keepdims=False):
     return ops.sum(x, axis=axis, keepdims=keepdims) / count
 
 
+def float64_rounding_layers(model) -> list[tuple[str, str]]:
+    """(layer name, the keras_impl layer that keeps float64) for each of Keras' own Dense,
+    GlobalAveragePooling2D and BatchNormalization in `model` that rounds a float64 model to
+    float32 on this backend (_float64_outside_tensorflow; none on tensorflow)."""
+    if keras.backend.backend() == "tensorflow":
+        return []
+    safe = (Linear, GlobalAvgPool2D, TorchBatchNormalization)
+    kinds = ((layers.Dense, "Linear"), (layers.GlobalAveragePooling2D, "GlobalAvgPool2D"),
+             (layers.BatchNormalization, "TorchBatchNormalization"))
+    return [(layer.name, replacement) for layer in model._flatten_layers(include_self=False)
+            if not isinstance(layer, safe) for kind, replacement in kinds if isinstance(layer, kind)]
+
+
 def adaptive_bins(size, bins):
     """torch's AdaptiveAvgPool bins: [floor(i*size/bins), ceil((i+1)*size/bins)) for each i."""
     return [((i * size) // bins, -(-((i + 1) * size) // bins)) for i in range(bins)]

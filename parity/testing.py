@@ -135,8 +135,11 @@ def _float64_verdict(reference, candidate, initial, batches, optimizer, hyper):
     limits = {c: float("inf") if c in judge.LATER  # not judged here (the float32 verdict holds them)
               else judge.FLOAT64_ADAPTIVE.get(c, judge.FLOAT64_POLICY) if adaptive else judge.FLOAT64_POLICY
               for c in judge.FLOAT64_CATEGORIES}
-    return _Verdict("float64", *judge.compare_float64(ran, exact, initial, undetermined), limits,
-                    judge.likely_cause_float64)
+    verdict = _Verdict("float64", *judge.compare_float64(ran, exact, initial, undetermined), limits,
+                       judge.likely_cause_float64)
+    if verdict.failed and (rounding := native.float64_rounding(wide)):
+        verdict.cause = f"{rounding}. Otherwise: {verdict.cause}"
+    return verdict
 
 
 def _reference_noise(reference, initial, batches, exact, undetermined, **hyper) -> dict:

@@ -156,6 +156,11 @@ class Adapter:
         spec = spec or self.spec(model)
         return (lambda path: spec.canonical_path(self.framework, path)) if spec and spec.rename else (lambda path: path)
 
+    def float64_rounding(self, model) -> str | None:
+        """Why a float64 model of this framework may compute in float32 where its port does not
+        (a known trap of the framework, named by layer), or None."""
+        return None
+
     def distributed_engine(self):
         """<framework>_impl/distributed.py: the framework's data-parallel engine (the functions
         docs/distributed.md sets side by side)."""

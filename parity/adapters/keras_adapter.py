@@ -103,6 +103,19 @@ class KerasAdapter(Adapter):
         return [(layer.name, standardize_dtype(layer.input.dtype), standardize_dtype(layer.output.dtype))
                 for layer in inference.layers if layer.weights]
 
+    def float64_rounding(self, model):
+        import keras
+
+        from keras_impl.layers import float64_rounding_layers
+        found = float64_rounding_layers(model)
+        if not found:
+            return None
+        names = ", ".join(f"{name} ({replacement})" for name, replacement in found[:6]) + \
+            (f", ... (+{len(found) - 6})" if len(found) > 6 else "")
+        return (f"on Keras' {keras.backend.backend()} backend, Keras' own Dense, GlobalAveragePooling2D and "
+                f"BatchNormalization compute a float64 model in float32 (Keras 3.15's type promotion): {names}; "
+                f"keras_impl.layers' float64-safe layer in brackets keeps float64, or judge on the tensorflow backend")
+
     def export_onnx(self, model, path, input_shape, output_names=("logits",)):
         import keras
         if keras.backend.backend() != "tensorflow":

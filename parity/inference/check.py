@@ -194,6 +194,8 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
                     _record(report, target, spec, outputs, reference, tol, time.perf_counter() - started)
                     if model is not None and not all(r.passed for r in report.results if r.target == target):
                         _explain(report, target, reference_model, model, x, tol)
+                        if exact and (rounding := adapter(target).float64_rounding(model)):
+                            report.notes.append(f"{target}: {rounding}")
                 except OutputMismatch:  # the builders disagree on what the model returns: an error
                     raise
                 except Exception as exc:  # a target that breaks is a failed target, not a crash

@@ -219,6 +219,8 @@ class Float64Check:
             run.tolerances = self.tolerances
             return run
         row = _judge(framework, run, p, self.tolerances, self.undetermined, dtype="float64")
+        if not row.passed and (rounding := _float64_rounding(framework, p)):
+            row.likely_cause = f"{rounding}. Otherwise: {row.likely_cause}"
         if not row.passed and set(row.first_over) <= set(LATER):
             row = _judge(framework, run, p, self.later_tolerances(), self.undetermined, dtype="float64")
             if not row.passed and self.unjudgeable():
@@ -311,6 +313,13 @@ def _judge(framework, run, p: Prepared, tolerances, undetermined, device="cpu", 
                   for c in errors if errors[c] > tolerances[c]}
     return FrameworkResult(framework, errors, tolerances, worst, passed, first, cause, engine=_engine(framework),
                            first_over=first_over)
+
+
+def _float64_rounding(framework, p: Prepared):
+    """A framework's known float64 trap in this model (adapter.float64_rounding), if any."""
+    native = adapter(framework)
+    return native.float64_rounding(native.build(p.model, input_size=(p.spec.input_size[0], p.size, p.size),
+                                                dtype="float64", **p.kwargs))
 
 
 def _engine(framework):
