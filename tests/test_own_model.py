@@ -229,11 +229,14 @@ def test_train_check_without_a_torch_builder_judges_against_the_first_framework(
                               input_size=(3, 32, 32), test_sizes=(32, 33), outputs=("classes", "attributes"))
         rows = [train_check("epsilon_bug", steps=2, frameworks=("tf",), dtype=d).results[0]
                 for d in ("float64", "float32")]
+        planted = parity.check("epsilon_bug", frameworks=("tf",), onnx=False, dtype="float64")
     finally:
         sys.path.remove(str(tmp_path))
     for row in rows:
         assert not row.passed and row.first_divergence == "loss, step 1" and "BN epsilon" in row.likely_cause
-        assert row.errors["grad"] > 100 * row.tolerances["grad"]  # 1.0e-2: against 1e-8, and 5e-5 in float32
+        assert row.errors["grad"] > 100 * row.tolerances["grad"]  # 5.2e-2: against 1e-8, and 4.8e-5 in float32
+    assert not planted.passed  # the forward alone, in float64 against Keras: 2.0e-3, first divergent at stem.4
+    assert {(r.first_divergent_layer, r.normalized_error > 1e-4) for r in planted.results} == {("stem.4", True)}
 
 
 def test_the_data_parallel_check_reaches_a_model_registered_with_models_from(tmp_path):
@@ -364,6 +367,8 @@ def test_without_a_torch_builder_the_first_framework_given_is_the_reference():
     assert report.passed and {r.target for r in report.results} == {"tf", "onnx:keras", "onnx:tf"}
     assert max(r.normalized_error for r in report.results) < 1e-6
     assert any("reference: keras" in note for note in report.notes)
+    exact = parity.check("no_torch", frameworks=("tf",), onnx=False, dtype="float64")
+    assert exact.passed and max(r.normalized_error for r in exact.results) < 1e-11  # Keras rebuilt in float64
     with pytest.raises(ValueError, match="no_torch: no torch builder was registered"):
         parity.build("no_torch", "torch")
     assert main(["diagnose", "no_torch"]) == 0  # keras -> tf, layer by layer

@@ -133,9 +133,8 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
     ref = spec.frameworks[0]  # torch; for a model of one's own without a torch builder, the first given
     if missing(ref):
         raise MissingFramework(f"{ref}: {missing(ref)} (the reference runs in {ref})")
-    if ref != "torch" and (exact or device != "cpu"):
-        raise ParityError(f"{name}: with {ref} as the reference (no torch builder) the check runs in float32 on the "
-                          f"CPU")
+    if ref != "torch" and device != "cpu":
+        raise ParityError(f"{name}: with {ref} as the reference (no torch builder) the check runs on the CPU")
     planned, left_out = plan(frameworks, onnx)
     planned, left_out = written_in(spec, [t for t in planned if t != ref], left_out)
     planned += [f"file:{path}" for path in onnx_files]  # ONNX files of one's own, judged as the exports
@@ -153,14 +152,14 @@ def check(name: str, *, frameworks=None, onnx: bool = True, batch: int = 1, size
     reference_model = reference_model_of(name, weights, seed, (c, h, w), ref)
     x = seeded_input(shape, seed + 1)
     if exact:
-        reference_model, x = reference_model.double(), x.astype(np.float64)
+        reference_model, x = _widened(ref, name, reference_model, (c, h, w)), x.astype(np.float64)
     state = adapter(ref).state_dict(reference_model)
     reference = adapter(ref).run(reference_model.to(device) if ref == "torch" else reference_model, x, device=device)
     if not exact and ref == "torch":  # a float64 reference is its own fp64 run: no noise to allow for
         report.reference_noise = tolerance.reference_noise(reference_model, x, reference)
     if ref != "torch":
-        report.notes.append(f"reference: {ref}, the first framework {name} is written in (it has no torch builder); "
-                            f"its own float32 noise is not measured")
+        report.notes.append(f"reference: {ref}, the first framework {name} is written in (it has no torch builder)"
+                            + ("" if exact else "; its own float32 noise is not measured"))
     policy, tol = tol, tolerance.effective(tol, report.reference_noise)
     if tol > policy:
         report.notes.append(f"reference noise {report.reference_noise:.1e} (torch fp32 vs fp64) exceeds the "
@@ -243,6 +242,15 @@ def reference_model_of(name, weights, seed, input_size, framework="torch"):
     model = adapter(framework).build(name, input_size=input_size)
     adapter(framework).load_state_dict(model, load_state(weights))
     return model.eval() if framework == "torch" else model
+
+
+def _widened(framework, name, model, input_size):
+    """The reference in float64: torch's cast, another framework's rebuilt holding its weights."""
+    if framework == "torch":
+        return model.double()
+    wide = adapter(framework).build(name, input_size=input_size, dtype="float64")
+    adapter(framework).load_state_dict(wide, adapter(framework).state_dict(model))
+    return wide
 
 
 FLOAT64_ONNX = "ONNX runs float32"  # the row's reason; the report's note says it whole
