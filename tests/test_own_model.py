@@ -2,6 +2,7 @@
 a --models-from module, a `cnn_parity.models` entry point, a `package.module:builder` path),
 and every inference command on it; bad builders refused by name. The example network itself
 is proven in examples/own_model/test_twohead.py."""
+import contextlib
 import json
 import os
 import subprocess
@@ -30,6 +31,20 @@ def example_on_path():
     sys.path.remove(str(EXAMPLE))
     for name in set(registry.names()) - before:
         registry.unregister(name)
+
+
+@contextlib.contextmanager
+def planted(tmp_path, port, old, new, module):
+    """The example's `port` file with `old` replaced by `new` (a planted bug), importable as
+    `module` meanwhile; yields its builder's name."""
+    source = (EXAMPLE / port).read_text()
+    assert old in source
+    (tmp_path / f"{module}.py").write_text(source.replace(old, new))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        yield f"{module}:twohead"
+    finally:
+        sys.path.remove(str(tmp_path))
 
 
 def test_the_catalogue_registers_through_the_same_public_path():
@@ -192,19 +207,11 @@ def test_train_check_on_a_registered_model_and_a_planted_batchnorm_bug(tmp_path)
     from parity.train.check import train_check
     result = train_check("twohead", steps=2, frameworks=("keras", "tf"))
     assert result.passed, [(r.framework, r.errors) for r in result.results]
-    source = (EXAMPLE / "twohead_keras.py").read_text()
-    bug = source.replace("x = TorchBatchNormalization(epsilon=1e-5, momentum=0.9, name=bn)(x)",
-                         "x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=bn)(x)")
-    assert bug != source
-    (tmp_path / "keras_bn_bug.py").write_text(bug)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        parity.register_model("bn_bug", torch="twohead_torch:twohead", keras="keras_bn_bug:twohead",
+    with planted(tmp_path, "twohead_keras.py", "x = TorchBatchNormalization(epsilon=1e-5, momentum=0.9, name=bn)(x)",
+                 "x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=bn)(x)", "keras_bn_bug") as bug:
+        parity.register_model("bn_bug", torch="twohead_torch:twohead", keras=bug,
                               input_size=(3, 32, 32), test_sizes=(32, 33), outputs=("classes", "attributes"))
-        planted = train_check("bn_bug", steps=2, frameworks=("keras",))
-    finally:
-        sys.path.remove(str(tmp_path))
-    [row] = planted.results
+        [row] = train_check("bn_bug", steps=2, frameworks=("keras",)).results
     assert not row.passed and row.first_divergence in ("stem.1.running_var", "stem.4.running_var")
     assert "unbiased" in row.likely_cause
 
@@ -219,24 +226,18 @@ def test_train_check_without_a_torch_builder_judges_against_the_first_framework(
     for dtype in ("float32", "float64"):
         result = train_check("keras_tf", steps=2, frameworks=("tf",), dtype=dtype)
         assert result.reference == "keras" and result.passed, [(r.framework, r.errors) for r in result.results]
-    source = (EXAMPLE / "twohead_tf.py").read_text()
-    bug = source.replace("BatchNorm2d(32), tf.nn.relu]", "BatchNorm2d(32, eps=1e-3), tf.nn.relu]")
-    assert bug != source
-    (tmp_path / "tf_epsilon_bug.py").write_text(bug)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        parity.register_model("epsilon_bug", keras="twohead_keras:twohead", tf="tf_epsilon_bug:twohead",
+    with planted(tmp_path, "twohead_tf.py", "BatchNorm2d(32), tf.nn.relu]", "BatchNorm2d(32, eps=1e-3), tf.nn.relu]",
+                 "tf_epsilon_bug") as bug:
+        parity.register_model("epsilon_bug", keras="twohead_keras:twohead", tf=bug,
                               input_size=(3, 32, 32), test_sizes=(32, 33), outputs=("classes", "attributes"))
         rows = [train_check("epsilon_bug", steps=2, frameworks=("tf",), dtype=d).results[0]
                 for d in ("float64", "float32")]
-        planted = parity.check("epsilon_bug", frameworks=("tf",), onnx=False, dtype="float64")
-    finally:
-        sys.path.remove(str(tmp_path))
+        forward = parity.check("epsilon_bug", frameworks=("tf",), onnx=False, dtype="float64")
     for row in rows:
         assert not row.passed and row.first_divergence == "loss, step 1" and "BN epsilon" in row.likely_cause
         assert row.errors["grad"] > 100 * row.tolerances["grad"]  # 5.2e-2: against 1e-8, and 4.8e-5 in float32
-    assert not planted.passed  # the forward alone, in float64 against Keras: 2.0e-3, first divergent at stem.4
-    assert {(r.first_divergent_layer, r.normalized_error > 1e-4) for r in planted.results} == {("stem.4", True)}
+    assert not forward.passed  # the forward alone, in float64 against Keras: 2.0e-3, first divergent at stem.4
+    assert {(r.first_divergent_layer, r.normalized_error > 1e-4) for r in forward.results} == {("stem.4", True)}
 
 
 def test_the_data_parallel_check_reaches_a_model_registered_with_models_from(tmp_path):
@@ -338,20 +339,14 @@ def test_diagnose_maps_an_onnx_files_tensors_to_layers_by_name(tmp_path, capsys)
     """A file exported from a port with the padding bug planted, diagnosed against the faithful
     model: the first divergent layer its names reach is named (stem.3's conv is folded into its
     BatchNorm, stem.4), and the layers no name reaches are listed."""
-    source = (EXAMPLE / "twohead_keras.py").read_text()
-    bug = source.replace('''    x = layers.ZeroPadding2D(1)(x)
+    with planted(tmp_path, "twohead_keras.py", '''    x = layers.ZeroPadding2D(1)(x)
     x = layers.Conv2D(filters, 3, strides=stride, padding="valid", name=conv)(x)''',
-                         '''    x = layers.Conv2D(filters, 3, strides=stride, padding="same", name=conv)(x)''')
-    (tmp_path / "padding_bug_keras.py").write_text(bug)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        parity.register_model("padding_bug", torch="twohead_torch:twohead", keras="padding_bug_keras:twohead",
+                 '''    x = layers.Conv2D(filters, 3, strides=stride, padding="same", name=conv)(x)''', "padding_bug_keras") as bug:
+        parity.register_model("padding_bug", torch="twohead_torch:twohead", keras=bug,
                               input_size=(3, 32, 32), outputs=("classes", "attributes"))
         buggy, faithful = tmp_path / "buggy.onnx", tmp_path / "faithful.onnx"
         assert main(["export", "padding_bug", "--framework", "keras", "--out", str(buggy)]) == 0
         assert main(["export", "twohead", "--framework", "keras", "--out", str(faithful)]) == 0
-    finally:
-        sys.path.remove(str(tmp_path))
     capsys.readouterr()
     assert main(["diagnose", "twohead", "--onnx", str(faithful)]) == 0
     assert "no tensor of the file is named for: stem.0, stem.3" in capsys.readouterr().out
