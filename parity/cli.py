@@ -5,6 +5,7 @@ import os
 import sys
 
 from . import __version__
+from .catalogue.registry import MODELS_FROM
 from .errors import EXIT_ERROR, EXIT_PASS, KNOWN_ERRORS, describe, unknown_choice
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -22,7 +23,7 @@ def main(argv=None) -> int:
     # soft_wrap: a message stays one line whatever the width (tables still fit it); redirected
     # output gets 120 columns for its tables.
     console = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=True)
-    handed_down = os.environ.get("PARITY_MODELS_FROM")  # --models-from sets it for this command's children
+    handed_down = os.environ.get(MODELS_FROM)  # --models-from sets it for this command's children
     try:
         _import_models(modules)
         return args.func(args, console) or EXIT_PASS
@@ -38,9 +39,9 @@ def main(argv=None) -> int:
         return EXIT_ERROR
     finally:
         if handed_down is None:
-            os.environ.pop("PARITY_MODELS_FROM", None)
+            os.environ.pop(MODELS_FROM, None)
         else:
-            os.environ["PARITY_MODELS_FROM"] = handed_down
+            os.environ[MODELS_FROM] = handed_down
 
 
 def _models_from(argv):

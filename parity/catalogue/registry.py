@@ -124,8 +124,8 @@ def register_model(name: str, *, torch: Builder | None = None, keras: Builder | 
                    **spec: Any) -> ModelSpec:
     """Register a model that lives anywhere: `torch`, `keras`, `tf` are builders (callables
     returning the framework's model, or "package.module:name"), any two of them; the reference
-    is torch's, else the first given (selftest alone needs torch's); `spec` takes what ModelSpec knows (outputs, classifier, fixed_size,
-    flatten_linear, head, aux_weights, test_sizes, ...). The catalogue registers through here
+    is torch's, else the first given; `spec` takes what ModelSpec knows (outputs, classifier,
+    fixed_size, flatten_linear, head, aux_weights, test_sizes, ...). The catalogue registers through here
     too, with `module=` naming the file its three packages share instead of builders."""
     _load_catalogue()
     builders = {f: b for f, b in (("torch", torch), ("keras", keras), ("tf", tf)) if b is not None}
