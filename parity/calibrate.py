@@ -79,17 +79,15 @@ def calibrate_keras_norms(model, input_size, *, seed=0, batch=8, residual_norms=
         if norm.beta is not None:
             norm.beta.assign(rng.normal(0.0, 0.2, norm.beta.shape).astype(norm.beta.dtype))
     dropouts = [layer for layer in layers if isinstance(layer, keras.layers.Dropout)]
-    saved = [(norm, norm.momentum) for norm in norms] + [(drop, drop.rate) for drop in dropouts]
+    saved = [(norm, "momentum", norm.momentum) for norm in norms] + [(drop, "rate", drop.rate) for drop in dropouts]
     try:
-        for norm in norms:
-            norm.momentum = 0.0
-        for drop in dropouts:
-            drop.rate = 0.0
+        for layer, attribute, _ in saved:
+            setattr(layer, attribute, 0.0)
         c, h, w = input_size
         model(rng.standard_normal((batch, h, w, c), dtype=np.float32), training=True)
     finally:
-        for layer, value in saved:
-            setattr(layer, "momentum" if layer in norms else "rate", value)
+        for layer, attribute, value in saved:
+            setattr(layer, attribute, value)
 
 
 def seeded_input(shape, seed: int = 0) -> np.ndarray:

@@ -14,7 +14,6 @@ those weights) and `parity_tolerance` (`--parity-tolerance`, else None: the poli
 """
 from __future__ import annotations
 
-import copy
 import os
 import tempfile
 from pathlib import Path
@@ -108,7 +107,8 @@ class _Verdict:
 
 
 def _float32_verdict(reference, candidate, initial, batches, optimizer, hyper):
-    exact = train_steps(_copy_of(reference, "float64", batches), batches, optimizer=optimizer, **hyper)
+    judge_model = adapter_for(reference).copy_in(reference, "float64", batches[0][0].shape[1:])
+    exact = train_steps(judge_model, batches, optimizer=optimizer, **hyper)
     limits = judge.policies()
     undetermined = judge.sign_undetermined(exact.grads, limits["grad"]) if optimizer in judge.ADAPTIVE else {}
     noise = _reference_noise(reference, initial, batches, exact, undetermined, optimizer=optimizer, **hyper)
@@ -125,11 +125,12 @@ def _float64_verdict(reference, candidate, initial, batches, optimizer, hyper):
     spec = native.spec(candidate)
     if spec is None:
         return None
-    wide = native.build(spec.name, input_size=batches[0][0].shape[1:], dtype="float64")
+    size = batches[0][0].shape[1:]
+    wide = native.build(spec.name, input_size=size, dtype="float64")  # the candidate has trained: from `initial`
     native.load_state_dict(wide, initial)
     batches = [(np.asarray(x, np.float64), y) for x, y in batches]
     exact, ran = (train_steps(model, batches, optimizer=optimizer, with_first_step=True, **hyper)
-                  for model in (_copy_of(reference, "float64", batches), wide))
+                  for model in (adapter_for(reference).copy_in(reference, "float64", size), wide))
     adaptive = optimizer in judge.ADAPTIVE
     undetermined = judge.sign_undetermined(exact.grads, judge.FLOAT64_SIGN) if adaptive else {}
     limits = {c: float("inf") if c in judge.LATER  # not judged here (the float32 verdict holds them)
@@ -146,7 +147,7 @@ def _reference_noise(reference, initial, batches, exact, undetermined, **hyper) 
     """The reference float32's own distance from the float64 judge, per category: from its
     weights and from PERTURBED_RUNS nudged copies of them, the worst, as train-check measures
     it (a ReLU input within rounding of zero flips in one run and not in another)."""
-    model = _copy_of(reference, "float32", batches)
+    model = adapter_for(reference).copy_in(reference, "float32", batches[0][0].shape[1:])
     noise = dict.fromkeys(judge.CATEGORIES, 0.0)
     starts = [initial] + [judge.nudged(initial, np.random.default_rng((0, run))) for run in range(judge.PERTURBED_RUNS)]
     for start in starts:
@@ -154,19 +155,6 @@ def _reference_noise(reference, initial, batches, exact, undetermined, **hyper) 
         _, errors, _ = judge.compare(train_steps(model, batches, **hyper), exact, initial, undetermined)
         noise = {c: max(noise[c], errors[c]) for c in noise}
     return noise
-
-
-def _copy_of(model, dtype, batches):
-    """A copy of the reference holding its weights, in `dtype`: torch's by deepcopy; a Keras
-    or TF model's rebuilt from its registration (an instance cannot be widened in place)."""
-    native = adapter_for(model)
-    if native.framework == "torch":
-        copied = copy.deepcopy(model)
-        return copied.double() if dtype == "float64" else copied
-    spec = _registered_spec(model, "a torch reference (a Keras or TF one is rebuilt from its registration)")
-    made = native.build(spec.name, input_size=batches[0][0].shape[1:], dtype=dtype)
-    native.load_state_dict(made, native.state_dict(model))
-    return made
 
 
 def calibrated_state_of(name: str, input_size=None, seed: int = 0) -> dict:

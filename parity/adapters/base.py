@@ -148,6 +148,17 @@ class Adapter:
         setattr(model, REGISTERED_NAME, spec.name)
         return model
 
+    def copy_in(self, model, dtype: str, input_size=None):
+        """A new model computing what `model` does, in `dtype`: rebuilt from its registration,
+        holding its weights (torch's is a deep copy, cast). `model` is left as it is."""
+        spec = self.spec(model)
+        if spec is None:
+            raise ValueError(f"{self.model_name(model)}: not a registered model; a {self.framework} model is "
+                             f"rebuilt from its registration to change its dtype (give a torch model instead)")
+        copied = self.build(spec.name, input_size=input_size, dtype=dtype)
+        self.load_state_dict(copied, self.state_dict(model))
+        return copied
+
     def spec(self, model):
         return registry.find(self.model_name(model))
 

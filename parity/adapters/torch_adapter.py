@@ -23,6 +23,10 @@ class TorchAdapter(Adapter):
         import torch
         return model.to(getattr(torch, dtype))
 
+    def copy_in(self, model, dtype, input_size=None):
+        import copy
+        return self.cast(copy.deepcopy(model), dtype)
+
     def dtype(self, model):
         import torch
         first = next(model.parameters(), None)

@@ -98,8 +98,13 @@ class _Context:
         return next((e for e in self.events[i + 1:] if e in self.order), None)
 
     @functools.cached_property
+    def faithful(self):
+        """The port holding the reference's weights, unmutated (read, never changed)."""
+        return self.candidate()
+
+    @functools.cached_property
     def faithful_outputs(self):
-        return adapter(self.framework).run(self.candidate(), self.x)
+        return adapter(self.framework).run(self.faithful, self.x)
 
     def candidate(self, state=None):
         model = adapter(self.framework).build(self.name, input_size=self.x.shape[1:])
@@ -233,7 +238,7 @@ def _shifted_pad_conv(conv, pads):
 
 def _padding_of(ctx, conv_path):
     if not ctx.torch_reference:  # the TF port's own (it is the one mutated), torch's (ph, pw)
-        return _tf_layer(ctx.candidate(), conv_path).padding[0]
+        return _tf_layer(ctx.faithful, conv_path).padding[0]
     module = dict(ctx.reference.named_modules())[conv_path]
     return module.padding[0] if isinstance(module.padding, tuple) else 0
 
