@@ -73,6 +73,11 @@ class ModelSpec:
         """The frameworks it is written in, the reference (torch) first."""
         return tuple(f for f in FRAMEWORKS if f in self.builders) if self.builders else FRAMEWORKS
 
+    @property
+    def ports(self) -> tuple[str, ...]:
+        """The frameworks judged against the reference: all it is written in but the first."""
+        return self.frameworks[1:]
+
     def in_head(self, key: str) -> bool:
         """Whether a canonical key (module path, or path.param) belongs to the head."""
         return any(key == p or key.startswith(p + ".") for p in self.head)

@@ -348,7 +348,7 @@ def cmd_selftest(args, console):
 def _ports_of(name, frameworks):
     """The frameworks asked for that `name` is written in, but its reference (torch, or without
     a torch builder the first framework: selftest mutates a port, not its reference)."""
-    return [f for f in frameworks if f in registry.get(name).frameworks[1:]]
+    return [f for f in frameworks if f in registry.get(name).ports]
 
 
 def _write_selftest_json(path, rows, errors):

@@ -80,7 +80,7 @@ def refuse_unknown_dtype(args) -> None:
 
 def cmd_train_check(args, console) -> int:
     refuse_unknown_dtype(args)
-    asked = args.frameworks if args.frameworks is not None else ",".join(get(args.model).frameworks[1:])
+    asked = args.frameworks if args.frameworks is not None else ",".join(get(args.model).ports)
     frameworks = [f.strip() for f in asked.split(",") if f.strip()]
     unknown = [f for f in frameworks if f not in ("torch", "keras", "tf")]
     if unknown:
